@@ -1,0 +1,30 @@
+// Grad mode: a thread-local switch that says whether ops record graph nodes.
+#pragma once
+
+namespace hmoe::autograd {
+
+bool grad_enabled();
+void set_grad_enabled(bool on);
+
+// RAII: turns recording off (or on) for its scope, restoring the previous mode.
+class GradModeGuard {
+ public:
+  explicit GradModeGuard(bool on) : prev_(grad_enabled()) { set_grad_enabled(on); }
+  ~GradModeGuard() { set_grad_enabled(prev_); }
+  GradModeGuard(const GradModeGuard&) = delete;
+  GradModeGuard& operator=(const GradModeGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+class NoGradGuard : public GradModeGuard {
+ public:
+  NoGradGuard() : GradModeGuard(false) {}
+};
+
+}  // namespace hmoe::autograd
+
+namespace hmoe {
+using autograd::NoGradGuard;
+}

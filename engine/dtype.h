@@ -1,0 +1,153 @@
+// DType (the element types a tensor can hold), their sizes and names, and the
+// bf16 / f16 storage types with exact round-to-nearest-even conversion.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <ostream>
+#include <string_view>
+
+namespace hmoe {
+
+enum class DType : uint8_t { f32, f64, bf16, f16, i32, i64, b8 };
+
+inline constexpr int kNumDTypes = 7;
+
+constexpr size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::f32: return 4;
+    case DType::f64: return 8;
+    case DType::bf16: return 2;
+    case DType::f16: return 2;
+    case DType::i32: return 4;
+    case DType::i64: return 8;
+    case DType::b8: return 1;
+  }
+  return 0;
+}
+
+constexpr std::string_view dtype_name(DType t) {
+  switch (t) {
+    case DType::f32: return "f32";
+    case DType::f64: return "f64";
+    case DType::bf16: return "bf16";
+    case DType::f16: return "f16";
+    case DType::i32: return "i32";
+    case DType::i64: return "i64";
+    case DType::b8: return "bool";
+  }
+  return "?";
+}
+
+constexpr bool is_floating(DType t) {
+  return t == DType::f32 || t == DType::f64 || t == DType::bf16 || t == DType::f16;
+}
+constexpr bool is_integral(DType t) { return t == DType::i32 || t == DType::i64; }
+
+// The dtype that a binary op between a and b computes in (floats win, wider wins;
+// bf16 with f16 goes to f32 since neither holds the other).
+DType promote(DType a, DType b);
+
+inline std::ostream& operator<<(std::ostream& os, DType t) { return os << dtype_name(t); }
+
+// bfloat16: the upper 16 bits of an IEEE f32.
+struct bf16 {
+  uint16_t bits = 0;
+  bf16() = default;
+  bf16(float f) : bits(from_float(f)) {}  // NOLINT(google-explicit-constructor)
+  operator float() const {                // NOLINT(google-explicit-constructor)
+    uint32_t u = uint32_t(bits) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  }
+  static uint16_t from_float(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
+    u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest, ties to even
+    return uint16_t(u >> 16);
+  }
+};
+
+// IEEE binary16.
+struct f16 {
+  uint16_t bits = 0;
+  f16() = default;
+  f16(float f) : bits(from_float(f)) {}  // NOLINT(google-explicit-constructor)
+  operator float() const { return to_float(bits); }  // NOLINT(google-explicit-constructor)
+  static uint16_t from_float(float f);
+  static float to_float(uint16_t h);
+};
+
+template <typename T>
+struct dtype_of;
+template <> struct dtype_of<float> { static constexpr DType value = DType::f32; };
+template <> struct dtype_of<double> { static constexpr DType value = DType::f64; };
+template <> struct dtype_of<bf16> { static constexpr DType value = DType::bf16; };
+template <> struct dtype_of<f16> { static constexpr DType value = DType::f16; };
+template <> struct dtype_of<int32_t> { static constexpr DType value = DType::i32; };
+template <> struct dtype_of<int64_t> { static constexpr DType value = DType::i64; };
+template <> struct dtype_of<bool> { static constexpr DType value = DType::b8; };
+
+// The type arithmetic on T happens in: half types compute in f32.
+template <typename T> struct compute_type { using type = T; };
+template <> struct compute_type<bf16> { using type = float; };
+template <> struct compute_type<f16> { using type = float; };
+template <typename T> using compute_t = typename compute_type<T>::type;
+
+}  // namespace hmoe
+
+// HMOE_DISPATCH_*(dtype, "op", [&]<typename scalar_t>() { ... }) calls the lambda with
+// scalar_t bound to the C++ type of dtype, or throws naming the op and dtype.
+#define HMOE_DTYPE_CASE_(DT, T) \
+  case ::hmoe::DType::DT:       \
+    return fn.template operator()<T>();
+
+namespace hmoe::detail {
+[[noreturn]] void unsupported_dtype(const char* op, DType t);
+
+template <typename Fn>
+decltype(auto) dispatch_float(DType t, const char* op, Fn&& fn) {
+  switch (t) {
+    HMOE_DTYPE_CASE_(f32, float)
+    HMOE_DTYPE_CASE_(f64, double)
+    HMOE_DTYPE_CASE_(bf16, ::hmoe::bf16)
+    HMOE_DTYPE_CASE_(f16, ::hmoe::f16)
+    default: unsupported_dtype(op, t);
+  }
+}
+template <typename Fn>
+decltype(auto) dispatch_numeric(DType t, const char* op, Fn&& fn) {
+  switch (t) {
+    HMOE_DTYPE_CASE_(f32, float)
+    HMOE_DTYPE_CASE_(f64, double)
+    HMOE_DTYPE_CASE_(bf16, ::hmoe::bf16)
+    HMOE_DTYPE_CASE_(f16, ::hmoe::f16)
+    HMOE_DTYPE_CASE_(i32, int32_t)
+    HMOE_DTYPE_CASE_(i64, int64_t)
+    default: unsupported_dtype(op, t);
+  }
+}
+template <typename Fn>
+decltype(auto) dispatch_all(DType t, const char* op, Fn&& fn) {
+  switch (t) {
+    HMOE_DTYPE_CASE_(f32, float)
+    HMOE_DTYPE_CASE_(f64, double)
+    HMOE_DTYPE_CASE_(bf16, ::hmoe::bf16)
+    HMOE_DTYPE_CASE_(f16, ::hmoe::f16)
+    HMOE_DTYPE_CASE_(i32, int32_t)
+    HMOE_DTYPE_CASE_(i64, int64_t)
+    HMOE_DTYPE_CASE_(b8, bool)
+  }
+  unsupported_dtype(op, t);
+}
+template <typename Fn>
+decltype(auto) dispatch_index(DType t, const char* op, Fn&& fn) {
+  switch (t) {
+    HMOE_DTYPE_CASE_(i32, int32_t)
+    HMOE_DTYPE_CASE_(i64, int64_t)
+    default: unsupported_dtype(op, t);
+  }
+}
+}  // namespace hmoe::detail

@@ -1,0 +1,30 @@
+// Shape and stride arithmetic shared by the tensor and every op: element counts,
+// contiguous strides, dim wrapping and NumPy broadcasting.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+namespace hmoe {
+
+using Shape = std::vector<int64_t>;
+
+inline constexpr int kMaxRank = 8;
+
+int64_t shape_numel(const Shape& s);
+Shape contiguous_strides(const Shape& s);
+std::string shape_str(const Shape& s);  // "[2, 3]"
+
+// Maps a possibly negative dim into [0, rank); throws naming op otherwise.
+int64_t wrap_dim(int64_t dim, int64_t rank, const char* op);
+
+// NumPy broadcasting of two shapes; throws naming op and both shapes.
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
+
+// Strides that read a tensor of shape `from` (with strides `strides`) as if it had
+// the broadcast shape `to` (0 on broadcast dims).
+Shape broadcast_strides(const Shape& from, const Shape& strides, const Shape& to);
+
+}  // namespace hmoe

@@ -1,0 +1,51 @@
+// Storage: one owned allocation on one device, shared by every tensor view of it;
+// and the allocator registry that backends fill (the CPU one is built in).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "engine/device.h"
+
+namespace hmoe {
+
+// An owning pointer whose deleter the allocator chose.
+using DataPtr = std::unique_ptr<void, void (*)(void*)>;
+
+class Allocator {
+ public:
+  virtual ~Allocator() = default;
+  virtual DataPtr allocate(size_t nbytes, int device_index) = 0;
+  // Copies between host and this device (or within it); synchronous for the caller.
+  virtual void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t nbytes) = 0;
+  virtual void memset(void* dst, int value, size_t nbytes) = 0;
+};
+
+// The allocator for a device type; throws hmoe::Error if that backend is not built.
+Allocator& allocator_for(DeviceType t);
+// Backends register themselves once (part of the dispatch registry).
+void register_allocator(DeviceType t, Allocator* a);
+
+class Storage {
+ public:
+  Storage(size_t nbytes, Device device);
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+
+  void* data() const { return data_.get(); }
+  size_t nbytes() const { return nbytes_; }
+  Device device() const { return device_; }
+
+  // Bumped by every in-place write, so autograd can tell a saved tensor was modified.
+  uint64_t version() const { return version_; }
+  void bump_version() { ++version_; }
+
+ private:
+  DataPtr data_;
+  size_t nbytes_;
+  Device device_;
+  uint64_t version_ = 0;
+};
+
+}  // namespace hmoe

@@ -1,0 +1,14 @@
+// The umbrella header of the hmoe engine: tensors, autograd, ops, modules.
+#pragma once
+
+#include "autograd/grad_mode.h"
+#include "autograd/node.h"
+#include "engine/dtype.h"
+#include "engine/rng.h"
+#include "engine/tensor.h"
+#include "engine/thread_pool.h"
+#include "ops/elementwise.h"
+#include "ops/factory.h"
+#include "ops/reduce.h"
+#include "ops/view.h"
+#include "autograd/gradcheck.h"

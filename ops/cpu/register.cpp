@@ -1,0 +1,19 @@
+// Registers every CPU kernel family with the dispatch registry.
+#include "ops/dispatch.h"
+
+namespace hmoe::ops {
+namespace cpu {
+void register_elementwise_cpu();
+void register_factory_cpu();
+void register_copy_cpu();
+void register_reduce_cpu();
+}  // namespace cpu
+
+void register_cpu_kernels() {
+  cpu::register_elementwise_cpu();
+  cpu::register_factory_cpu();
+  cpu::register_copy_cpu();
+  cpu::register_reduce_cpu();
+}
+
+}  // namespace hmoe::ops

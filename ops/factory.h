@@ -1,0 +1,41 @@
+// Tensor factories: constant fills, ranges, host data, and random tensors drawn
+// from the counter-based Philox generator (same values on every backend).
+#pragma once
+
+#include <vector>
+
+#include "engine/rng.h"
+#include "engine/tensor.h"
+
+namespace hmoe {
+
+Tensor empty(const Shape& shape, TensorOptions opts = {});
+Tensor zeros(const Shape& shape, TensorOptions opts = {});
+Tensor ones(const Shape& shape, TensorOptions opts = {});
+Tensor full(const Shape& shape, double value, TensorOptions opts = {});
+// [start, end) in steps of step; dtype i64 unless opts says otherwise.
+Tensor arange(double start, double end, double step = 1.0, TensorOptions opts = {.dtype = DType::i64});
+Tensor arange(int64_t end, TensorOptions opts = {.dtype = DType::i64});
+
+// Copies host values into a new tensor of `shape` (values.size() must match), converting to opts.dtype.
+Tensor from_vector(const std::vector<double>& values, const Shape& shape, TensorOptions opts = {});
+Tensor from_vector(const std::vector<float>& values, const Shape& shape, TensorOptions opts = {});
+Tensor from_vector(const std::vector<int64_t>& values, const Shape& shape, TensorOptions opts = {.dtype = DType::i64});
+Tensor from_vector(const std::vector<int32_t>& values, const Shape& shape, TensorOptions opts = {.dtype = DType::i32});
+
+// Uniform in [lo, hi) and normal(mean, std); each draw advances gen by numel.
+Tensor uniform(const Shape& shape, Generator& gen, double lo = 0.0, double hi = 1.0, TensorOptions opts = {});
+Tensor normal(const Shape& shape, Generator& gen, double mean = 0.0, double std = 1.0, TensorOptions opts = {});
+
+Tensor empty_like(const Tensor& t);
+Tensor zeros_like(const Tensor& t);
+Tensor ones_like(const Tensor& t);
+Tensor full_like(const Tensor& t, double value);
+
+// Kernel interfaces.
+using FillKernel = void (*)(const Tensor& out, double value);  // out may be strided
+using ArangeKernel = void (*)(const Tensor& out, double start, double step);
+enum class RandomKind : uint8_t { uniform, normal };
+using RandomKernel = void (*)(const Tensor& out, RandomKind kind, uint64_t seed, uint64_t offset, double a, double b);
+
+}  // namespace hmoe

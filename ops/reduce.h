@@ -1,0 +1,36 @@
+// Reductions over any set of dims (keepdim optional): sum, mean, var, max/min with
+// indices, logsumexp, argmax, norm. All deterministic: fixed summation order.
+#pragma once
+
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace hmoe {
+
+Tensor sum(const Tensor& t, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor sum(const Tensor& t);  // all elements -> 0-d
+Tensor mean(const Tensor& t, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor mean(const Tensor& t);
+
+enum class ReduceOp : uint8_t { sum, max, min, argmax, argmin, logsumexp };
+
+// Kernel interface: `in` is contiguous and viewed as [outer, red, inner]; out is
+// contiguous [outer, inner]. argmax/argmin write i64 indices (first of ties).
+using ReduceKernel = void (*)(ReduceOp op, const Tensor& in, const Tensor& out, int64_t outer, int64_t red,
+                              int64_t inner);
+
+namespace detail {
+// Canonical [outer, red, inner] form of reducing `dims` of t: the (possibly permuted,
+// contiguous) input and the sizes; out_shape gets the keepdim / non-keepdim shape.
+struct ReducePlan {
+  Tensor input;
+  int64_t outer = 1, red = 1, inner = 1;
+  Shape out_shape;       // with or without kept dims, as requested
+  Shape keepdim_shape;   // always with kept dims (size 1)
+};
+ReducePlan plan_reduce(const Tensor& t, const std::vector<int64_t>& dims, bool keepdim, const char* op);
+Tensor run_reduce(ReduceOp op, const ReducePlan& p, DType out_dtype);
+}  // namespace detail
+
+}  // namespace hmoe

@@ -1,0 +1,22 @@
+// Views (reshape, permute, slice, expand, ...) and copies (contiguous, dtype and
+// device conversion) as differentiable ops; the Tensor members forward here.
+#pragma once
+
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace hmoe {
+
+// Kernel interface: dst[i] = convert(src[i]) over equal shapes, any strides and dtypes,
+// one device.
+using CopyKernel = void (*)(const Tensor& src, const Tensor& dst);
+
+// The strides a view of `t` with `shape` would have without copying, or false.
+bool view_strides(const Tensor& t, const Shape& shape, Shape& strides_out);
+// Resolves one -1 in a requested shape against numel.
+Shape infer_shape(const Shape& shape, int64_t numel, const char* op);
+
+Tensor as_strided(const Tensor& t, const Shape& shape, const Shape& strides, int64_t offset);
+
+}  // namespace hmoe
