@@ -1,0 +1,31 @@
+// Indexing and gathering: embedding, index_select, gather, scatter_add, masked_fill,
+// one_hot; joining and splitting: cat, stack, split, chunk. Backward passes are
+// deterministic (fixed accumulation order, no atomics).
+#pragma once
+
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace hmoe {
+
+// weight [V, D], ids (i32/i64, any shape) -> [..., D]. Out-of-range ids are an error.
+Tensor embedding(const Tensor& weight, const Tensor& ids);
+// Rows of t along dim picked by the 1-d index.
+Tensor index_select(const Tensor& t, int64_t dim, const Tensor& index);
+// out[i][j] = t[index[i][j]][j] (dim 0), etc.; index has t's rank.
+Tensor gather(const Tensor& t, int64_t dim, const Tensor& index);
+// out = t with src added at index along dim (differentiable in t and src).
+Tensor scatter_add(const Tensor& t, int64_t dim, const Tensor& index, const Tensor& src);
+// Elements where mask (bool, broadcast to t) is true become value.
+Tensor masked_fill(const Tensor& t, const Tensor& mask, double value);
+// ids (integer) -> [..., num_classes] in dtype (f32 default).
+Tensor one_hot(const Tensor& ids, int64_t num_classes, DType dtype = DType::f32);
+
+Tensor cat(const std::vector<Tensor>& ts, int64_t dim);
+Tensor stack(const std::vector<Tensor>& ts, int64_t dim);
+std::vector<Tensor> split(const Tensor& t, int64_t split_size, int64_t dim);
+std::vector<Tensor> split(const Tensor& t, const std::vector<int64_t>& sizes, int64_t dim);
+std::vector<Tensor> chunk(const Tensor& t, int64_t chunks, int64_t dim);
+
+}  // namespace hmoe
