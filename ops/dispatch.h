@@ -2,24 +2,40 @@
 // pointer per device type; backends fill them once, on first use.
 #pragma once
 
+#include <utility>
+
 #include "engine/device.h"
 #include "engine/error.h"
+#include "engine/profiler.h"
 #include "engine/tensor.h"
 
 namespace hmoe::ops {
 
 void ensure_kernels_registered();
 
+// A kernel bound to its device: calling it runs the kernel inside a profiler scope.
+template <typename Fn>
+struct BoundKernel {
+  Fn fn;
+  const char* name;
+  Device device;
+  template <typename... Args>
+  decltype(auto) operator()(Args&&... args) const {
+    ProfileScope scope(name, device);
+    return fn(std::forward<Args>(args)...);
+  }
+};
+
 template <typename Fn>
 struct DispatchStub {
   const char* name;
   Fn table[kNumDeviceTypes] = {};
 
-  Fn get(Device d) const {
+  BoundKernel<Fn> get(Device d) const {
     ensure_kernels_registered();
     Fn f = table[size_t(d.type)];
     HMOE_CHECK(f != nullptr, name, ": no kernel for device ", d.str(), " in this build");
-    return f;
+    return {f, name, d};
   }
   void set(DeviceType t, Fn f) { table[size_t(t)] = f; }
 };
