@@ -9,4 +9,5 @@ launcher=()
 command -v ccache >/dev/null 2>&1 && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 cmake -S "$root" -B "$dir" -G Ninja "${launcher[@]}" "$@" >/dev/null
 jobs="${HMOE_BUILD_JOBS:-$(nproc)}"
-ninja -C "$dir" -j "$jobs"
+# HMOE_BUILD_TARGETS: build only these targets (default: all).
+ninja -C "$dir" -j "$jobs" ${HMOE_BUILD_TARGETS:-}
