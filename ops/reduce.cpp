@@ -2,7 +2,10 @@
 #include "ops/reduce.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
+
+#include "autograd/grad_mode.h"
 
 #include "autograd/node.h"
 #include "ops/dispatch.h"
@@ -100,6 +103,94 @@ Tensor mean(const Tensor& t) {
   std::vector<int64_t> all(static_cast<size_t>(t.dim()));
   std::iota(all.begin(), all.end(), 0);
   return mean(t, all);
+}
+
+}  // namespace hmoe
+
+namespace hmoe {
+
+namespace {
+// One-hot mask (bool) of `index` (keepdim-shaped i64) along `dim` of `shape`.
+Tensor index_mask(const Tensor& index_keep, const Shape& shape, int64_t dim) {
+  Shape s(shape.size(), 1);
+  s[size_t(dim)] = shape[size_t(dim)];
+  Tensor pos = arange(shape[size_t(dim)], {DType::i64, index_keep.device()}).reshape(s);
+  return eq(pos, index_keep);
+}
+
+std::pair<Tensor, Tensor> extreme(const Tensor& t, int64_t dim, bool keepdim, bool is_max) {
+  const char* name = is_max ? "max" : "min";
+  HMOE_CHECK(t.dtype() != DType::b8, name, ": not defined for bool tensors");
+  dim = wrap_dim(dim, t.dim(), name);
+  HMOE_CHECK(t.dim() == 0 || t.size(dim) > 0, name, ": cannot reduce over the empty dim ", dim, " of ", t.meta_str());
+  const auto p = detail::plan_reduce(t, {dim}, keepdim, name);
+  Tensor values = detail::run_reduce(is_max ? ReduceOp::max : ReduceOp::min, p, t.dtype());
+  Tensor idx = detail::run_reduce(is_max ? ReduceOp::argmax : ReduceOp::argmin, p, DType::i64);
+  autograd::record(name, {t}, {values},
+                   [idx_k = idx.reshape(p.keepdim_shape), kd = p.keepdim_shape, in = t.shape(),
+                    dim](const std::vector<Tensor>& g) {
+                     const Tensor mask = index_mask(idx_k, in, dim);
+                     return std::vector<Tensor>{where(mask, g[0].reshape(kd).expand(in), zeros({}, {g[0].dtype()}))};
+                   });
+  return {values, idx};
+}
+
+std::vector<int64_t> all_dims(const Tensor& t) {
+  std::vector<int64_t> d(static_cast<size_t>(t.dim()));
+  std::iota(d.begin(), d.end(), 0);
+  return d;
+}
+}  // namespace
+
+std::pair<Tensor, Tensor> max(const Tensor& t, int64_t dim, bool keepdim) { return extreme(t, dim, keepdim, true); }
+std::pair<Tensor, Tensor> min(const Tensor& t, int64_t dim, bool keepdim) { return extreme(t, dim, keepdim, false); }
+Tensor max(const Tensor& t) { return max(t.reshape({-1}), 0).first; }
+Tensor min(const Tensor& t) { return min(t.reshape({-1}), 0).first; }
+Tensor argmax(const Tensor& t, int64_t dim, bool keepdim) { return max(t.detach(), dim, keepdim).second; }
+Tensor argmin(const Tensor& t, int64_t dim, bool keepdim) { return min(t.detach(), dim, keepdim).second; }
+
+Tensor var(const Tensor& t, const std::vector<int64_t>& dims, bool keepdim, int64_t correction) {
+  HMOE_CHECK(is_floating(t.dtype()), "var: needs a floating-point tensor, got ", t.meta_str());
+  int64_t n = 1;
+  for (int64_t d : dims) n *= t.size(d);
+  const Tensor centered = t - mean(t, dims, true);
+  const double denom = double(n - correction);
+  return mul(sum(square(centered), dims, keepdim), denom > 0 ? 1.0 / denom : std::nan(""));
+}
+
+Tensor logsumexp(const Tensor& t, const std::vector<int64_t>& dims, bool keepdim) {
+  HMOE_CHECK(is_floating(t.dtype()), "logsumexp: needs a floating-point tensor, got ", t.meta_str());
+  const auto p = detail::plan_reduce(t, dims, keepdim, "logsumexp");
+  Tensor out = detail::run_reduce(ReduceOp::logsumexp, p, t.dtype());
+  autograd::record("logsumexp", {t}, {out},
+                   [x = t.detach(), y = out.detach(), kd = p.keepdim_shape](const std::vector<Tensor>& g) {
+                     // d lse / dx = softmax(x) = exp(x - lse)
+                     return std::vector<Tensor>{g[0].reshape(kd) * exp(x - y.reshape(kd))};
+                   });
+  return out;
+}
+
+Tensor norm(const Tensor& t, double p, const std::vector<int64_t>& dims_in, bool keepdim) {
+  HMOE_CHECK(is_floating(t.dtype()), "norm: needs a floating-point tensor, got ", t.meta_str());
+  HMOE_CHECK(p > 0, "norm: p must be positive, got ", p);
+  const std::vector<int64_t> dims = dims_in.empty() ? all_dims(t) : dims_in;
+  if (p == 2.0) {
+    Tensor ss = sum(square(t), dims, keepdim);
+    Tensor out;
+    {
+      NoGradGuard ng;
+      out = sqrt(ss);
+    }
+    const auto kd = detail::plan_reduce(t.detach(), dims, true, "norm").keepdim_shape;
+    autograd::record("norm", {t}, {out}, [x = t.detach(), y = out.detach(), kd](const std::vector<Tensor>& g) {
+      const Tensor yk = y.reshape(kd);
+      // x / ||x||, defined as 0 where the norm is 0.
+      const Tensor safe = where(eq(yk, zeros({}, {yk.dtype()})), ones({}, {yk.dtype()}), yk);
+      return std::vector<Tensor>{g[0].reshape(kd) * x / safe};
+    });
+    return out;
+  }
+  return pow(sum(pow(abs(t), p), dims, keepdim), 1.0 / p);
 }
 
 }  // namespace hmoe
