@@ -13,7 +13,6 @@ void register_matmul_cpu();
 void register_attention_cpu();
 void register_index_cpu();
 void register_sort_cpu();
-void register_moe_cpu();
 }  // namespace cpu
 
 void register_cpu_kernels() {
@@ -27,7 +26,6 @@ void register_cpu_kernels() {
   cpu::register_attention_cpu();
   cpu::register_index_cpu();
   cpu::register_sort_cpu();
-  cpu::register_moe_cpu();
 }
 
 }  // namespace hmoe::ops

@@ -1,0 +1,182 @@
+// Dense, MoE and HyperMoE feed-forward layers and the shared hypernetwork.
+#include "models/hypermoe/ffn.h"
+
+#include <cmath>
+
+#include "ops/elementwise.h"
+#include "ops/factory.h"
+#include "ops/index.h"
+#include "ops/matmul.h"
+#include "ops/moe/grouped_gemm.h"
+#include "ops/moe/hyper_adapter.h"
+#include "ops/moe/router.h"
+#include "ops/moe/token_dispatch.h"
+#include "ops/nn.h"
+#include "ops/reduce.h"
+
+namespace hmoe::model {
+
+void FfnStats::add_aux(const Tensor& l) { aux_loss = aux_loss.defined() ? aux_loss + l : l; }
+
+namespace {
+void init_normal(Tensor& t, Generator& gen, double std) {
+  NoGradGuard ng;
+  t.copy_(normal(t.shape(), gen, 0.0, std));
+}
+Tensor param(nn::Module& m, const std::string& name, const Shape& shape, Generator& gen, double std) {
+  Tensor t = zeros(shape);
+  if (std > 0) init_normal(t, gen, std);
+  return m.register_parameter(name, t);
+}
+// U(-a, a) for the hypernetwork heads ("hyperfanin").
+void init_uniform(const Tensor& t, Generator& gen, double a) {
+  NoGradGuard ng;
+  Tensor d = t;
+  d.copy_(uniform(t.shape(), gen, -a, a));
+}
+}  // namespace
+
+DenseFFN::DenseFFN(int64_t d, int64_t d_ff, int64_t n_layer, Generator& gen) {
+  fc_ = register_module("fc", std::make_shared<nn::Linear>(d, d_ff, true, gen));
+  proj_ = register_module("proj", std::make_shared<nn::Linear>(d_ff, d, true, gen));
+  init_normal(fc_->weight, gen, 0.02);
+  init_normal(proj_->weight, gen, 0.02 / std::sqrt(2.0 * double(n_layer)));
+  NoGradGuard ng;
+  fc_->bias.zero_();
+  proj_->bias.zero_();
+}
+
+Tensor DenseFFN::forward(const Tensor& x, FfnStats&, Generator&) { return proj_->forward(gelu(fc_->forward(x))); }
+
+HyperNetwork::HyperNetwork(const train::ModelConfig& c, int64_t n_moe_layers, Generator& gen)
+    : d_(c.d_model), r_(c.adapter_rank) {
+  const int64_t b = c.hyper_hidden;
+  layer_emb_ = param(*this, "layer_emb", {n_moe_layers, c.layer_emb_dim}, gen, 1.0);
+  wh_ = register_module("wh", std::make_shared<nn::Linear>(c.hyper_in + c.layer_emb_dim, b, true, gen));
+  head_down_ = register_module("head_down", std::make_shared<nn::Linear>(b, d_ * r_, true, gen));
+  head_up_ = register_module("head_up", std::make_shared<nn::Linear>(b, r_ * d_, true, gen));
+  head_bdown_ = register_module("head_bdown", std::make_shared<nn::Linear>(b, r_, true, gen));
+  head_bup_ = register_module("head_bup", std::make_shared<nn::Linear>(b, d_, true, gen));
+  // Hyperfanin: the generated adapter starts near zero, so training starts from the plain MoE.
+  init_uniform(head_up_->weight, gen, 1e-3 * std::sqrt(3.0 / double(b * r_)));
+  init_uniform(head_down_->weight, gen, 1e-3 * std::sqrt(3.0 / double(b * d_)));
+  init_uniform(head_bdown_->weight, gen, 1e-3 * std::sqrt(3.0 / double(b)));
+  init_uniform(head_bup_->weight, gen, 1e-3 * std::sqrt(3.0 / double(b)));
+  NoGradGuard ng;
+  for (auto* h : {head_down_.get(), head_up_.get(), head_bdown_.get(), head_bup_.get()}) h->bias.zero_();
+}
+
+AdapterWeights HyperNetwork::generate(const Tensor& s, int64_t layer) {
+  const int64_t P = s.size(0);
+  Tensor z = cat({s, layer_emb_.select(0, layer).unsqueeze(0).expand({P, layer_emb_.size(1)})}, 1);
+  Tensor h = relu(wh_->forward(z));
+  return {head_down_->forward(h).reshape({P, d_, r_}), head_bdown_->forward(h),
+          head_up_->forward(h).reshape({P, r_, d_}), head_bup_->forward(h)};
+}
+
+MoEFFN::MoEFFN(const train::ModelConfig& cfg, Generator& gen) : cfg_(cfg) {
+  const int64_t N = cfg.n_experts, d = cfg.d_model, f = cfg.d_ff;
+  router_ = register_module("router", std::make_shared<nn::Linear>(d, N, false, gen));
+  {
+    NoGradGuard ng;
+    router_->weight.zero_();  // zero-initialised as in the reference
+  }
+  if (cfg.router == "topk" && cfg.noisy) {
+    noise_ = register_module("noise", std::make_shared<nn::Linear>(d, N, false, gen));
+    NoGradGuard ng;
+    noise_->weight.zero_();
+  }
+  w1_ = param(*this, "w1", {N, d, f}, gen, 0.02);
+  b1_ = param(*this, "b1", {N, f}, gen, 0.0);
+  w2_ = param(*this, "w2", {N, f, d}, gen, 0.02 / std::sqrt(2.0 * double(cfg.n_layer)));
+  b2_ = param(*this, "b2", {N, d}, gen, 0.0);
+}
+
+MoEFFN::Routed MoEFFN::run_experts(const Tensor& x, FfnStats& stats, Generator& noise) {
+  const int64_t N = cfg_.n_experts, T = x.size(0);
+  Tensor xin = x;
+  if (cfg_.router == "switch" && is_training() && cfg_.jitter > 0)
+    xin = x * uniform(x.shape(), noise, 1.0 - cfg_.jitter, 1.0 + cfg_.jitter, {x.dtype()});
+  Tensor logits = router_->forward(xin).to(DType::f32);
+  Tensor noise_std;
+  if (noise_ && is_training()) {
+    noise_std = softplus(noise_->forward(x).to(DType::f32)) + 0.01;
+    logits = logits + normal(logits.shape(), noise) * noise_std;
+  }
+  moe::RouterConfig rc;
+  rc.k = cfg_.top_k;
+  rc.renormalize = cfg_.renormalize == "auto" ? cfg_.top_k > 1 : cfg_.renormalize == "true";
+  rc.capacity_factor = cfg_.capacity_factor;
+  moe::RouterOutput r = moe::route(logits, rc);
+  if (cfg_.aux_cv_coef > 0) stats.add_aux(moe::cv_squared_loss(r, noise_std) * cfg_.aux_cv_coef);
+  if (cfg_.aux_lb_coef > 0) stats.add_aux(moe::load_balancing_loss(r) * cfg_.aux_lb_coef);
+  if (cfg_.aux_z_coef > 0) stats.add_aux(moe::router_z_loss(logits) * cfg_.aux_z_coef);
+
+  moe::Plan plan = moe::make_plan(r.expert_ids, N);
+  stats.expert_counts.push_back(plan.counts.to(DType::i64).to_vector_as<int64_t>());
+  Tensor row_expert = moe::row_groups(plan);  // i64 [T*k]: the expert of each permuted row
+  Tensor xs = moe::permute_rows(x, plan);
+  Tensor h = gelu(moe::grouped_gemm(xs, w1_, plan.offsets) + index_select(b1_, 0, row_expert));
+  Tensor ys = moe::grouped_gemm(h, w2_, plan.offsets) + index_select(b2_, 0, row_expert);
+  Tensor y = moe::combine(ys, r.gates, plan);
+  if (r.dropped.defined()) {
+    // Tokens over capacity skip the experts and pass p_max * x (the reference's choice).
+    Tensor keep = logical_not(r.dropped).unsqueeze(1);
+    y = where(keep, y, x * r.gates.select(1, 0).unsqueeze(1).to(x.dtype()));
+  }
+  (void)T;
+  return {y, r.expert_ids, r.dropped};
+}
+
+Tensor MoEFFN::forward(const Tensor& x, FfnStats& stats, Generator& noise) { return run_experts(x, stats, noise).y; }
+
+HyperMoEFFN::HyperMoEFFN(const train::ModelConfig& cfg, int64_t moe_layer, std::shared_ptr<HyperNetwork> hyper,
+                         Generator& gen)
+    : MoEFFN(cfg, gen), layer_(moe_layer), hyper_(std::move(hyper)) {
+  expert_emb_ = param(*this, "expert_emb", {cfg.n_experts, cfg.expert_emb_dim}, gen, 1.0);
+  sel1_ = register_module("sel1", std::make_shared<nn::Linear>(cfg.expert_emb_dim, cfg.selection_hidden, true, gen));
+  sel2_ = register_module("sel2", std::make_shared<nn::Linear>(cfg.selection_hidden, cfg.hyper_in, true, gen));
+}
+
+Tensor HyperMoEFFN::selection_embedding(const Tensor& unselected_mask) {
+  // s_raw = sum of the unselected experts' embeddings (a [P, N] x [N, e] product).
+  return sel2_->forward(relu(sel1_->forward(matmul(unselected_mask, expert_emb_))));
+}
+
+namespace {
+// Host-side [P, N] mask of the experts NOT in each pattern.
+Tensor unselected_mask(const std::vector<int64_t>& patterns, int64_t N, DType dt) {
+  std::vector<float> m(patterns.size() * size_t(N));
+  for (size_t p = 0; p < patterns.size(); ++p)
+    for (int64_t j = 0; j < N; ++j) m[p * size_t(N) + size_t(j)] = (patterns[p] >> j) & 1 ? 0.f : 1.f;
+  return from_vector(m, {int64_t(patterns.size()), N}, {dt});
+}
+}  // namespace
+
+Tensor HyperMoEFFN::hyper_expert(const Tensor& x, const Tensor& expert_ids) {
+  moe::Patterns pat = moe::selection_patterns(expert_ids, cfg_.n_experts);
+  const std::vector<int64_t> patterns = pat.patterns.to_vector_as<int64_t>();
+  AdapterWeights a = hyper_->generate(selection_embedding(unselected_mask(patterns, cfg_.n_experts, x.dtype())), layer_);
+  return moe::hyper_adapter(x, pat.token_pattern, a.w_down, a.b_down, a.w_up, a.b_up);
+}
+
+Tensor HyperMoEFFN::hyper_expert_per_token(const Tensor& x, const Tensor& expert_ids) {
+  // The reference's formulation: every token gets its own generated weights.
+  const int64_t T = x.size(0), N = cfg_.n_experts;
+  const auto ids = expert_ids.to(DType::i64).to_vector_as<int64_t>();
+  const int64_t k = expert_ids.size(1);
+  std::vector<int64_t> pats(size_t(T), 0);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < k; ++j) pats[size_t(t)] |= int64_t(1) << ids[size_t(t * k + j)];
+  AdapterWeights a = hyper_->generate(selection_embedding(unselected_mask(pats, N, x.dtype())), layer_);
+  Tensor h = relu(matmul(x.unsqueeze(1), a.w_down).squeeze(1) + a.b_down);  // [T, r]
+  return matmul(h.unsqueeze(1), a.w_up).squeeze(1) + a.b_up;
+}
+
+Tensor HyperMoEFFN::forward(const Tensor& x, FfnStats& stats, Generator& noise) {
+  Routed r = run_experts(x, stats, noise);
+  // The selection is the router's hard choice; no gradient reaches the router from here.
+  return r.y + hyper_expert(x, r.expert_ids);
+}
+
+}  // namespace hmoe::model

@@ -1,0 +1,96 @@
+// Module registration, traversal, mode and state dicts.
+#include "models/nn/module.h"
+
+#include <set>
+
+#include "autograd/grad_mode.h"
+
+namespace hmoe::nn {
+
+void Module::check_name(const std::string& name) {
+  HMOE_CHECK(!name.empty(), "Module: empty name");
+}
+
+Tensor Module::register_parameter(const std::string& name, Tensor t) {
+  check_name(name);
+  HMOE_CHECK(t.defined() && is_floating(t.dtype()), "Module: parameter '", name, "' must be a floating tensor");
+  if (!t.requires_grad()) t.set_requires_grad(true);
+  params_.emplace_back(name, t);
+  return t;
+}
+
+Tensor Module::register_buffer(const std::string& name, Tensor t) {
+  check_name(name);
+  buffers_.emplace_back(name, t);
+  return t;
+}
+
+void Module::add_child(const std::string& name, std::shared_ptr<Module> m) {
+  check_name(name);
+  HMOE_CHECK(m != nullptr, "Module: child '", name, "' is null");
+  children_.emplace_back(name, std::move(m));
+}
+
+void Module::collect(const std::string& prefix, bool buffers, std::vector<std::pair<std::string, Tensor>>& out) const {
+  for (const auto& [n, t] : params_) out.emplace_back(prefix + n, t);
+  if (buffers)
+    for (const auto& [n, t] : buffers_) out.emplace_back(prefix + n, t);
+  for (const auto& [n, c] : children_) c->collect(prefix + n + ".", buffers, out);
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  collect("", false, out);
+  return out;
+}
+
+std::vector<Tensor> Module::parameters() const {
+  std::vector<Tensor> out;
+  for (auto& [n, t] : named_parameters()) out.push_back(t);
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> Module::state_dict() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  collect("", true, out);
+  return out;
+}
+
+void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool strict) {
+  NoGradGuard ng;
+  std::set<std::string> used;
+  for (auto& [name, t] : state_dict()) {
+    auto it = state.find(name);
+    if (it == state.end()) {
+      HMOE_CHECK(!strict, "load_state_dict: missing key '", name, "'");
+      continue;
+    }
+    HMOE_CHECK(it->second.shape() == t.shape(), "load_state_dict: '", name, "' has shape ",
+               shape_str(it->second.shape()), ", the module expects ", shape_str(t.shape()));
+    HMOE_CHECK(!strict || it->second.dtype() == t.dtype(), "load_state_dict: '", name, "' has dtype ",
+               dtype_name(it->second.dtype()), ", the module expects ", dtype_name(t.dtype()));
+    Tensor dst = t;
+    dst.copy_(it->second);
+    used.insert(name);
+  }
+  if (strict)
+    for (auto& [name, t] : state)
+      HMOE_CHECK(used.count(name), "load_state_dict: unexpected key '", name, "'");
+}
+
+int64_t Module::num_parameters() const {
+  int64_t n = 0;
+  for (auto& [name, t] : named_parameters()) n += t.numel();
+  return n;
+}
+
+void Module::zero_grad() {
+  for (auto& [name, t] : named_parameters()) t.zero_grad();
+}
+
+void Module::train(bool on) {
+  training_ = on;
+  for (auto& [n, c] : children_) c->train(on);
+}
+
+}  // namespace hmoe::nn

@@ -1,0 +1,57 @@
+// Module: the base of every layer and model. Parameters and children are registered
+// by name, so every parameter has a hierarchical name ("blocks.0.attn.qkv.weight");
+// train/eval mode propagates; state dicts save and load strictly.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace hmoe::nn {
+
+class Module {
+ public:
+  Module() = default;
+  virtual ~Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  // Registers t (made to require grad) as a parameter; returns it.
+  Tensor register_parameter(const std::string& name, Tensor t);
+  // Registers a tensor saved in the state dict but not trained.
+  Tensor register_buffer(const std::string& name, Tensor t);
+  template <typename M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    add_child(name, m);
+    return m;
+  }
+
+  // In registration order, depth first.
+  std::vector<std::pair<std::string, Tensor>> named_parameters() const;
+  std::vector<Tensor> parameters() const;
+  std::vector<std::pair<std::string, Tensor>> state_dict() const;  // parameters and buffers
+  // strict: every key must be present and match in shape and dtype, and no key may be unknown.
+  void load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true);
+  int64_t num_parameters() const;
+  void zero_grad();
+
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+
+ private:
+  void add_child(const std::string& name, std::shared_ptr<Module> m);
+  void collect(const std::string& prefix, bool buffers, std::vector<std::pair<std::string, Tensor>>& out) const;
+  static void check_name(const std::string& name);
+
+  bool training_ = true;
+  std::vector<std::pair<std::string, Tensor>> params_;
+  std::vector<std::pair<std::string, Tensor>> buffers_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+};
+
+}  // namespace hmoe::nn

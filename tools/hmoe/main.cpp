@@ -1,0 +1,92 @@
+// The hmoe command line: train, eval, generate (and info). Parses flags with CLI11
+// and hands everything else to the library.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+#include <unistd.h>
+
+#include "engine/error.h"
+#include "engine/thread_pool.h"
+#include "models/train/trainer.h"
+
+namespace {
+
+int run_train(const std::string& config_path, const std::vector<std::string>& overrides, bool resume, bool quiet) {
+  using namespace hmoe::train;
+  Config cfg = load_config(config_path, overrides);
+  RunOptions opts;
+  opts.resume = resume;
+  opts.quiet = quiet;
+  opts.progress_tty = isatty(fileno(stdout)) != 0;
+  const TrainResult r = run_training(cfg, opts);
+  std::printf("done: %lld steps, last validation loss %.4f, %.0f tokens/s, %lld parameters\n",
+              static_cast<long long>(r.steps), r.last_val_loss, r.tokens_per_second,
+              static_cast<long long>(r.num_parameters));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"hmoe: train, evaluate and sample Mixture-of-Experts language models"};
+  app.require_subcommand(1);
+  int threads = 0;
+  app.add_option("--threads", threads, "CPU threads (default: all cores or HMOE_NUM_THREADS)")->check(CLI::NonNegativeNumber);
+
+  auto* train = app.add_subcommand("train", "train a model from a config file (TOML or JSON)");
+  std::string config_path;
+  std::vector<std::string> overrides;
+  bool resume = false, quiet = false;
+  train->add_option("--config", config_path, "config file (.toml or .json); defaults if omitted")->check(CLI::ExistingFile);
+  train->add_option("overrides", overrides, "section.key=value overrides, e.g. train.steps=100 model.ffn=moe");
+  train->add_flag("--resume", resume, "continue from <train.out_dir>/checkpoint");
+  train->add_flag("--quiet", quiet, "no progress output");
+
+  auto* eval = app.add_subcommand("eval", "loss and perplexity of a checkpoint on data");
+  std::string ckpt;
+  std::vector<std::string> data;
+  std::string tokens;
+  int width = 2;
+  int64_t max_batches = 50;
+  eval->add_option("--checkpoint", ckpt, "checkpoint directory")->required();
+  eval->add_option("--data", data, "text files or directories (vocab 256)");
+  eval->add_option("--tokens", tokens, "pre-tokenised file instead of text");
+  eval->add_option("--token-width", width, "bytes per token in --tokens (2 or 4)")->check(CLI::IsMember({2, 4}));
+  eval->add_option("--max-batches", max_batches, "batches to evaluate")->check(CLI::PositiveNumber);
+
+  auto* gen = app.add_subcommand("generate", "sample text from a checkpoint");
+  hmoe::train::GenerateOptions gopts;
+  std::string gckpt;
+  gen->add_option("--checkpoint", gckpt, "checkpoint directory")->required();
+  gen->add_option("--prompt", gopts.prompt, "text to continue");
+  gen->add_option("--max-tokens", gopts.max_tokens, "tokens to sample")->check(CLI::NonNegativeNumber);
+  gen->add_option("--temperature", gopts.temperature, "sampling temperature (0: greedy)")->check(CLI::NonNegativeNumber);
+  gen->add_option("--top-k", gopts.top_k, "sample among the k most likely tokens (0: all)")->check(CLI::NonNegativeNumber);
+  gen->add_option("--seed", gopts.seed, "sampling seed");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (threads > 0) hmoe::set_num_threads(threads);
+    if (*train) return run_train(config_path, overrides, resume, quiet);
+    if (*eval) {
+      const auto r = hmoe::train::evaluate_checkpoint(ckpt, data, tokens, tokens.empty() ? 0 : width, max_batches);
+      std::printf("loss %.4f  perplexity %.3f  (%lld tokens)\n", r.loss, r.perplexity, static_cast<long long>(r.tokens));
+      return 0;
+    }
+    if (*gen) {
+      std::cout << hmoe::train::generate_text(gckpt, gopts) << std::endl;
+      return 0;
+    }
+  } catch (const hmoe::Error& e) {
+    std::fprintf(stderr, "hmoe: error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "hmoe: error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}
