@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# README command 1: set up, build, then run the main job.
+# README command 1: set up, build, train a tiny HyperMoE language model on the default
+# corpus (Debian's fortunes), then sample from it. Extra arguments are config
+# overrides, e.g. `bash tools/run_main.sh train.steps=100 data.text='["my.txt"]'`.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bash "$root/tools/setup.sh"
-bash "$root/tools/build.sh" "$root/build" -DCMAKE_BUILD_TYPE=Release "$@"
-"$root/build/tools/train_mlp"
+HMOE_BUILD_TARGETS=hmoe_cli bash "$root/tools/build.sh" "$root/build" -DCMAKE_BUILD_TYPE=Release
+cd "$root"
+out_dir=runs/tiny_hypermoe
+./build/tools/hmoe train --config tools/configs/tiny_hypermoe.toml train.out_dir=$out_dir "$@"
+echo "=== sample ==="
+./build/tools/hmoe generate --checkpoint "$out_dir/checkpoint" --prompt "The " --max-tokens 300 --seed 7
