@@ -8,7 +8,7 @@ packages=(
   libopenblas-dev libboost-context-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
-  python3 fortunes-min fortunes
+  python3 python3-pip fortunes-min fortunes
 )
 
 missing=()
@@ -31,4 +31,12 @@ if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
   echo "setup: CUDA toolkit found"
 else
   echo "setup: no CUDA toolkit found (CPU-only build)"
+fi
+
+# Optional: the Python safetensors package, for the interoperability test (skipped
+# when absent). PyPI may be unreachable; that is not an error.
+if ! python3 -c 'import safetensors, numpy' >/dev/null 2>&1; then
+  python3 -m pip install --quiet safetensors numpy >/dev/null 2>&1 ||
+    python3 -m pip install --quiet --break-system-packages safetensors numpy >/dev/null 2>&1 ||
+    echo "setup: python safetensors not installed (its interop test will be skipped)"
 fi
