@@ -2,6 +2,7 @@
 // half types compute in f32.
 #include <cmath>
 
+#include "ops/cpu/fast_math.h"
 #include "ops/cpu/loops.h"
 #include "ops/dispatch.h"
 #include "ops/elementwise.h"
@@ -54,7 +55,7 @@ void map2(const Tensor& a, const Tensor& b, const Tensor& out, F f) {
 
 template <typename T>
 T gelu_erf(T x) {
-  return T(0.5) * x * (T(1) + std::erf(x * T(0.70710678118654752440)));
+  return T(0.5) * x * (T(1) + erf_(x * T(0.70710678118654752440)));
 }
 template <typename T>
 T gelu_tanh(T x) {
@@ -63,7 +64,7 @@ T gelu_tanh(T x) {
 }
 template <typename T>
 T sigmoid_f(T x) {
-  return T(1) / (T(1) + std::exp(-x));
+  return T(1) / (T(1) + exp_(-x));
 }
 template <typename T>
 T softplus_f(T x, T beta, T threshold) {
@@ -89,7 +90,7 @@ void unary_typed(UnaryOp op, const Tensor& in, const Tensor& out, double p0, dou
   }
   if constexpr (std::is_floating_point_v<C>) {
     switch (op) {
-      case UnaryOp::exp: return map1<T, T>(in, out, [](C x) { return std::exp(x); });
+      case UnaryOp::exp: return map1<T, T>(in, out, [](C x) { return exp_(x); });
       case UnaryOp::log: return map1<T, T>(in, out, [](C x) { return std::log(x); });
       case UnaryOp::sqrt: return map1<T, T>(in, out, [](C x) { return std::sqrt(x); });
       case UnaryOp::rsqrt: return map1<T, T>(in, out, [](C x) { return C(1) / std::sqrt(x); });
@@ -124,8 +125,8 @@ void unary_backward_typed(UnaryOp op, const Tensor& x, const Tensor& g, const Te
     case UnaryOp::clamp: return run([a, b](C v) { return C(v >= a && v <= b); });
     case UnaryOp::gelu_erf:
       return run([](C v) {
-        const C cdf = C(0.5) * (C(1) + std::erf(v * C(0.70710678118654752440)));
-        const C pdf = std::exp(C(-0.5) * v * v) * C(0.39894228040143267794);
+        const C cdf = C(0.5) * (C(1) + erf_(v * C(0.70710678118654752440)));
+        const C pdf = exp_(C(-0.5) * v * v) * C(0.39894228040143267794);
         return cdf + v * pdf;
       });
     case UnaryOp::gelu_tanh:

@@ -4,6 +4,7 @@
 #include <limits>
 #include <vector>
 
+#include "ops/cpu/fast_math.h"
 #include "ops/cpu/loops.h"
 #include "ops/dispatch.h"
 #include "ops/reduce.h"
@@ -33,6 +34,16 @@ void reduce_typed(ReduceOp op, const Tensor& in, const Tensor& out, int64_t oute
       const T* base = x + o * red * inner;
       switch (op) {
         case ReduceOp::sum: {
+          if (inner == 1) {
+            // A row: eight independent partial sums (vectorisable), combined in a fixed order.
+            A part[8] = {};
+            int64_t r = 0;
+            for (; r + 8 <= red; r += 8)
+              for (int j = 0; j < 8; ++j) part[j] += A(compute_t<T>(base[r + j]));
+            for (; r < red; ++r) part[0] += A(compute_t<T>(base[r]));
+            y[o] = T(compute_t<T>(((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]))));
+            break;
+          }
           std::fill(acc.begin(), acc.end(), A(0));
           for (int64_t r = 0; r < red; ++r) {
             const T* row = base + r * inner;
@@ -71,6 +82,25 @@ void reduce_typed(ReduceOp op, const Tensor& in, const Tensor& out, int64_t oute
           break;
         }
         case ReduceOp::logsumexp: {
+          if constexpr (std::is_same_v<compute_t<T>, float>) {
+            if (inner == 1) {
+              // A row in float: max, then eight partial sums of the vectorised exp.
+              float m = -std::numeric_limits<float>::infinity();
+              for (int64_t r = 0; r < red; ++r) m = std::max(m, float(base[r]));
+              if (!std::isfinite(m)) {
+                y[o] = T(m);
+                break;
+              }
+              float part[8] = {};
+              int64_t r = 0;
+              for (; r + 8 <= red; r += 8)
+                for (int j = 0; j < 8; ++j) part[j] += fast_expf(float(base[r + j]) - m);
+              for (; r < red; ++r) part[0] += fast_expf(float(base[r]) - m);
+              const float tot = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+              y[o] = T(m + std::log(tot));
+              break;
+            }
+          }
           if constexpr (std::is_floating_point_v<A>) {
             for (int64_t i = 0; i < inner; ++i) acc[size_t(i)] = -std::numeric_limits<A>::infinity();
             for (int64_t r = 0; r < red; ++r)
@@ -80,7 +110,7 @@ void reduce_typed(ReduceOp op, const Tensor& in, const Tensor& out, int64_t oute
             for (int64_t r = 0; r < red; ++r)
               for (int64_t i = 0; i < inner; ++i) {
                 const A m = acc[size_t(i)];
-                if (std::isfinite(m)) s[size_t(i)] += std::exp(A(compute_t<T>(base[r * inner + i])) - m);
+                if (std::isfinite(m)) s[size_t(i)] += std::exp(A(compute_t<T>(base[r * inner + i])) - m);  // f64 accumulation
               }
             for (int64_t i = 0; i < inner; ++i) {
               const A m = acc[size_t(i)];
