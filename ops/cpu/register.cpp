@@ -7,12 +7,8 @@ void register_elementwise_cpu();
 void register_factory_cpu();
 void register_copy_cpu();
 void register_reduce_cpu();
-void register_softmax_cpu();
-void register_norm_cpu();
 void register_matmul_cpu();
-void register_attention_cpu();
 void register_index_cpu();
-void register_sort_cpu();
 }  // namespace cpu
 
 void register_cpu_kernels() {
@@ -20,12 +16,8 @@ void register_cpu_kernels() {
   cpu::register_factory_cpu();
   cpu::register_copy_cpu();
   cpu::register_reduce_cpu();
-  cpu::register_softmax_cpu();
-  cpu::register_norm_cpu();
   cpu::register_matmul_cpu();
-  cpu::register_attention_cpu();
   cpu::register_index_cpu();
-  cpu::register_sort_cpu();
 }
 
 }  // namespace hmoe::ops
