@@ -7,6 +7,8 @@
 #include <ostream>
 #include <string_view>
 
+#include "engine/half_bits.h"
+
 namespace hmoe {
 
 enum class DType : uint8_t { f32, f64, bf16, f16, i32, i64, b8 };
@@ -54,30 +56,19 @@ inline std::ostream& operator<<(std::ostream& os, DType t) { return os << dtype_
 struct bf16 {
   uint16_t bits = 0;
   bf16() = default;
-  bf16(float f) : bits(from_float(f)) {}  // NOLINT(google-explicit-constructor)
-  operator float() const {                // NOLINT(google-explicit-constructor)
-    uint32_t u = uint32_t(bits) << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-  }
-  static uint16_t from_float(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // quiet NaN
-    u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest, ties to even
-    return uint16_t(u >> 16);
-  }
+  bf16(float f) : bits(half_bits::float_to_bf16_bits(f)) {}                // NOLINT(google-explicit-constructor)
+  operator float() const { return half_bits::bf16_bits_to_float(bits); }  // NOLINT(google-explicit-constructor)
+  static uint16_t from_float(float f) { return half_bits::float_to_bf16_bits(f); }
 };
 
 // IEEE binary16.
 struct f16 {
   uint16_t bits = 0;
   f16() = default;
-  f16(float f) : bits(from_float(f)) {}  // NOLINT(google-explicit-constructor)
-  operator float() const { return to_float(bits); }  // NOLINT(google-explicit-constructor)
-  static uint16_t from_float(float f);
-  static float to_float(uint16_t h);
+  f16(float f) : bits(half_bits::float_to_half_bits(f)) {}                // NOLINT(google-explicit-constructor)
+  operator float() const { return half_bits::half_bits_to_float(bits); }  // NOLINT(google-explicit-constructor)
+  static uint16_t from_float(float f) { return half_bits::float_to_half_bits(f); }
+  static float to_float(uint16_t h) { return half_bits::half_bits_to_float(h); }
 };
 
 template <typename T>
