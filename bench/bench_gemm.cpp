@@ -1,48 +1,124 @@
-// GEMM throughput: hmoe::matmul (f32) against cblas_sgemm called directly on the same
-// buffers, at square, tall-skinny and MoE-like shapes. Counter: GFLOP/s (2mnk / s).
+// GEMM throughput: hmoe::gemm and hmoe::matmul (f32) side by side with cblas_sgemm
+// called directly on the same buffers (OpenBLAS's own threading), and causal
+// attention forward / forward+backward against the composite-op formulation.
+// Counter GFLOP/s: 2mnk per GEMM; attention counts only the causal (unmasked) work.
 #include <benchmark/benchmark.h>
 #include <cblas.h>
+
+#include <cmath>
 
 #include "hmoe.h"
 
 using namespace hmoe;
 
 namespace {
-Tensor rn(const Shape& s, uint64_t seed) {
+
+Tensor rn(const Shape& s, uint64_t seed, bool grad = false) {
   Generator g(seed);
-  return normal(s, g);
+  Tensor t = normal(s, g);
+  if (grad) t.set_requires_grad(true);
+  return t;
 }
 
-void set_flops(benchmark::State& st, int64_t m, int64_t n, int64_t k) {
-  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * double(m) * double(n) * double(k),
-                                              benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
-  st.counters["GFLOP/s"].value /= 1e9;
+void set_gflops(benchmark::State& st, double flops) {
+  st.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void BM_hmoe_matmul(benchmark::State& st) {
+void BM_hmoe_gemm(benchmark::State& st) {
   const int64_t m = st.range(0), k = st.range(1), n = st.range(2);
-  Tensor a = rn({m, k}, 1), b = rn({k, n}, 2);
-  for (auto _ : st) benchmark::DoNotOptimize(matmul(a, b));
-  set_flops(st, m, n, k);
+  const Tensor a = rn({m, k}, 1), b = rn({k, n}, 2), c = zeros({m, n});
+  GemmArgs g;
+  g.m = m;
+  g.n = n;
+  g.k = k;
+  g.lda = k;
+  g.ldb = n;
+  g.ldc = n;
+  for (auto _ : st) {
+    gemm(g, a, b, c);
+    benchmark::ClobberMemory();
+  }
+  set_gflops(st, 2.0 * double(m) * double(n) * double(k));
 }
 
+void BM_hmoe_matmul(benchmark::State& st) {  // includes allocating C
+  const int64_t m = st.range(0), k = st.range(1), n = st.range(2);
+  const Tensor a = rn({m, k}, 1), b = rn({k, n}, 2);
+  for (auto _ : st) benchmark::DoNotOptimize(matmul(a, b));
+  set_gflops(st, 2.0 * double(m) * double(n) * double(k));
+}
+
+// Direct OpenBLAS as a user would call it: its own threads, as many as hmoe uses.
+// (hmoe keeps OpenBLAS single-threaded and tiles over its own pool; restored after.)
 void BM_cblas_sgemm(benchmark::State& st) {
   const int64_t m = st.range(0), k = st.range(1), n = st.range(2);
-  Tensor a = rn({m, k}, 1), b = rn({k, n}, 2), c = zeros({m, n});
+  const Tensor a = rn({m, k}, 1), b = rn({k, n}, 2), c = zeros({m, n});  // registers hmoe's kernels first
+  openblas_set_num_threads(st.range(3) == 0 ? num_threads() : int(st.range(3)));
   for (auto _ : st) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(n), int(k), 1.f, a.data_ptr<float>(), int(k),
                 b.data_ptr<float>(), int(n), 0.f, c.data_ptr<float>(), int(n));
     benchmark::ClobberMemory();
   }
-  set_flops(st, m, n, k);
+  openblas_set_num_threads(1);
+  set_gflops(st, 2.0 * double(m) * double(n) * double(k));
 }
 
-void shapes(benchmark::internal::Benchmark* b) {
-  b->Args({512, 512, 512})->Args({1024, 1024, 1024})->Args({2048, 2048, 2048})->Args({4096, 1024, 1024})
-      ->Args({8192, 512, 128})->Args({2048, 128, 512})->Unit(benchmark::kMillisecond)->UseRealTime();
+void gemm_shapes(benchmark::internal::Benchmark* b) {
+  for (auto s : std::vector<std::vector<int64_t>>{{512, 512, 512},
+                                                  {1024, 1024, 1024},
+                                                  {2048, 2048, 2048},
+                                                  {4096, 1024, 1024},
+                                                  {8192, 512, 128},
+                                                  {2048, 128, 512}})
+    b->Args(s);
+  b->ArgNames({"m", "k", "n"})->Unit(benchmark::kMillisecond)->UseRealTime();
 }
+
+void cblas_shapes(benchmark::internal::Benchmark* b) {  // 4th arg: OpenBLAS threads (0 = hmoe's count)
+  for (int64_t threads : {0, 1})
+    for (auto s : std::vector<std::vector<int64_t>>{{512, 512, 512},
+                                                    {1024, 1024, 1024},
+                                                    {2048, 2048, 2048},
+                                                    {4096, 1024, 1024},
+                                                    {8192, 512, 128},
+                                                    {2048, 128, 512}})
+      b->Args({s[0], s[1], s[2], threads});
+  b->ArgNames({"m", "k", "n", "blas_threads"})->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+// Causal attention at B=4, H=4, T=256, Dh=32: useful flops 2 * B*H * T(T+1) * Dh
+// forward (QK^T and PV over the lower triangle); backward does 2.5x that.
+constexpr int64_t kB = 4, kH = 4, kT = 256, kD = 32;
+double attn_fwd_flops() { return 2.0 * kB * kH * double(kT) * double(kT + 1) * kD; }
+
+Tensor composite_attention(const Tensor& q, const Tensor& k, const Tensor& v) {
+  const Tensor s = matmul(q, k.transpose(-1, -2)) * (1.0 / std::sqrt(double(q.size(3))));
+  const Tensor future = gt(arange(q.size(2)).unsqueeze(0), arange(q.size(2)).unsqueeze(1));
+  return matmul(softmax(masked_fill(s, future, -INFINITY), -1), v);
+}
+
+template <bool kFused, bool kBackward>
+void BM_attention(benchmark::State& st) {
+  const Shape s{kB, kH, kT, kD};
+  const Tensor q = rn(s, 1, kBackward), k = rn(s, 2, kBackward), v = rn(s, 3, kBackward), w = rn(s, 4);
+  for (auto _ : st) {
+    Tensor o = kFused ? causal_attention(q, k, v) : composite_attention(q, k, v);
+    if constexpr (kBackward) sum(o * w).backward();
+    benchmark::DoNotOptimize(o);
+  }
+  set_gflops(st, attn_fwd_flops() * (kBackward ? 3.5 : 1.0));
+}
+
 }  // namespace
 
-BENCHMARK(BM_hmoe_matmul)->Apply(shapes);
-BENCHMARK(BM_cblas_sgemm)->Apply(shapes);
+BENCHMARK(BM_hmoe_gemm)->Apply(gemm_shapes);
+BENCHMARK(BM_hmoe_matmul)->Apply(gemm_shapes);
+BENCHMARK(BM_cblas_sgemm)->Apply(cblas_shapes);
+BENCHMARK(BM_attention<true, false>)->Name("BM_attention_fwd/fused")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_attention<false, false>)->Name("BM_attention_fwd/composite")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_attention<true, true>)->Name("BM_attention_fwd_bwd/fused")->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_attention<false, true>)
+    ->Name("BM_attention_fwd_bwd/composite")
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK_MAIN();
