@@ -1,16 +1,218 @@
-// MoE and HyperMoE layer forward + backward on the CPU: tokens/s of one FFN layer at
-// T = 2048 tokens, d = 256, d_ff = 1024, N = 8 experts, k = 1 and 2; the grouped GEMM
-// alone in GFLOP/s against one dense GEMM of the same FLOPs.
+// MoE benchmarks on the CPU: the grouped GEMM (forward, dX, dW) at MoE-layer shapes
+// (T = 4096 tokens, d = 512, d_ff = 2048, N = 8 experts, k = 2) in GFLOP/s against one
+// dense cblas_sgemm of the same FLOPs (the machine's effective GEMM peak), the CPU
+// kernel choices that were measured (tile sizes, per-group BLAS with OpenBLAS's own
+// threads, a hand-blocked loop kernel), the MoE FFN built from the ops (fwd + bwd), and
+// the model layers (MoEFFN / HyperMoEFFN).
+// Run: OPENBLAS_CORETYPE=SkylakeX build-moe/bench/bench_moe (see README for the core).
 #include <benchmark/benchmark.h>
+#include <cblas.h>
+
+#include <algorithm>
+#include <vector>
 
 #include "hmoe.h"
 #include "models/hypermoe/ffn.h"
+#include "ops/moe/cpu/grouped_gemm_cpu.h"
 #include "ops/moe/grouped_gemm.h"
+#include "ops/moe/router.h"
+#include "ops/moe/token_dispatch.h"
 
 using namespace hmoe;
 
 namespace {
-train::ModelConfig cfg(int64_t k) {
+
+constexpr int64_t kT = 4096, kD = 512, kF = 2048, kN = 8, kK = 2, kM = kT * kK;
+
+// A plan from a real (random-logit) top-2 routing, so group sizes are uneven.
+const moe::Plan& layer_plan() {
+  static const moe::Plan plan = [] {
+    Generator g(7);
+    auto r = moe::route_topk(normal({kT, kN}, g), kK);
+    return moe::make_plan(r.expert_ids, kN);
+  }();
+  return plan;
+}
+Tensor token_index() { return (layer_plan().perm / full({}, double(kK), {DType::i64})).contiguous(); }
+
+void set_gflops(benchmark::State& st, double flops) {
+  st.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+const double kGemmFlops = 2.0 * double(kM) * double(kD) * double(kF);
+
+// --- the peak: one dense sgemm of the same FLOPs, OpenBLAS threaded over all cores ----
+void BM_dense_sgemm_peak(benchmark::State& st) {
+  ops::ensure_kernels_registered();
+  Generator g(1);
+  Tensor a = normal({kM, kD}, g), b = normal({kD, kF}, g), c = empty({kM, kF});
+  openblas_set_num_threads(num_threads());
+  for (auto _ : st)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(kM), int(kF), int(kD), 1.f, a.data_ptr<float>(),
+                int(kD), b.data_ptr<float>(), int(kF), 0.f, c.data_ptr<float>(), int(kF));
+  openblas_set_num_threads(1);
+  set_gflops(st, kGemmFlops);
+}
+
+// hmoe's own dense matmul (deterministic tile grid) of the same shape.
+void BM_dense_matmul_hmoe(benchmark::State& st) {
+  Generator g(1);
+  Tensor a = normal({kM, kD}, g), b = normal({kD, kF}, g);
+  for (auto _ : st) benchmark::DoNotOptimize(matmul(a, b));
+  set_gflops(st, kGemmFlops);
+}
+
+// --- the grouped GEMM as registered (x [T, d] gathered by token index, W1 [N, d, f]) --
+void BM_grouped_gemm(benchmark::State& st) {
+  const bool gather = st.range(0) != 0;
+  Generator g(2);
+  Tensor x = normal({gather ? kT : kM, kD}, g), w = normal({kN, kD, kF}, g);
+  Tensor idx = gather ? token_index() : Tensor();
+  for (auto _ : st) benchmark::DoNotOptimize(moe::grouped_gemm(x, w, layer_plan().offsets, idx));
+  set_gflops(st, kGemmFlops);
+  st.SetLabel(gather ? "gather fused" : "contiguous rows");
+}
+
+// Forward + backward of one grouped GEMM (dX through the gather, dW): 3x the FLOPs.
+void BM_grouped_gemm_fwd_bwd(benchmark::State& st) {
+  Generator g(3);
+  Tensor x = normal({kT, kD}, g).set_requires_grad(true), w = normal({kN, kD, kF}, g).set_requires_grad(true);
+  Tensor idx = token_index();
+  for (auto _ : st) {
+    sum(moe::grouped_gemm(x, w, layer_plan().offsets, idx)).backward();
+    x.zero_grad();
+    w.zero_grad();
+  }
+  set_gflops(st, 3 * kGemmFlops);
+}
+
+// --- the measured alternatives ----------------------------------------------------------
+// Tile rows (max_m) of the registered kernel's fixed grid.
+void BM_choice_tile_rows(benchmark::State& st) {
+  Generator g(2);
+  Tensor x = normal({kT, kD}, g), w = normal({kN, kD, kF}, g), out = empty({kM, kF});
+  Tensor idx = token_index();
+  ops::cpu::GroupedTiling tl;
+  tl.max_m = st.range(0);
+  tl.max_n = st.range(1);
+  moe::GroupedGemmArgs a{kN, kM, kD, kF, kT, false};
+  for (auto _ : st) ops::cpu::grouped_gemm_cpu_tiled(a, x, w, layer_plan().offsets, idx, {}, {}, out, tl);
+  set_gflops(st, kGemmFlops);
+}
+
+// dW tiles (rows of K x columns of N per BLAS call; each reduces over a whole group).
+void BM_choice_dw_tiles(benchmark::State& st) {
+  Generator g(2);
+  Tensor x = normal({kT, kD}, g), dy = normal({kM, kF}, g), dw = empty({kN, kD, kF});
+  Tensor idx = token_index();
+  ops::cpu::GroupedTiling tl;
+  tl.dw_max_k = st.range(0);
+  tl.dw_max_n = st.range(1);
+  moe::GroupedGemmArgs a{kN, kM, kD, kF, kT, false};
+  for (auto _ : st) ops::cpu::grouped_gemm_dw_cpu_tiled(a, x, idx, dy, layer_plan().offsets, dw, {}, tl);
+  set_gflops(st, kGemmFlops);
+}
+
+// One cblas call per group, OpenBLAS threading inside each call (not deterministic
+// across thread counts: measured for comparison only). Rows pre-gathered (not timed).
+void BM_choice_blas_threaded_per_group(benchmark::State& st) {
+  ops::ensure_kernels_registered();
+  Generator g(2);
+  Tensor xs = normal({kM, kD}, g), w = normal({kN, kD, kF}, g), out = empty({kM, kF});
+  const int64_t* off = layer_plan().offsets.data_ptr<int64_t>();
+  openblas_set_num_threads(num_threads());
+  for (auto _ : st)
+    for (int64_t e = 0; e < kN; ++e) {
+      const int64_t m = off[e + 1] - off[e];
+      if (m == 0) continue;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(kF), int(kD), 1.f,
+                  xs.data_ptr<float>() + off[e] * kD, int(kD), w.data_ptr<float>() + e * kD * kF, int(kF), 0.f,
+                  out.data_ptr<float>() + off[e] * kF, int(kF));
+    }
+  openblas_set_num_threads(1);
+  set_gflops(st, kGemmFlops);
+}
+
+// One single-threaded cblas call per group, groups spread over the pool.
+void BM_choice_blas_parallel_groups(benchmark::State& st) {
+  ops::ensure_kernels_registered();
+  Generator g(2);
+  Tensor xs = normal({kM, kD}, g), w = normal({kN, kD, kF}, g), out = empty({kM, kF});
+  const int64_t* off = layer_plan().offsets.data_ptr<int64_t>();
+  for (auto _ : st)
+    parallel_for(kN, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t e = lo; e < hi; ++e) {
+        const int64_t m = off[e + 1] - off[e];
+        if (m == 0) continue;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(kF), int(kD), 1.f,
+                    xs.data_ptr<float>() + off[e] * kD, int(kD), w.data_ptr<float>() + e * kD * kF, int(kF), 0.f,
+                    out.data_ptr<float>() + off[e] * kF, int(kF));
+      }
+    });
+  set_gflops(st, kGemmFlops);
+}
+
+// A hand-blocked threaded kernel (register tile of 4 rows x 64 columns, k-blocked,
+// auto-vectorised), gather fused: the "write our own" option.
+void blocked_group(const float* x, const int64_t* idx, const float* w, float* out, int64_t r0, int64_t r1) {
+  constexpr int64_t RB = 4, CB = 64, KB = 128;
+  for (int64_t r = r0; r < r1; r += RB)
+    for (int64_t c0 = 0; c0 < kF; c0 += CB) {
+      float acc[RB][CB] = {};
+      const int64_t rn = std::min(RB, r1 - r);
+      for (int64_t k0 = 0; k0 < kD; k0 += KB)
+        for (int64_t i = 0; i < rn; ++i) {
+          const float* xr = x + idx[r + i] * kD;
+          for (int64_t kk = k0; kk < k0 + KB; ++kk) {
+            const float a = xr[kk];
+            const float* wr = w + kk * kF + c0;
+            for (int64_t j = 0; j < CB; ++j) acc[i][j] += a * wr[j];
+          }
+        }
+      for (int64_t i = 0; i < rn; ++i) std::copy(acc[i], acc[i] + CB, out + (r + i) * kF + c0);
+    }
+}
+void BM_choice_hand_blocked(benchmark::State& st) {
+  Generator g(2);
+  Tensor x = normal({kT, kD}, g), w = normal({kN, kD, kF}, g), out = empty({kM, kF});
+  Tensor idx = token_index();
+  const int64_t* off = layer_plan().offsets.data_ptr<int64_t>();
+  const int64_t* ix = idx.data_ptr<int64_t>();
+  for (auto _ : st)
+    parallel_for(kM / 64, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t b = lo; b < hi; ++b) {
+        const int64_t r0 = b * 64, r1 = r0 + 64;
+        for (int64_t e = 0; e < kN; ++e) {  // rows of a block may straddle groups
+          const int64_t s = std::max(r0, off[e]), t = std::min(r1, off[e + 1]);
+          if (s < t) blocked_group(x.data_ptr<float>(), ix, w.data_ptr<float>() + e * kD * kF, out.data_ptr<float>(), s, t);
+        }
+      }
+    });
+  set_gflops(st, kGemmFlops);
+}
+
+// --- an MoE FFN from the ops: route, plan, GEMM (gather fused) + bias, GELU, GEMM,
+// combine; forward + backward. 6 GEMM passes of kGemmFlops each. -------------------------
+void BM_moe_ffn_ops(benchmark::State& st) {
+  Generator g(4);
+  Tensor x = normal({kT, kD}, g).set_requires_grad(true);
+  Tensor wr = normal({kD, kN}, g, 0, 0.02).set_requires_grad(true);
+  Tensor w1 = normal({kN, kD, kF}, g, 0, 0.02).set_requires_grad(true), b1 = zeros({kN, kF}).set_requires_grad(true);
+  Tensor w2 = normal({kN, kF, kD}, g, 0, 0.02).set_requires_grad(true);
+  for (auto _ : st) {
+    auto r = moe::route_topk(matmul(x, wr), kK);
+    auto plan = moe::make_plan(r.expert_ids, kN);
+    Tensor tok = (plan.perm / full({}, double(kK), {DType::i64})).contiguous();
+    Tensor h = gelu(moe::grouped_gemm(x, w1, plan.offsets, tok, Tensor(), b1));
+    Tensor y = moe::combine(moe::grouped_gemm(h, w2, plan.offsets), r.gates, plan);
+    sum(y).backward();
+    for (Tensor* t : {&x, &wr, &w1, &b1, &w2}) t->zero_grad();
+  }
+  st.counters["tokens/s"] = benchmark::Counter(double(kT), benchmark::Counter::kIsIterationInvariantRate);
+  set_gflops(st, 6 * kGemmFlops);
+}
+
+// --- the model layers (models/hypermoe/ffn.h) at T = 2048, d = 256, d_ff = 1024 -------
+train::ModelConfig layer_cfg(int64_t k) {
   train::ModelConfig c;
   c.d_model = 256;
   c.d_ff = 1024;
@@ -38,37 +240,35 @@ void run_layer(benchmark::State& st, Layer& layer) {
 
 void BM_moe_layer(benchmark::State& st) {
   Generator g(3);
-  model::MoEFFN layer(cfg(st.range(0)), g);
+  model::MoEFFN layer(layer_cfg(st.range(0)), g);
   run_layer(st, layer);
 }
 
 void BM_hypermoe_layer(benchmark::State& st) {
   Generator g(3);
-  auto c = cfg(st.range(0));
+  auto c = layer_cfg(st.range(0));
   auto hyper = std::make_shared<model::HyperNetwork>(c, 1, g);
   model::HyperMoEFFN layer(c, 0, hyper, g);
   run_layer(st, layer);
 }
 
-void BM_grouped_gemm(benchmark::State& st) {
-  const int64_t M = 4096, K = 256, N = 1024, G = 8;
-  Generator g(4);
-  Tensor x = normal({M, K}, g), w = normal({G, K, N}, g);
-  Tensor off = arange(0.0, double(M + 1), double(M / G));
-  for (auto _ : st) benchmark::DoNotOptimize(moe::grouped_gemm(x, w, off));
-  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * M * K * N / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-}
-
-void BM_dense_same_flops(benchmark::State& st) {
-  Generator g(4);
-  Tensor x = normal({4096, 256}, g), w = normal({256, 1024}, g);
-  for (auto _ : st) benchmark::DoNotOptimize(matmul(x, w));
-  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * 4096 * 256 * 1024 / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-}
 }  // namespace
 
+BENCHMARK(BM_dense_sgemm_peak)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_dense_matmul_hmoe)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_grouped_gemm)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_grouped_gemm_fwd_bwd)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_choice_tile_rows)
+    ->Args({64, 512})->Args({128, 512})->Args({256, 512})->Args({512, 512})->Args({512, 1024})->Args({1024, 1024})
+    ->Args({256, 2048})->Args({1024, 2048})->Args({4096, 4096})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_choice_dw_tiles)
+    ->Args({128, 512})->Args({256, 512})->Args({512, 1024})->Args({512, 2048})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_choice_blas_threaded_per_group)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_choice_blas_parallel_groups)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_choice_hand_blocked)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_moe_ffn_ops)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_moe_layer)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_hypermoe_layer)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_grouped_gemm)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_dense_same_flops)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();

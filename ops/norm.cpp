@@ -1,45 +1,72 @@
-// layer_norm and rms_norm over the trailing dims that the weight covers, with
-// statistics in f32 or wider.
-#include <numeric>
-
-#include "ops/elementwise.h"
+// layer_norm and rms_norm over the trailing dims that the weight covers: fused
+// forward (per-row statistics in f32 or wider, saved) and fused backward kernels.
+#include "autograd/node.h"
+#include "ops/dispatch.h"
+#include "ops/factory.h"
 #include "ops/nn.h"
-#include "ops/reduce.h"
+#include "ops/nn_kernels.h"
 
 namespace hmoe {
 
+HMOE_DEFINE_STUB(NormKernel, norm_stub);
+HMOE_DEFINE_STUB(NormBackwardKernel, norm_backward_stub);
+
 namespace {
-std::vector<int64_t> trailing_dims(const Tensor& x, const Tensor& w, const char* op) {
-  HMOE_CHECK(w.dim() >= 1 && w.dim() <= x.dim(), op, ": weight ", w.meta_str(), " does not fit input ", x.meta_str());
+
+void check_params(const Tensor& x, const Tensor& w, const Tensor& b, double eps, const char* op) {
+  HMOE_CHECK(is_floating(x.dtype()), op, ": needs a floating-point input, got ", x.meta_str());
+  HMOE_CHECK(w.defined(), op, ": weight is required");
+  HMOE_CHECK(w.dim() >= 1 && w.dim() <= x.dim(), op, ": weight ", w.meta_str(), " does not match input ",
+             x.meta_str(), " (it must cover trailing dims)");
   for (int64_t i = 0; i < w.dim(); ++i)
     HMOE_CHECK(x.size(x.dim() - w.dim() + i) == w.size(i), op, ": weight ", w.meta_str(),
                " does not match the trailing dims of ", x.meta_str());
-  HMOE_CHECK(is_floating(x.dtype()) && x.dtype() == w.dtype(), op, ": input and weight must share a float dtype (",
-             x.meta_str(), ", ", w.meta_str(), ")");
-  std::vector<int64_t> dims(static_cast<size_t>(w.dim()));
-  std::iota(dims.begin(), dims.end(), x.dim() - w.dim());
-  return dims;
+  HMOE_CHECK(x.dtype() == w.dtype(), op, ": input and weight must share a float dtype (", x.meta_str(), ", ",
+             w.meta_str(), ")");
+  if (b.defined()) {
+    HMOE_CHECK(b.shape() == w.shape(), op, ": bias ", b.meta_str(), " does not match weight ", w.meta_str());
+    HMOE_CHECK(b.dtype() == w.dtype(), op, ": bias ", b.meta_str(), " must have the weight's dtype ", w.meta_str());
+  }
+  ops::common_device(op, {&x, &w, &b});
+  HMOE_CHECK(eps >= 0, op, ": eps must be >= 0, got ", eps);
 }
-Tensor wide(const Tensor& x) { return x.dtype() == DType::bf16 || x.dtype() == DType::f16 ? x.to(DType::f32) : x; }
+
+Tensor norm_impl(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps, bool rms) {
+  const char* name = rms ? "rms_norm" : "layer_norm";
+  check_params(x, weight, bias, eps, name);
+  const int64_t D = weight.numel();
+  const int64_t M = D > 0 ? x.numel() / D : 0;
+  const DType st = x.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  const Tensor xc = x.detach().contiguous().reshape({M, D});
+  const Tensor wc = weight.detach().contiguous().reshape({D});
+  const Tensor bc = bias.defined() ? bias.detach().contiguous().reshape({D}) : Tensor();
+  Tensor y = Tensor::empty(x.shape(), {x.dtype(), x.device()});
+  const Tensor mean = rms ? Tensor() : Tensor::empty({M}, {st, x.device()});
+  const Tensor rstd = Tensor::empty({M}, {st, x.device()});
+  if (y.numel() > 0) norm_stub.get(x.device())(xc, wc, bc, eps, rms, y.view({M, D}), mean, rstd);
+  const bool gx = x.requires_grad(), gw = weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
+  autograd::record(name, {x, weight, bias}, {y},
+                   [xc, wc, mean, rstd, rms, gx, gw, gb, xs = x.shape(), ws = weight.shape()](
+                       const std::vector<Tensor>& g) {
+                     const int64_t M = xc.size(0), D = xc.size(1);
+                     const TensorOptions o{xc.dtype(), xc.device()};
+                     Tensor dx = gx ? Tensor::empty({M, D}, o) : Tensor();
+                     Tensor dw = gw ? Tensor::empty({D}, o) : Tensor();
+                     Tensor db = gb ? Tensor::empty({D}, o) : Tensor();
+                     norm_backward_stub.get(xc.device())(g[0].to(xc.dtype()).contiguous().reshape({M, D}), xc, wc,
+                                                         mean, rstd, rms, dx, dw, db);
+                     return std::vector<Tensor>{gx ? dx.reshape(xs) : Tensor(), gw ? dw.reshape(ws) : Tensor(),
+                                                gb ? db.reshape(ws) : Tensor()};
+                   });
+  return y;
+}
+
 }  // namespace
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
-  const auto dims = trailing_dims(x, weight, "layer_norm");
-  HMOE_CHECK(!bias.defined() || bias.shape() == weight.shape(), "layer_norm: bias ", bias.meta_str(),
-             " does not match weight ", weight.meta_str());
-  HMOE_CHECK(eps >= 0, "layer_norm: eps must be >= 0");
-  const Tensor xw = wide(x);
-  const Tensor centered = xw - mean(xw, dims, true);
-  const Tensor normed = centered * rsqrt(mean(square(centered), dims, true) + eps);
-  Tensor y = normed.to(x.dtype()) * weight;
-  return bias.defined() ? y + bias : y;
+  return norm_impl(x, weight, bias, eps, false);
 }
 
-Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) {
-  const auto dims = trailing_dims(x, weight, "rms_norm");
-  HMOE_CHECK(eps >= 0, "rms_norm: eps must be >= 0");
-  const Tensor xw = wide(x);
-  return (xw * rsqrt(mean(square(xw), dims, true) + eps)).to(x.dtype()) * weight;
-}
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps) { return norm_impl(x, weight, Tensor(), eps, true); }
 
 }  // namespace hmoe

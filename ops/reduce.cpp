@@ -92,25 +92,30 @@ Tensor sum(const Tensor& t) {
   return sum(t, all);
 }
 
-Tensor mean(const Tensor& t, const std::vector<int64_t>& dims, bool keepdim) {
-  HMOE_CHECK(is_floating(t.dtype()), "mean: needs a floating-point tensor, got ", t.meta_str());
-  int64_t count = 1;
-  for (int64_t d : dims) count *= t.size(d);
-  return mul(sum(t, dims, keepdim), count == 0 ? std::nan("") : 1.0 / double(count));
-}
-
-Tensor mean(const Tensor& t) {
-  std::vector<int64_t> all(static_cast<size_t>(t.dim()));
-  std::iota(all.begin(), all.end(), 0);
-  return mean(t, all);
-}
-
-}  // namespace hmoe
-
-namespace hmoe {
-
 namespace {
-// One-hot mask (bool) of `index` (keepdim-shaped i64) along `dim` of `shape`.
+
+std::vector<int64_t> all_dims(const Tensor& t) {
+  std::vector<int64_t> d(static_cast<size_t>(t.dim()));
+  std::iota(d.begin(), d.end(), 0);
+  return d;
+}
+
+// How many elements each output of reducing `dims` combines (1 for a 0-d tensor).
+int64_t reduced_count(const Tensor& t, const std::vector<int64_t>& dims, const char* op) {
+  int64_t n = 1;
+  for (int64_t d : dims) {
+    const int64_t w = wrap_dim(d, t.dim(), op);
+    if (w < t.dim()) n *= t.size(w);
+  }
+  return n;
+}
+
+void require_float(const char* op, const Tensor& t) {
+  HMOE_CHECK(is_floating(t.dtype()), op, ": needs a floating-point tensor, got ", t.meta_str());
+}
+
+// One-hot mask (bool) of `index` (keepdim-shaped i64) along `dim` of `shape`: the
+// gradient of max/min goes to the selected element only, without gather/scatter.
 Tensor index_mask(const Tensor& index_keep, const Shape& shape, int64_t dim) {
   Shape s(shape.size(), 1);
   s[size_t(dim)] = shape[size_t(dim)];
@@ -118,14 +123,22 @@ Tensor index_mask(const Tensor& index_keep, const Shape& shape, int64_t dim) {
   return eq(pos, index_keep);
 }
 
+void check_extreme(const Tensor& t, int64_t dim, const char* name) {
+  HMOE_CHECK(t.dtype() != DType::b8, name, ": not defined for bool tensors, got ", t.meta_str());
+  HMOE_CHECK(t.dim() == 0 || t.size(dim) > 0, name, ": cannot reduce over the empty dim ", dim, " of ", t.meta_str());
+}
+
 std::pair<Tensor, Tensor> extreme(const Tensor& t, int64_t dim, bool keepdim, bool is_max) {
   const char* name = is_max ? "max" : "min";
-  HMOE_CHECK(t.dtype() != DType::b8, name, ": not defined for bool tensors");
   dim = wrap_dim(dim, t.dim(), name);
-  HMOE_CHECK(t.dim() == 0 || t.size(dim) > 0, name, ": cannot reduce over the empty dim ", dim, " of ", t.meta_str());
+  check_extreme(t, dim, name);
   const auto p = detail::plan_reduce(t, {dim}, keepdim, name);
   Tensor values = detail::run_reduce(is_max ? ReduceOp::max : ReduceOp::min, p, t.dtype());
   Tensor idx = detail::run_reduce(is_max ? ReduceOp::argmax : ReduceOp::argmin, p, DType::i64);
+  if (t.dim() == 0) {  // a 0-d tensor is its own extreme
+    autograd::record(name, {t}, {values}, [](const std::vector<Tensor>& g) { return std::vector<Tensor>{g[0]}; });
+    return {values, idx};
+  }
   autograd::record(name, {t}, {values},
                    [idx_k = idx.reshape(p.keepdim_shape), kd = p.keepdim_shape, in = t.shape(),
                     dim](const std::vector<Tensor>& g) {
@@ -135,62 +148,92 @@ std::pair<Tensor, Tensor> extreme(const Tensor& t, int64_t dim, bool keepdim, bo
   return {values, idx};
 }
 
-std::vector<int64_t> all_dims(const Tensor& t) {
-  std::vector<int64_t> d(static_cast<size_t>(t.dim()));
-  std::iota(d.begin(), d.end(), 0);
-  return d;
+Tensor arg_extreme(const Tensor& t, int64_t dim, bool keepdim, bool is_max) {
+  const char* name = is_max ? "argmax" : "argmin";
+  dim = wrap_dim(dim, t.dim(), name);
+  check_extreme(t, dim, name);
+  const auto p = detail::plan_reduce(t.detach(), {dim}, keepdim, name);
+  return detail::run_reduce(is_max ? ReduceOp::argmax : ReduceOp::argmin, p, DType::i64);
 }
+
 }  // namespace
+
+Tensor mean(const Tensor& t, const std::vector<int64_t>& dims, bool keepdim) {
+  require_float("mean", t);
+  const int64_t count = reduced_count(t, dims, "mean");
+  return mul(sum(t, dims, keepdim), count == 0 ? std::nan("") : 1.0 / double(count));
+}
+
+Tensor mean(const Tensor& t) { return mean(t, all_dims(t)); }
 
 std::pair<Tensor, Tensor> max(const Tensor& t, int64_t dim, bool keepdim) { return extreme(t, dim, keepdim, true); }
 std::pair<Tensor, Tensor> min(const Tensor& t, int64_t dim, bool keepdim) { return extreme(t, dim, keepdim, false); }
+// Over all elements; the gradient goes to the first extreme element.
 Tensor max(const Tensor& t) { return max(t.reshape({-1}), 0).first; }
 Tensor min(const Tensor& t) { return min(t.reshape({-1}), 0).first; }
-Tensor argmax(const Tensor& t, int64_t dim, bool keepdim) { return max(t.detach(), dim, keepdim).second; }
-Tensor argmin(const Tensor& t, int64_t dim, bool keepdim) { return min(t.detach(), dim, keepdim).second; }
+Tensor argmax(const Tensor& t, int64_t dim, bool keepdim) { return arg_extreme(t, dim, keepdim, true); }
+Tensor argmin(const Tensor& t, int64_t dim, bool keepdim) { return arg_extreme(t, dim, keepdim, false); }
 
 Tensor var(const Tensor& t, const std::vector<int64_t>& dims, bool keepdim, int64_t correction) {
-  HMOE_CHECK(is_floating(t.dtype()), "var: needs a floating-point tensor, got ", t.meta_str());
-  int64_t n = 1;
-  for (int64_t d : dims) n *= t.size(d);
+  require_float("var", t);
+  HMOE_CHECK(correction >= 0, "var: correction must be >= 0, got ", correction);
+  const int64_t n = reduced_count(t, dims, "var");
+  // Two passes (mean, then centred squares): stable where E[x^2] - E[x]^2 is not.
+  // Its gradient, 2 (x - mean) / (n - correction), falls out of the composite.
   const Tensor centered = t - mean(t, dims, true);
   const double denom = double(n - correction);
   return mul(sum(square(centered), dims, keepdim), denom > 0 ? 1.0 / denom : std::nan(""));
 }
 
 Tensor logsumexp(const Tensor& t, const std::vector<int64_t>& dims, bool keepdim) {
-  HMOE_CHECK(is_floating(t.dtype()), "logsumexp: needs a floating-point tensor, got ", t.meta_str());
+  require_float("logsumexp", t);
   const auto p = detail::plan_reduce(t, dims, keepdim, "logsumexp");
   Tensor out = detail::run_reduce(ReduceOp::logsumexp, p, t.dtype());
   autograd::record("logsumexp", {t}, {out},
                    [x = t.detach(), y = out.detach(), kd = p.keepdim_shape](const std::vector<Tensor>& g) {
-                     // d lse / dx = softmax(x) = exp(x - lse)
-                     return std::vector<Tensor>{g[0].reshape(kd) * exp(x - y.reshape(kd))};
+                     // d lse / dx = softmax(x) = exp(x - lse); rows of -inf give 0, not NaN.
+                     const Tensor yk = y.reshape(kd);
+                     const Tensor safe = where(eq(yk, scalar_like(-INFINITY, yk)), zeros({}, {yk.dtype()}), yk);
+                     return std::vector<Tensor>{g[0].reshape(kd) * exp(x - safe)};
                    });
   return out;
 }
 
 Tensor norm(const Tensor& t, double p, const std::vector<int64_t>& dims_in, bool keepdim) {
-  HMOE_CHECK(is_floating(t.dtype()), "norm: needs a floating-point tensor, got ", t.meta_str());
-  HMOE_CHECK(p > 0, "norm: p must be positive, got ", p);
+  require_float("norm", t);
+  HMOE_CHECK(p > 0, "norm: p must be positive (or infinity), got ", p);
   const std::vector<int64_t> dims = dims_in.empty() ? all_dims(t) : dims_in;
-  if (p == 2.0) {
-    Tensor ss = sum(square(t), dims, keepdim);
-    Tensor out;
-    {
-      NoGradGuard ng;
-      out = sqrt(ss);
-    }
-    const auto kd = detail::plan_reduce(t.detach(), dims, true, "norm").keepdim_shape;
-    autograd::record("norm", {t}, {out}, [x = t.detach(), y = out.detach(), kd](const std::vector<Tensor>& g) {
-      const Tensor yk = y.reshape(kd);
-      // x / ||x||, defined as 0 where the norm is 0.
-      const Tensor safe = where(eq(yk, zeros({}, {yk.dtype()})), ones({}, {yk.dtype()}), yk);
-      return std::vector<Tensor>{g[0].reshape(kd) * x / safe};
-    });
-    return out;
+  const auto plan = detail::plan_reduce(t.detach(), dims, keepdim, "norm");
+  HMOE_CHECK(!std::isinf(p) || reduced_count(t, dims, "norm") > 0 || shape_numel(plan.out_shape) == 0,
+             "norm: the inf-norm over an empty dim of ", t.meta_str(), " is undefined");
+  Tensor out;
+  {
+    NoGradGuard ng;
+    if (std::isinf(p)) out = detail::run_reduce(ReduceOp::max, detail::plan_reduce(abs(t), dims, keepdim, "norm"), t.dtype());
+    else if (p == 2.0) out = sqrt(sum(square(t), dims, keepdim));
+    else if (p == 1.0) out = sum(abs(t), dims, keepdim);
+    else out = pow(sum(pow(abs(t), p), dims, keepdim), 1.0 / p);
   }
-  return pow(sum(pow(abs(t), p), dims, keepdim), 1.0 / p);
+  autograd::record("norm", {t}, {out}, [x = t.detach(), y = out.detach(), kd = plan.keepdim_shape, p, dims](
+                                           const std::vector<Tensor>& g) {
+    const Tensor yk = y.reshape(kd);
+    const Tensor zero = zeros({}, {x.dtype()});
+    const Tensor one = ones({}, {x.dtype()});
+    const Tensor at_zero = eq(yk, zero);
+    const Tensor gk = where(at_zero, zero, g[0].reshape(kd));  // gradient 0 where the norm is 0
+    const Tensor safe = where(at_zero, one, yk);
+    if (std::isinf(p)) {
+      // Split evenly among the elements that reach the maximum.
+      const Tensor hit = eq(abs(x), yk).to(x.dtype());
+      return std::vector<Tensor>{gk * sign(x) * hit / sum(hit, dims, true)};
+    }
+    if (p == 1.0) return std::vector<Tensor>{gk * sign(x)};
+    if (p == 2.0) return std::vector<Tensor>{gk * x / safe};
+    // d||x||_p / dx = sign(x) (|x| / ||x||)^(p-1); 0 at x = 0 (also for p < 1).
+    const Tensor r = pow(abs(x) / safe, p - 1.0);
+    return std::vector<Tensor>{where(eq(x, zero), zero, gk * sign(x) * r)};
+  });
+  return out;
 }
 
 }  // namespace hmoe

@@ -1,68 +1,93 @@
-// softmax, log_softmax and cross_entropy: max-subtracted through logsumexp, with
-// statistics in f32 or wider (half inputs are promoted).
+// softmax, log_softmax and cross_entropy: fused, max-subtracted kernels with
+// statistics in f32 or wider, and fused backward kernels.
 #include <cmath>
 
 #include "autograd/grad_mode.h"
+#include "autograd/node.h"
+#include "ops/dispatch.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"
-#include "ops/index.h"
 #include "ops/nn.h"
+#include "ops/nn_kernels.h"
 #include "ops/reduce.h"
 
 namespace hmoe {
 
+HMOE_DEFINE_STUB(SoftmaxKernel, softmax_stub);
+HMOE_DEFINE_STUB(SoftmaxBackwardKernel, softmax_backward_stub);
+HMOE_DEFINE_STUB(CrossEntropyKernel, cross_entropy_stub);
+HMOE_DEFINE_STUB(CrossEntropyBackwardKernel, cross_entropy_backward_stub);
+
 namespace {
-Tensor wide(const Tensor& x) { return x.dtype() == DType::bf16 || x.dtype() == DType::f16 ? x.to(DType::f32) : x; }
+
 void require_float(const char* op, const Tensor& x) {
   HMOE_CHECK(is_floating(x.dtype()), op, ": needs a floating-point tensor, got ", x.meta_str());
 }
+
+// f64 statistics for f64 data, f32 for everything narrower.
+DType stats_dtype(DType t) { return t == DType::f64 ? DType::f64 : DType::f32; }
+
+Tensor softmax_impl(const Tensor& x, int64_t dim, bool log) {
+  const char* name = log ? "log_softmax" : "softmax";
+  require_float(name, x);
+  dim = wrap_dim(dim, x.dim(), name);
+  int64_t outer = 1, n = 1, inner = 1;
+  for (int64_t d = 0; d < x.dim(); ++d) (d < dim ? outer : d == dim ? n : inner) *= x.size(d);
+  Tensor y = Tensor::empty(x.shape(), {x.dtype(), x.device()});
+  if (y.numel() > 0) softmax_stub.get(x.device())(x.detach().contiguous(), y, outer, n, inner, log);
+  autograd::record(name, {x}, {y}, [ys = y.detach(), outer, n, inner, log](const std::vector<Tensor>& g) {
+    Tensor gx = Tensor::empty(ys.shape(), {ys.dtype(), ys.device()});
+    if (gx.numel() > 0)
+      softmax_backward_stub.get(ys.device())(ys, g[0].to(ys.dtype()).contiguous(), gx, outer, n, inner, log);
+    return std::vector<Tensor>{gx};
+  });
+  return y;
+}
+
 }  // namespace
 
-Tensor log_softmax(const Tensor& x, int64_t dim) {
-  require_float("log_softmax", x);
-  dim = wrap_dim(dim, x.dim(), "log_softmax");
-  const Tensor xw = wide(x);
-  if (x.dim() == 0) return (xw - xw).to(x.dtype());
-  return (xw - logsumexp(xw, {dim}, true)).to(x.dtype());
-}
+Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, false); }
+Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl(x, dim, true); }
 
-Tensor softmax(const Tensor& x, int64_t dim) {
-  require_float("softmax", x);
-  dim = wrap_dim(dim, x.dim(), "softmax");
-  return exp(log_softmax(wide(x), dim)).to(x.dtype());
-}
-
+// Mean over the non-ignored targets; when every target is ignored the mean is NaN
+// (0 / 0, as in PyTorch) and the gradient is zero.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, int64_t ignore_index, Reduction reduction) {
   require_float("cross_entropy", logits);
   HMOE_CHECK(targets.dtype() == DType::i64 || targets.dtype() == DType::i32,
              "cross_entropy: targets must be i32 or i64 class indices, got ", targets.meta_str());
   HMOE_CHECK(logits.dim() == 2 || logits.dim() == 1, "cross_entropy: logits must be [N, C] or [C], got ",
              logits.meta_str());
-  const Tensor lg = logits.dim() == 1 ? logits.unsqueeze(0) : logits;
-  const Tensor tg = (targets.dim() == 0 ? targets.unsqueeze(0) : targets).to(DType::i64);
+  ops::common_device("cross_entropy", {&logits, &targets});
+  const Tensor lg = (logits.dim() == 1 ? logits.detach().unsqueeze(0) : logits.detach()).contiguous();
+  const Tensor tg = (targets.dim() == 0 ? targets.detach().unsqueeze(0) : targets.detach()).contiguous();
   HMOE_CHECK(tg.dim() == 1 && tg.size(0) == lg.size(0), "cross_entropy: targets ", targets.meta_str(),
-             " do not match logits ", logits.meta_str());
-  const int64_t C = lg.size(1);
-  const Tensor valid = ne(tg, full({}, double(ignore_index), {DType::i64}));
-  const Tensor safe = where(valid, tg, zeros({}, {DType::i64}));
-  if (tg.numel() > 0) {
-    const double lo = min(safe).item(), hi = max(safe).item();
-    HMOE_CHECK(lo >= 0 && hi < double(C), "cross_entropy: target ", lo < 0 ? lo : hi, " is out of range [0, ", C,
-               ") (ignore_index is ", ignore_index, ")");
-  }
-  const Tensor lw = wide(lg);
-  const Tensor per = (logsumexp(lw, {1}) - gather(lw, 1, safe.unsqueeze(1)).squeeze(1)) * valid.to(lw.dtype());
+             " do not match logits ", logits.meta_str(), " (need one target per row)");
+  HMOE_CHECK(lg.size(1) > 0 || lg.size(0) == 0, "cross_entropy: logits ", logits.meta_str(), " have no classes");
+  const int64_t N = lg.size(0);
+  const DType st = stats_dtype(logits.dtype());
+  Tensor loss = Tensor::empty({N}, {st, logits.device()});
+  Tensor lse = Tensor::empty({N}, {st, logits.device()});
+  const int64_t count = cross_entropy_stub.get(logits.device())(lg, tg, ignore_index, loss, lse);
   Tensor out;
-  switch (reduction) {
-    case Reduction::none: out = logits.dim() == 1 ? per.squeeze(0) : per; break;
-    case Reduction::sum: out = sum(per); break;
-    case Reduction::mean: {
-      const double count = sum(valid).item();
-      out = mul(sum(per), count > 0 ? 1.0 / count : std::nan(""));
-      break;
+  {
+    NoGradGuard ng;
+    switch (reduction) {
+      case Reduction::none: out = logits.dim() == 1 ? loss.reshape({}) : loss; break;
+      case Reduction::sum: out = sum(loss); break;
+      case Reduction::mean: out = mul(sum(loss), count > 0 ? 1.0 / double(count) : std::nan("")); break;
     }
+    out = out.to(logits.dtype());
   }
-  return out.to(logits.dtype());
+  const double scale = reduction == Reduction::mean ? (count > 0 ? 1.0 / double(count) : 0.0) : 1.0;
+  autograd::record("cross_entropy", {logits}, {out},
+                   [lg, tg, lse, ignore_index, scale, st, shape = logits.shape()](const std::vector<Tensor>& g) {
+                     Tensor gx = Tensor::empty(lg.shape(), {lg.dtype(), lg.device()});
+                     if (gx.numel() > 0)
+                       cross_entropy_backward_stub.get(lg.device())(lg, tg, ignore_index, lse,
+                                                                    g[0].to(st).contiguous(), scale, gx);
+                     return std::vector<Tensor>{gx.reshape(shape)};
+                   });
+  return out;
 }
 
 }  // namespace hmoe

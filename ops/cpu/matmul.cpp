@@ -18,7 +18,6 @@ HMOE_DECLARE_STUB(GemmKernel, gemm_stub);
 
 namespace hmoe::ops::cpu {
 
-void register_attention_cpu();  // ops/cpu/attention.cpp (registered with this family)
 
 namespace {
 
@@ -156,7 +155,6 @@ void register_matmul_cpu() {
   openblas_set_num_threads(1);  // we parallelise over tiles ourselves (see plan_grid)
   warn_generic_openblas_core();
   gemm_stub.set(DeviceType::cpu, &gemm_cpu);
-  register_attention_cpu();
 }
 
 }  // namespace hmoe::ops::cpu

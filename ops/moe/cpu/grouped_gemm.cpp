@@ -1,0 +1,275 @@
+// CPU kernels of the grouped GEMM: a fixed, shape-only grid of tiles over (group, row
+// block, column block), each one single-threaded BLAS call on our thread pool, with the
+// gather fused into a per-tile A pack and bias / scale in the epilogue; the dW kernel
+// (reduction over each group's rows in one call per tile), the scale gradient and the
+// deterministic scatter of dX rows back through the gather index.
+#include "ops/moe/cpu/grouped_gemm_cpu.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include "ops/moe/cpu/moe_cpu.h"
+
+namespace hmoe::ops::cpu {
+namespace {
+
+using namespace moe_detail;
+using moe::GroupedGemmArgs;
+
+template <typename T>
+void blas(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
+          int64_t ldc) {
+  const auto oa = ta ? CblasTrans : CblasNoTrans, ob = tb ? CblasTrans : CblasNoTrans;
+  if constexpr (std::is_same_v<T, float>)
+    cblas_sgemm(CblasRowMajor, oa, ob, int(m), int(n), int(k), 1.0f, a, int(lda), b, int(ldb), 0.0f, c, int(ldc));
+  else
+    cblas_dgemm(CblasRowMajor, oa, ob, int(m), int(n), int(k), 1.0, a, int(lda), b, int(ldb), 0.0, c, int(ldc));
+}
+
+struct Tile {
+  int64_t g, r0, rows, c0, cols;
+  double cost;
+};
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Splits [0, n) into blocks of at most `max_block`, evenly, in multiples of `align`.
+int64_t even_block(int64_t n, int64_t max_block, int64_t align) {
+  const int64_t parts = (n + max_block - 1) / max_block;
+  return std::min(n, round_up((n + parts - 1) / parts, align));
+}
+
+// Biggest tiles first: the pool hands out tasks in order, so the tail stays short.
+void order_tiles(std::vector<Tile>& tiles) {
+  std::stable_sort(tiles.begin(), tiles.end(), [](const Tile& a, const Tile& b) { return a.cost > b.cost; });
+}
+
+std::vector<Tile> forward_tiles(const GroupedGemmArgs& a, const int64_t* off, const GroupedTiling& tl) {
+  std::vector<Tile> tiles;
+  for (int64_t g = 0; g < a.groups; ++g) {
+    const int64_t m = off[g + 1] - off[g];
+    if (m == 0 || a.n == 0) continue;
+    const int64_t bm = even_block(m, tl.max_m, 8);
+    int64_t bn = a.n;
+    while (bn > tl.max_n && 2.0 * double(bm) * double(bn) * double(a.k) > tl.split_flops) bn = round_up((bn + 1) / 2, 64);
+    for (int64_t r0 = 0; r0 < m; r0 += bm)
+      for (int64_t c0 = 0; c0 < a.n; c0 += bn) {
+        const int64_t rows = std::min(bm, m - r0), cols = std::min(bn, a.n - c0);
+        tiles.push_back({g, r0, rows, c0, cols, double(rows) * double(cols) * double(std::max<int64_t>(a.k, 1))});
+      }
+  }
+  order_tiles(tiles);
+  return tiles;
+}
+
+template <typename T>
+void grouped_forward(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w, const int64_t* off,
+                     const Tensor& index, const Tensor& scale, const Tensor& bias, const Tensor& out,
+                     const GroupedTiling& tl) {
+  const T* xp = x.data_ptr<T>();
+  const T* wp = w.data_ptr<T>();
+  const int64_t* ix = opt_ptr<int64_t>(index);
+  const T* sc = opt_ptr<T>(scale);
+  const T* bs = opt_ptr<T>(bias);
+  T* op = out.data_ptr<T>();
+  const int64_t K = a.k, N = a.n;
+  const std::vector<Tile> tiles = forward_tiles(a, off, tl);
+  parallel_for(int64_t(tiles.size()), 1, [&](int64_t lo, int64_t hi) {
+    std::vector<T> pack;
+    for (int64_t ti = lo; ti < hi; ++ti) {
+      const Tile& t = tiles[size_t(ti)];
+      const int64_t row0 = off[t.g] + t.r0;
+      T* c = op + row0 * N + t.c0;
+      if (K == 0) {
+        for (int64_t r = 0; r < t.rows; ++r) std::fill(c + r * N, c + r * N + t.cols, T(0));
+      } else {
+        const T* ap = xp + row0 * K;
+        if (ix) {  // the gather, fused into the A pack of this tile
+          pack.resize(size_t(t.rows * K));
+          for (int64_t r = 0; r < t.rows; ++r) {
+            const int64_t src = ix[row0 + r];
+            T* dst = pack.data() + r * K;
+            if (src < 0) std::fill(dst, dst + K, T(0));
+            else std::memcpy(dst, xp + src * K, size_t(K) * sizeof(T));
+          }
+          ap = pack.data();
+        }
+        const T* wg = wp + t.g * K * N;
+        if (a.trans_w) blas<T>(false, true, t.rows, t.cols, K, ap, K, wg + t.c0 * K, K, c, N);
+        else blas<T>(false, false, t.rows, t.cols, K, ap, K, wg + t.c0, N, c, N);
+      }
+      if (bs || sc) {  // epilogue: y = scale * (acc + bias)
+        const T* b = bs ? bs + t.g * N + t.c0 : nullptr;
+        for (int64_t r = 0; r < t.rows; ++r) {
+          T* row = c + r * N;
+          if (b)
+            for (int64_t j = 0; j < t.cols; ++j) row[j] += b[j];
+          if (sc) {
+            const T s = sc[row0 + r];
+            for (int64_t j = 0; j < t.cols; ++j) row[j] *= s;
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void grouped_dw(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, const Tensor& dy, const int64_t* off,
+                const Tensor& dw, const Tensor& db, const GroupedTiling& tl) {
+  const T* xp = x.data_ptr<T>();
+  const int64_t* ix = opt_ptr<int64_t>(index);
+  const T* gy = dy.data_ptr<T>();
+  T* dwp = dw.defined() ? dw.data_ptr<T>() : nullptr;
+  T* dbp = db.defined() ? db.data_ptr<T>() : nullptr;
+  const int64_t K = a.k, N = a.n;
+  // Tiles of dW_g over (k block, n block); each reduces over all m_g rows in one call.
+  const int64_t bk = dwp ? even_block(std::max<int64_t>(K, 1), tl.dw_max_k, 16) : std::max<int64_t>(K, 1);
+  const int64_t bn = even_block(std::max<int64_t>(N, 1), tl.dw_max_n, 16);
+  std::vector<Tile> tiles;  // here r0 / rows are the k block
+  for (int64_t g = 0; g < a.groups; ++g) {
+    const int64_t m = off[g + 1] - off[g];
+    for (int64_t k0 = 0; k0 < std::max<int64_t>(K, 1); k0 += bk)
+      for (int64_t c0 = 0; c0 < N; c0 += bn) {
+        const int64_t rows = std::min(bk, K - k0), cols = std::min(bn, N - c0);
+        tiles.push_back({g, k0, std::max<int64_t>(rows, 0), c0, cols, double(m + 1) * double(rows) * double(cols)});
+      }
+  }
+  order_tiles(tiles);
+  parallel_for(int64_t(tiles.size()), 1, [&](int64_t lo, int64_t hi) {
+    std::vector<T> pack;
+    for (int64_t ti = lo; ti < hi; ++ti) {
+      const Tile& t = tiles[size_t(ti)];
+      const int64_t m = off[t.g + 1] - off[t.g], row0 = off[t.g];
+      if (dwp && t.rows > 0) {
+        T* c = dwp + t.g * K * N + t.r0 * N + t.c0;
+        if (m == 0) {  // an empty group's gradient is zero (BLAS would not write it)
+          for (int64_t r = 0; r < t.rows; ++r) std::fill(c + r * N, c + r * N + t.cols, T(0));
+        } else {
+          const T* ap = xp + row0 * K + t.r0;
+          int64_t lda = K;
+          if (ix) {
+            pack.resize(size_t(m * t.rows));
+            for (int64_t r = 0; r < m; ++r) {
+              const int64_t src = ix[row0 + r];
+              T* dst = pack.data() + r * t.rows;
+              if (src < 0) std::fill(dst, dst + t.rows, T(0));
+              else std::memcpy(dst, xp + src * K + t.r0, size_t(t.rows) * sizeof(T));
+            }
+            ap = pack.data();
+            lda = t.rows;
+          }
+          blas<T>(true, false, t.rows, t.cols, m, ap, lda, gy + row0 * N + t.c0, N, c, N);
+        }
+      }
+      if (dbp && t.r0 == 0) {  // db once per (group, column block), rows in order
+        T* b = dbp + t.g * N + t.c0;
+        std::fill(b, b + t.cols, T(0));
+        for (int64_t r = 0; r < m; ++r) {
+          const T* row = gy + (row0 + r) * N + t.c0;
+          for (int64_t j = 0; j < t.cols; ++j) b[j] += row[j];
+        }
+      }
+    }
+  });
+}
+
+void grouped_gemm_cpu(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w, const Tensor& offsets,
+                      const Tensor& index, const Tensor& scale, const Tensor& bias, const Tensor& out) {
+  grouped_gemm_cpu_tiled(a, x, w, offsets, index, scale, bias, out, GroupedTiling{});
+}
+
+void grouped_gemm_dw_cpu(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, const Tensor& dy,
+                         const Tensor& offsets, const Tensor& dw, const Tensor& db) {
+  grouped_gemm_dw_cpu_tiled(a, x, index, dy, offsets, dw, db, GroupedTiling{});
+}
+
+void grouped_row_dot_cpu(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, const Tensor& gx,
+                         const Tensor& dy, const Tensor& bias, const Tensor& offsets, const Tensor& out) {
+  const int64_t* off = offsets.data_ptr<int64_t>();
+  const int64_t K = a.k, N = a.n;
+  dispatch_real(x.dtype(), "grouped_gemm backward", [&]<typename T>() {
+    const T* xp = x.data_ptr<T>();
+    const int64_t* ix = opt_ptr<int64_t>(index);
+    const T* g = gx.data_ptr<T>();
+    const T* gy = dy.data_ptr<T>();
+    const T* bs = opt_ptr<T>(bias);
+    T* o = out.data_ptr<T>();
+    parallel_for(a.rows, row_grain(K + N), [&](int64_t lo, int64_t hi) {
+      int64_t grp = std::upper_bound(off, off + a.groups + 1, lo) - off - 1;
+      for (int64_t r = lo; r < hi; ++r) {
+        while (off[grp + 1] <= r) ++grp;
+        const int64_t src = ix ? ix[r] : r;
+        T acc = 0;
+        if (src >= 0)
+          for (int64_t c = 0; c < K; ++c) acc += xp[src * K + c] * g[r * K + c];
+        if (bs)
+          for (int64_t c = 0; c < N; ++c) acc += gy[r * N + c] * bs[grp * N + c];
+        o[r] = acc;
+      }
+    });
+  });
+}
+
+void scatter_rows_cpu(const Tensor& src, const Tensor& index, const Tensor& scale, const Tensor& out) {
+  const int64_t R = src.size(0), K = src.size(1), D = out.size(0);
+  const int64_t* ix = index.data_ptr<int64_t>();
+  // CSR of the sources of every destination row, in increasing source order.
+  std::vector<int64_t> start(static_cast<size_t>(D) + 1, 0), list;
+  for (int64_t r = 0; r < R; ++r)
+    if (ix[r] >= 0) ++start[size_t(ix[r]) + 1];
+  std::partial_sum(start.begin(), start.end(), start.begin());
+  list.resize(size_t(start[size_t(D)]));
+  {
+    std::vector<int64_t> next(start.begin(), start.end() - 1);
+    for (int64_t r = 0; r < R; ++r)
+      if (ix[r] >= 0) list[size_t(next[size_t(ix[r])]++)] = r;
+  }
+  dispatch_real(src.dtype(), "grouped_gemm backward", [&]<typename T>() {
+    const T* s = src.data_ptr<T>();
+    const T* sc = opt_ptr<T>(scale);
+    T* o = out.data_ptr<T>();
+    parallel_for(D, row_grain(K), [&](int64_t lo, int64_t hi) {
+      for (int64_t t = lo; t < hi; ++t) {
+        T* dst = o + t * K;
+        std::fill(dst, dst + K, T(0));
+        for (int64_t p = start[size_t(t)]; p < start[size_t(t) + 1]; ++p) {
+          const int64_t r = list[size_t(p)];
+          const T f = sc ? sc[r] : T(1);
+          for (int64_t c = 0; c < K; ++c) dst[c] += f * s[r * K + c];
+        }
+      }
+    });
+  });
+}
+
+}  // namespace
+
+void grouped_gemm_cpu_tiled(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w, const Tensor& offsets,
+                            const Tensor& index, const Tensor& scale, const Tensor& bias, const Tensor& out,
+                            const GroupedTiling& tiling) {
+  dispatch_real(x.dtype(), "grouped_gemm", [&]<typename T>() {
+    grouped_forward<T>(a, x, w, offsets.data_ptr<int64_t>(), index, scale, bias, out, tiling);
+  });
+}
+
+void grouped_gemm_dw_cpu_tiled(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, const Tensor& dy,
+                               const Tensor& offsets, const Tensor& dw, const Tensor& db, const GroupedTiling& tiling) {
+  dispatch_real(dy.dtype(), "grouped_gemm backward", [&]<typename T>() {
+    grouped_dw<T>(a, x, index, dy, offsets.data_ptr<int64_t>(), dw, db, tiling);
+  });
+}
+
+void register_moe_gemm_cpu() {
+  using namespace hmoe::moe;
+  grouped_gemm_stub.set(DeviceType::cpu, &grouped_gemm_cpu);
+  grouped_gemm_dw_stub.set(DeviceType::cpu, &grouped_gemm_dw_cpu);
+  grouped_row_dot_stub.set(DeviceType::cpu, &grouped_row_dot_cpu);
+  scatter_rows_stub.set(DeviceType::cpu, &scatter_rows_cpu);
+}
+
+}  // namespace hmoe::ops::cpu

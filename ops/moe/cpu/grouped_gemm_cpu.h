@@ -1,0 +1,33 @@
+// The CPU grouped GEMM's tiling knobs, exposed so bench/bench_moe.cpp can measure the
+// choices (the registered kernel uses the defaults).
+#pragma once
+
+#include <cstdint>
+
+#include "ops/moe/moe_kernels.h"
+
+namespace hmoe::ops::cpu {
+
+// Tiles depend on the problem shape only (never on the thread count), so results are
+// bit-identical for any number of threads; each tile is one single-threaded BLAS call.
+struct GroupedTiling {
+  // Measured (bench_moe BM_choice_tile_rows, T*k = 8192, K = 512, N = 2048, 2 cores):
+  // 64 x 512 tiles ~90 GFLOP/s, 256 x 512 ~125, 512 x 512 ~240, 1024 x 2048 ~275: each
+  // BLAS call has a fixed cost (packing, thread hand-off), so tiles stay large.
+  int64_t max_m = 1024;       // rows of a tile (a group is split evenly into <= max_m blocks)
+  int64_t max_n = 2048;       // columns: split while wider than this and the tile is big
+  double split_flops = 32e6;  // ... and worth more than this many FLOPs
+  // dW tiles: rows (of K) and columns (of N) per BLAS call, each reducing over a whole
+  // group (measured: 128 x 512 ~205 GFLOP/s, 256 x 512 ~225, 512 x 1024 ~265).
+  int64_t dw_max_k = 512;
+  int64_t dw_max_n = 1024;
+};
+
+void grouped_gemm_dw_cpu_tiled(const moe::GroupedGemmArgs& a, const Tensor& x, const Tensor& index, const Tensor& dy,
+                               const Tensor& offsets, const Tensor& dw, const Tensor& db, const GroupedTiling& tiling);
+
+void grouped_gemm_cpu_tiled(const moe::GroupedGemmArgs& a, const Tensor& x, const Tensor& w, const Tensor& offsets,
+                            const Tensor& index, const Tensor& scale, const Tensor& bias, const Tensor& out,
+                            const GroupedTiling& tiling);
+
+}  // namespace hmoe::ops::cpu

@@ -1,0 +1,108 @@
+// The grouped GEMM op: input checks, dispatch, and its backward (dX through the same
+// kernel with W^T and a deterministic scatter back through the gather index, dW/db
+// grouped over rows, dscale as a row dot product).
+#include "ops/moe/grouped_gemm.h"
+
+#include "autograd/node.h"
+#include "ops/elementwise.h"
+#include "ops/moe/moe_kernels.h"
+
+namespace hmoe::moe {
+
+HMOE_DEFINE_STUB(GroupedGemmKernel, grouped_gemm_stub);
+HMOE_DEFINE_STUB(GroupedGemmDwKernel, grouped_gemm_dw_stub);
+HMOE_DEFINE_STUB(GroupedRowDotKernel, grouped_row_dot_stub);
+HMOE_DEFINE_STUB(ScatterRowsKernel, scatter_rows_stub);
+
+namespace {
+std::string meta(const Tensor& t) { return t.defined() ? t.meta_str() : std::string("undefined"); }
+}  // namespace
+
+Tensor grouped_gemm(const Tensor& x_in, const Tensor& w_in, const Tensor& offsets, const Tensor& index_in,
+                    const Tensor& scale_in, const Tensor& bias_in) {
+  HMOE_CHECK(x_in.defined() && w_in.defined() && x_in.dim() == 2 && w_in.dim() == 3 && x_in.size(1) == w_in.size(1) &&
+                 is_floating(x_in.dtype()) && x_in.dtype() == w_in.dtype(),
+             "grouped_gemm: x ", meta(x_in), " and w ", meta(w_in), " must be float [M, K] and [G, K, N] of one dtype");
+  const int64_t G = w_in.size(0), K = w_in.size(1), N = w_in.size(2);
+  HMOE_CHECK(offsets.defined() && offsets.dim() == 1 && offsets.numel() == G + 1 && offsets.dtype() == DType::i64 &&
+                 offsets.device().is_cpu(),
+             "grouped_gemm: offsets must be a cpu i64 [G + 1 = ", G + 1, "] tensor, got ", meta(offsets));
+  const Tensor off = offsets.contiguous();
+  const int64_t* o = off.data_ptr<int64_t>();
+  HMOE_CHECK(o[0] == 0, "grouped_gemm: offsets must run from 0 to M, got offsets[0] = ", o[0]);
+  for (int64_t g = 0; g < G; ++g)
+    HMOE_CHECK(o[g + 1] >= o[g], "grouped_gemm: offsets must not decrease (offsets[", g, "] = ", o[g], ", offsets[",
+               g + 1, "] = ", o[g + 1], ")");
+  const int64_t M = o[G];
+  const bool has_index = index_in.defined();
+  HMOE_CHECK(has_index || x_in.size(0) == M, "grouped_gemm: offsets must run from 0 to M = ", x_in.size(0),
+             " (rows of x), got offsets[G] = ", M);
+  HMOE_CHECK(!has_index || (index_in.dim() == 1 && index_in.numel() == M &&
+                            (index_in.dtype() == DType::i64 || index_in.dtype() == DType::i32)),
+             "grouped_gemm: index must be integer [M = ", M, "], got ", meta(index_in));
+  HMOE_CHECK(!scale_in.defined() || (scale_in.dim() == 1 && scale_in.numel() == M && is_floating(scale_in.dtype())),
+             "grouped_gemm: scale must be float [M = ", M, "], got ", meta(scale_in));
+  HMOE_CHECK(!bias_in.defined() || (bias_in.dim() == 2 && bias_in.size(0) == G && bias_in.size(1) == N &&
+                                    is_floating(bias_in.dtype())),
+             "grouped_gemm: bias must be float [G, N] = [", G, ", ", N, "], got ", meta(bias_in));
+  const Device dev = ops::common_device("grouped_gemm", {&x_in, &w_in, &index_in, &scale_in, &bias_in});
+  if (x_in.dtype() != DType::f32 && x_in.dtype() != DType::f64) {  // bf16 / f16: compute in f32
+    const DType dt = x_in.dtype();
+    auto up = [](const Tensor& t) { return t.defined() ? t.to(DType::f32) : t; };
+    return grouped_gemm(up(x_in), up(w_in), off, index_in, up(scale_in), up(bias_in)).to(dt);
+  }
+  const DType dt = x_in.dtype();
+  const Tensor x = x_in.contiguous(), w = w_in.contiguous();
+  const Tensor index = has_index ? index_in.to(DType::i64).contiguous() : Tensor();
+  const Tensor scale = scale_in.defined() ? scale_in.to(dt).contiguous() : Tensor();
+  const Tensor bias = bias_in.defined() ? bias_in.to(dt).contiguous() : Tensor();
+  if (has_index) {  // validated here once, so kernels (and the backward) may trust it
+    const int64_t* ix = index.data_ptr<int64_t>();
+    for (int64_t r = 0; r < M; ++r)
+      HMOE_CHECK(ix[r] >= -1 && ix[r] < x.size(0), "grouped_gemm: index ", ix[r], " at row ", r,
+                 " is out of range [-1, ", x.size(0), ") for x ", x.meta_str());
+  }
+  GroupedGemmArgs a{G, M, K, N, x.size(0), false};
+  Tensor out = Tensor::empty({M, N}, {dt, dev});
+  auto opt = [](const Tensor& t) { return t.defined() ? t.detach() : t; };
+  grouped_gemm_stub.get(dev)(a, x.detach(), w.detach(), off, index, opt(scale), opt(bias), out);
+
+  const bool nx = x.requires_grad(), nw = w.requires_grad();
+  const bool ns = scale.defined() && scale.requires_grad(), nb = bias.defined() && bias.requires_grad();
+  autograd::record(
+      "grouped_gemm", {x, w, scale, bias}, {out},
+      [a, xs = x.detach(), ws = w.detach(), off, index, sc = opt(scale), bs = opt(bias), nx, nw, ns,
+       nb](const std::vector<Tensor>& gr) {
+        const Device d = xs.device();
+        const Tensor dy = gr[0].to(xs.dtype()).contiguous();
+        std::vector<Tensor> res(4);
+        if (nx || ns) {
+          // gx = dy W_g^T, rows in slot order (unscaled); dX = scatter(scale * gx), dscale = <xrow, gx> + <dy, b>.
+          GroupedGemmArgs t{a.groups, a.rows, a.n, a.k, a.rows, true};
+          Tensor gx = Tensor::empty({a.rows, a.k}, {xs.dtype(), d});
+          grouped_gemm_stub.get(d)(t, dy, ws, off, Tensor(), Tensor(), Tensor(), gx);
+          if (ns) {
+            res[2] = Tensor::empty({a.rows}, {xs.dtype(), d});
+            grouped_row_dot_stub.get(d)(a, xs, index, gx, dy, bs, off, res[2]);
+          }
+          if (nx) {
+            if (index.defined()) {
+              res[0] = Tensor::empty({a.x_rows, a.k}, {xs.dtype(), d});
+              scatter_rows_stub.get(d)(gx, index, sc, res[0]);
+            } else {
+              res[0] = sc.defined() ? mul(gx, sc.unsqueeze(1)) : gx;
+            }
+          }
+        }
+        if (nw || nb) {
+          const Tensor dys = sc.defined() ? mul(dy, sc.unsqueeze(1)).contiguous() : dy;
+          if (nw) res[1] = Tensor::empty({a.groups, a.k, a.n}, {xs.dtype(), d});
+          if (nb) res[3] = Tensor::empty({a.groups, a.n}, {xs.dtype(), d});
+          grouped_gemm_dw_stub.get(d)(a, xs, index, dys, off, res[1], res[3]);
+        }
+        return res;
+      });
+  return out;
+}
+
+}  // namespace hmoe::moe

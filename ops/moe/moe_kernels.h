@@ -1,0 +1,104 @@
+// The MoE kernel interfaces (device-neutral: tensors plus sizes) and their dispatch
+// stubs; ops/moe/cpu/ fills them for the CPU, the CUDA backend will fill the same ones.
+#pragma once
+
+#include <cstdint>
+
+#include "ops/dispatch.h"
+
+namespace hmoe::moe {
+
+// Every tensor handed to a kernel is contiguous and on one device; "optional" ones may
+// be undefined. Float tensors are f32 or f64 (ops widen bf16/f16 first); index tensors
+// are i64 unless stated.
+
+// --- router ---------------------------------------------------------------------------
+// logits [T, N] -> probs [T, N] (softmax), ids i32 [T, k] (top-k of probs, ties to the
+// lower index, best first), gates [T, k] (p of the chosen, divided by their sum when
+// renormalize). NaN logits are an error.
+using RouterTopkKernel = void (*)(const Tensor& logits, int64_t k, bool renormalize, const Tensor& probs,
+                                  const Tensor& ids, const Tensor& gates);
+// dlogits [T, N] from dgates [T, k] and dprobs [T, N] (either optional).
+using RouterBackwardKernel = void (*)(const Tensor& probs, const Tensor& ids, const Tensor& gates, bool renormalize,
+                                      const Tensor& dgates, const Tensor& dprobs, const Tensor& dlogits);
+// out [T, N] = 0 except out[t, ids[t, j]] += values[t, j] (in j order); ids i32/i64 [T, k].
+using ScatterGatesKernel = void (*)(const Tensor& values, const Tensor& ids, const Tensor& out);
+// out [T, k] = dense[t, ids[t, j]] (the adjoint of ScatterGates).
+using GatherGatesKernel = void (*)(const Tensor& dense, const Tensor& ids, const Tensor& out);
+// Smooth load of Shazeer et al.: load [N] = sum_t Phi((clean - threshold) / std); see router.h.
+using SmoothLoadKernel = void (*)(const Tensor& clean, const Tensor& noisy, const Tensor& std, int64_t k,
+                                  const Tensor& load);
+// Its gradients w.r.t. clean, noisy (through the thresholds) and std, from dload [N].
+using SmoothLoadBackwardKernel = void (*)(const Tensor& clean, const Tensor& noisy, const Tensor& std, int64_t k,
+                                          const Tensor& dload, const Tensor& dclean, const Tensor& dnoisy,
+                                          const Tensor& dstd);
+
+// --- plan, permute, combine, patterns ---------------------------------------------------
+// ids i32/i64 [T*k] in [0, groups) -> counts i64 [groups], offsets i64 [groups + 1]
+// (each group's extent rounded up to pad_to), perm i64 [T*k + groups*(pad_to-1)]
+// (slot -> flat routed index t*k + j; -1 for padding slots and past offsets[groups]),
+// inverse i64 [T*k]. Stable counting sort. Out-of-range ids are an error.
+using PlanKernel = void (*)(const Tensor& ids, int64_t groups, int64_t pad_to, const Tensor& counts,
+                            const Tensor& offsets, const Tensor& perm, const Tensor& inverse);
+// out [R, d]: row r = slot_scale[perm[r]] * x[perm[r] / k], zero where perm[r] < 0;
+// slot_scale [T*k] optional (1).
+using PermuteRowsKernel = void (*)(const Tensor& x, const Tensor& perm, int64_t k, const Tensor& slot_scale,
+                                   const Tensor& out);
+// out [T, d]: row t = sum over j in order of gates[t*k + j] * ys[inverse[t*k + j]]; gates optional (1).
+using CombineKernel = void (*)(const Tensor& ys, const Tensor& inverse, int64_t k, const Tensor& gates,
+                               const Tensor& out);
+// dgates [T, k]: dot(dy[t], ys[inverse[t*k + j]]).
+using CombineGateGradKernel = void (*)(const Tensor& dy, const Tensor& ys, const Tensor& inverse, int64_t k,
+                                       const Tensor& dgates);
+// bits i64 [T]: OR of 1 << ids[t, j]; ids i32/i64 [T, k] in [0, num_experts), no repeats in a row.
+using PatternIdsKernel = void (*)(const Tensor& ids, int64_t num_experts, const Tensor& bits);
+// Distinct values of bits i64 [T] ascending (as unsigned), and each token's index into
+// them (i32 [T]). Allocates its outputs: their size is data-dependent and the host needs it.
+using UniquePatternsKernel = void (*)(const Tensor& bits, Tensor& patterns, Tensor& index);
+
+// --- grouped GEMM -----------------------------------------------------------------------
+struct GroupedGemmArgs {
+  int64_t groups = 0;  // G
+  int64_t rows = 0;    // M = offsets[G]: rows of the output
+  int64_t k = 0;       // inner dimension
+  int64_t n = 0;       // output columns
+  int64_t x_rows = 0;  // rows of x (== rows without a gather index)
+  bool trans_w = false;  // w is [G, n, k] (use W_g^T) instead of [G, k, n]
+};
+// out [M, n]: row r of group g (offsets[g] <= r < offsets[g+1]) =
+//   scale[r] * (xrow(r) op(W_g) + bias[g]),  xrow(r) = index ? x[index[r]] (zero row for
+//   index -1) : x[r]. offsets: i64 [G + 1] readable by the host; index, scale, bias optional.
+using GroupedGemmKernel = void (*)(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w, const Tensor& offsets,
+                                   const Tensor& index, const Tensor& scale, const Tensor& bias, const Tensor& out);
+// dw [G, k, n] = sum over rows of group g of xrow(r)^T dy[r] and db [G, n] = sum of dy
+// rows (both optional; zero for empty groups).
+using GroupedGemmDwKernel = void (*)(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index,
+                                     const Tensor& dy, const Tensor& offsets, const Tensor& dw, const Tensor& db);
+// out [M] = dot(xrow(r), gx[r]) + dot(dy[r], bias[g]) (bias optional): the scale gradient.
+using GroupedRowDotKernel = void (*)(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index,
+                                     const Tensor& gx, const Tensor& dy, const Tensor& bias, const Tensor& offsets,
+                                     const Tensor& out);
+// out [x_rows, k] = 0, then out[index[r]] += scale[r] * src[r], summed per destination
+// in increasing r (deterministic); index -1 rows skipped; scale optional.
+using ScatterRowsKernel = void (*)(const Tensor& src, const Tensor& index, const Tensor& scale, const Tensor& out);
+
+}  // namespace hmoe::moe
+
+namespace hmoe::moe {
+HMOE_DECLARE_STUB(RouterTopkKernel, router_topk_stub);
+HMOE_DECLARE_STUB(RouterBackwardKernel, router_backward_stub);
+HMOE_DECLARE_STUB(ScatterGatesKernel, scatter_gates_stub);
+HMOE_DECLARE_STUB(GatherGatesKernel, gather_gates_stub);
+HMOE_DECLARE_STUB(SmoothLoadKernel, smooth_load_stub);
+HMOE_DECLARE_STUB(SmoothLoadBackwardKernel, smooth_load_backward_stub);
+HMOE_DECLARE_STUB(PlanKernel, plan_stub);
+HMOE_DECLARE_STUB(PermuteRowsKernel, permute_rows_stub);
+HMOE_DECLARE_STUB(CombineKernel, combine_stub);
+HMOE_DECLARE_STUB(CombineGateGradKernel, combine_gate_grad_stub);
+HMOE_DECLARE_STUB(PatternIdsKernel, pattern_ids_stub);
+HMOE_DECLARE_STUB(UniquePatternsKernel, unique_patterns_stub);
+HMOE_DECLARE_STUB(GroupedGemmKernel, grouped_gemm_stub);
+HMOE_DECLARE_STUB(GroupedGemmDwKernel, grouped_gemm_dw_stub);
+HMOE_DECLARE_STUB(GroupedRowDotKernel, grouped_row_dot_stub);
+HMOE_DECLARE_STUB(ScatterRowsKernel, scatter_rows_stub);
+}  // namespace hmoe::moe
