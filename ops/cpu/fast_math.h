@@ -1,8 +1,9 @@
 // Branch-free float exp and erf that the compiler vectorises (std::exp / std::erf are
-// scalar library calls). Max relative error about 2e-7 (exp) and 1.2e-7 (erf), well
+// scalar library calls). Max relative error about 2e-7 (exp), absolute 4.2e-7 (erf), well
 // inside f32 tolerance; f64 keeps the library functions.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -33,19 +34,25 @@ inline float fast_expf(float x) {
   return tiny ? 0.0f : (big ? y * y : y);
 }
 
-// erf via the Numerical Recipes erfc Chebyshev fit.
+// erf as x P(x^2) / Q(x^2) on [-4, 4] (erf is +-1 to float precision beyond): a
+// rational minimax fit, max absolute error 4.2e-7 against std::erf (checked on a
+// 1e-5 grid over [-6, 6]); no exp and one division, so it vectorises cheaply.
 inline float fast_erff(float x) {
-  const float z = std::fabs(x);
-  const float t = 1.0f / (1.0f + 0.5f * z);
-  const float poly =
-      -1.26551223f +
-      t * (1.00002368f +
-           t * (0.37409196f +
-                t * (0.09678418f +
-                     t * (-0.18628806f +
-                          t * (0.27886807f + t * (-1.13520398f + t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
-  const float ans = t * fast_expf(-z * z + poly);
-  return x >= 0.0f ? 1.0f - ans : ans - 1.0f;
+  x = std::clamp(x, -4.0f, 4.0f);
+  const float x2 = x * x;
+  float p = -2.72614225801306e-10f;
+  p = p * x2 + 2.77068142495902e-08f;
+  p = p * x2 + -2.10102402082508e-06f;
+  p = p * x2 + -5.69250639462346e-05f;
+  p = p * x2 + -7.34990630326855e-04f;
+  p = p * x2 + -2.95459980854025e-03f;
+  p = p * x2 + -1.60960333262415e-02f;
+  float q = -1.45660718464996e-05f;
+  q = q * x2 + -2.13374055278905e-04f;
+  q = q * x2 + -1.68282697438203e-03f;
+  q = q * x2 + -7.37332916720468e-03f;
+  q = q * x2 + -1.42647390514189e-02f;
+  return x * p / q;
 }
 
 template <typename T>

@@ -56,20 +56,31 @@ class StridedLoop {
     const int64_t outer = numel_ / inner;
     std::array<int64_t, N> inner_stride;
     for (size_t k = 0; k < N; ++k) inner_stride[k] = strides_[k].back();
+    // Long runs (a contiguous tensor is one run) are cut into pieces of about `grain`
+    // elements, so that the pool has work even when there are few runs.
+    const int64_t want = std::max<int64_t>(1, inner / std::max<int64_t>(grain, 1));
+    const int64_t piece_len = (inner + want - 1) / want;
+    const int64_t pieces = (inner + piece_len - 1) / piece_len;  // every piece non-empty
     const int64_t rank = int64_t(shape_.size());
-    parallel_for(outer, std::max<int64_t>(1, grain / std::max<int64_t>(inner, 1)), [&](int64_t b, int64_t e) {
-      // Unravel b into an index over the outer dims, then count up.
+    const int64_t tasks = outer * pieces;
+    const int64_t task_grain = pieces > 1 ? 1 : std::max<int64_t>(1, grain / std::max<int64_t>(inner, 1));
+    parallel_for(tasks, task_grain, [&](int64_t b, int64_t e) {
+      // Unravel the first run's index over the outer dims, then count up.
       std::array<int64_t, kMaxRank> idx{};
-      int64_t rem = b;
+      int64_t rem = b / pieces;
       for (int64_t d = rank - 2; d >= 0; --d) {
         idx[size_t(d)] = rem % shape_[size_t(d)];
         rem /= shape_[size_t(d)];
       }
-      for (int64_t o = b; o < e; ++o) {
+      for (int64_t t = b; t < e; ++t) {
+        const int64_t piece = t % pieces;
         std::array<char*, N> p = base_;
         for (int64_t d = 0; d < rank - 1; ++d)
           for (size_t k = 0; k < N; ++k) p[k] += idx[size_t(d)] * strides_[k][size_t(d)];
-        fn(p, inner_stride, inner);
+        const int64_t start = piece * piece_len;
+        for (size_t k = 0; k < N; ++k) p[k] += start * inner_stride[k];
+        fn(p, inner_stride, std::min(piece_len, inner - start));
+        if (piece + 1 < pieces) continue;
         for (int64_t d = rank - 2; d >= 0; --d) {
           if (++idx[size_t(d)] < shape_[size_t(d)]) break;
           idx[size_t(d)] = 0;
