@@ -93,7 +93,7 @@ MoEFFN::MoEFFN(const train::ModelConfig& cfg, Generator& gen) : cfg_(cfg) {
 }
 
 MoEFFN::Routed MoEFFN::run_experts(const Tensor& x, FfnStats& stats, Generator& noise) {
-  const int64_t N = cfg_.n_experts, T = x.size(0);
+  const int64_t N = cfg_.n_experts;
   Tensor xin = x;
   if (cfg_.router == "switch" && is_training() && cfg_.jitter > 0)
     xin = x * uniform(x.shape(), noise, 1.0 - cfg_.jitter, 1.0 + cfg_.jitter, {x.dtype()});
@@ -114,17 +114,16 @@ MoEFFN::Routed MoEFFN::run_experts(const Tensor& x, FfnStats& stats, Generator& 
 
   moe::Plan plan = moe::make_plan(r.expert_ids, N);
   stats.expert_counts.push_back(plan.counts.to(DType::i64).to_vector_as<int64_t>());
-  Tensor row_expert = moe::row_groups(plan);  // i64 [T*k]: the expert of each permuted row
   Tensor xs = moe::permute_rows(x, plan);
-  Tensor h = gelu(moe::grouped_gemm(xs, w1_, plan.offsets) + index_select(b1_, 0, row_expert));
-  Tensor ys = moe::grouped_gemm(h, w2_, plan.offsets) + index_select(b2_, 0, row_expert);
+  // Expert biases go in the grouped GEMM's epilogue (per group), not as gathered rows.
+  Tensor h = gelu(moe::grouped_gemm(xs, w1_, plan.offsets, Tensor(), Tensor(), b1_));
+  Tensor ys = moe::grouped_gemm(h, w2_, plan.offsets, Tensor(), Tensor(), b2_);
   Tensor y = moe::combine(ys, r.gates, plan);
   if (r.dropped.defined()) {
     // Tokens over capacity skip the experts and pass p_max * x (the reference's choice).
     Tensor keep = logical_not(r.dropped).unsqueeze(1);
     y = where(keep, y, x * r.gates.select(1, 0).unsqueeze(1).to(x.dtype()));
   }
-  (void)T;
   return {y, r.expert_ids, r.dropped};
 }
 

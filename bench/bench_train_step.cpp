@@ -1,0 +1,60 @@
+// One full training step of the tiny language model (forward, loss with the router's
+// aux loss, backward, global-norm clipping, AdamW) for each FFN kind, in tokens/s.
+// bench/train_step_torch.py runs the same model in PyTorch and prints the ratios.
+#include <benchmark/benchmark.h>
+
+#include <string>
+
+#include "hmoe.h"
+#include "models/hypermoe/lm.h"
+#include "models/optim/optimizer.h"
+#include "models/train/config.h"
+
+namespace {
+
+using namespace hmoe;
+
+constexpr int64_t kBatch = 16;
+
+void BM_train_step(benchmark::State& st, const std::string& ffn, int64_t top_k) {
+  train::ModelConfig cfg;  // the tiny preset: 4 layers, d 128, 4 heads, d_ff 512, block 128, 8 experts
+  cfg.ffn = ffn;
+  cfg.top_k = top_k;
+  model::LanguageModel m(cfg, 1337);
+  m.train();
+  optim::AdamWOptions ao;
+  ao.lr = 1e-3;
+  ao.beta2 = 0.95;
+  ao.weight_decay = 0.1;
+  optim::AdamW opt(m.parameters(), ao);
+  Generator data(7), noise(8);
+  const int64_t T = cfg.block_size;
+  auto batch = [&] {
+    Tensor u = uniform({kBatch, T + 1}, data, 0, double(cfg.vocab_size));
+    return u.to(DType::i64);
+  };
+  for (auto _ : st) {
+    Tensor ids = batch();
+    Tensor in = ids.narrow(1, 0, T).contiguous(), tgt = ids.narrow(1, 1, T).contiguous();
+    model::LmOutput out = m.forward(in, noise);
+    Tensor loss = cross_entropy(out.logits.reshape({-1, cfg.vocab_size}), tgt.reshape({-1}));
+    if (out.aux_loss.defined()) loss = loss + out.aux_loss.to(loss.dtype());
+    loss.backward();
+    optim::clip_grad_norm_(m.parameters(), 1.0);
+    opt.step();
+    opt.zero_grad();
+    benchmark::DoNotOptimize(loss.item());
+  }
+  st.counters["tokens/s"] = benchmark::Counter(double(kBatch * T) * double(st.iterations()), benchmark::Counter::kIsRate);
+  st.counters["params"] = double(model::count_parameters(cfg));
+}
+
+BENCHMARK_CAPTURE(BM_train_step, dense, std::string("dense"), 1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_train_step, moe_k1, std::string("moe"), 1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_train_step, hypermoe_k1, std::string("hypermoe"), 1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_train_step, moe_k2, std::string("moe"), 2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_train_step, hypermoe_k2, std::string("hypermoe"), 2)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();
