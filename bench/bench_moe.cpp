@@ -1,10 +1,12 @@
 // MoE benchmarks on the CPU: the grouped GEMM (forward, dX, dW) at MoE-layer shapes
 // (T = 4096 tokens, d = 512, d_ff = 2048, N = 8 experts, k = 2) in GFLOP/s against one
-// dense cblas_sgemm of the same FLOPs (the machine's effective GEMM peak), the CPU
-// kernel choices that were measured (tile sizes, per-group BLAS with OpenBLAS's own
-// threads, a hand-blocked loop kernel), the MoE FFN built from the ops (fwd + bwd), and
-// the model layers (MoEFFN / HyperMoEFFN).
-// Run: OPENBLAS_CORETYPE=SkylakeX build-moe/bench/bench_moe (see README for the core).
+// dense OpenBLAS cblas_sgemm and hmoe's dense matmul of the same FLOPs, the CPU kernel
+// choices that were measured (tile sizes, hmoe's packed kernel vs OpenBLAS per tile, at
+// these shapes and at the model layer's, per-group BLAS with OpenBLAS's own threads, a
+// hand-blocked loop kernel), the MoE FFN built from the ops (fwd + bwd), and the model
+// layers (MoEFFN / HyperMoEFFN).
+// f32 GEMMs run on hmoe's own kernel; only the OpenBLAS rows depend on OpenBLAS's core
+// (OPENBLAS_CORETYPE=SkylakeX where 0.3.21 does not recognise the CPU).
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
@@ -40,7 +42,7 @@ void set_gflops(benchmark::State& st, double flops) {
 }
 const double kGemmFlops = 2.0 * double(kM) * double(kD) * double(kF);
 
-// --- the peak: one dense sgemm of the same FLOPs, OpenBLAS threaded over all cores ----
+// --- a reference: one dense sgemm of the same FLOPs, OpenBLAS threaded over all cores --
 void BM_dense_sgemm_peak(benchmark::State& st) {
   ops::ensure_kernels_registered();
   Generator g(1);
@@ -94,9 +96,11 @@ void BM_choice_tile_rows(benchmark::State& st) {
   ops::cpu::GroupedTiling tl;
   tl.max_m = st.range(0);
   tl.max_n = st.range(1);
+  tl.f32_openblas = st.range(2) != 0;
   moe::GroupedGemmArgs a{kN, kM, kD, kF, kT, false};
   for (auto _ : st) ops::cpu::grouped_gemm_cpu_tiled(a, x, w, layer_plan().offsets, idx, {}, {}, out, tl);
   set_gflops(st, kGemmFlops);
+  st.SetLabel(tl.f32_openblas ? "openblas" : "hmoe kernel");
 }
 
 // dW tiles (rows of K x columns of N per BLAS call; each reduces over a whole group).
@@ -107,9 +111,65 @@ void BM_choice_dw_tiles(benchmark::State& st) {
   ops::cpu::GroupedTiling tl;
   tl.dw_max_k = st.range(0);
   tl.dw_max_n = st.range(1);
+  tl.f32_openblas = st.range(2) != 0;
   moe::GroupedGemmArgs a{kN, kM, kD, kF, kT, false};
   for (auto _ : st) ops::cpu::grouped_gemm_dw_cpu_tiled(a, x, idx, dy, layer_plan().offsets, dw, {}, tl);
   set_gflops(st, kGemmFlops);
+  st.SetLabel(tl.f32_openblas ? "openblas" : "hmoe kernel");
+}
+
+// The four grouped GEMMs of the model layer benchmarked below (T = 2048, d = 256,
+// d_ff = 1024, N = 8, top-k 1 or 2), each on the registered tiles or others, with hmoe's
+// kernel or OpenBLAS. kind: 0 up-projection forward (gather fused), 1 down-projection
+// forward, 2 dX of the up-projection (dy W^T), 3 dW of the up-projection (x^T dy, gather
+// fused).
+void BM_choice_layer_gemm(benchmark::State& st) {
+  constexpr int64_t T = 2048, D = 256, F = 1024, N = 8;
+  const int64_t kind = st.range(0), k = st.range(1), M = T * k;
+  Generator g(5);
+  auto r = moe::route_topk(normal({T, N}, g), k);
+  const moe::Plan plan = moe::make_plan(r.expert_ids, N);
+  const Tensor idx = (plan.perm / full({}, double(k), {DType::i64})).contiguous();
+  ops::cpu::GroupedTiling tl;
+  if (st.range(2) > 0) (kind == 3 ? tl.dw_max_k : tl.max_m) = st.range(2);
+  if (st.range(3) > 0) (kind == 3 ? tl.dw_max_n : tl.max_n) = st.range(3);
+  tl.f32_openblas = st.range(4) != 0;
+  const Tensor x = normal({T, D}, g), w1 = normal({N, D, F}, g), w2 = normal({N, F, D}, g);
+  const Tensor h = normal({M, F}, g), dy = normal({M, F}, g);
+  Tensor out;
+  for (auto _ : st) {
+    if (kind == 0) {
+      out = empty({M, F});
+      ops::cpu::grouped_gemm_cpu_tiled({N, M, D, F, T, false}, x, w1, plan.offsets, idx, {}, {}, out, tl);
+    } else if (kind == 1) {
+      out = empty({M, D});
+      ops::cpu::grouped_gemm_cpu_tiled({N, M, F, D, M, false}, h, w2, plan.offsets, {}, {}, {}, out, tl);
+    } else if (kind == 2) {
+      out = empty({M, D});
+      ops::cpu::grouped_gemm_cpu_tiled({N, M, F, D, M, true}, dy, w1, plan.offsets, {}, {}, {}, out, tl);
+    } else {
+      out = empty({N, D, F});
+      ops::cpu::grouped_gemm_dw_cpu_tiled({N, M, D, F, T, false}, x, idx, dy, plan.offsets, out, {}, tl);
+    }
+    benchmark::DoNotOptimize(out);
+  }
+  set_gflops(st, 2.0 * double(M) * double(D) * double(F));
+  st.SetLabel(tl.f32_openblas ? "openblas" : "hmoe kernel");
+}
+void layer_gemm_args(benchmark::internal::Benchmark* b) {
+  for (int64_t kind : {0, 1, 2, 3})
+    for (int64_t k : {1, 2}) {
+      b->Args({kind, k, 0, 0, 1});  // registered tiles, OpenBLAS
+      b->Args({kind, k, 0, 0, 0});  // registered tiles, hmoe's kernel
+      if (kind == 3) {
+        b->Args({kind, k, 128, 512, 0});
+        b->Args({kind, k, 256, 256, 0});
+      } else {
+        b->Args({kind, k, 128, 0, 0});
+        b->Args({kind, k, 0, 256, 0});
+      }
+    }
+  b->ArgNames({"kind", "k", "tile_m", "tile_n", "openblas"})->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
 // One cblas call per group, OpenBLAS threading inside each call (not deterministic
@@ -259,12 +319,15 @@ BENCHMARK(BM_dense_matmul_hmoe)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_grouped_gemm)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_grouped_gemm_fwd_bwd)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_choice_tile_rows)
-    ->Args({64, 512})->Args({128, 512})->Args({256, 512})->Args({512, 512})->Args({512, 1024})->Args({1024, 1024})
-    ->Args({256, 2048})->Args({1024, 2048})->Args({4096, 4096})
+    ->Args({1024, 2048, 1})
+    ->Args({64, 512, 0})->Args({128, 512, 0})->Args({256, 512, 0})->Args({512, 512, 0})->Args({512, 1024, 0})
+    ->Args({1024, 1024, 0})->Args({256, 2048, 0})->Args({1024, 2048, 0})->Args({4096, 4096, 0})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_choice_dw_tiles)
-    ->Args({128, 512})->Args({256, 512})->Args({512, 1024})->Args({512, 2048})
+    ->Args({512, 1024, 1})
+    ->Args({128, 512, 0})->Args({256, 512, 0})->Args({512, 1024, 0})->Args({512, 2048, 0})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_choice_layer_gemm)->Apply(layer_gemm_args);
 BENCHMARK(BM_choice_blas_threaded_per_group)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_choice_blas_parallel_groups)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_choice_hand_blocked)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -7,6 +7,9 @@
 #include <cstring>
 
 #include "engine/error.h"
+#ifdef HMOE_WITH_CUDA_BACKEND
+#include "engine/cuda/allocator.h"
+#endif
 
 namespace hmoe {
 namespace {
@@ -33,7 +36,12 @@ class CpuAllocator final : public Allocator {
 
 std::array<Allocator*, kNumDeviceTypes>& registry() {
   static CpuAllocator cpu;
+#ifdef HMOE_WITH_CUDA_BACKEND
+  // The CUDA backend (real or emulated) is built in: its allocator is always there.
+  static std::array<Allocator*, kNumDeviceTypes> table{&cpu, &cuda::device_allocator()};
+#else
   static std::array<Allocator*, kNumDeviceTypes> table{&cpu, nullptr};
+#endif
   return table;
 }
 

@@ -7,7 +7,7 @@
 
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
-#include "ops/cpu/index_kernels.h"
+#include "ops/index_kernels.h"
 #include "ops/dispatch.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"

@@ -143,7 +143,7 @@ std::pair<Tensor, Tensor> extreme(const Tensor& t, int64_t dim, bool keepdim, bo
                    [idx_k = idx.reshape(p.keepdim_shape), kd = p.keepdim_shape, in = t.shape(),
                     dim](const std::vector<Tensor>& g) {
                      const Tensor mask = index_mask(idx_k, in, dim);
-                     return std::vector<Tensor>{where(mask, g[0].reshape(kd).expand(in), zeros({}, {g[0].dtype()}))};
+                     return std::vector<Tensor>{where(mask, g[0].reshape(kd).expand(in), zeros({}, {g[0].dtype(), g[0].device()}))};
                    });
   return {values, idx};
 }
@@ -193,7 +193,7 @@ Tensor logsumexp(const Tensor& t, const std::vector<int64_t>& dims, bool keepdim
                    [x = t.detach(), y = out.detach(), kd = p.keepdim_shape](const std::vector<Tensor>& g) {
                      // d lse / dx = softmax(x) = exp(x - lse); rows of -inf give 0, not NaN.
                      const Tensor yk = y.reshape(kd);
-                     const Tensor safe = where(eq(yk, scalar_like(-INFINITY, yk)), zeros({}, {yk.dtype()}), yk);
+                     const Tensor safe = where(eq(yk, scalar_like(-INFINITY, yk)), zeros({}, {yk.dtype(), yk.device()}), yk);
                      return std::vector<Tensor>{g[0].reshape(kd) * exp(x - safe)};
                    });
   return out;
@@ -217,8 +217,8 @@ Tensor norm(const Tensor& t, double p, const std::vector<int64_t>& dims_in, bool
   autograd::record("norm", {t}, {out}, [x = t.detach(), y = out.detach(), kd = plan.keepdim_shape, p, dims](
                                            const std::vector<Tensor>& g) {
     const Tensor yk = y.reshape(kd);
-    const Tensor zero = zeros({}, {x.dtype()});
-    const Tensor one = ones({}, {x.dtype()});
+    const Tensor zero = zeros({}, {x.dtype(), x.device()});
+    const Tensor one = ones({}, {x.dtype(), x.device()});
     const Tensor at_zero = eq(yk, zero);
     const Tensor gk = where(at_zero, zero, g[0].reshape(kd));  // gradient 0 where the norm is 0
     const Tensor safe = where(at_zero, one, yk);

@@ -6,7 +6,7 @@
 #include <algorithm>
 
 #include "autograd/node.h"
-#include "ops/cpu/index_kernels.h"
+#include "ops/index_kernels.h"
 #include "ops/dispatch.h"
 #include "ops/factory.h"
 #include "ops/index.h"

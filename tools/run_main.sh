@@ -5,7 +5,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bash "$root/tools/setup.sh"
-HMOE_BUILD_TARGETS=hmoe_cli bash "$root/tools/build.sh" "$root/build" -DCMAKE_BUILD_TYPE=Release
+HMOE_BUILD_TARGETS=hmoe_cli bash "$root/tools/build.sh" "$root/build" -DCMAKE_BUILD_TYPE=Release -DHMOE_GPU=emu
 cd "$root"
 out_dir=runs/tiny_hypermoe
 ./build/tools/hmoe train --config tools/configs/tiny_hypermoe.toml train.out_dir=$out_dir "$@"

@@ -25,11 +25,12 @@
 namespace hmoe::device {
 using Stream = cudaStream_t;
 // Launches kernel<<<grid, block, dynamic_smem, stream>>>(args...). The name is for
-// the emulator's messages; errors are read by the caller (cudaGetLastError).
-template <typename... Params, typename... Args>
+// the emulator's messages; errors are read by the caller (cudaGetLastError). The stream
+// is a cudaStream_t or the void* that hmoe::cuda::Stream::native() returns.
+template <typename S, typename... Params, typename... Args>
 inline void launch_kernel(const char* /*name*/, void (*kernel)(Params...), dim3 grid, dim3 block,
-                          size_t dynamic_smem, Stream stream, Args&&... args) {
-  kernel<<<grid, block, dynamic_smem, stream>>>(std::forward<Args>(args)...);
+                          size_t dynamic_smem, S stream, Args&&... args) {
+  kernel<<<grid, block, dynamic_smem, static_cast<Stream>(stream)>>>(std::forward<Args>(args)...);
 }
 }  // namespace hmoe::device
 

@@ -1,4 +1,6 @@
 // CPU kernels for fills, ranges and Philox random tensors.
+#include <cmath>
+
 #include "engine/rng.h"
 #include "ops/cpu/loops.h"
 #include "ops/dispatch.h"
@@ -25,7 +27,7 @@ void fill_cpu(const Tensor& out, double value) {
 void arange_cpu(const Tensor& out, double start, double step) {
   detail::dispatch_numeric(out.dtype(), "arange", [&]<typename T>() {
     T* y = out.data_ptr<T>();
-    for (int64_t i = 0; i < out.numel(); ++i) y[i] = T(compute_t<T>(start + double(i) * step));
+    for (int64_t i = 0; i < out.numel(); ++i) y[i] = T(compute_t<T>(std::fma(double(i), step, start)));  // one rounding, as on the device
   });
 }
 
@@ -34,8 +36,9 @@ void random_cpu(const Tensor& out, RandomKind kind, uint64_t seed, uint64_t offs
     T* y = out.data_ptr<T>();
     parallel_for(out.numel(), 4096, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) {
-        const double v = kind == RandomKind::uniform ? a + (b - a) * (1.0 - philox_uniform_f64(seed, offset, uint64_t(i)))
-                                                     : a + b * philox_normal(seed, offset, uint64_t(i));
+        // Explicit fma: the same single rounding with or without -march=native, and on the device.
+        const double v = kind == RandomKind::uniform ? std::fma(b - a, 1.0 - philox_uniform_f64(seed, offset, uint64_t(i)), a)
+                                                     : std::fma(b, philox_normal(seed, offset, uint64_t(i)), a);
         y[i] = T(compute_t<T>(v));
       }
     });

@@ -1,5 +1,6 @@
-// CPU GEMM: single-threaded OpenBLAS (cblas) calls on a fixed grid of C tiles run
-// over our thread pool, so results never depend on the thread count; bf16/f16 in f32.
+// CPU GEMM: a fixed grid of C tiles run over our thread pool, each tile one call of
+// hmoe's packed f32 kernel (ops/cpu/gemm_kernel.h) or, for f64, single-threaded OpenBLAS;
+// results never depend on the thread count. bf16/f16 are computed in f32.
 #include <cblas.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "engine/thread_pool.h"
+#include "ops/cpu/gemm_kernel.h"
 #include "ops/dispatch.h"
 #include "ops/matmul.h"
 
@@ -24,7 +26,8 @@ namespace {
 // The tile grid depends on (m, n, k) only. OpenBLAS's own threading is not used: its
 // results change with its thread count (measured: 513x1027x513 sgemm differs in the
 // last bits between 1 and 2 threads), and single-threaded calls are safe to make from
-// pool threads (attention calls cblas inside parallel_for).
+// pool threads (attention calls cblas inside parallel_for). (hmoe's f32 kernel gives
+// the same bits for any tiling; the fixed grid keeps f64 deterministic too.)
 constexpr double kMinTileFlops = 8e6;  // ~0.1 ms on one core: dwarfs the task overhead
 constexpr int64_t kMinTileSide = 256;  // smaller tiles re-pack A and B too often
 constexpr int64_t kMaxTiles = 16;
@@ -52,10 +55,12 @@ template <typename T>
 void blas_call(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
                int64_t ldb, T beta, T* c, int64_t ldc) {
   const auto ota = ta ? CblasTrans : CblasNoTrans, otb = tb ? CblasTrans : CblasNoTrans;
-  if constexpr (std::is_same_v<T, float>)
+  if constexpr (std::is_same_v<T, float>) {
+    if (gemm_kernel_preferred()) return sgemm(m, n, k, alpha, GemmA{a, lda, ta}, GemmB{b, ldb, tb}, beta, c, ldc);
     cblas_sgemm(CblasRowMajor, ota, otb, int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
-  else
+  } else {
     cblas_dgemm(CblasRowMajor, ota, otb, int(m), int(n), int(k), alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+  }
 }
 
 // C = beta * C over the m x n matrices (the k = 0 product; BLAS would skip it).
@@ -137,15 +142,16 @@ void gemm_cpu(const GemmArgs& g, const Tensor& a, const Tensor& b, const Tensor&
 
 // OpenBLAS 0.3.21 does not know recent Intel cores (e.g. model 207) and falls back to
 // its SSE3 "Prescott" kernels, ~5x slower here; the core can only be forced from the
-// environment before the library loads, so say how.
+// environment before the library loads, so say how. f32 matmul no longer goes through
+// OpenBLAS; f64 GEMM and the attention kernel still do.
 void warn_generic_openblas_core() {
   const char* core = openblas_get_corename();
   if (core == nullptr || std::strcmp(core, "Prescott") != 0) return;
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx2")) return;
   std::fprintf(stderr,
-               "hmoe: OpenBLAS did not recognise this CPU and uses its generic Prescott kernels; set "
-               "OPENBLAS_CORETYPE=%s in the environment for several times faster GEMM.\n",
+               "hmoe: OpenBLAS did not recognise this CPU and uses its generic Prescott kernels (f64 GEMM, "
+               "attention); set OPENBLAS_CORETYPE=%s in the environment for several times faster BLAS.\n",
                __builtin_cpu_supports("avx512f") ? "SkylakeX" : "Haswell");
 }
 

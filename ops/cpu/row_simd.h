@@ -35,6 +35,7 @@ inline void load_vec(vec_t<C>& v, const T* p) {
   if constexpr (std::is_same_v<C, T>) {
     std::memcpy(&v, p, sizeof v);
   } else {
+    v = vec_t<C>{};  // lane stores are read-modify-writes of the whole vector
     for (int j = 0; j < kVecW<C>; ++j) v[j] = C(p[j]);
   }
 }

@@ -1,5 +1,6 @@
-// The hmoe command line: train, eval, generate (and info). Parses flags with CLI11
-// and hands everything else to the library.
+// The hmoe command line: train, eval, generate, and (in builds with the CUDA backend)
+// selftest and bench kernels. Parses flags with CLI11 and hands everything else to
+// the library.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
@@ -8,6 +9,10 @@
 #include "engine/error.h"
 #include "engine/thread_pool.h"
 #include "models/train/trainer.h"
+#include "tools/hmoe/selftest.h"
+#if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
+#include "engine/cuda/runtime.h"
+#endif
 
 namespace {
 
@@ -64,6 +69,20 @@ int main(int argc, char** argv) {
   gen->add_option("--top-k", gopts.top_k, "sample among the k most likely tokens (0: all)")->check(CLI::NonNegativeNumber);
   gen->add_option("--seed", gopts.seed, "sampling seed");
 
+  auto* selftest = app.add_subcommand("selftest", "check every CUDA kernel against the CPU on the cuda device");
+  hmoe::tools::SelftestOptions sopts;
+  selftest->add_option("--filter", sopts.filter, "only kernels whose name contains this");
+  selftest->add_option("--seed", sopts.seed, "input seed");
+  selftest->add_flag("--quick", sopts.quick, "small shapes");
+
+  auto* bench = app.add_subcommand("bench", "benchmarks");
+  auto* bench_kernels = bench->add_subcommand("kernels", "time the CUDA kernels (CUDA events) against measured peaks");
+  bench->require_subcommand(1);
+  hmoe::tools::BenchOptions bopts;
+  bench_kernels->add_option("--filter", bopts.filter, "only kernels whose name contains this");
+  bench_kernels->add_option("--reps", bopts.reps, "timed runs per kernel (median reported)")->check(CLI::PositiveNumber);
+  bench_kernels->add_option("--warmup", bopts.warmup, "untimed runs first")->check(CLI::NonNegativeNumber);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -80,6 +99,20 @@ int main(int argc, char** argv) {
     if (*gen) {
       std::cout << hmoe::train::generate_text(gckpt, gopts) << std::endl;
       return 0;
+    }
+    if (*selftest || *bench) {
+#if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
+      if (!hmoe::cuda::device_available()) {
+        std::fprintf(stderr, "hmoe: no CUDA device found: nothing to test\n");
+        return 77;
+      }
+      if (*selftest) return hmoe::tools::run_selftest(sopts) == 0 ? 0 : 1;
+      return hmoe::tools::run_bench_kernels(bopts);
+#else
+      std::fprintf(stderr, "hmoe: this build has no CUDA backend (configured with HMOE_GPU=off); rebuild with "
+                           "-DHMOE_GPU=cuda (or emu for the emulator)\n");
+      return 2;
+#endif
     }
   } catch (const hmoe::Error& e) {
     std::fprintf(stderr, "hmoe: error: %s\n", e.what());

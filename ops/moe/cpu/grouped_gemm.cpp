@@ -1,8 +1,9 @@
 // CPU kernels of the grouped GEMM: a fixed, shape-only grid of tiles over (group, row
-// block, column block), each one single-threaded BLAS call on our thread pool, with the
-// gather fused into a per-tile A pack and bias / scale in the epilogue; the dW kernel
-// (reduction over each group's rows in one call per tile), the scale gradient and the
-// deterministic scatter of dX rows back through the gather index.
+// block, column block), each one single-threaded GEMM call on our thread pool (f32:
+// hmoe's packed kernel, the gather read straight from x while packing A; f64: OpenBLAS
+// on a gathered copy), bias / scale in the epilogue; the dW kernel (reduction over each
+// group's rows in one call per tile), the scale gradient and the deterministic scatter
+// of dX rows back through the gather index.
 #include "ops/moe/cpu/grouped_gemm_cpu.h"
 
 #include <cblas.h>
@@ -12,6 +13,7 @@
 #include <numeric>
 #include <vector>
 
+#include "ops/cpu/gemm_kernel.h"
 #include "ops/moe/cpu/moe_cpu.h"
 
 namespace hmoe::ops::cpu {
@@ -28,6 +30,13 @@ void blas(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t
     cblas_sgemm(CblasRowMajor, oa, ob, int(m), int(n), int(k), 1.0f, a, int(lda), b, int(ldb), 0.0f, c, int(ldc));
   else
     cblas_dgemm(CblasRowMajor, oa, ob, int(m), int(n), int(k), 1.0, a, int(lda), b, int(ldb), 0.0, c, int(ldc));
+}
+
+// f32 runs on hmoe's packed kernel (the gather fused into its A pack); f64 on OpenBLAS.
+template <typename T>
+bool use_own_kernel(const GroupedTiling& tl) {
+  if constexpr (std::is_same_v<T, float>) return gemm_kernel_preferred() && !tl.f32_openblas;
+  else return false;
 }
 
 struct Tile {
@@ -78,6 +87,7 @@ void grouped_forward(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w,
   T* op = out.data_ptr<T>();
   const int64_t K = a.k, N = a.n;
   const std::vector<Tile> tiles = forward_tiles(a, off, tl);
+  const bool own = use_own_kernel<T>(tl);
   parallel_for(int64_t(tiles.size()), 1, [&](int64_t lo, int64_t hi) {
     std::vector<T> pack;
     for (int64_t ti = lo; ti < hi; ++ti) {
@@ -86,9 +96,16 @@ void grouped_forward(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w,
       T* c = op + row0 * N + t.c0;
       if (K == 0) {
         for (int64_t r = 0; r < t.rows; ++r) std::fill(c + r * N, c + r * N + t.cols, T(0));
+      } else if (own) {  // the gather happens inside the A pack
+        if constexpr (std::is_same_v<T, float>) {
+          const GemmA ga{ix ? xp : xp + row0 * K, K, false, ix ? ix + row0 : nullptr};
+          const float* wg = wp + t.g * K * N;
+          const GemmB gb = a.trans_w ? GemmB{wg + t.c0 * K, K, true} : GemmB{wg + t.c0, N, false};
+          sgemm(t.rows, t.cols, K, 1.f, ga, gb, 0.f, c, N);
+        }
       } else {
         const T* ap = xp + row0 * K;
-        if (ix) {  // the gather, fused into the A pack of this tile
+        if (ix) {  // the gather, into a per-tile copy of the rows
           pack.resize(size_t(t.rows * K));
           for (int64_t r = 0; r < t.rows; ++r) {
             const int64_t src = ix[row0 + r];
@@ -140,6 +157,7 @@ void grouped_dw(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, 
       }
   }
   order_tiles(tiles);
+  const bool own = use_own_kernel<T>(tl);
   parallel_for(int64_t(tiles.size()), 1, [&](int64_t lo, int64_t hi) {
     std::vector<T> pack;
     for (int64_t ti = lo; ti < hi; ++ti) {
@@ -149,6 +167,11 @@ void grouped_dw(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, 
         T* c = dwp + t.g * K * N + t.r0 * N + t.c0;
         if (m == 0) {  // an empty group's gradient is zero (BLAS would not write it)
           for (int64_t r = 0; r < t.rows; ++r) std::fill(c + r * N, c + r * N + t.cols, T(0));
+        } else if (own) {  // x^T packed straight from the gathered rows
+          if constexpr (std::is_same_v<T, float>) {
+            const GemmA ga{ix ? xp + t.r0 : xp + row0 * K + t.r0, K, true, ix ? ix + row0 : nullptr};
+            sgemm(t.rows, t.cols, m, 1.f, ga, GemmB{gy + row0 * N + t.c0, N, false}, 0.f, c, N);
+          }
         } else {
           const T* ap = xp + row0 * K + t.r0;
           int64_t lda = K;

@@ -1,0 +1,145 @@
+// The device runtime: the one thin layer that all CUDA-backend host code calls
+// (memory, copies, streams, events, properties, launch checks). Implemented twice
+// behind this header: runtime_cuda.cpp (the CUDA runtime API; HMOE_GPU=cuda) and
+// runtime_emu.cpp (HMOE_GPU=emu: device memory is guarded host memory, streams run in
+// order, kernels run on the SIMT emulator). Code above this layer is identical in
+// both builds. This header includes no CUDA header, so any host file may use it.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace hmoe::cuda {
+
+// True when this build has the CUDA backend and it is the emulator.
+bool is_emulated();
+// Devices the driver sees (0 when there is no driver or no device; never throws).
+// The emulator always has exactly one.
+int device_count();
+// device_count() > 0: the cuda device can be used. Real-build tests skip without it.
+bool device_available();
+// Throws hmoe::Error naming the device when it does not exist.
+void check_device(int device);
+
+struct DeviceProperties {
+  std::string name;
+  int major = 0, minor = 0;  // compute capability
+  int multiprocessors = 0;
+  int max_threads_per_block = 0;
+  size_t global_memory = 0;           // bytes
+  size_t l2_cache = 0;                // bytes
+  size_t shared_per_block_optin = 0;  // largest dynamic shared memory a kernel may opt in to
+  int warp_size = 32;
+  double memory_bandwidth_gbs = 0;  // theoretical, from memory clock and bus width (0 if unknown)
+  std::string str() const;          // one line for logs and the self-test header
+};
+const DeviceProperties& properties(int device);
+
+// --- streams and events -------------------------------------------------------------------
+// A stream owns a device work queue (RAII). Each device has a default stream (the
+// legacy null stream is never used: work is ordered only where the code says so).
+class Stream {
+ public:
+  explicit Stream(int device = 0);  // a new stream on that device
+  ~Stream();
+  Stream(Stream&& o) noexcept;
+  Stream& operator=(Stream&& o) noexcept;
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  void* native() const { return handle_; }  // cudaStream_t in the real build
+  int device() const { return device_; }
+  uint64_t id() const { return id_; }  // unique per process, for the caching allocator
+  void synchronize() const;
+
+ private:
+  void* handle_ = nullptr;
+  int device_ = 0;
+  uint64_t id_ = 0;
+};
+
+// The stream kernels of this OS thread are launched on, per device (default: the
+// device's default stream). StreamGuard changes it for a scope.
+Stream& current_stream(int device = 0);
+class StreamGuard {
+ public:
+  explicit StreamGuard(Stream& s);
+  ~StreamGuard();
+  StreamGuard(const StreamGuard&) = delete;
+  StreamGuard& operator=(const StreamGuard&) = delete;
+
+ private:
+  Stream* previous_;
+  int device_;
+};
+
+class Event {
+ public:
+  explicit Event(int device = 0, bool timing = true);
+  ~Event();
+  Event(Event&& o) noexcept;
+  Event& operator=(Event&& o) noexcept;
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+
+  void record(const Stream& s);
+  void wait_on(const Stream& s) const;  // s waits (on the device) until this event completes
+  bool query() const;                   // completed?
+  void synchronize() const;
+  // Milliseconds between two recorded, completed timing events (start.elapsed_ms(end)).
+  float elapsed_ms(const Event& end) const;
+
+ private:
+  friend bool record_on_stream_id(Event& e, uint64_t stream_id);
+  void* handle_ = nullptr;
+  int device_ = 0;
+  std::chrono::steady_clock::time_point host_time_{};  // the emulator's clock
+};
+
+// Records e on the live stream with this id (the caching allocator knows streams by
+// id); false when no such stream exists any more: a Stream synchronizes before it is
+// destroyed, so its work is complete.
+bool record_on_stream_id(Event& e, uint64_t stream_id);
+
+// --- memory ---------------------------------------------------------------------------------
+// Raw device memory (what the caching allocator takes its segments from); nullptr when
+// the device is out of memory. Prefer tensors (Device::cuda) or the caching allocator.
+void* raw_malloc(size_t nbytes, int device);
+void raw_free(void* p, int device);  // the emulator checks the guard canaries here
+
+// Page-locked host memory for fast, truly asynchronous transfers (RAII).
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  explicit PinnedBuffer(size_t nbytes);
+  ~PinnedBuffer();
+  PinnedBuffer(PinnedBuffer&& o) noexcept;
+  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  void* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+enum class CopyKind : uint8_t { host_to_device, device_to_host, device_to_device, host_to_host };
+void memcpy_async(void* dst, const void* src, size_t nbytes, CopyKind kind, const Stream& s);
+void memset_async(void* dst, int value, size_t nbytes, const Stream& s);
+void device_synchronize(int device);
+// The device whose memory p points into (-1 for host memory or an unknown pointer).
+int pointer_device(const void* p);
+
+// --- kernel launches ------------------------------------------------------------------------
+// Called after every launch (HMOE_LAUNCH does it): reads the launch error, if any, and
+// throws hmoe::Error naming the kernel and its configuration.
+void check_launch(const char* kernel, unsigned grid_x, unsigned grid_y, unsigned grid_z, unsigned block_x,
+                  unsigned block_y, unsigned block_z, size_t dynamic_smem);
+// Lets a kernel use more than 48 KiB of dynamic shared memory (no-op when emulated).
+void set_max_dynamic_smem(const void* kernel, size_t bytes);
+
+}  // namespace hmoe::cuda

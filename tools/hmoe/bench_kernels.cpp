@@ -1,0 +1,131 @@
+// `hmoe bench kernels`: each CUDA-backed op timed with CUDA events (warm-up, then the
+// median of many runs, inputs rotated through enough buffers to exceed the L2 cache),
+// reported as GB/s (minimum bytes moved) and TFLOP/s against peaks measured on the
+// device itself: a device-to-device copy for bandwidth and a large bf16 GEMM through
+// the BLAS layer for tensor-core throughput.
+#include <algorithm>
+#include <memory>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/cuda/blas.h"
+#include "engine/cuda/runtime.h"
+#include "hmoe.h"
+#include "tools/hmoe/selftest.h"
+
+#if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
+namespace hmoe::tools {
+namespace {
+
+struct KernelBench {
+  std::string name;
+  double bytes = 0, flops = 0;  // per call: minimum bytes moved, useful flops
+  std::function<void(int)> run;  // runs once on input set i
+};
+
+// Median milliseconds of o.reps calls (after o.warmup), each on the next input set.
+double time_ms(const BenchOptions& o, int sets, const std::function<void(int)>& fn) {
+  cuda::Stream& s = cuda::current_stream(0);
+  for (int i = 0; i < o.warmup; ++i) fn(i % sets);
+  std::vector<float> ms;
+  for (int i = 0; i < o.reps; ++i) {
+    cuda::Event a(0), b(0);
+    a.record(s);
+    fn(i % sets);
+    b.record(s);
+    b.synchronize();
+    ms.push_back(a.elapsed_ms(b));
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+Tensor rnd(const Shape& sh, uint64_t seed, DType dt) {
+  Generator g(seed);
+  return uniform(sh, g, -1, 1, {dt, Device::cuda(0)});
+}
+
+}  // namespace
+
+int run_bench_kernels(const BenchOptions& o) {
+  const cuda::DeviceProperties& p = cuda::properties(0);
+  const bool emu = cuda::is_emulated();
+  std::printf("hmoe bench kernels on %s%s\n", p.str().c_str(), emu ? " (emulated: timings are not GPU timings)" : "");
+  // Enough input sets that one pass over them exceeds twice the L2 cache.
+  const size_t l2 = std::max<size_t>(p.l2_cache, 1 << 20);
+  auto sets_for = [&](double bytes) { return std::clamp(int(2.0 * double(l2) / std::max(bytes, 1.0)) + 1, 1, 16); };
+  const int64_t scale = emu ? 16 : 1;  // the emulator runs everything ~1e4x slower
+
+  // Peaks measured here.
+  const size_t copy_bytes = emu ? (8u << 20) : (1u << 30);
+  std::vector<Tensor> bufs{rnd({int64_t(copy_bytes / 4)}, 1, DType::f32), rnd({int64_t(copy_bytes / 4)}, 2, DType::f32)};
+  const double copy_ms = time_ms(o, 1, [&](int) {
+    cuda::memcpy_async(bufs[1].data_ptr<void>(), bufs[0].data_ptr<void>(), copy_bytes, cuda::CopyKind::device_to_device,
+                       cuda::current_stream(0));
+  });
+  const double peak_gbs = 2.0 * double(copy_bytes) / (copy_ms * 1e6);
+  const int64_t gn = emu ? 256 : 8192;
+  Tensor ga = rnd({gn, gn}, 3, DType::bf16), gb = rnd({gn, gn}, 4, DType::bf16), gc = rnd({gn, gn}, 5, DType::bf16);
+  cuda::blas::Gemm g;
+  g.dtype = DType::bf16;
+  g.m = g.n = g.k = gn;
+  g.lda = g.ldb = g.ldc = gn;
+  const double gemm_ms = time_ms(o, 1, [&](int) {
+    cuda::blas::gemm(g, ga.data_ptr<void>(), gb.data_ptr<void>(), gc.data_ptr<void>(), cuda::current_stream(0));
+  });
+  const double peak_tflops = 2.0 * double(gn) * double(gn) * double(gn) / (gemm_ms * 1e9);
+  std::printf("measured peaks: %.0f GB/s (device-to-device copy of %zu MiB), %.1f TFLOP/s (bf16 GEMM %lld^3)\n",
+              peak_gbs, copy_bytes >> 20, peak_tflops, static_cast<long long>(gn));
+  bufs.clear();
+
+  std::vector<KernelBench> benches;
+  auto add_rows = [&](const std::string& name, int64_t rows, int64_t cols, DType dt, double bytes_per_elem,
+                      double flops_per_elem, std::function<void(const Tensor&)> op) {
+    rows /= scale;
+    const double bytes = double(rows * cols) * bytes_per_elem;
+    const int sets = sets_for(bytes);
+    auto xs = std::make_shared<std::vector<Tensor>>();
+    for (int i = 0; i < sets; ++i) xs->push_back(rnd({rows, cols}, 10 + uint64_t(i), dt));
+    benches.push_back({name + "/" + std::string(dtype_name(dt)), bytes, flops_per_elem * double(rows * cols),
+                       [xs, op](int i) { op((*xs)[size_t(i) % xs->size()]); }});
+  };
+  for (DType dt : {DType::f32, DType::bf16}) {
+    const double e = double(dtype_size(dt));
+    add_rows("gelu", 16384, 4096, dt, 2 * e, 0, [](const Tensor& x) { gelu(x); });
+    add_rows("add", 16384, 4096, dt, 3 * e, 1, [](const Tensor& x) { add(x, x); });
+    add_rows("sum_rows", 16384, 4096, dt, e, 1, [](const Tensor& x) { sum(x, {1}); });
+    add_rows("softmax", 16384, 4096, dt, 2 * e, 0, [](const Tensor& x) { softmax(x, -1); });
+    Tensor w = rnd({4096}, 7, dt), b = rnd({4096}, 8, dt);
+    add_rows("layer_norm", 16384, 4096, dt, 2 * e, 0, [w, b](const Tensor& x) { layer_norm(x, w, b); });
+    Tensor tgt = zeros({16384 / scale}, {DType::i64, Device::cuda(0)});
+    add_rows("cross_entropy", 16384, 4096, dt, e, 0, [tgt](const Tensor& x) { cross_entropy(x, tgt); });
+  }
+  {
+    const int64_t n = emu ? 128 : 4096;
+    auto a = rnd({n, n}, 20, DType::bf16), b = rnd({n, n}, 21, DType::bf16);
+    benches.push_back({"matmul/bf16", 3.0 * double(n * n) * 2, 2.0 * double(n) * double(n) * double(n),
+                       [a, b](int) { matmul(a, b); }});
+  }
+  {
+    const int64_t B = 4, H = 16, T = emu ? 64 : 2048, D = 64;
+    auto q = rnd({B, H, T, D}, 30, DType::bf16), k = rnd({B, H, T, D}, 31, DType::bf16), v = rnd({B, H, T, D}, 32, DType::bf16);
+    // Causal: half of the 4 B H T^2 D flops of the two products.
+    benches.push_back({"causal_attention/bf16", 4.0 * double(B * H * T * D) * 2, 2.0 * double(B * H) * double(T) * double(T) * double(D),
+                       [q, k, v](int) { causal_attention(q, k, v); }});
+  }
+
+  std::printf("%-24s %10s %10s %8s %10s %8s\n", "kernel", "median ms", "GB/s", "% peak", "TFLOP/s", "% peak");
+  for (const KernelBench& kb : benches) {
+    if (!o.filter.empty() && kb.name.find(o.filter) == std::string::npos) continue;
+    const double ms = time_ms(o, 16, kb.run);
+    const double gbs = kb.bytes / (ms * 1e6), tf = kb.flops / (ms * 1e9);
+    std::printf("%-24s %10.4f %10.1f %7.1f%% %10.2f %7.1f%%\n", kb.name.c_str(), ms, gbs, 100 * gbs / peak_gbs, tf,
+                100 * tf / peak_tflops);
+  }
+  return 0;
+}
+
+}  // namespace hmoe::tools
+#endif
