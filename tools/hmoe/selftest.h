@@ -3,6 +3,7 @@
 // its kernels timed with CUDA events.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace hmoe::tools {
