@@ -1,4 +1,4 @@
-// One full training step of the tiny language model (forward, loss with the router's
+// One AdamW step of a small MLP, and one full training step of the tiny language model (forward, loss with the router's
 // aux loss, backward, global-norm clipping, AdamW) for each FFN kind, in tokens/s.
 // bench/train_step_torch.py runs the same model in PyTorch and prints the ratios.
 #include <benchmark/benchmark.h>
@@ -7,6 +7,7 @@
 
 #include "hmoe.h"
 #include "models/hypermoe/lm.h"
+#include "models/nn/layers.h"
 #include "models/optim/optimizer.h"
 #include "models/train/config.h"
 
@@ -48,6 +49,25 @@ void BM_train_step(benchmark::State& st, const std::string& ffn, int64_t top_k) 
   st.counters["tokens/s"] = benchmark::Counter(double(kBatch * T) * double(st.iterations()), benchmark::Counter::kIsRate);
   st.counters["params"] = double(model::count_parameters(cfg));
 }
+
+// One AdamW step of a small GELU MLP (256 -> 1024 -> 10) on a batch of 512 with
+// cross-entropy: the foundation's training step, without attention or routing.
+void BM_mlp_step(benchmark::State& st) {
+  Generator gen(3);
+  nn::MLP mlp(256, 1024, 10, gen);
+  optim::AdamWOptions ao;
+  optim::AdamW opt(mlp.parameters(), ao);
+  Tensor x = normal({512, 256}, gen), y = uniform({512}, gen, 0, 10).to(DType::i64);
+  for (auto _ : st) {
+    Tensor loss = cross_entropy(mlp.forward(x), y);
+    loss.backward();
+    opt.step();
+    opt.zero_grad();
+    benchmark::DoNotOptimize(loss.item());
+  }
+  st.counters["samples/s"] = benchmark::Counter(512.0 * double(st.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_mlp_step)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_CAPTURE(BM_train_step, dense, std::string("dense"), 1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_CAPTURE(BM_train_step, moe_k1, std::string("moe"), 1)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -181,6 +181,27 @@ def torch_step_tokens_per_s(kind, k, seconds):
     return B * BLOCK / times[len(times) // 2], params
 
 
+def torch_mlp_samples_per_s(seconds):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(256, 1024), nn.GELU(), nn.Linear(1024, 10))
+    opt = torch.optim.AdamW(m.parameters())
+    x, y = torch.randn(512, 256), torch.randint(0, 10, (512,))
+
+    def step():
+        F.cross_entropy(m(x), y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    times, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < 3:
+        a = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - a)
+    times.sort()
+    return 512 / times[len(times) // 2]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("bench", nargs="?", default="build/bench/bench_train_step")
@@ -191,8 +212,13 @@ def main():
     env_threads = {"HMOE_NUM_THREADS": str(a.threads)}
     out = subprocess.run([a.bench, "--benchmark_format=json", f"--benchmark_min_time={a.seconds}"],
                          check=True, capture_output=True, text=True, env={**os.environ, **env_threads}).stdout
-    ours = {b["name"].split("/")[1]: b for b in json.loads(out)["benchmarks"]}
+    runs = json.loads(out)["benchmarks"]
+    ours = {b["name"].split("/")[1]: b for b in runs if b["name"].startswith("BM_train_step/")}
+    mlp = next(b for b in runs if b["name"].startswith("BM_mlp_step"))
     print(f"torch {torch.__version__}, {a.threads} thread(s); batch {B} x {BLOCK} tokens")
+    tps = torch_mlp_samples_per_s(a.seconds)
+    print(f"MLP 256-1024-10 AdamW step, batch 512: hmoe {mlp['samples/s']:.0f} samples/s, torch {tps:.0f}, "
+          f"speed-up {mlp['samples/s'] / tps:.2f}x")
     print(f"{'model':14s} {'params':>9s} {'hmoe tok/s':>11s} {'torch tok/s':>12s} {'speed-up':>9s}")
     for name, kind, k in [("dense", "dense", 1), ("moe_k1", "moe", 1), ("hypermoe_k1", "hypermoe", 1),
                           ("moe_k2", "moe", 2), ("hypermoe_k2", "hypermoe", 2)]:
