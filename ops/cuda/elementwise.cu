@@ -1,17 +1,27 @@
-// The elementwise kernel family on the cuda device (contract: ops/elementwise.h,
-// reference: ops/cpu/elementwise.cpp): unary ops and their backward, binary ops with
-// broadcasting (inputs arrive expanded, possibly with stride-0 dims), comparisons into
-// bool, and where. One kernel per (family, dtype) with the op chosen by a uniform
-// switch; a dense path (all operands contiguous, 16-byte vector loads when aligned) and
-// a strided path (coalesced layout, rank <= 8). Math in f32 for half types, f64 for f64.
+// The elementwise kernel family on the cuda device (contract: ops/elementwise.h;
+// reference: ops/cpu/elementwise.cpp): every UnaryOp and the activations' backward,
+// every BinaryOp (comparisons into bool), and where. Inputs arrive expanded to the
+// output's shape, possibly strided (broadcast dims have stride 0). Each op is a
+// compile-time functor, so a kernel's inner loop has no op switch. Three kernel shapes:
+// dense (every operand contiguous or a broadcast scalar: 16-byte vector loads and
+// stores when aligned, scalar tail, grid-stride), rows (two dims, inputs contiguous or
+// broadcast along a row: bias adds, row scales; vectorised per row) and strided
+// (coalesced layout of rank <= 8 passed by value). Half types compute in f32, f64 in
+// f64, integers as integers.
+#include <algorithm>
+#include <array>
+#include <cstdint>
 #include <type_traits>
+#include <utility>
 
 #include "engine/cuda/device_code.h"
 #include "engine/cuda/launch.h"
+#include "engine/cuda/runtime.h"
+#include "engine/error.h"
+#include "ops/cuda/kernel_utils.cuh"
 #include "ops/cuda/strided.cuh"
 #include "ops/dispatch.h"
 #include "ops/elementwise.h"
-#include "ops/factory.h"
 
 namespace hmoe {
 HMOE_DECLARE_STUB(UnaryKernel, unary_stub);
@@ -25,388 +35,606 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// --- device math in the compute type (float or double; integers for the integer ops) ---
+// clang-format off: one line per type or op reads as a table
+// ---- device math in the compute type (float or double) -----------------------------------
 template <typename C>
 __device__ __forceinline__ C d_exp(C x) {
-  if constexpr (std::is_same_v<C, float>) return expf(x);
-  else return ::exp(x);
+  if constexpr (std::is_same_v<C, float>)
+    return expf(x);
+  else
+    return ::exp(x);
 }
 template <typename C>
 __device__ __forceinline__ C d_log(C x) {
-  if constexpr (std::is_same_v<C, float>) return logf(x);
-  else return ::log(x);
+  if constexpr (std::is_same_v<C, float>)
+    return logf(x);
+  else
+    return ::log(x);
 }
 template <typename C>
 __device__ __forceinline__ C d_sqrt(C x) {
-  if constexpr (std::is_same_v<C, float>) return sqrtf(x);
-  else return ::sqrt(x);
+  if constexpr (std::is_same_v<C, float>)
+    return sqrtf(x);
+  else
+    return ::sqrt(x);
 }
 template <typename C>
-__device__ __forceinline__ C d_erf(C x) {
-  if constexpr (std::is_same_v<C, float>) return erff(x);
-  else return ::erf(x);
+__device__ __forceinline__ C d_rsqrt(C x) {
+  if constexpr (std::is_same_v<C, float>)
+    return rsqrtf(x);
+  else
+    return ::rsqrt(x);
+}
+template <typename C>
+__device__ __forceinline__ C d_erfc(C x) {
+  if constexpr (std::is_same_v<C, float>)
+    return erfcf(x);
+  else
+    return ::erfc(x);
 }
 template <typename C>
 __device__ __forceinline__ C d_tanh(C x) {
-  if constexpr (std::is_same_v<C, float>) return tanhf(x);
-  else return ::tanh(x);
+  if constexpr (std::is_same_v<C, float>)
+    return tanhf(x);
+  else
+    return ::tanh(x);
 }
 template <typename C>
 __device__ __forceinline__ C d_log1p(C x) {
-  if constexpr (std::is_same_v<C, float>) return log1pf(x);
-  else return ::log1p(x);
+  if constexpr (std::is_same_v<C, float>)
+    return log1pf(x);
+  else
+    return ::log1p(x);
 }
 template <typename C>
 __device__ __forceinline__ C d_pow(C x, C y) {
-  if constexpr (std::is_same_v<C, float>) return powf(x, y);
-  else return ::pow(x, y);
+  if constexpr (std::is_same_v<C, float>)
+    return powf(x, y);
+  else
+    return ::pow(x, y);
 }
 template <typename C>
 __device__ __forceinline__ C d_sigmoid(C x) {
   return C(1) / (C(1) + d_exp(-x));
 }
 
-// y = op(x) for every UnaryOp (the float-only ones are not reached for integers: the
-// host refuses them first, as the CPU does).
+// ---- the ops, as functors on compute values (formulas as in ops/cpu/elementwise.cpp) -----
+// The two GELUs use equivalent forms that stay accurate in the negative tail, where
+// 1 + erf(x) and 1 + tanh(z) cancel (at x = -5 in f32 they keep no correct digit):
+// 0.5 (1 + erf(x / sqrt 2)) = 0.5 erfc(-x / sqrt 2) and 0.5 (1 + tanh z) = sigmoid(2 z).
+// erfc costs more than erf (bf16 GELU is compute-bound on an H100: 1.9 vs 2.5 TB/s),
+// and a bf16 / f16 result cannot show the difference, so half types keep 1 + erf.
+
+// Phi(x), the standard normal CDF, for values stored as T.
+template <typename T, typename C>
+__device__ __forceinline__ C gelu_cdf(C x) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>)
+    return C(0.5) * (C(1) + erff(x * C(0.70710678118654752440)));
+  else
+    return C(0.5) * d_erfc(x * C(-0.70710678118654752440));
+}
+// 2 z for the tanh GELU, z = sqrt(2 / pi) (x + 0.044715 x^3).
 template <typename C>
-__device__ __forceinline__ C unary_value(UnaryOp op, C x, C a, C b) {
-  switch (op) {
-    case UnaryOp::neg: return -x;
-    case UnaryOp::abs: return x < C(0) ? C(-x) : x;
-    case UnaryOp::square: return x * x;
-    case UnaryOp::sign: return C((x > C(0)) - (x < C(0)));
-    case UnaryOp::mul_scalar: return x * a;
-    case UnaryOp::add_scalar: return x + a;
-    case UnaryOp::clamp: return x < a ? a : (x > b ? b : x);
-    case UnaryOp::relu: return x > C(0) ? x : C(0);
-    default: break;
-  }
-  if constexpr (std::is_floating_point_v<C>) {
-    switch (op) {
-      case UnaryOp::exp: return d_exp(x);
-      case UnaryOp::log: return d_log(x);
-      case UnaryOp::sqrt: return d_sqrt(x);
-      case UnaryOp::rsqrt: return C(1) / d_sqrt(x);
-      case UnaryOp::gelu_erf: return C(0.5) * x * (C(1) + d_erf(x * C(0.70710678118654752440)));
-      case UnaryOp::gelu_tanh: {
-        const C k = C(0.7978845608028654), c = C(0.044715);
-        return C(0.5) * x * (C(1) + d_tanh(k * (x + c * x * x * x)));
-      }
-      case UnaryOp::silu: return x * d_sigmoid(x);
-      case UnaryOp::sigmoid: return d_sigmoid(x);
-      case UnaryOp::tanh: return d_tanh(x);
-      case UnaryOp::softplus: {
-        const C bx = a * x;
-        return bx > b ? x : d_log1p(d_exp(bx)) / a;
-      }
-      case UnaryOp::pow_scalar: return a == C(2) ? x * x : d_pow(x, a);
-      default: break;
-    }
-  }
-  return x;
+__device__ __forceinline__ C gelu_tanh_2z(C x) {
+  return C(2 * 0.7978845608028654) * (x + C(0.044715) * x * x * x);
 }
 
-// f'(x) of the differentiable unary ops (grad_in = grad_out * f'(x)).
-template <typename C>
-__device__ __forceinline__ C unary_derivative(UnaryOp op, C v, C a, C b) {
-  switch (op) {
-    case UnaryOp::relu: return C(v > C(0));
-    case UnaryOp::clamp: return C(v >= a && v <= b);
-    case UnaryOp::gelu_erf: {
-      const C cdf = C(0.5) * (C(1) + d_erf(v * C(0.70710678118654752440)));
+// Ops defined for integer tensors too; the others need a floating type (as on the CPU).
+constexpr bool integer_ok(UnaryOp op) {
+  return op == UnaryOp::neg || op == UnaryOp::abs || op == UnaryOp::square || op == UnaryOp::sign ||
+         op == UnaryOp::mul_scalar || op == UnaryOp::add_scalar || op == UnaryOp::clamp || op == UnaryOp::relu;
+}
+
+// y = op(x); a, b are the op's parameters (p0, p1) in the compute type C of the storage
+// type T.
+template <UnaryOp K, typename T, typename C = device_compute_t<T>>
+struct UnaryFn {
+  C a, b;
+  __device__ __forceinline__ C operator()(C x) const {
+    if constexpr (K == UnaryOp::neg)
+      return -x;
+    else if constexpr (K == UnaryOp::abs)
+      return x < C(0) ? C(-x) : x;
+    else if constexpr (K == UnaryOp::square)
+      return x * x;
+    else if constexpr (K == UnaryOp::sign)
+      return C((x > C(0)) - (x < C(0)));
+    else if constexpr (K == UnaryOp::mul_scalar)
+      return x * a;
+    else if constexpr (K == UnaryOp::add_scalar)
+      return x + a;
+    else if constexpr (K == UnaryOp::clamp)
+      return x < a ? a : (x > b ? b : x);
+    else if constexpr (K == UnaryOp::relu)
+      return x > C(0) ? x : C(0);
+    else if constexpr (K == UnaryOp::exp)
+      return d_exp(x);
+    else if constexpr (K == UnaryOp::log)
+      return d_log(x);
+    else if constexpr (K == UnaryOp::sqrt)
+      return d_sqrt(x);
+    else if constexpr (K == UnaryOp::rsqrt)
+      return d_rsqrt(x);
+    else if constexpr (K == UnaryOp::gelu_erf)
+      return x * gelu_cdf<T>(x);
+    else if constexpr (K == UnaryOp::gelu_tanh)
+      return x * d_sigmoid(gelu_tanh_2z(x));
+    else if constexpr (K == UnaryOp::silu)
+      return x * d_sigmoid(x);
+    else if constexpr (K == UnaryOp::sigmoid)
+      return d_sigmoid(x);
+    else if constexpr (K == UnaryOp::tanh)
+      return d_tanh(x);
+    else if constexpr (K == UnaryOp::softplus) {
+      const C bx = a * x;  // a = beta, b = threshold
+      return bx > b ? x : d_log1p(d_exp(bx)) / a;
+    } else {
+      static_assert(K == UnaryOp::pow_scalar, "UnaryFn: unhandled op");
+      return d_pow(x, a);  // p0 == 2 runs as square (the host picks it), as on the CPU
+    }
+  }
+};
+
+// grad_in = grad_out * f'(x) for the activations with a fused backward.
+template <UnaryOp K, typename T, typename C = device_compute_t<T>>
+struct UnaryGradFn {
+  C a, b;
+  __device__ __forceinline__ C operator()(C v, C g) const { return g * derivative(v); }
+  __device__ __forceinline__ C derivative(C v) const {
+    if constexpr (K == UnaryOp::relu)
+      return C(v > C(0));
+    else if constexpr (K == UnaryOp::clamp)
+      return C(v >= a && v <= b);
+    else if constexpr (K == UnaryOp::gelu_erf) {
       const C pdf = d_exp(C(-0.5) * v * v) * C(0.39894228040143267794);
-      return cdf + v * pdf;
-    }
-    case UnaryOp::gelu_tanh: {
+      return gelu_cdf<T>(v) + v * pdf;
+    } else if constexpr (K == UnaryOp::gelu_tanh) {
+      // With s = sigmoid(2z): 0.5 (1 + tanh z) = s and 1 - tanh^2 z = 4 s (1 - s).
       const C k = C(0.7978845608028654), c = C(0.044715);
-      const C t = d_tanh(k * (v + c * v * v * v));
-      return C(0.5) * (C(1) + t) + C(0.5) * v * (C(1) - t * t) * k * (C(1) + C(3) * c * v * v);
-    }
-    case UnaryOp::silu: {
+      const C s = d_sigmoid(gelu_tanh_2z(v));
+      return s + C(2) * v * s * (C(1) - s) * k * (C(1) + C(3) * c * v * v);
+    } else if constexpr (K == UnaryOp::silu) {
       const C s = d_sigmoid(v);
       return s * (C(1) + v * (C(1) - s));
-    }
-    case UnaryOp::sigmoid: {
+    } else if constexpr (K == UnaryOp::sigmoid) {
       const C s = d_sigmoid(v);
       return s * (C(1) - s);
-    }
-    case UnaryOp::tanh: {
+    } else if constexpr (K == UnaryOp::tanh) {
       const C t = d_tanh(v);
       return C(1) - t * t;
+    } else {
+      static_assert(K == UnaryOp::softplus, "UnaryGradFn: unhandled op");
+      return a * v > b ? C(1) : d_sigmoid(a * v);
     }
-    case UnaryOp::softplus: return a * v > b ? C(1) : d_sigmoid(a * v);
-    default: return C(0);
   }
-}
+};
 
-// Arithmetic binary ops in the compute type; int_div_zero flags an integer x / 0.
+constexpr bool is_comparison(BinaryOp op) { return op >= BinaryOp::eq; }
+
+// z = x op y: C for arithmetic, bool for comparisons. maximum/minimum propagate a NaN in
+// x or y (x's NaN when both are), as the CPU does.
+template <BinaryOp K, typename C>
+struct BinaryFn {
+  __device__ __forceinline__ auto operator()(C x, C y) const {
+    if constexpr (K == BinaryOp::add)
+      return C(x + y);
+    else if constexpr (K == BinaryOp::sub)
+      return C(x - y);
+    else if constexpr (K == BinaryOp::mul)
+      return C(x * y);
+    else if constexpr (K == BinaryOp::div)
+      return C(x / y);  // integers: IntDivFn
+    else if constexpr (K == BinaryOp::maximum)
+      return (is_nan(x) || x > y) ? x : y;
+    else if constexpr (K == BinaryOp::minimum)
+      return (is_nan(x) || x < y) ? x : y;
+    else if constexpr (K == BinaryOp::eq)
+      return x == y;
+    else if constexpr (K == BinaryOp::ne)
+      return x != y;
+    else if constexpr (K == BinaryOp::lt)
+      return x < y;
+    else if constexpr (K == BinaryOp::le)
+      return x <= y;
+    else if constexpr (K == BinaryOp::gt)
+      return x > y;
+    else {
+      static_assert(K == BinaryOp::ge, "BinaryFn: unhandled op");
+      return x >= y;
+    }
+  }
+};
+
+// clang-format on
+
+// Integer division; a zero divisor sets *flag (the host then raises the CPU's error).
 template <typename C>
-__device__ __forceinline__ C binary_value(BinaryOp op, C x, C y, int* int_div_zero) {
-  switch (op) {
-    case BinaryOp::add: return x + y;
-    case BinaryOp::sub: return x - y;
-    case BinaryOp::mul: return x * y;
-    case BinaryOp::div:
-      if constexpr (std::is_integral_v<C>) {
-        if (y == C(0)) {
-          atomicExch(int_div_zero, 1);
-          return C(0);
-        }
-      }
-      return x / y;
-    case BinaryOp::maximum: return (x != x || x > y) ? x : y;  // NaN propagates
-    case BinaryOp::minimum: return (x != x || x < y) ? x : y;
-    default: return x;
+struct IntDivFn {
+  int* flag;
+  __device__ __forceinline__ C operator()(C x, C y) const {
+    if (y == C(0)) {
+      atomicOr(flag, 1);
+      return C(0);
+    }
+    return x / y;
   }
-}
-template <typename C>
-__device__ __forceinline__ bool compare_value(BinaryOp op, C x, C y) {
-  switch (op) {
-    case BinaryOp::eq: return x == y;
-    case BinaryOp::ne: return x != y;
-    case BinaryOp::lt: return x < y;
-    case BinaryOp::le: return x <= y;
-    case BinaryOp::gt: return x > y;
-    case BinaryOp::ge: return x >= y;
-    default: return false;
+};
+
+struct LogicalNotFn {
+  __device__ __forceinline__ bool operator()(bool x) const { return !x; }
+};
+
+// Wraps an op on compute values into one on stored values of type Out (half types go
+// through f32 with the CPU's exact rounding; bool and integers pass as they are).
+template <typename Out, typename F>
+struct Stored {
+  F f;
+  template <typename... In>
+  __device__ __forceinline__ Out operator()(In... x) const {
+    if constexpr (std::is_same_v<Out, bool>)
+      return bool(f(to_compute<In>(x)...));
+    else
+      return from_compute<Out>(f(to_compute<In>(x)...));
   }
+};
+
+// where: moves the selected element's bits (W is the unsigned integer of its width).
+template <typename W>
+struct SelectFn {
+  __device__ __forceinline__ W operator()(bool c, W a, W b) const { return c ? a : b; }
+};
+
+// ---- the three kernel shapes ----------------------------------------------------------------
+
+// A dense operand: `step` is 1 (contiguous) or 0 (one value broadcast to every element).
+template <typename T>
+struct Src {
+  const T* p;
+  int64_t step;
+};
+
+template <int V, typename T>
+__device__ __forceinline__ Pack<T, V> load_src(const Src<T>& s, int64_t i) {
+  if (s.step == 0) {
+    Pack<T, V> r;
+    const T x = s.p[0];
+#pragma unroll
+    for (int j = 0; j < V; ++j) r.v[j] = x;
+    return r;
+  }
+  return load_pack<T, V>(s.p + i);
 }
 
-// Loads and stores in the compute type: half types through float, bool and integers as is.
-template <typename T>
-using calc_t = std::conditional_t<std::is_same_v<T, bool>, bool, device_compute_t<T>>;
-template <typename T>
-__device__ __forceinline__ calc_t<T> ld(const T* p) {
-  if constexpr (std::is_same_v<T, bool>) return *p;
-  else return to_compute<T>(*p);
-}
-template <typename T>
-__device__ __forceinline__ void st(T* p, calc_t<T> v) {
-  if constexpr (std::is_same_v<T, bool>) *p = v;
-  else *p = from_compute<T>(v);
+template <int V, typename F, typename Out, typename... In>
+__device__ __forceinline__ void apply_pack(const F& f, Out* out, const Pack<In, V>&... x) {
+  Pack<Out, V> o;
+#pragma unroll
+  for (int j = 0; j < V; ++j) o.v[j] = f(x.v[j]...);
+  store_pack<Out, V>(out, o);
 }
 
-// Elements per 16-byte vector of T.
-template <typename T>
-constexpr int kVec = int(16 / sizeof(T));
-
-// One generic elementwise kernel: out[i] = f(in0[i], ..., in_{N-2}[i]) for N operands
-// (the last is the output). Dense: each thread handles kVec<Out> consecutive elements,
-// loaded as 16-byte vectors when every pointer is 16-byte aligned (checked on the host,
-// `vec`), the tail element by element; strided: offsets from the coalesced layout.
-// Launch: 1-d grid of 256-thread blocks, grid-stride.
-template <int N, typename Out, typename In, typename F>
-__global__ void map_kernel(F f, const In* __restrict__ in0, const In* __restrict__ in1, const void* __restrict__ in2,
-                           Out* __restrict__ out, StridedLayout<N> layout, bool dense, bool vec, int64_t n) {
+// out[i] = f(in...[i]) over n elements, every operand contiguous (or a broadcast
+// scalar). With `vec` (every contiguous pointer aligned to its pack), each thread moves
+// V elements per step as one access per operand (16 bytes for the widest type), and the
+// n % V tail goes element by element; without it, element by element throughout.
+// Launch: 1-d grid of kThreads-thread blocks, grid-stride.
+template <int V, typename F, typename Out, typename... In>
+__global__ void map_dense_kernel(F f, Out* __restrict__ out, int64_t n, bool vec, Src<In>... in) {
   const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t step = int64_t(gridDim.x) * blockDim.x;
-  if (dense) {
-    constexpr int V = kVec<In> < kVec<Out> ? kVec<In> : kVec<Out>;
-    const int64_t nvec = vec ? n / V : 0;
-    for (int64_t j = tid; j < nvec; j += step) {
-      const int64_t base = j * V;
-      calc_t<In> x0[V] = {}, x1[V] = {};
-      if constexpr (N >= 2) {
-        struct alignas(16) Pack {
-          In v[V];
-        };
-        const Pack p0 = *reinterpret_cast<const Pack*>(in0 + base);
-#pragma unroll
-        for (int e = 0; e < V; ++e) x0[e] = ld(&p0.v[e]);
-      }
-      if constexpr (N >= 3) {
-        struct alignas(16) Pack {
-          In v[V];
-        };
-        const Pack p1 = *reinterpret_cast<const Pack*>(in1 + base);
-#pragma unroll
-        for (int e = 0; e < V; ++e) x1[e] = ld(&p1.v[e]);
-      }
-#pragma unroll
-      for (int e = 0; e < V; ++e) st(out + base + e, f(x0[e], x1[e], base + e, in2));
-    }
-    for (int64_t i = nvec * V + tid; i < n; i += step) {
-      const calc_t<In> a = N >= 2 ? ld(in0 + i) : calc_t<In>(), b = N >= 3 ? ld(in1 + i) : calc_t<In>();
-      st(out + i, f(a, b, i, in2));
+  int64_t done = 0;
+  if (vec) {
+    const int64_t nv = n / V;
+    for (int64_t v = tid; v < nv; v += step) apply_pack<V>(f, out + v * V, load_src<V>(in, v * V)...);
+    done = nv * V;
+  }
+  for (int64_t i = done + tid; i < n; i += step) out[i] = f(in.p[i * in.step]...);
+}
+
+// A row-broadcast operand of a 2-d layout: element (r, c) is p[r * row + c * step],
+// step 1 (contiguous along the row) or 0 (one value per row); row may be 0 too.
+template <typename T>
+struct RowSrc {
+  const T* p;
+  int64_t row, step;
+};
+
+template <int V, typename T>
+__device__ __forceinline__ Pack<T, V> load_row(const RowSrc<T>& s, int64_t r, int64_t c) {
+  return load_src<V>(Src<T>{s.p + r * s.row, s.step}, c);
+}
+
+// q = i / d, m = i % d, in 32 bits when both fit (much cheaper on the GPU).
+__device__ __forceinline__ void div_mod(int64_t i, int64_t d, int64_t& q, int64_t& m) {
+  if (((uint64_t(i) | uint64_t(d)) >> 32) == 0) {
+    q = int64_t(uint32_t(i) / uint32_t(d));
+  } else {
+    q = i / d;
+  }
+  m = i - q * d;
+}
+
+// out[r][c] = f(in...[r][c]) over a contiguous [rows, cols] output whose inputs are
+// each contiguous or broadcast along a row, with any row stride (bias adds, row
+// scales, column slices). With `vec` (cols % V == 0, every row start aligned), each
+// thread moves V elements of one row per step; otherwise element by element. Launch: as
+// map_dense_kernel.
+template <int V, typename F, typename Out, typename... In>
+__global__ void map_rows_kernel(F f, Out* __restrict__ out, int64_t rows, int64_t cols, bool vec, RowSrc<In>... in) {
+  const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  if (vec) {
+    const int64_t per_row = cols / V, nv = rows * per_row;
+    for (int64_t v = tid; v < nv; v += step) {
+      int64_t r, c;
+      div_mod(v, per_row, r, c);
+      c *= V;
+      apply_pack<V>(f, out + r * cols + c, load_row<V>(in, r, c)...);
     }
     return;
   }
-  for (int64_t i = tid; i < n; i += step) {
+  for (int64_t i = tid; i < rows * cols; i += step) {
+    int64_t r, c;
+    div_mod(i, cols, r, c);
+    out[i] = f(in.p[r * in.row + c * in.step]...);
+  }
+}
+
+template <typename F, typename Out, size_t... I, typename... In>
+__device__ __forceinline__ void apply_at(const F& f, Out* out, const int64_t* off, std::index_sequence<I...>,
+                                         const In*... in) {
+  out[off[sizeof...(In)]] = f(in[off[I]]...);
+}
+
+// The general case: element i's offsets (inputs first, the output last) come from the
+// coalesced layout. Launch: as map_dense_kernel.
+template <int N, typename F, typename Out, typename... In>
+__global__ void map_strided_kernel(F f, Out* __restrict__ out, int64_t n, StridedLayout<N> layout, const In*... in) {
+  static_assert(N == int(sizeof...(In)) + 1, "map_strided_kernel: one layout operand per input, plus the output");
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
     int64_t off[N];
     layout.offsets(i, off);
-    const calc_t<In> a = N >= 2 ? ld(in0 + off[0]) : calc_t<In>();
-    const calc_t<In> b = N >= 3 ? ld(in1 + off[N >= 3 ? 1 : 0]) : calc_t<In>();
-    st(out + off[N - 1], f(a, b, off[0], in2));
+    apply_at(f, out, off, std::index_sequence_for<In...>{}, in...);
   }
 }
 
-// The functors (device-callable, passed by value). Unused arguments keep one signature.
-template <typename C>
-struct UnaryF {
-  UnaryOp op;
-  C a, b;
-  __device__ C operator()(C x, C, int64_t, const void*) const { return unary_value(op, x, a, b); }
-};
-template <typename C>
-struct UnaryBackwardF {
-  UnaryOp op;
-  C a, b;
-  __device__ C operator()(C x, C g, int64_t, const void*) const { return g * unary_derivative(op, x, a, b); }
-};
-template <typename C>
-struct BinaryF {
-  BinaryOp op;
-  int* flag;
-  __device__ C operator()(C x, C y, int64_t, const void*) const { return binary_value(op, x, y, flag); }
-};
-template <typename C>
-struct CompareF {
-  BinaryOp op;
-  __device__ bool operator()(C x, C y, int64_t, const void*) const { return compare_value(op, x, y); }
-};
-struct NotF {
-  __device__ bool operator()(bool x, bool, int64_t, const void*) const { return !x; }
-};
+// Runs out = f(ins...) elementwise; Out and In are the kernel-side storage types. Picks
+// the dense kernel, the rows kernel or the general strided one from the coalesced layout.
+template <typename Out, typename... In>
+struct Map {
+  static constexpr int N = int(sizeof...(In)) + 1;
+  static constexpr size_t kWidest = std::max({sizeof(Out), sizeof(In)...});
+  static constexpr int V = int(16 / kWidest);
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-
-// Launches map_kernel over out's shape for 1 or 2 inputs (all expanded to out's shape).
-template <typename Out, typename In, typename F>
-void launch_map(const char* what, F f, const Tensor& out, const Tensor& a, const Tensor* b) {
-  const int64_t n = out.numel();
-  if (n == 0) return;
-  const int device = out.device().index;
-  const unsigned blocks = flat_blocks(n, device, kThreads);
-  void* stream = hmoe::cuda::current_stream(device).native();
-  (void)what;
-  if (b) {
-    const StridedLayout<3> L = make_layout<3>(out.shape(), {&a.strides(), &b->strides(), &out.strides()});
-    const bool dense = is_dense(L);
-    const bool vec = aligned16(a.data_ptr<void>()) && aligned16(b->data_ptr<void>()) && aligned16(out.data_ptr<void>());
-    auto k = &map_kernel<3, Out, In, F>;
-    HMOE_LAUNCH_CHECKED(k, blocks, kThreads, 0, stream, f, static_cast<const In*>(a.data_ptr<void>()),
-                        static_cast<const In*>(b->data_ptr<void>()), static_cast<const void*>(nullptr),
-                        static_cast<Out*>(out.data_ptr<void>()), L, dense, vec, n);
-  } else {
-    const StridedLayout<2> L = make_layout<2>(out.shape(), {&a.strides(), &out.strides()});
-    const bool dense = is_dense(L);
-    const bool vec = aligned16(a.data_ptr<void>()) && aligned16(out.data_ptr<void>());
-    auto k = &map_kernel<2, Out, In, F>;
-    HMOE_LAUNCH_CHECKED(k, blocks, kThreads, 0, stream, f, static_cast<const In*>(a.data_ptr<void>()),
-                        static_cast<const In*>(nullptr), static_cast<const void*>(nullptr),
-                        static_cast<Out*>(out.data_ptr<void>()), L, dense, vec, n);
+  template <typename F>
+  static void run(const F& f, const Tensor& out, const std::array<const Tensor*, sizeof...(In)>& ins) {
+    run_seq(f, out, ins, std::index_sequence_for<In...>{});
   }
-}
 
-bool float_only(UnaryOp op) {
+ private:
+  template <typename F, size_t... I>
+  static void run_seq(const F& f, const Tensor& out, const std::array<const Tensor*, sizeof...(In)>& ins,
+                      std::index_sequence<I...>) {
+    const int64_t n = out.numel();
+    if (n == 0) return;
+    const int device = out.device().index;
+    const auto& stream = hmoe::cuda::current_stream(device);
+    const StridedLayout<N> L = make_layout<N>(out.shape(), {&ins[I]->strides()..., &out.strides()});
+    Out* o = static_cast<Out*>(out.data_ptr<void>());
+    const std::array<const void*, sizeof...(In)> p = {ins[I]->template data_ptr<void>()...};
+    // Dense: a single coalesced dim (or one element) where the output is contiguous and
+    // each input contiguous or broadcast.
+    bool dense = L.rank == 0 || (L.rank == 1 && L.strides[N - 1][0] == 1);
+    for (int k = 0; k + 1 < N && dense && L.rank == 1; ++k) dense = L.strides[k][0] == 0 || L.strides[k][0] == 1;
+    if (dense) {
+      auto step = [&](size_t k) { return L.rank == 0 ? int64_t(0) : L.strides[k][0]; };
+      bool vec = aligned_to(o, V * sizeof(Out));
+      ((vec = vec && (step(I) == 0 || aligned_to(p[I], V * sizeof(In)))), ...);
+      auto k = &map_dense_kernel<V, F, Out, In...>;
+      HMOE_LAUNCH_CHECKED(k, flat_blocks((n + V - 1) / V, device, kThreads), kThreads, 0, stream.native(), f, o, n, vec,
+                          Src<In>{static_cast<const In*>(p[I]), step(I)}...);
+      return;
+    }
+    // Rows: two coalesced dims, the output contiguous, each input contiguous or broadcast
+    // along the inner one (any outer stride).
+    bool rows = L.rank == 2 && L.strides[N - 1][1] == 1 && L.strides[N - 1][0] == L.sizes[1];
+    for (int k = 0; k + 1 < N && rows; ++k) rows = L.strides[k][1] == 0 || L.strides[k][1] == 1;
+    if (rows) {
+      const int64_t cols = L.sizes[1];
+      // A contiguous input's row starts are aligned when its base and row stride are.
+      auto row_ok = [&](size_t k, size_t elem) {
+        return L.strides[k][1] == 0 || (aligned_to(p[k], V * elem) && L.strides[k][0] % V == 0);
+      };
+      bool vec = cols % V == 0 && aligned_to(o, V * sizeof(Out));
+      ((vec = vec && row_ok(I, sizeof(In))), ...);
+      auto k = &map_rows_kernel<V, F, Out, In...>;
+      HMOE_LAUNCH_CHECKED(k, flat_blocks(vec ? n / V : n, device, kThreads), kThreads, 0, stream.native(), f, o,
+                          L.sizes[0], cols, vec,
+                          RowSrc<In>{static_cast<const In*>(p[I]), L.strides[I][0], L.strides[I][1]}...);
+      return;
+    }
+    auto k = &map_strided_kernel<N, F, Out, In...>;
+    HMOE_LAUNCH_CHECKED(k, flat_blocks(n, device, kThreads), kThreads, 0, stream.native(), f, o, n, L,
+                        static_cast<const In*>(p[I])...);
+  }
+};
+
+// ---- host dispatch ---------------------------------------------------------------------------
+
+// fn.template operator()<K>() with the op as a compile-time constant.
+template <typename Fn>
+void with_unary_op(UnaryOp op, Fn&& fn) {
   switch (op) {
-    case UnaryOp::neg:
-    case UnaryOp::abs:
-    case UnaryOp::square:
-    case UnaryOp::sign:
-    case UnaryOp::mul_scalar:
-    case UnaryOp::add_scalar:
-    case UnaryOp::clamp:
-    case UnaryOp::relu:
-    case UnaryOp::logical_not: return false;
-    default: return true;
+#define HMOE_UNARY_CASE_(K) \
+  case UnaryOp::K:          \
+    return fn.template operator()<UnaryOp::K>();
+    HMOE_UNARY_CASE_(neg)
+    HMOE_UNARY_CASE_(exp)
+    HMOE_UNARY_CASE_(log)
+    HMOE_UNARY_CASE_(sqrt)
+    HMOE_UNARY_CASE_(rsqrt)
+    HMOE_UNARY_CASE_(abs)
+    HMOE_UNARY_CASE_(relu)
+    HMOE_UNARY_CASE_(gelu_erf)
+    HMOE_UNARY_CASE_(gelu_tanh)
+    HMOE_UNARY_CASE_(silu)
+    HMOE_UNARY_CASE_(sigmoid)
+    HMOE_UNARY_CASE_(tanh)
+    HMOE_UNARY_CASE_(softplus)
+    HMOE_UNARY_CASE_(pow_scalar)
+    HMOE_UNARY_CASE_(clamp)
+    HMOE_UNARY_CASE_(mul_scalar)
+    HMOE_UNARY_CASE_(add_scalar)
+    HMOE_UNARY_CASE_(sign)
+    HMOE_UNARY_CASE_(square)
+#undef HMOE_UNARY_CASE_
+    case UnaryOp::logical_not:
+      break;  // bool-only; handled by the caller
   }
+  HMOE_FAIL("unary op: unknown op ", int(op));
 }
 
-// fn.template operator()<T>() for the numeric kernel-side types (no bool).
+template <typename Fn>
+void with_binary_op(BinaryOp op, Fn&& fn) {
+  switch (op) {
+#define HMOE_BINARY_CASE_(K) \
+  case BinaryOp::K:          \
+    return fn.template operator()<BinaryOp::K>();
+    HMOE_BINARY_CASE_(add)
+    HMOE_BINARY_CASE_(sub)
+    HMOE_BINARY_CASE_(mul)
+    HMOE_BINARY_CASE_(div)
+    HMOE_BINARY_CASE_(maximum)
+    HMOE_BINARY_CASE_(minimum)
+    HMOE_BINARY_CASE_(eq)
+    HMOE_BINARY_CASE_(ne)
+    HMOE_BINARY_CASE_(lt)
+    HMOE_BINARY_CASE_(le)
+    HMOE_BINARY_CASE_(gt)
+    HMOE_BINARY_CASE_(ge)
+#undef HMOE_BINARY_CASE_
+  }
+  HMOE_FAIL("binary op: unknown op ", int(op));
+}
+
+// fn.template operator()<T>() for the numeric kernel-side types; bool (and anything
+// else) is refused with the CPU's message.
 template <typename Fn>
 void dispatch_numeric_device(DType dt, const char* op, Fn&& fn) {
-  switch (dt) {
-    case DType::f32: return fn.template operator()<float>();
-    case DType::f64: return fn.template operator()<double>();
-    case DType::bf16: return fn.template operator()<__nv_bfloat16>();
-    case DType::f16: return fn.template operator()<__half>();
-    case DType::i32: return fn.template operator()<int32_t>();
-    case DType::i64: return fn.template operator()<int64_t>();
-    default: detail::unsupported_dtype(op, dt);
-  }
+  dispatch_device_all(dt, [&]<typename T>() {
+    if constexpr (std::is_same_v<T, bool>)
+      hmoe::detail::unsupported_dtype(op, dt);
+    else
+      fn.template operator()<T>();
+  });
 }
 
 void unary_cuda(UnaryOp op, const Tensor& in, const Tensor& out, double p0, double p1) {
-  if (op == UnaryOp::logical_not) {
-    HMOE_CHECK(in.dtype() == DType::b8, "logical_not: needs a bool tensor, got ", in.meta_str());
-    return launch_map<bool, bool>("logical_not", NotF{}, out, in, nullptr);
-  }
-  if (float_only(op) && !is_floating(in.dtype())) detail::unsupported_dtype("unary op", in.dtype());
+  if (op == UnaryOp::logical_not) return Map<bool, bool>::run(LogicalNotFn{}, out, {&in});
   dispatch_numeric_device(in.dtype(), "unary op", [&]<typename T>() {
-    using C = calc_t<T>;
-    launch_map<T, T>("unary", UnaryF<C>{op, C(p0), C(p1)}, out, in, nullptr);
+    using C = device_compute_t<T>;
+    with_unary_op(op, [&]<UnaryOp K>() {
+      if constexpr (!std::is_floating_point_v<C> && !integer_ok(K)) {
+        hmoe::detail::unsupported_dtype("unary op", in.dtype());
+      } else if constexpr (K == UnaryOp::pow_scalar) {
+        if (p0 == 2.0) return Map<T, T>::run(Stored<T, UnaryFn<UnaryOp::square, T>>{{C(p0), C(p1)}}, out, {&in});
+        Map<T, T>::run(Stored<T, UnaryFn<K, T>>{{C(p0), C(p1)}}, out, {&in});
+      } else {
+        Map<T, T>::run(Stored<T, UnaryFn<K, T>>{{C(p0), C(p1)}}, out, {&in});
+      }
+    });
   });
 }
 
 void unary_backward_cuda(UnaryOp op, const Tensor& x, const Tensor& g, const Tensor& gi, double p0, double p1) {
-  if (!is_floating(x.dtype())) detail::unsupported_dtype("unary backward", x.dtype());
+  HMOE_CHECK(g.dtype() == x.dtype() && gi.dtype() == x.dtype(), "unary backward: dtypes differ (", x.meta_str(), ", ",
+             g.meta_str(), ", ", gi.meta_str(), ")");
   dispatch_numeric_device(x.dtype(), "unary backward", [&]<typename T>() {
-    using C = calc_t<T>;
-    if constexpr (std::is_floating_point_v<C>) launch_map<T, T>("unary_backward", UnaryBackwardF<C>{op, C(p0), C(p1)}, gi, x, &g);
+    using C = device_compute_t<T>;
+    if constexpr (!std::is_floating_point_v<C>) {
+      hmoe::detail::unsupported_dtype("unary backward", x.dtype());
+    } else {
+      auto run = [&]<UnaryOp K>() { Map<T, T, T>::run(Stored<T, UnaryGradFn<K, T>>{{C(p0), C(p1)}}, gi, {&x, &g}); };
+      switch (op) {
+        case UnaryOp::relu:
+          return run.template operator()<UnaryOp::relu>();
+        case UnaryOp::clamp:
+          return run.template operator()<UnaryOp::clamp>();
+        case UnaryOp::gelu_erf:
+          return run.template operator()<UnaryOp::gelu_erf>();
+        case UnaryOp::gelu_tanh:
+          return run.template operator()<UnaryOp::gelu_tanh>();
+        case UnaryOp::silu:
+          return run.template operator()<UnaryOp::silu>();
+        case UnaryOp::sigmoid:
+          return run.template operator()<UnaryOp::sigmoid>();
+        case UnaryOp::tanh:
+          return run.template operator()<UnaryOp::tanh>();
+        case UnaryOp::softplus:
+          return run.template operator()<UnaryOp::softplus>();
+        default:
+          hmoe::detail::unsupported_dtype("unary backward", x.dtype());  // the CPU's message
+      }
+    }
   });
+}
+
+// Integer division with the CPU's error for a zero divisor: the kernel flags it in
+// device memory and the host reads the flag back (one small synchronising copy).
+template <typename T>
+void integer_div(const Tensor& a, const Tensor& b, const Tensor& out) {
+  const int device = out.device().index;
+  const auto& stream = hmoe::cuda::current_stream(device);
+  const Tensor flag = Tensor::empty({1}, {DType::i32, out.device()});
+  int* fp = static_cast<int*>(flag.data_ptr<void>());
+  hmoe::cuda::memset_async(fp, 0, sizeof(int), stream);
+  Map<T, T, T>::run(IntDivFn<T>{fp}, out, {&a, &b});
+  int host = 0;
+  hmoe::cuda::memcpy_async(&host, fp, sizeof host, hmoe::cuda::CopyKind::device_to_host, stream);
+  stream.synchronize();
+  HMOE_CHECK(host == 0, "div: integer division by zero");
 }
 
 void binary_cuda(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out) {
-  const bool compare = op >= BinaryOp::eq;
+  HMOE_CHECK(a.dtype() == b.dtype(), "binary op: operand dtypes differ (", a.meta_str(), ", ", b.meta_str(), ")");
   if (a.dtype() == DType::b8) {
-    HMOE_CHECK(op == BinaryOp::eq || op == BinaryOp::ne, "binary op: bool tensors support only eq and ne, got ",
-               a.meta_str());
-    return launch_map<bool, bool>("compare", CompareF<bool>{op}, out, a, &b);
+    if (op == BinaryOp::eq) return Map<bool, bool, bool>::run(BinaryFn<BinaryOp::eq, bool>{}, out, {&a, &b});
+    if (op == BinaryOp::ne) return Map<bool, bool, bool>::run(BinaryFn<BinaryOp::ne, bool>{}, out, {&a, &b});
+    hmoe::detail::unsupported_dtype("binary op", a.dtype());
   }
   dispatch_numeric_device(a.dtype(), "binary op", [&]<typename T>() {
-    using C = calc_t<T>;
-    if (compare) return launch_map<bool, T>("compare", CompareF<C>{op}, out, a, &b);
-    if constexpr (std::is_integral_v<C>) {
-      if (op == BinaryOp::div) {
-        // Integer division by zero is an error (as on the CPU): flagged on the device.
-        const int device = out.device().index;
-        Tensor flag = zeros({1}, {DType::i32, out.device()});
-        launch_map<T, T>("binary", BinaryF<C>{op, flag.data_ptr<int32_t>()}, out, a, &b);
-        int32_t host = 0;
-        hmoe::cuda::memcpy_async(&host, flag.data_ptr<int32_t>(), sizeof host, hmoe::cuda::CopyKind::device_to_host,
-                                 hmoe::cuda::current_stream(device));
-        hmoe::cuda::current_stream(device).synchronize();
-        HMOE_CHECK(host == 0, "div: integer division by zero");
-        return;
+    using C = device_compute_t<T>;
+    with_binary_op(op, [&]<BinaryOp K>() {
+      if constexpr (is_comparison(K)) {
+        Map<bool, T, T>::run(Stored<bool, BinaryFn<K, C>>{}, out, {&a, &b});
+      } else if constexpr (K == BinaryOp::div && std::is_integral_v<C>) {
+        integer_div<T>(a, b, out);
+      } else {
+        Map<T, T, T>::run(Stored<T, BinaryFn<K, C>>{}, out, {&a, &b});
       }
-    }
-    launch_map<T, T>("binary", BinaryF<C>{op, nullptr}, out, a, &b);
+    });
   });
 }
 
-// out[i] = cond[i] ? a[i] : b[i]: moves element bits (W = unsigned of the element width).
 template <typename W>
-__global__ void where_kernel(const bool* __restrict__ cond, const W* __restrict__ a, const W* __restrict__ b,
-                             W* __restrict__ out, StridedLayout<4> layout, int64_t n) {
-  const int64_t step = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
-    int64_t off[4];
-    layout.offsets(i, off);
-    out[off[3]] = cond[off[0]] ? a[off[1]] : b[off[2]];
-  }
-}
-
-template <typename W>
-void launch_where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
-  const int64_t n = out.numel();
-  if (n == 0) return;
-  const int device = out.device().index;
-  const StridedLayout<4> L =
-      make_layout<4>(out.shape(), {&cond.strides(), &a.strides(), &b.strides(), &out.strides()});
-  auto k = &where_kernel<W>;
-  HMOE_LAUNCH_CHECKED(k, flat_blocks(n, device, kThreads), kThreads, 0, hmoe::cuda::current_stream(device).native(),
-                      cond.data_ptr<bool>(), static_cast<const W*>(a.data_ptr<void>()),
-                      static_cast<const W*>(b.data_ptr<void>()), static_cast<W*>(out.data_ptr<void>()), L, n);
+void where_bits(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
+  Map<W, bool, W, W>::run(SelectFn<W>{}, out, {&cond, &a, &b});
 }
 
 void where_cuda(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) {
   HMOE_CHECK(cond.dtype() == DType::b8, "where: condition must be bool, got ", cond.meta_str());
-  switch (dtype_size(a.dtype())) {
-    case 1: return launch_where<uint8_t>(cond, a, b, out);
-    case 2: return launch_where<uint16_t>(cond, a, b, out);
-    case 4: return launch_where<uint32_t>(cond, a, b, out);
-    default: return launch_where<uint64_t>(cond, a, b, out);
+  HMOE_CHECK(a.dtype() == out.dtype() && b.dtype() == out.dtype(), "where: dtypes differ (", a.meta_str(), ", ",
+             b.meta_str(), ", ", out.meta_str(), ")");
+  switch (out.element_size()) {
+    case 1:
+      return where_bits<uint8_t>(cond, a, b, out);
+    case 2:
+      return where_bits<uint16_t>(cond, a, b, out);
+    case 4:
+      return where_bits<uint32_t>(cond, a, b, out);
+    default:
+      return where_bits<uint64_t>(cond, a, b, out);
   }
 }
 

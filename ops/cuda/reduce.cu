@@ -1,15 +1,23 @@
-// The reduce kernel family on the cuda device (contract: ops/reduce.h, reference:
-// ops/cpu/reduce.cpp): sum, max, min, argmax, argmin (first index of ties, NaN wins)
-// and logsumexp of a contiguous [outer, red, inner] input into [outer, inner].
-// One kernel: a block owns `cols` adjacent inner columns of one outer index and splits
-// the reduced dim over `slices` threads per column (thread (c, s) takes rows s, s +
-// slices, ... in order), then combines the slices in a fixed shared-memory tree: the
-// same bits every run. Sums accumulate in f64 (i64 for integers), as on the CPU.
-#include <cmath>
+// The reduce kernel family on the cuda device (contract: ops/reduce.h; reference:
+// ops/cpu/reduce.cpp): sum, max, min, argmax, argmin (i64, first index of ties; NaN
+// wins) and logsumexp of a contiguous [outer, red, inner] input into [outer, inner].
+// Kernel shape by layout: inner == 1 reduces contiguous rows (a warp per short row, a
+// block per long row, 16-byte vector loads); inner > 1 puts threads over the inner
+// columns (coalesced) and splits the reduced dim over a block's thread rows. A few long
+// reductions are also split over blocks (partials, then a second kernel). Every split
+// depends on the shape only, and every combination runs in a fixed tree, so a result is
+// the same bits on every run. Accumulation: f32 for f32 and the half types, f64 for f64,
+// i64 for integers.
+#include <algorithm>
+#include <cstdint>
+#include <limits>
 #include <type_traits>
 
 #include "engine/cuda/device_code.h"
 #include "engine/cuda/launch.h"
+#include "engine/cuda/runtime.h"
+#include "engine/error.h"
+#include "ops/cuda/kernel_utils.cuh"
 #include "ops/cuda/strided.cuh"
 #include "ops/dispatch.h"
 #include "ops/reduce.h"
@@ -21,158 +29,383 @@ HMOE_DECLARE_STUB(ReduceKernel, reduce_stub);
 namespace hmoe::ops::cuda {
 namespace {
 
-template <typename T>
-using calc_t = device_compute_t<T>;
+// ---- reducers: an accumulator, how an element enters it, how two combine ------------------
+// combine(a, b) is associative; it is always applied in a fixed tree (see kernel_utils.cuh),
+// so results do not depend on scheduling. Accumulators are trivial (shared memory, shuffles).
 
-template <typename C>
-__device__ __forceinline__ bool is_nan(C v) {
-  if constexpr (std::is_floating_point_v<C>) return v != v;
-  else return false;
-}
-
-// Sum: f64 for floats, i64 for integers.
 template <typename T>
-struct SumOp {
-  using Acc = std::conditional_t<std::is_integral_v<calc_t<T>>, int64_t, double>;
-  struct State {
-    Acc s;
-  };
-  __device__ static State init() { return {Acc(0)}; }
-  __device__ static State from(T x, int64_t) { return {Acc(to_compute<T>(x))}; }
-  __device__ static State merge(State a, State b) { return {a.s + b.s}; }
-  __device__ static void store(State st, T* y, int64_t*, int64_t at) { y[at] = from_compute<T>(calc_t<T>(st.s)); }
+using sum_acc_t = std::conditional_t<std::is_integral_v<device_compute_t<T>>, int64_t,
+                                     std::conditional_t<std::is_same_v<T, double>, double, float>>;
+
+template <typename T>
+struct SumReducer {
+  using In = T;
+  using Out = T;
+  using Acc = sum_acc_t<T>;
+  __device__ __forceinline__ static Acc identity() { return Acc(0); }
+  __device__ __forceinline__ static void add(Acc& a, T x, int64_t) { a += Acc(to_compute<T>(x)); }
+  __device__ __forceinline__ static Acc combine(Acc a, Acc b) { return a + b; }
+  __device__ __forceinline__ static Out finish(Acc a) { return from_compute<T>(device_compute_t<T>(a)); }
 };
 
-// Max / min and their indices: the preferred element is NaN (lowest index among NaNs),
-// else the largest (smallest) value, ties to the lowest index. This order does not
-// depend on how elements are grouped, so the result equals the CPU's sequential scan.
+// max / min (IsMax), writing the value or (Index) its position along the reduced dim.
+template <typename C>
+struct ValueIndex {
+  C v;
+  int64_t i;  // -1: empty
+};
+
 template <typename T, bool IsMax, bool Index>
-struct ExtremeOp {
-  using C = calc_t<T>;
-  struct State {
-    C v;
-    int64_t i;  // -1: empty
-  };
-  __device__ static State init() { return {C(0), -1}; }
-  __device__ static State from(T x, int64_t r) { return {to_compute<T>(x), r}; }
-  __device__ static bool better(const State& b, const State& a) {
+struct ExtremeReducer {
+  using C = device_compute_t<T>;
+  using In = T;
+  using Out = std::conditional_t<Index, int64_t, T>;
+  using Acc = ValueIndex<C>;
+  __device__ __forceinline__ static Acc identity() { return {C(0), -1}; }
+  // b replaces a when a is empty, b is a NaN and a is not, b is strictly better, or they
+  // are equal (or both NaN) and b comes first: the CPU's answer whatever the order.
+  __device__ __forceinline__ static bool wins(const Acc& b, const Acc& a) {
     if (b.i < 0) return false;
     if (a.i < 0) return true;
-    if (is_nan(a.v)) return is_nan(b.v) && b.i < a.i;
-    if (is_nan(b.v)) return true;
+    const bool an = is_nan(a.v), bn = is_nan(b.v);
+    if (an || bn) return bn && (!an || b.i < a.i);
     if (IsMax ? b.v > a.v : b.v < a.v) return true;
     return b.v == a.v && b.i < a.i;
   }
-  __device__ static State merge(State a, State b) { return better(b, a) ? b : a; }
-  __device__ static void store(State st, T* y, int64_t* yi, int64_t at) {
-    if constexpr (Index) yi[at] = st.i;
-    else y[at] = from_compute<T>(st.v);
+  __device__ __forceinline__ static void add(Acc& a, T x, int64_t i) {
+    const Acc b{to_compute<T>(x), i};
+    if (wins(b, a)) a = b;
+  }
+  __device__ __forceinline__ static Acc combine(Acc a, Acc b) { return wins(b, a) ? b : a; }
+  __device__ __forceinline__ static Out finish(Acc a) {
+    if constexpr (Index)
+      return a.i;
+    else
+      return from_compute<T>(a.v);
   }
 };
 
-// logsumexp as (max m, sum of exp(x - m)); a NaN or infinite max is the result itself.
+// logsumexp as a running (max m, sum s of exp(x - m)); NaN propagates, -inf adds nothing,
+// and a non-finite maximum is the answer itself, as on the CPU.
+template <typename C>
+struct MaxSum {
+  C m, s;
+};
+
+template <typename C>
+__device__ __forceinline__ C d_exp(C x) {
+  if constexpr (std::is_same_v<C, float>)
+    return expf(x);
+  else
+    return ::exp(x);
+}
+template <typename C>
+__device__ __forceinline__ C d_log(C x) {
+  if constexpr (std::is_same_v<C, float>)
+    return logf(x);
+  else
+    return ::log(x);
+}
+
 template <typename T>
-struct LseOp {
-  using C = calc_t<T>;
-  struct State {
-    C m, s;
-  };
-  __device__ static C ninf() { return -INFINITY; }
-  __device__ static C ex(C v) {
-    if constexpr (std::is_same_v<C, float>) return expf(v);
-    else return ::exp(v);
-  }
-  __device__ static State init() { return {ninf(), C(0)}; }
-  __device__ static State from(T x, int64_t) { return {to_compute<T>(x), C(1)}; }
-  __device__ static State merge(State a, State b) {
-    if (is_nan(a.m) || is_nan(b.m)) return {a.m + b.m, C(1)};
-    const C m = a.m > b.m ? a.m : b.m;
-    if (m == -ninf() || m == ninf()) return {m, C(1)};
-    const C sa = a.m == ninf() ? C(0) : a.s * ex(a.m - m);
-    const C sb = b.m == ninf() ? C(0) : b.s * ex(b.m - m);
-    return {m, sa + sb};
-  }
-  __device__ static void store(State st, T* y, int64_t*, int64_t at) {
-    C r = st.m;
-    if (!is_nan(st.m) && st.m != ninf() && st.m != -ninf()) {
-      if constexpr (std::is_same_v<C, float>) r = st.m + logf(st.s);
-      else r = st.m + ::log(st.s);
+struct LseReducer {
+  using C = device_compute_t<T>;
+  using In = T;
+  using Out = T;
+  using Acc = MaxSum<C>;
+  __device__ __forceinline__ static Acc identity() { return {-C(INFINITY), C(0)}; }
+  __device__ __forceinline__ static void add(Acc& a, T xs, int64_t) {
+    const C x = to_compute<T>(xs);
+    if (x > a.m || x != x) {
+      a.s = a.s * d_exp(a.m - x) + C(1);  // exp(-inf) = 0 for the first element
+      a.m = x;
+    } else if (a.m != -C(INFINITY)) {
+      a.s += d_exp(x - a.m);
     }
-    y[at] = from_compute<T>(r);
+  }
+  __device__ __forceinline__ static Acc combine(Acc a, Acc b) {
+    const C m = a.m != a.m ? a.m : (b.m != b.m ? b.m : (a.m > b.m ? a.m : b.m));
+    const C ta = a.s == C(0) ? C(0) : a.s * d_exp(a.m - m);
+    const C tb = b.s == C(0) ? C(0) : b.s * d_exp(b.m - m);
+    return {m, ta + tb};
+  }
+  __device__ __forceinline__ static Out finish(Acc a) {
+    const bool finite = a.m - a.m == C(0);
+    return from_compute<T>(finite ? a.m + d_log(a.s) : a.m);
   }
 };
 
-constexpr int kMaxThreads = 256;
+// ---- kernels ----------------------------------------------------------------------------------
 
-// grid.x = outer * column blocks; block = (cols, slices), cols * slices <= 256.
-template <typename T, typename Op>
-__global__ void reduce_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t* __restrict__ yi, int64_t red,
-                              int64_t inner, int64_t col_blocks) {
-  using State = typename Op::State;
-  HMOE_SHARED(State, part, [kMaxThreads]);
-  const int cols = int(blockDim.x), slices = int(blockDim.y);
-  const int c = int(threadIdx.x), s = int(threadIdx.y);
-  const int64_t o = int64_t(blockIdx.x) / col_blocks;
-  const int64_t i = (int64_t(blockIdx.x) % col_blocks) * cols + c;
-  State st = Op::init();
-  if (i < inner) {
-    const T* col = x + o * red * inner + i;
-    for (int64_t r = s; r < red; r += slices) st = Op::merge(st, Op::from(col[r * inner], r));
-  }
-  part[s * cols + c] = st;
-  __syncthreads();
-  // Fixed pairwise tree over the slices (slices is a power of two).
-  for (int w = slices / 2; w >= 1; w /= 2) {
-    if (s < w) part[s * cols + c] = Op::merge(part[s * cols + c], part[(s + w) * cols + c]);
-    __syncthreads();
-  }
-  if (s == 0 && i < inner) Op::store(part[c], y, yi, o * inner + i);
+constexpr int kThreads = 256;    // every reduce kernel's block size
+constexpr int kColSlices = 8;    // inner > 1, long reductions: thread rows splitting the reduced dim
+constexpr int kMaxSplit = 1024;  // most blocks one reduction is split over
+
+// Adds this thread's share of row[0, red): the V-packs v0 + t, v0 + t + nt, ... below v1
+// (loaded as one access when the row is aligned, element by element otherwise; which
+// thread adds which element is the same either way, so the result does not depend on
+// alignment), and with `tail` the last red % V elements, round-robin.
+template <typename R, int V>
+__device__ __forceinline__ Pack<typename R::In, V> row_pack(const typename R::In* row, int64_t e, bool vec) {
+  if (vec) return load_pack<typename R::In, V>(row + e);
+  Pack<typename R::In, V> p;
+#pragma unroll
+  for (int j = 0; j < V; ++j) p.v[j] = row[e + j];
+  return p;
 }
 
-template <typename T, typename Op>
-void launch_reduce(const Tensor& in, const Tensor& out, int64_t outer, int64_t red, int64_t inner, bool index_out) {
-  const int device = in.device().index;
-  // inner == 1: one column, 256 slices along the (contiguous) row; else 32 columns
-  // (coalesced along inner) by 8 slices.
-  int cols = inner == 1 ? 1 : 32, slices = inner == 1 ? 256 : 8;
-  while (slices > 1 && int64_t(slices / 2) >= red) slices /= 2;  // short rows: fewer idle threads
-  const int64_t col_blocks = (inner + cols - 1) / cols;
-  const int64_t blocks = outer * col_blocks;
-  HMOE_CHECK(blocks < (int64_t(1) << 31), "reduce: ", blocks, " blocks exceed the grid limit");
-  auto k = &reduce_kernel<T, Op>;
-  HMOE_LAUNCH_CHECKED(k, unsigned(blocks), dim3(unsigned(cols), unsigned(slices)), 0,
-                      hmoe::cuda::current_stream(device).native(), static_cast<const T*>(in.data_ptr<void>()),
-                      index_out ? static_cast<T*>(nullptr) : static_cast<T*>(out.data_ptr<void>()),
-                      index_out ? out.data_ptr<int64_t>() : static_cast<int64_t*>(nullptr), red, inner, col_blocks);
+template <typename R, int V>
+__device__ __forceinline__ void add_pack(typename R::Acc& acc, const Pack<typename R::In, V>& p, int64_t e) {
+#pragma unroll
+  for (int j = 0; j < V; ++j) R::add(acc, p.v[j], e + j);
 }
 
-template <typename T>
-void reduce_typed(ReduceOp op, const Tensor& in, const Tensor& out, int64_t outer, int64_t red, int64_t inner) {
-  switch (op) {
-    case ReduceOp::sum: return launch_reduce<T, SumOp<T>>(in, out, outer, red, inner, false);
-    case ReduceOp::max: return launch_reduce<T, ExtremeOp<T, true, false>>(in, out, outer, red, inner, false);
-    case ReduceOp::min: return launch_reduce<T, ExtremeOp<T, false, false>>(in, out, outer, red, inner, false);
-    case ReduceOp::argmax: return launch_reduce<T, ExtremeOp<T, true, true>>(in, out, outer, red, inner, true);
-    case ReduceOp::argmin: return launch_reduce<T, ExtremeOp<T, false, true>>(in, out, outer, red, inner, true);
-    case ReduceOp::logsumexp:
-      if constexpr (std::is_floating_point_v<calc_t<T>>) return launch_reduce<T, LseOp<T>>(in, out, outer, red, inner, false);
-      else detail::unsupported_dtype("logsumexp", in.dtype());
+template <typename R, int V>
+__device__ __forceinline__ void accumulate_row(typename R::Acc& acc, const typename R::In* row, int64_t red, int64_t v0,
+                                               int64_t v1, bool tail, int t, int nt) {
+  const bool vec = aligned_to(row, V * sizeof(typename R::In));
+  int64_t v = v0 + t;
+  for (; v + nt < v1; v += 2 * nt) {  // two packs in flight, added in the same order
+    const auto p0 = row_pack<R, V>(row, v * V, vec), p1 = row_pack<R, V>(row, (v + nt) * V, vec);
+    add_pack<R, V>(acc, p0, v * V);
+    add_pack<R, V>(acc, p1, (v + nt) * V);
   }
+  if (v < v1) add_pack<R, V>(acc, row_pack<R, V>(row, v * V, vec), v * V);
+  if (tail)
+    for (int64_t e = red / V * V + t; e < red; e += nt) R::add(acc, row[e], e);
+}
+
+// (hmoe::min, the reduction op, hides CUDA's global min overloads here.)
+__device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+template <typename R>
+struct CombineOp {
+  __device__ __forceinline__ typename R::Acc operator()(const typename R::Acc& a, const typename R::Acc& b) const {
+    return R::combine(a, b);
+  }
+};
+
+// inner == 1, short rows (red <= 1024): `group` lanes per row (a power of two <= 32,
+// up to about four V-packs per lane; 1 = a thread per row), 256 / group rows per block, rows
+// grid-stride in warp-uniform steps so every lane reaches the shuffles. Lanes take
+// V-packs round-robin, then a tree over the group.
+template <typename R, int V>
+__global__ void reduce_rows_group_kernel(const typename R::In* __restrict__ x, typename R::Out* __restrict__ out,
+                                         int64_t outer, int64_t red, int group) {
+  const int lane = int(threadIdx.x) & (group - 1);
+  const int64_t per_block = int64_t(blockDim.x) / group;
+  const int64_t nv = red / V;
+  for (int64_t o0 = int64_t(blockIdx.x) * per_block; o0 < outer; o0 += int64_t(gridDim.x) * per_block) {
+    const int64_t o = o0 + int64_t(threadIdx.x) / group;  // lanes past the last row still shuffle
+    typename R::Acc acc = R::identity();
+    if (o < outer) accumulate_row<R, V>(acc, x + o * red, red, 0, nv, true, lane, group);
+    if (group > 1) acc = warp_reduce_down(acc, CombineOp<R>{}, group);
+    if (lane == 0 && o < outer) out[o] = R::finish(acc);
+  }
+}
+
+// inner == 1, long rows: block (blockIdx.x, grid-stride) reduces chunk blockIdx.y of
+// row o (packs [y * chunk, (y + 1) * chunk); the last chunk also takes the tail), then a
+// block tree. One chunk: the result goes to out[o]; several: the chunk's accumulator to
+// partial[y * outer + o] for reduce_partials_kernel.
+template <typename R, int V>
+__global__ void reduce_rows_block_kernel(const typename R::In* __restrict__ x, typename R::Out* __restrict__ out,
+                                         typename R::Acc* __restrict__ partial, int64_t outer, int64_t red,
+                                         int64_t chunk) {
+  const int64_t nv = red / V;
+  const int64_t v0 = int64_t(blockIdx.y) * chunk, v1 = min64(nv, v0 + chunk);
+  const bool last = blockIdx.y + 1 == gridDim.y;
+  for (int64_t o = blockIdx.x; o < outer; o += gridDim.x) {
+    typename R::Acc acc = R::identity();
+    accumulate_row<R, V>(acc, x + o * red, red, v0, v1, last, int(threadIdx.x), int(blockDim.x));
+    acc = block_reduce_to_first(acc, CombineOp<R>{}, R::identity());
+    if (threadIdx.x == 0) {
+      if (gridDim.y == 1)
+        out[o] = R::finish(acc);
+      else
+        partial[int64_t(blockIdx.y) * outer + o] = acc;
+    }
+  }
+}
+
+// inner > 1: block (W, S) with W * S = 256; column q = (o, i) of the flattened
+// [outer, inner] output is thread x of tile blockIdx.x (W columns; tiles grid-stride):
+// a warp reads adjacent columns of one row, coalesced. Thread row s adds rows r0 + s,
+// r0 + s + S, ... of chunk blockIdx.y (rows [r0, r1)) in order; with S > 1 the slices are
+// then combined in order 0..S-1 through shared memory. The result goes to out[q] (one
+// chunk) or partial[y * cols + q].
+template <typename R>
+__global__ void reduce_cols_kernel(const typename R::In* __restrict__ x, typename R::Out* __restrict__ out,
+                                   typename R::Acc* __restrict__ partial, int64_t outer, int64_t red, int64_t inner,
+                                   int64_t chunk) {
+  using Acc = typename R::Acc;
+  HMOE_SHARED(Acc, staged, [kThreads]);
+  const int tx = int(threadIdx.x), ty = int(threadIdx.y), w = int(blockDim.x), slices = int(blockDim.y);
+  const int64_t cols = outer * inner;
+  const int64_t r0 = int64_t(blockIdx.y) * chunk, r1 = min64(red, r0 + chunk);
+  for (int64_t q0 = int64_t(blockIdx.x) * w; q0 < cols; q0 += int64_t(gridDim.x) * w) {
+    const int64_t q = q0 + tx;
+    Acc acc = R::identity();
+    if (q < cols) {
+      const int64_t o = q / inner, i = q - o * inner;
+      const typename R::In* p = x + o * red * inner + i;
+      int64_t r = r0 + ty;
+      for (; r + 3 * slices < r1; r += 4 * slices) {  // four loads in flight, added in order
+        const typename R::In a0 = p[r * inner], a1 = p[(r + slices) * inner], a2 = p[(r + 2 * slices) * inner],
+                             a3 = p[(r + 3 * slices) * inner];
+        R::add(acc, a0, r);
+        R::add(acc, a1, r + slices);
+        R::add(acc, a2, r + 2 * slices);
+        R::add(acc, a3, r + 3 * slices);
+      }
+      for (; r < r1; r += slices) R::add(acc, p[r * inner], r);
+    }
+    if (slices > 1) {
+      staged[ty * w + tx] = acc;
+      __syncthreads();
+      if (ty == 0)
+        for (int s = 1; s < slices; ++s) acc = R::combine(acc, staged[s * w + tx]);
+      __syncthreads();  // staged is reused by the next tile
+    }
+    if (ty == 0 && q < cols) {
+      if (gridDim.y == 1)
+        out[q] = R::finish(acc);
+      else
+        partial[int64_t(blockIdx.y) * cols + q] = acc;
+    }
+  }
+}
+
+// out[q] = finish of the `splits` chunk accumulators partial[s][q]: a warp per output
+// (8 per block, grid-stride); lane l combines chunks l, l + 32, ... in order, then a
+// warp tree: a fixed order.
+template <typename R>
+__global__ void reduce_partials_kernel(const typename R::Acc* __restrict__ partial, typename R::Out* __restrict__ out,
+                                       int64_t cols, int splits) {
+  const int lane = int(threadIdx.x) & 31;
+  const int64_t warps = int64_t(blockDim.x) >> 5;
+  for (int64_t q = int64_t(blockIdx.x) * warps + (threadIdx.x >> 5); q < cols; q += int64_t(gridDim.x) * warps) {
+    typename R::Acc acc = R::identity();
+    for (int s = lane; s < splits; s += 32) acc = R::combine(acc, partial[int64_t(s) * cols + q]);
+    acc = warp_reduce_down(acc, CombineOp<R>{});
+    if (lane == 0) out[q] = R::finish(acc);
+  }
+}
+
+// ---- host side --------------------------------------------------------------------------------
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Grid x for `items` work items of `per_block` each: a few waves, at most 65535.
+unsigned grid_blocks(int64_t items, int64_t per_block, int device) {
+  const int64_t cap = std::min<int64_t>(int64_t(hmoe::cuda::properties(device).multiprocessors) * 8, 65535);
+  return unsigned(std::clamp<int64_t>(ceil_div(items, per_block), 1, cap));
+}
+
+// How many blocks to split each of `items` reductions of length `len` over: enough to
+// give the device about kTargetBlocks blocks, with at least `min_len` elements per
+// chunk. A function of the shape only (never of the device), so results are the same on
+// every GPU.
+int split_count(int64_t items, int64_t len, int64_t min_len) {
+  constexpr int64_t kTargetBlocks = 1024;  // about 8 resident 256-thread blocks on each of 132 SMs
+  if (items >= kTargetBlocks || len < 2 * min_len) return 1;
+  const int64_t by_len = len / min_len;
+  const int64_t by_items = ceil_div(kTargetBlocks, items);
+  return int(std::clamp<int64_t>(std::min(by_len, by_items), 1, kMaxSplit));
+}
+
+// Scratch for split accumulators (RAII through a tensor; 8-byte aligned words).
+template <typename Acc>
+Tensor partials_buffer(int64_t count, Device d) {
+  const int64_t words = ceil_div(std::max<int64_t>(count, 1) * int64_t(sizeof(Acc)), 8);
+  return Tensor::empty({words}, {DType::i64, d});
+}
+
+template <typename R>
+void launch_partials(const Tensor& buf, typename R::Out* out, int64_t cols, int splits, int device) {
+  auto k = &reduce_partials_kernel<R>;
+  HMOE_LAUNCH_CHECKED(k, grid_blocks(cols, kThreads / 32, device), kThreads, 0,
+                      hmoe::cuda::current_stream(device).native(),
+                      static_cast<const typename R::Acc*>(buf.data_ptr<void>()), out, cols, splits);
+}
+
+template <typename R>
+void run_reduce(const Tensor& in, const Tensor& out, int64_t outer, int64_t red, int64_t inner) {
+  using T = typename R::In;
+  using Acc = typename R::Acc;
+  constexpr int V = kVec16<T>;
+  const int device = out.device().index;
+  const auto& stream = hmoe::cuda::current_stream(device);
+  const T* x = static_cast<const T*>(in.data_ptr<void>());
+  auto* y = static_cast<typename R::Out*>(out.data_ptr<void>());
+  if (inner == 1) {
+    if (red <= 1024) {
+      int group = 1;  // a few packs per lane (fewer shuffles per row), at most a warp
+      while (group < 32 && int64_t(group) * V * 4 < red) group *= 2;
+      auto k = &reduce_rows_group_kernel<R, V>;
+      HMOE_LAUNCH_CHECKED(k, grid_blocks(outer, kThreads / group, device), kThreads, 0, stream.native(), x, y, outer,
+                          red, group);
+      return;
+    }
+    const int64_t nv = red / V;
+    const int splits = split_count(outer, red, 16384);
+    const int64_t chunk = ceil_div(nv, splits);
+    const Tensor buf = splits > 1 ? partials_buffer<Acc>(int64_t(splits) * outer, out.device()) : Tensor();
+    Acc* part = splits > 1 ? static_cast<Acc*>(buf.data_ptr<void>()) : nullptr;
+    auto k = &reduce_rows_block_kernel<R, V>;
+    HMOE_LAUNCH_CHECKED(k, dim3(grid_blocks(outer, 1, device), unsigned(splits)), kThreads, 0, stream.native(), x, y,
+                        part, outer, red, chunk);
+    if (splits > 1) launch_partials<R>(buf, y, outer, splits, device);
+    return;
+  }
+  // Short reductions, or enough columns to fill the device: a thread per column.
+  // Otherwise kColSlices thread rows per column, and maybe chunks over blocks.
+  const int64_t cols = outer * inner;
+  const int slices = red >= 64 && cols < 32768 ? kColSlices : 1;
+  const int w = kThreads / slices;
+  const int splits = slices > 1 ? split_count(ceil_div(cols, w), red, 128) : 1;
+  const int64_t chunk = ceil_div(red, splits);
+  const Tensor buf = splits > 1 ? partials_buffer<Acc>(int64_t(splits) * cols, out.device()) : Tensor();
+  Acc* part = splits > 1 ? static_cast<Acc*>(buf.data_ptr<void>()) : nullptr;
+  auto k = &reduce_cols_kernel<R>;
+  HMOE_LAUNCH_CHECKED(k, dim3(grid_blocks(cols, w, device), unsigned(splits)), dim3(unsigned(w), unsigned(slices)), 0,
+                      stream.native(), x, y, part, outer, red, inner, chunk);
+  if (splits > 1) launch_partials<R>(buf, y, cols, splits, device);
 }
 
 void reduce_cuda(ReduceOp op, const Tensor& in, const Tensor& out, int64_t outer, int64_t red, int64_t inner) {
-  if (outer * inner == 0) return;
-  if (op != ReduceOp::sum && op != ReduceOp::logsumexp)
-    HMOE_CHECK(red > 0, "max/min: cannot reduce over an empty dimension");
-  switch (in.dtype()) {
-    case DType::f32: return reduce_typed<float>(op, in, out, outer, red, inner);
-    case DType::f64: return reduce_typed<double>(op, in, out, outer, red, inner);
-    case DType::bf16: return reduce_typed<__nv_bfloat16>(op, in, out, outer, red, inner);
-    case DType::f16: return reduce_typed<__half>(op, in, out, outer, red, inner);
-    case DType::i32: return reduce_typed<int32_t>(op, in, out, outer, red, inner);
-    case DType::i64: return reduce_typed<int64_t>(op, in, out, outer, red, inner);
-    default: detail::unsupported_dtype("reduce", in.dtype());
-  }
+  HMOE_CHECK(in.is_contiguous() && out.is_contiguous(), "reduce: input and output must be contiguous, got ",
+             in.meta_str(), " and ", out.meta_str());
+  dispatch_device_all(in.dtype(), [&]<typename T>() {
+    if constexpr (std::is_same_v<T, bool>) {
+      hmoe::detail::unsupported_dtype("reduce", in.dtype());
+    } else {
+      const bool index_out = op == ReduceOp::argmax || op == ReduceOp::argmin;
+      HMOE_CHECK(out.dtype() == (index_out ? DType::i64 : in.dtype()), "reduce: output dtype ", dtype_name(out.dtype()),
+                 " does not fit the op on ", in.meta_str());
+      // The CPU's checks, in its order.
+      if (outer * inner == 0) return;
+      if (op != ReduceOp::sum && op != ReduceOp::logsumexp)
+        HMOE_CHECK(red > 0, "max/min: cannot reduce over an empty dimension");
+      switch (op) {
+        case ReduceOp::sum:
+          return run_reduce<SumReducer<T>>(in, out, outer, red, inner);
+        case ReduceOp::max:
+          return run_reduce<ExtremeReducer<T, true, false>>(in, out, outer, red, inner);
+        case ReduceOp::min:
+          return run_reduce<ExtremeReducer<T, false, false>>(in, out, outer, red, inner);
+        case ReduceOp::argmax:
+          return run_reduce<ExtremeReducer<T, true, true>>(in, out, outer, red, inner);
+        case ReduceOp::argmin:
+          return run_reduce<ExtremeReducer<T, false, true>>(in, out, outer, red, inner);
+        case ReduceOp::logsumexp:
+          if constexpr (std::is_floating_point_v<device_compute_t<T>>)
+            return run_reduce<LseReducer<T>>(in, out, outer, red, inner);
+          else
+            hmoe::detail::unsupported_dtype("logsumexp", in.dtype());
+      }
+    }
+  });
 }
 
 }  // namespace
