@@ -114,7 +114,10 @@ void index_add_cpu(const Tensor& dst, const Tensor& idx, const Tensor& src, int6
 }
 
 // Lines of index along dim, and the grain that gives each task about kGrain elements.
-std::pair<int64_t, int64_t> line_plan(const Tensor& index, int64_t dim) {
+struct LinePlan {
+  int64_t lines, grain;
+};
+LinePlan line_plan(const Tensor& index, int64_t dim) {
   const int64_t len = index.size(dim);
   const int64_t lines = len == 0 ? 0 : index.numel() / len;
   return {lines, std::max<int64_t>(1, kGrain / std::max<int64_t>(len, 1))};
@@ -123,7 +126,7 @@ std::pair<int64_t, int64_t> line_plan(const Tensor& index, int64_t dim) {
 void gather_cpu(const Tensor& t, int64_t dim, const Tensor& index, const Tensor& out) {
   check_index_tensor(index, t.size(dim), "gather", t, dim);
   if (index.numel() == 0) return;
-  const auto [lines, grain] = line_plan(index, dim);
+  const LinePlan plan = line_plan(index, dim);
   const int64_t len = index.size(dim);
   const std::array<Shape, 3> st{t.strides(), index.strides(), out.strides()};
   const int64_t ts = t.stride(dim), is = index.stride(dim), os = out.stride(dim);
@@ -132,7 +135,7 @@ void gather_cpu(const Tensor& t, int64_t dim, const Tensor& index, const Tensor&
     detail::dispatch_all(t.dtype(), "gather", [&]<typename T>() {
       const T* src = t.data_ptr<T>();
       T* dst = out.data_ptr<T>();
-      parallel_for(lines, grain, [&](int64_t b, int64_t e) {
+      parallel_for(plan.lines, plan.grain, [&](int64_t b, int64_t e) {
         walk_lines<3>(index.shape(), dim, st, b, e, [&](const std::array<int64_t, 3>& off) {
           for (int64_t j = 0; j < len; ++j)
             dst[off[2] + j * os] = src[off[0] + int64_t(ix[off[1] + j * is]) * ts];
@@ -147,7 +150,7 @@ void gather_cpu(const Tensor& t, int64_t dim, const Tensor& index, const Tensor&
 void scatter_add_cpu(const Tensor& dst, int64_t dim, const Tensor& index, const Tensor& src) {
   check_index_tensor(index, dst.size(dim), "scatter_add", dst, dim);
   if (index.numel() == 0) return;
-  const auto [lines, grain] = line_plan(index, dim);
+  const LinePlan plan = line_plan(index, dim);
   const int64_t len = index.size(dim);
   const std::array<Shape, 3> st{dst.strides(), index.strides(), src.strides()};
   const int64_t ds = dst.stride(dim), is = index.stride(dim), ss = src.stride(dim);
@@ -156,7 +159,7 @@ void scatter_add_cpu(const Tensor& dst, int64_t dim, const Tensor& index, const 
     detail::dispatch_numeric(dst.dtype(), "scatter_add", [&]<typename T>() {
       T* d = dst.data_ptr<T>();
       const T* s = src.data_ptr<T>();
-      parallel_for(lines, grain, [&](int64_t b, int64_t e) {
+      parallel_for(plan.lines, plan.grain, [&](int64_t b, int64_t e) {
         walk_lines<3>(index.shape(), dim, st, b, e, [&](const std::array<int64_t, 3>& off) {
           for (int64_t j = 0; j < len; ++j) {
             T& acc = d[off[0] + int64_t(ix[off[1] + j * is]) * ds];
