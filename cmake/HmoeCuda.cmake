@@ -1,7 +1,7 @@
 # The CUDA backend (included from the top-level CMakeLists.txt when HMOE_GPU is cuda or
 # emu): the device runtime (engine/cuda), the kernels (ops/cuda) and their link deps.
 #   emu:  engine/cuda/*.cpp except the real-runtime files (*_cuda.cpp, *_cublas.cpp),
-#         ops/cuda/*.cu compiled as C++ (-x c++) against the SIMT emulator (hmoe_emu,
+#         ops/cuda/*.cu and ops/moe/cuda/*.cu compiled as C++ (-x c++) against the SIMT emulator (hmoe_emu,
 #         which exports HMOE_EMU=1), ops/cuda/*.cpp; no CUDA toolkit needed.
 #   cuda: engine/cuda/*.cpp except *_emu.cpp, ops/cuda/*.cu by nvcc for sm_80 and sm_90
 #         (object library hmoe_cuda_objects, with the ptxas resource report), linked
@@ -12,8 +12,9 @@
 include(GNUInstallDirs)
 set(HMOE_CUDA_ROOT ${PROJECT_SOURCE_DIR})
 file(GLOB HMOE_CUDA_RUNTIME_SOURCES CONFIGURE_DEPENDS ${HMOE_CUDA_ROOT}/engine/cuda/*.cpp)
-file(GLOB HMOE_CUDA_KERNEL_CU CONFIGURE_DEPENDS ${HMOE_CUDA_ROOT}/ops/cuda/*.cu)
-file(GLOB HMOE_CUDA_KERNEL_CPP CONFIGURE_DEPENDS ${HMOE_CUDA_ROOT}/ops/cuda/*.cpp)
+# Kernel rooms: ops/cuda (the foundation's op families) and ops/moe/cuda (the MoE ops).
+file(GLOB HMOE_CUDA_KERNEL_CU CONFIGURE_DEPENDS ${HMOE_CUDA_ROOT}/ops/cuda/*.cu ${HMOE_CUDA_ROOT}/ops/moe/cuda/*.cu)
+file(GLOB HMOE_CUDA_KERNEL_CPP CONFIGURE_DEPENDS ${HMOE_CUDA_ROOT}/ops/cuda/*.cpp ${HMOE_CUDA_ROOT}/ops/moe/cuda/*.cpp)
 
 # What find_package(hmoe) must find again for the installed static library's deps
 # (substituted into cmake/hmoeConfig.cmake.in).
