@@ -55,6 +55,22 @@ Tensor Tensor::detach() const {
   return Tensor(std::make_shared<TensorImpl>(storage(), shape(), strides(), offset(), dtype()));
 }
 
+void Tensor::set_data(const Tensor& src) {
+  HMOE_CHECK(src.defined(), "set_data: the new data is an undefined tensor (for ", meta_str(), ")");
+  HMOE_CHECK(is_leaf() && src.is_leaf(), "set_data: only leaf tensors can have their data replaced (", meta_str(),
+             " <- ", src.meta_str(), ")");
+  HMOE_CHECK(!requires_grad() || is_floating(src.dtype()), "set_data: ", meta_str(),
+             " requires grad, so its new data must be floating point, got ", src.meta_str());
+  TensorImpl& t = impl();
+  const TensorImpl& s = *src.unsafe_impl();
+  t.storage = s.storage;
+  t.shape = s.shape;
+  t.strides = s.strides;
+  t.offset = s.offset;
+  t.dtype = s.dtype;
+  zero_grad();
+}
+
 void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
   HMOE_CHECK(requires_grad(), "backward: tensor ", meta_str(), " does not require grad and has no grad_fn");
   Tensor g = gradient;

@@ -131,6 +131,10 @@ class Tensor {
   const std::shared_ptr<autograd::Node>& grad_fn() const;
   bool is_leaf() const;
   Tensor detach() const;  // shares storage, no history
+  // Replaces this leaf's data (storage, shape, strides, offset, dtype) by src's while
+  // keeping its identity, so every handle (a module's field, an optimizer's list) sees
+  // the new data; keeps requires_grad, drops the gradient. Moves or casts parameters.
+  void set_data(const Tensor& src);
   void backward(const Tensor& gradient = Tensor(), bool retain_graph = false) const;
 
  private:

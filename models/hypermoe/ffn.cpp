@@ -96,12 +96,12 @@ MoEFFN::Routed MoEFFN::run_experts(const Tensor& x, FfnStats& stats, Generator& 
   const int64_t N = cfg_.n_experts;
   Tensor xin = x;
   if (cfg_.router == "switch" && is_training() && cfg_.jitter > 0)
-    xin = x * uniform(x.shape(), noise, 1.0 - cfg_.jitter, 1.0 + cfg_.jitter, {x.dtype()});
+    xin = x * uniform(x.shape(), noise, 1.0 - cfg_.jitter, 1.0 + cfg_.jitter, {x.dtype(), x.device()});
   Tensor logits = router_->forward(xin).to(DType::f32);
   Tensor noise_std;
   if (noise_ && is_training()) {
     noise_std = softplus(noise_->forward(x).to(DType::f32)) + 0.01;
-    logits = logits + normal(logits.shape(), noise) * noise_std;
+    logits = logits + normal(logits.shape(), noise, 0.0, 1.0, {DType::f32, logits.device()}) * noise_std;
   }
   moe::RouterConfig rc;
   rc.k = cfg_.top_k;
@@ -144,18 +144,18 @@ Tensor HyperMoEFFN::selection_embedding(const Tensor& unselected_mask) {
 
 namespace {
 // Host-side [P, N] mask of the experts NOT in each pattern.
-Tensor unselected_mask(const std::vector<int64_t>& patterns, int64_t N, DType dt) {
+Tensor unselected_mask(const std::vector<int64_t>& patterns, int64_t N, const Tensor& like) {
   std::vector<float> m(patterns.size() * size_t(N));
   for (size_t p = 0; p < patterns.size(); ++p)
     for (int64_t j = 0; j < N; ++j) m[p * size_t(N) + size_t(j)] = (patterns[p] >> j) & 1 ? 0.f : 1.f;
-  return from_vector(m, {int64_t(patterns.size()), N}, {dt});
+  return from_vector(m, {int64_t(patterns.size()), N}, {like.dtype(), like.device()});
 }
 }  // namespace
 
 Tensor HyperMoEFFN::hyper_expert(const Tensor& x, const Tensor& expert_ids) {
   moe::Patterns pat = moe::selection_patterns(expert_ids, cfg_.n_experts);
   const std::vector<int64_t> patterns = pat.patterns.to_vector_as<int64_t>();
-  AdapterWeights a = hyper_->generate(selection_embedding(unselected_mask(patterns, cfg_.n_experts, x.dtype())), layer_);
+  AdapterWeights a = hyper_->generate(selection_embedding(unselected_mask(patterns, cfg_.n_experts, x)), layer_);
   return moe::hyper_adapter(x, pat.token_pattern, a.w_down, a.b_down, a.w_up, a.b_up);
 }
 
@@ -167,7 +167,7 @@ Tensor HyperMoEFFN::hyper_expert_per_token(const Tensor& x, const Tensor& expert
   std::vector<int64_t> pats(size_t(T), 0);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t j = 0; j < k; ++j) pats[size_t(t)] |= int64_t(1) << ids[size_t(t * k + j)];
-  AdapterWeights a = hyper_->generate(selection_embedding(unselected_mask(pats, N, x.dtype())), layer_);
+  AdapterWeights a = hyper_->generate(selection_embedding(unselected_mask(pats, N, x)), layer_);
   Tensor h = relu(matmul(x.unsqueeze(1), a.w_down).squeeze(1) + a.b_down);  // [T, r]
   return matmul(h.unsqueeze(1), a.w_up).squeeze(1) + a.b_up;
 }

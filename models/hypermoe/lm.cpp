@@ -90,14 +90,14 @@ LmOutput LanguageModel::forward(const Tensor& ids, Generator& noise) {
   const int64_t T = ids.size(1);
   HMOE_CHECK(T >= 1 && T <= cfg_.block_size, "LanguageModel: sequence length ", T, " is outside [1, block_size = ",
              cfg_.block_size, "]");
-  Tensor pos = arange(T);
+  Tensor pos = arange(T, {DType::i64, ids.device()});
   Tensor h = wte_->forward(ids) + wpe_->forward(pos);
   FfnStats stats;
   for (auto& b : blocks_) h = b->forward(h, stats, noise);
   h = ln_f_->forward(h);
   LmOutput out;
   out.logits = linear(h, wte_->weight);  // tied head: h W_te^T
-  out.aux_loss = stats.aux_loss.defined() ? stats.aux_loss : zeros({});
+  out.aux_loss = stats.aux_loss.defined() ? stats.aux_loss : zeros({}, {DType::f32, h.device()});
   out.expert_counts = std::move(stats.expert_counts);
   return out;
 }

@@ -7,9 +7,7 @@
 
 namespace hmoe::nn {
 
-void Module::check_name(const std::string& name) {
-  HMOE_CHECK(!name.empty(), "Module: empty name");
-}
+void Module::check_name(const std::string& name) { HMOE_CHECK(!name.empty(), "Module: empty name"); }
 
 Tensor Module::register_parameter(const std::string& name, Tensor t) {
   check_name(name);
@@ -74,14 +72,42 @@ void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool st
     used.insert(name);
   }
   if (strict)
-    for (auto& [name, t] : state)
-      HMOE_CHECK(used.count(name), "load_state_dict: unexpected key '", name, "'");
+    for (auto& [name, t] : state) HMOE_CHECK(used.count(name), "load_state_dict: unexpected key '", name, "'");
 }
 
 int64_t Module::num_parameters() const {
   int64_t n = 0;
   for (auto& [name, t] : named_parameters()) n += t.numel();
   return n;
+}
+
+void Module::to(Device d) {
+  NoGradGuard ng;
+  std::vector<std::pair<std::string, Tensor>> all;
+  collect("", true, all);
+  for (auto& [n, t] : all)
+    if (t.device() != d) t.set_data(t.detach().to(d));
+}
+
+void Module::to(DType dt) {
+  HMOE_CHECK(is_floating(dt), "Module::to: parameters can only be cast to a floating dtype, got ", dtype_name(dt));
+  NoGradGuard ng;
+  std::vector<std::pair<std::string, Tensor>> all;
+  collect("", true, all);
+  for (auto& [n, t] : all)
+    if (is_floating(t.dtype()) && t.dtype() != dt) t.set_data(t.detach().to(dt));
+}
+
+Device Module::device() const {
+  std::vector<std::pair<std::string, Tensor>> all;
+  collect("", true, all);
+  return all.empty() ? Device::cpu() : all.front().second.device();
+}
+
+DType Module::dtype() const {
+  for (const auto& [n, p] : named_parameters())
+    if (is_floating(p.dtype())) return p.dtype();
+  return DType::f32;
 }
 
 void Module::zero_grad() {

@@ -39,6 +39,14 @@ class Module {
   int64_t num_parameters() const;
   void zero_grad();
 
+  // Moves every parameter and buffer to d, or casts the floating ones to dt, in place:
+  // the tensors keep their identity (fields and optimizers holding them see the new
+  // data); gradients are dropped. Build an optimizer after these calls.
+  void to(Device d);
+  void to(DType dt);
+  Device device() const;  // of the first parameter or buffer (cpu if none)
+  DType dtype() const;    // of the first floating parameter (f32 if none)
+
   void train(bool on = true);
   void eval() { train(false); }
   bool is_training() const { return training_; }

@@ -1,12 +1,13 @@
 // SGD, AdamW, the LR schedule and clipping: fused loops over each parameter's data.
 #include "models/optim/optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/grad_mode.h"
-#include "engine/thread_pool.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"
+#include "ops/optim.h"
 
 namespace hmoe::optim {
 
@@ -14,31 +15,44 @@ namespace {
 DType state_dtype(const Tensor& p) { return p.dtype() == DType::f64 ? DType::f64 : DType::f32; }
 
 void check_param(const Tensor& p) {
-  HMOE_CHECK(p.defined() && p.device().is_cpu() && p.is_contiguous() && is_floating(p.dtype()),
-             "optimizer: parameters must be contiguous floating cpu tensors, got ", p.meta_str());
+  HMOE_CHECK(p.defined() && p.is_contiguous() && is_floating(p.dtype()),
+             "optimizer: parameters must be contiguous floating tensors, got ",
+             p.defined() ? p.meta_str() : "undefined");
 }
 
-// fn(p, g, i) over elements of param and grad (grad converted to the state dtype).
-template <typename S, typename Fn>
-void for_each(const Tensor& p, const Tensor& g, Fn&& fn) {
-  const Tensor gc = g.to(dtype_of<S>::value).contiguous();
-  const S* gp = gc.data_ptr<S>();
-  detail::dispatch_float(p.dtype(), "optimizer", [&]<typename T>() {
-    T* pp = p.data_ptr<T>();
-    parallel_for(p.numel(), 1 << 14, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        S x = S(compute_t<T>(pp[i]));
-        fn(x, gp[i], i);
-        pp[i] = T(compute_t<T>(x));
-      }
-    });
-  });
-  p.storage()->bump_version();
+// The f32 master copy of a bf16/f16 parameter (undefined for f32/f64 parameters, which
+// are their own master weights).
+Tensor make_master(const Tensor& p) {
+  return p.dtype() == state_dtype(p) ? Tensor() : p.detach().to(DType::f32).contiguous();
+}
+
+Tensor state_like(const Tensor& p) { return zeros(p.shape(), {state_dtype(p), p.device()}); }
+
+// A gradient the update kernels can read: contiguous, on the parameter's device.
+Tensor grad_of(const Tensor& p) {
+  const Tensor& g = p.grad();
+  HMOE_CHECK(g.device() == p.device(), "optimizer: gradient on ", g.device().str(), " for a parameter on ",
+             p.device().str());
+  return g.contiguous();
 }
 }  // namespace
 
 Optimizer::Optimizer(std::vector<Tensor> params) : params_(std::move(params)) {
-  for (const Tensor& p : params_) check_param(p);
+  for (const Tensor& p : params_) {
+    check_param(p);
+    masters_.push_back(make_master(p));
+  }
+}
+
+void Optimizer::append_master_state(std::vector<std::pair<std::string, Tensor>>& s) const {
+  for (size_t k = 0; k < masters_.size(); ++k)
+    if (masters_[k].defined()) s.emplace_back(std::to_string(k) + ".master", masters_[k]);
+}
+
+size_t Optimizer::master_state_count() const {
+  size_t n = 0;
+  for (const Tensor& m : masters_) n += m.defined();
+  return n;
 }
 
 void Optimizer::zero_grad() {
@@ -49,29 +63,17 @@ SGD::SGD(std::vector<Tensor> params, SGDOptions o) : Optimizer(std::move(params)
   HMOE_CHECK(o.lr >= 0 && o.momentum >= 0 && o.weight_decay >= 0, "SGD: bad options");
   HMOE_CHECK(!o.nesterov || (o.momentum > 0 && o.dampening == 0), "SGD: nesterov needs momentum and no dampening");
   lr_ = o.lr;
-  for (const Tensor& p : params_) buf_.push_back(zeros(p.shape(), {state_dtype(p)}));
+  for (const Tensor& p : params_) buf_.push_back(state_like(p));
 }
 
 void SGD::step() {
   NoGradGuard ng;
-  const bool first = steps_ == 0;
+  const SGDStep s{lr_, o_.momentum, o_.dampening, o_.weight_decay, o_.nesterov, steps_ == 0};
   for (size_t k = 0; k < params_.size(); ++k) {
     const Tensor& p = params_[k];
     if (!p.grad().defined()) continue;
-    auto run = [&]<typename S>() {
-      S* b = buf_[k].data_ptr<S>();
-      const S lr = S(lr_), mu = S(o_.momentum), damp = S(o_.dampening), wd = S(o_.weight_decay);
-      for_each<S>(p, p.grad(), [&](S& x, S g, int64_t i) {
-        g += wd * x;
-        if (mu != 0) {
-          b[i] = first ? g : mu * b[i] + (1 - damp) * g;
-          g = o_.nesterov ? g + mu * b[i] : b[i];
-        }
-        x -= lr * g;
-      });
-    };
-    if (state_dtype(p) == DType::f64) run.template operator()<double>();
-    else run.template operator()<float>();
+    const bool copy = masters_[k].defined();
+    sgd_update_(copy ? masters_[k] : p, buf_[k], grad_of(p), copy ? p : Tensor(), s);
   }
   ++steps_;
 }
@@ -79,6 +81,7 @@ void SGD::step() {
 std::vector<std::pair<std::string, Tensor>> SGD::state_tensors() const {
   std::vector<std::pair<std::string, Tensor>> s;
   for (size_t k = 0; k < buf_.size(); ++k) s.emplace_back(std::to_string(k) + ".momentum", buf_[k]);
+  append_master_state(s);
   return s;
 }
 
@@ -96,46 +99,45 @@ void load_named(const std::vector<std::pair<std::string, Tensor>>& state, const 
 }
 }  // namespace
 
+void Optimizer::load_master_state(const std::vector<std::pair<std::string, Tensor>>& state) {
+  for (size_t k = 0; k < masters_.size(); ++k)
+    if (masters_[k].defined()) {
+      load_named(state, std::to_string(k) + ".master", masters_[k]);
+      NoGradGuard ng;
+      params_[k].copy_(masters_[k]);  // the low-precision copy follows its master
+    }
+}
+
 void SGD::load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t steps) {
-  HMOE_CHECK(state.size() == buf_.size(), "optimizer state: ", state.size(), " tensors for ", buf_.size(),
-             " parameters");
+  HMOE_CHECK(state.size() == buf_.size() + master_state_count(), "optimizer state: ", state.size(), " tensors for ",
+             buf_.size(), " parameters");
   for (size_t k = 0; k < buf_.size(); ++k) load_named(state, std::to_string(k) + ".momentum", buf_[k]);
+  load_master_state(state);
+  HMOE_CHECK(steps >= 0, "optimizer state: negative step count");
   steps_ = steps;
 }
 
 AdamW::AdamW(std::vector<Tensor> params, AdamWOptions o) : Optimizer(std::move(params)), o_(o) {
-  HMOE_CHECK(o.lr >= 0 && o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1 && o.eps > 0 &&
-                 o.weight_decay >= 0,
-             "AdamW: bad options (lr >= 0, betas in [0, 1), eps > 0, weight_decay >= 0)");
+  HMOE_CHECK(
+      o.lr >= 0 && o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1 && o.eps > 0 && o.weight_decay >= 0,
+      "AdamW: bad options (lr >= 0, betas in [0, 1), eps > 0, weight_decay >= 0)");
   lr_ = o.lr;
   for (const Tensor& p : params_) {
-    m_.push_back(zeros(p.shape(), {state_dtype(p)}));
-    v_.push_back(zeros(p.shape(), {state_dtype(p)}));
+    m_.push_back(state_like(p));
+    v_.push_back(state_like(p));
   }
 }
 
 void AdamW::step() {
   NoGradGuard ng;
-  const int64_t t = steps_ + 1;
-  const double bc1 = 1 - std::pow(o_.beta1, double(t)), bc2 = 1 - std::pow(o_.beta2, double(t));
+  const AdamWStep s{lr_, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, steps_ + 1};
   for (size_t k = 0; k < params_.size(); ++k) {
     const Tensor& p = params_[k];
     if (!p.grad().defined()) continue;
-    auto run = [&]<typename S>() {
-      S* m = m_[k].data_ptr<S>();
-      S* v = v_[k].data_ptr<S>();
-      const S b1 = S(o_.beta1), b2 = S(o_.beta2), eps = S(o_.eps), decay = S(1 - lr_ * o_.weight_decay);
-      const S step_size = S(lr_ / bc1), rbc2 = S(1 / std::sqrt(bc2));
-      for_each<S>(p, p.grad(), [&](S& x, S g, int64_t i) {
-        m[i] = b1 * m[i] + (1 - b1) * g;
-        v[i] = b2 * v[i] + (1 - b2) * g * g;
-        x = x * decay - step_size * m[i] / (std::sqrt(v[i]) * rbc2 + eps);
-      });
-    };
-    if (state_dtype(p) == DType::f64) run.template operator()<double>();
-    else run.template operator()<float>();
+    const bool copy = masters_[k].defined();
+    adamw_update_(copy ? masters_[k] : p, m_[k], v_[k], grad_of(p), copy ? p : Tensor(), s);
   }
-  steps_ = t;
+  steps_ = s.step;
 }
 
 std::vector<std::pair<std::string, Tensor>> AdamW::state_tensors() const {
@@ -144,16 +146,18 @@ std::vector<std::pair<std::string, Tensor>> AdamW::state_tensors() const {
     s.emplace_back(std::to_string(k) + ".exp_avg", m_[k]);
     s.emplace_back(std::to_string(k) + ".exp_avg_sq", v_[k]);
   }
+  append_master_state(s);
   return s;
 }
 
 void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t steps) {
-  HMOE_CHECK(state.size() == 2 * m_.size(), "optimizer state: ", state.size(), " tensors for ", m_.size(),
-             " parameters");
+  HMOE_CHECK(state.size() == 2 * m_.size() + master_state_count(), "optimizer state: ", state.size(), " tensors for ",
+             m_.size(), " parameters");
   for (size_t k = 0; k < m_.size(); ++k) {
     load_named(state, std::to_string(k) + ".exp_avg", m_[k]);
     load_named(state, std::to_string(k) + ".exp_avg_sq", v_[k]);
   }
+  load_master_state(state);
   HMOE_CHECK(steps >= 0, "optimizer state: negative step count");
   steps_ = steps;
 }
@@ -168,11 +172,19 @@ double warmup_cosine_lr(int64_t step, int64_t warmup, int64_t total, double lr, 
 double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
   HMOE_CHECK(max_norm > 0, "clip_grad_norm_: max_norm must be positive, got ", max_norm);
   NoGradGuard ng;
-  double total = 0;
+  // Per device, the f64 sums of squares in parameter order; one host read per device.
+  std::vector<std::pair<Device, Tensor>> totals;
   for (const Tensor& p : params) {
     if (!p.grad().defined()) continue;
-    for (double g : p.grad().to_vector()) total += g * g;
+    const Tensor ss = sum_squares(p.grad());
+    auto it = std::find_if(totals.begin(), totals.end(), [&](const auto& t) { return t.first == ss.device(); });
+    if (it == totals.end())
+      totals.emplace_back(ss.device(), ss);
+    else
+      it->second = it->second + ss;
   }
+  double total = 0;
+  for (const auto& [d, t] : totals) total += t.item();
   const double norm = std::sqrt(total);
   if (norm > max_norm) {
     const double scale = max_norm / (norm + 1e-6);

@@ -1,6 +1,7 @@
 // Optimisers (SGD with momentum, AdamW), learning-rate schedules and global-norm
-// clipping. Updates run in place under no-grad; state is exposed as named tensors so
-// checkpoints can save and restore it exactly.
+// clipping, on any device (the fused updates of ops/optim.h). Updates run in place
+// under no-grad; bf16/f16 parameters get f32 master weights; state is exposed as named
+// tensors so checkpoints can save and restore it exactly.
 #pragma once
 
 #include <string>
@@ -25,7 +26,15 @@ class Optimizer {
   virtual void load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t steps) = 0;
 
  protected:
+  // "<index>.master" entries for the parameters that have master weights.
+  void append_master_state(std::vector<std::pair<std::string, Tensor>>& s) const;
+  void load_master_state(const std::vector<std::pair<std::string, Tensor>>& state);
+  size_t master_state_count() const;
+
   std::vector<Tensor> params_;
+  // f32 master weights of bf16/f16 parameters (undefined where the parameter is f32/f64):
+  // updates run on the master, the parameter receives its rounded copy.
+  std::vector<Tensor> masters_;
   double lr_ = 1e-3;
   int64_t steps_ = 0;
 };
@@ -52,7 +61,7 @@ struct AdamWOptions {
 };
 
 // AdamW (Loshchilov & Hutter): decoupled decay p -= lr*wd*p, bias-corrected moments
-// kept in f32 (f64 for f64 parameters).
+// kept in f32 (f64 for f64 parameters), one fused kernel per parameter on its device.
 class AdamW final : public Optimizer {
  public:
   AdamW(std::vector<Tensor> params, AdamWOptions o);

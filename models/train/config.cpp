@@ -8,6 +8,7 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "engine/device.h"
 #include "engine/error.h"
 
 namespace hmoe::train {
@@ -18,13 +19,13 @@ namespace {
 
 #define HMOE_FIELDS_MODEL(X)                                                                                        \
   X(preset) X(ffn) X(moe_every) X(n_layer) X(d_model) X(n_head) X(d_ff) X(block_size) X(vocab_size) X(dropout)    \
-  X(n_experts) X(top_k) X(router) X(renormalize) X(noisy) X(capacity_factor) X(jitter) X(aux_cv_coef)             \
+  X(dtype) X(n_experts) X(top_k) X(router) X(renormalize) X(noisy) X(capacity_factor) X(jitter) X(aux_cv_coef)    \
   X(aux_lb_coef) X(aux_z_coef) X(expert_emb_dim) X(selection_hidden) X(hyper_in) X(hyper_hidden) X(layer_emb_dim) \
   X(adapter_rank)
 #define HMOE_FIELDS_DATA(X) X(text) X(tokens) X(token_width) X(val_fraction)
 #define HMOE_FIELDS_TRAIN(X)                                                                                       \
   X(steps) X(batch_size) X(grad_accum) X(lr) X(min_lr) X(warmup) X(weight_decay) X(beta1) X(beta2) X(eps) X(clip) \
-  X(eval_every) X(eval_batches) X(log_every) X(checkpoint_every) X(seed) X(threads) X(out_dir)
+  X(eval_every) X(eval_batches) X(log_every) X(checkpoint_every) X(seed) X(threads) X(device) X(out_dir)
 
 json to_json(const Config& c) {
   json j;
@@ -222,6 +223,8 @@ void validate(const Config& c) {
              m.n_experts, "]");
   HMOE_CHECK(m.router != "switch" || m.top_k == 1, "config: the switch router is top-1; set model.top_k = 1");
   HMOE_CHECK(m.dropout >= 0 && m.dropout < 1, "config: model.dropout must be in [0, 1)");
+  HMOE_CHECK(m.dtype == "f32" || m.dtype == "bf16" || m.dtype == "f16", "config: model.dtype must be f32, bf16 or ",
+             "f16, got '", m.dtype, "'");
   HMOE_CHECK(m.capacity_factor >= 0, "config: model.capacity_factor must be >= 0 (0 = dropless)");
   HMOE_CHECK(m.adapter_rank >= 1 && m.expert_emb_dim >= 1 && m.selection_hidden >= 1 && m.hyper_in >= 1 &&
                  m.hyper_hidden >= 1 && m.layer_emb_dim >= 1,
@@ -236,6 +239,11 @@ void validate(const Config& c) {
                  t.weight_decay >= 0,
              "config: bad optimiser settings (betas in [0, 1), eps > 0, clip >= 0, weight_decay >= 0)");
   HMOE_CHECK(t.threads >= 0, "config: train.threads must be >= 0");
+  try {
+    (void)parse_device(t.device);
+  } catch (const Error& e) {
+    HMOE_FAIL("config: train.device: ", e.what());
+  }
   HMOE_CHECK(c.data.token_width == 2 || c.data.token_width == 4, "config: data.token_width must be 2 or 4");
   HMOE_CHECK(c.data.val_fraction > 0 && c.data.val_fraction < 1, "config: data.val_fraction must be in (0, 1)");
   HMOE_CHECK(c.data.tokens.empty() || c.data.text.empty(), "config: give data.text or data.tokens, not both");

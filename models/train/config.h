@@ -16,6 +16,7 @@ struct ModelConfig {
   int64_t n_layer = 4, d_model = 128, n_head = 4, d_ff = 512, block_size = 128;
   int64_t vocab_size = 256;  // set from the data
   double dropout = 0.0;
+  std::string dtype = "f32";  // f32 | bf16 | f16: parameters and activations (bf16/f16 keep f32 master weights)
   // MoE
   int64_t n_experts = 8, top_k = 1;
   std::string router = "topk";       // topk (softmax top-k, noisy in training) | switch
@@ -43,6 +44,7 @@ struct OptimConfig {
   double weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, clip = 1.0;
   int64_t eval_every = 100, eval_batches = 8, log_every = 10, checkpoint_every = 0;
   int64_t seed = 1337, threads = 0;  // threads 0: all cores
+  std::string device = "cpu";        // cpu | cuda | cuda:N
   std::string out_dir = "runs/hmoe";
 };
 

@@ -45,11 +45,25 @@ Data load_data(const Config& c) {
   return {std::move(tr), std::move(va)};
 }
 
+DType model_dtype(const Config& c) {
+  return c.model.dtype == "bf16" ? DType::bf16 : c.model.dtype == "f16" ? DType::f16 : DType::f32;
+}
+
+// The model in the config's precision on the config's device (parameters are created
+// in f32 on the CPU from the seed, so every device and precision starts from the same
+// weights, rounded).
+void place_model(model::LanguageModel& m, const Config& c) {
+  if (model_dtype(c) != DType::f32) m.to(model_dtype(c));
+  m.to(parse_device(c.train.device));
+}
+
 double lm_loss_value(model::LanguageModel& m, const data::Batch& b, Generator& noise, Tensor* loss_out, Tensor* aux_out,
                      std::vector<std::vector<int64_t>>* counts) {
-  model::LmOutput out = m.forward(b.inputs, noise);
+  const Device dev = m.device();
+  model::LmOutput out = m.forward(b.inputs.to(dev), noise);
   const int64_t V = out.logits.size(2);
-  Tensor lm = cross_entropy(out.logits.reshape({-1, V}), b.targets.reshape({-1}));
+  // The loss in f32 whatever the model's precision.
+  Tensor lm = cross_entropy(out.logits.reshape({-1, V}).to(DType::f32), b.targets.to(dev).reshape({-1}));
   if (loss_out) *loss_out = lm;
   if (aux_out) *aux_out = out.aux_loss;
   if (counts) *counts = std::move(out.expert_counts);
@@ -161,6 +175,7 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
   fs::create_directories(out_dir);
 
   model::LanguageModel m(cfg.model, uint64_t(cfg.train.seed));
+  place_model(m, cfg);
   m.train();
   std::vector<Tensor> p_decay, p_plain;
   for (auto& [name, p] : m.named_parameters()) (decays(name, p) ? p_decay : p_plain).push_back(p);
@@ -181,7 +196,8 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
   if (opts.resume && fs::exists(ckpt_dir / kStateFile)) {
     const Config saved = checkpoint_config(ckpt_dir);
     Config a = saved, b = cfg;
-    a.train.steps = b.train.steps = 0;  // extending the run is allowed
+    a.train.steps = b.train.steps = 0;  // extending the run is allowed, and on another device
+    a.train.device = b.train.device = "cpu";
     HMOE_CHECK(config_to_json(a) == config_to_json(b), "resume: the checkpoint in '", ckpt_dir.string(),
                "' was written with a different config");
     load_weights(m, ckpt_dir / kModelFile);
@@ -310,6 +326,7 @@ EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::vec
   HMOE_CHECK(ds.vocab_size() <= cfg.model.vocab_size, "eval: the data's vocabulary (", ds.vocab_size(),
              ") is larger than the model's (", cfg.model.vocab_size, ")");
   model::LanguageModel m(cfg.model, 0);
+  place_model(m, cfg);
   load_weights(m, fs::path(checkpoint_dir) / kModelFile);
   EvalResult r;
   r.loss = evaluate(m, ds, cfg.model.block_size, cfg.train.batch_size, max_batches, &r.tokens);
@@ -323,6 +340,7 @@ std::string generate_text(const std::string& checkpoint_dir, const GenerateOptio
              "has ", cfg.model.vocab_size, " tokens");
   HMOE_CHECK(o.temperature >= 0, "generate: temperature must be >= 0");
   model::LanguageModel m(cfg.model, 0);
+  place_model(m, cfg);
   load_weights(m, fs::path(checkpoint_dir) / kModelFile);
   m.eval();
   NoGradGuard ng;
@@ -334,7 +352,7 @@ std::string generate_text(const std::string& checkpoint_dir, const GenerateOptio
   for (int64_t i = 0; i < o.max_tokens; ++i) {
     const int64_t start = std::max<int64_t>(0, int64_t(ctx.size()) - cfg.model.block_size);
     std::vector<int64_t> window(ctx.begin() + start, ctx.end());
-    Tensor ids = from_vector(window, {1, int64_t(window.size())});
+    Tensor ids = from_vector(window, {1, int64_t(window.size())}).to(m.device());
     Tensor logits = m.forward(ids, unused).logits.select(0, 0).select(0, -1).to(DType::f64);  // [V]
     std::vector<double> l = logits.to_vector();
     int64_t next = 0;

@@ -13,6 +13,7 @@ void register_matmul_cpu();       // ops/cpu/matmul.cpp
 void register_attention_cpu();    // ops/cpu/attention.cpp
 void register_index_cpu();        // ops/cpu/index.cpp
 void register_sort_cpu();         // ops/cpu/sort.cpp
+void register_optim_cpu();        // ops/cpu/optim.cpp
 void register_moe_cpu();          // ops/moe/cpu/register_moe.cpp
 }  // namespace cpu
 
@@ -27,6 +28,7 @@ void register_cpu_kernels() {
   cpu::register_attention_cpu();
   cpu::register_index_cpu();
   cpu::register_sort_cpu();
+  cpu::register_optim_cpu();
   cpu::register_moe_cpu();
 }
 

@@ -14,6 +14,7 @@ void register_norm_cuda();         // ops/cuda/norm.cu
 void register_index_cuda();        // ops/cuda/index.cu
 void register_sort_cuda();         // ops/cuda/sort.cu
 void register_attention_cuda();    // ops/cuda/attention.cu (attention and dropout)
+void register_optim_cuda();        // ops/cuda/optim.cu (AdamW, SGD, sum of squares)
 void register_moe_cuda();          // ops/moe/cuda/register_moe.cpp (router, dispatch, grouped GEMM)
 }  // namespace cuda
 
@@ -28,6 +29,7 @@ void register_cuda_kernels() {
   cuda::register_index_cuda();
   cuda::register_sort_cuda();
   cuda::register_attention_cuda();
+  cuda::register_optim_cuda();
   cuda::register_moe_cuda();
 }
 

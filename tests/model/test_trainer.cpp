@@ -4,53 +4,14 @@
 #include <fstream>
 
 #include "models/train/trainer.h"
+#include "tests/model/trainer_test_util.h"
 #include "tests/test_util.h"
 
 using namespace hmoe;
 namespace fs = std::filesystem;
 
-namespace {
-fs::path scratch(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("hmoe_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-
-// A small text with structure to learn.
-fs::path write_corpus(const fs::path& dir) {
-  std::ofstream f(dir / "corpus.txt");
-  for (int i = 0; i < 400; ++i) f << "the quick brown fox jumps over the lazy dog " << (i % 7) << "\n";
-  return dir / "corpus.txt";
-}
-
-train::Config tiny(const fs::path& dir, const std::string& ffn) {
-  train::Config c = train::load_config("", {});
-  c.model.ffn = ffn;
-  c.model.n_layer = 2;
-  c.model.d_model = 32;
-  c.model.n_head = 2;
-  c.model.d_ff = 64;
-  c.model.block_size = 16;
-  c.model.n_experts = 4;
-  c.model.top_k = 2;
-  c.model.expert_emb_dim = 8;
-  c.model.selection_hidden = 8;
-  c.model.hyper_in = 8;
-  c.model.hyper_hidden = 8;
-  c.model.adapter_rank = 4;
-  c.data.text = {write_corpus(dir).string()};
-  c.data.val_fraction = 0.1;
-  c.train.batch_size = 4;
-  c.train.steps = 8;
-  c.train.warmup = 2;
-  c.train.eval_every = 4;
-  c.train.eval_batches = 2;
-  c.train.lr = 3e-3;
-  c.train.out_dir = (dir / "run").string();
-  return c;
-}
-}  // namespace
+using hmoe::testing::scratch;
+using hmoe::testing::tiny;
 
 TEST(Trainer, ResumeIsBitExact) {
   fs::path dir = scratch("resume");
@@ -161,4 +122,41 @@ TEST(Trainer, BadConfigsAndCheckpoints) {
   q.resume = true;
   EXPECT_HMOE_ERROR(train::run_training(c, q), "different config");
   fs::remove_all(dir);
+}
+
+// A bf16 model (f32 master weights in the optimizer state): the loss falls, and resume
+// is bit-exact because the checkpoint carries the masters.
+TEST(Trainer, Bf16ModelTrainsAndResumesExactly) {
+  fs::path dir = scratch("bf16");
+  train::Config c = tiny(dir, "moe");
+  c.model.dtype = "bf16";
+  c.train.steps = 30;
+  c.train.eval_every = 0;
+  train::RunOptions q;
+  q.quiet = true;
+  const auto r = train::run_training(c, q);
+  double first = 0, last = 0;
+  for (int i = 0; i < 5; ++i) first += r.train_losses[size_t(i)] / 5, last += r.train_losses[r.train_losses.size() - 1 - size_t(i)] / 5;
+  EXPECT_LT(last, first - 0.5);
+  const auto ev = train::evaluate_checkpoint((fs::path(c.train.out_dir) / "checkpoint").string(), c.data.text, "", 0, 2);
+  EXPECT_TRUE(std::isfinite(ev.loss));
+
+  c.train.steps = 6;
+  c.train.out_dir = (dir / "a").string();
+  const auto straight = train::run_training(c, q);
+  c.train.out_dir = (dir / "b").string();
+  q.stop_at = 3;
+  const auto part1 = train::run_training(c, q);
+  q.stop_at = -1;
+  q.resume = true;
+  const auto part2 = train::run_training(c, q);
+  ASSERT_EQ(part2.train_losses.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(part2.train_losses[i], straight.train_losses[3 + i]) << i;
+  fs::remove_all(dir);
+}
+
+TEST(Trainer, DtypeAndDeviceConfigErrors) {
+  EXPECT_HMOE_ERROR(train::load_config("", {"model.dtype=f8"}), "model.dtype");
+  EXPECT_HMOE_ERROR(train::load_config("", {"train.device=tpu"}), "train.device");
+  EXPECT_EQ(train::load_config("", {"train.device=cuda:1"}).train.device, "cuda:1");
 }

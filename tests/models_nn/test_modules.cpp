@@ -73,3 +73,26 @@ TEST(Modules, LayersMatchOps) {
   expect_close(rms.forward(x), rms_norm(x, ones({5})), 0);
   EXPECT_HMOE_ERROR(nn::Linear(0, 3, true, g), "positive");
 }
+
+// to(dtype) casts in place: the module's fields and its parameter list are the same
+// tensors before and after, gradients are dropped, requires_grad is kept.
+TEST(Modules, ToDtypeKeepsIdentity) {
+  Generator gen(3);
+  nn::MLP m(4, 8, 2, gen);
+  const Tensor w = m.fc->weight;
+  const Tensor before = w.clone();
+  sum(m.forward(rand_t({3, 4}, 1, -1, 1, DType::f32))).backward();
+  ASSERT_TRUE(w.grad().defined());
+  m.to(DType::bf16);
+  EXPECT_EQ(m.dtype(), DType::bf16);
+  EXPECT_TRUE(w.is_same(m.fc->weight));
+  EXPECT_EQ(w.dtype(), DType::bf16);
+  EXPECT_TRUE(w.requires_grad());
+  EXPECT_FALSE(w.grad().defined());
+  for (const auto& [n, p] : m.named_parameters()) EXPECT_EQ(p.dtype(), DType::bf16) << n;
+  expect_close(w.to(DType::f64), before.to(DType::bf16).to(DType::f64), 0);
+  EXPECT_EQ(m.device(), Device::cpu());
+  m.to(Device::cpu());  // already there: a no-op
+  EXPECT_TRUE(w.is_same(m.fc->weight));
+  EXPECT_HMOE_ERROR(m.to(DType::i32), "floating dtype");
+}
