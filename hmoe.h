@@ -13,6 +13,7 @@
 #include "ops/index.h"
 #include "ops/matmul.h"
 #include "ops/nn.h"
+#include "ops/optim.h"
 #include "ops/reduce.h"
 #include "ops/sort.h"
 #include "ops/view.h"

@@ -50,7 +50,8 @@ struct Case {
   std::function<std::vector<Tensor>(DType dt, uint64_t seed, bool quick)> inputs;
   CaseFn run;
   std::vector<DType> dtypes;
-  bool exact = false;  // integer results or bit-exact by contract (masks, indices)
+  bool exact = false;         // integer results or bit-exact by contract (masks, indices)
+  bool outputs_only = false;  // several outputs, no input gradients (in-place updates)
 };
 
 Tensor rnd(const Shape& s, uint64_t seed, DType dt, double lo = -2, double hi = 2) {
@@ -89,6 +90,11 @@ CaseFn differentiable(std::function<Tensor(const std::vector<Tensor>&)> f) {
 }
 CaseFn forward_only(std::function<std::vector<Tensor>(const std::vector<Tensor>&)> f) {
   return [f](const std::vector<Tensor>& in, Device dev) { return f(to_dev(in, dev, false)); };
+}
+
+std::string output_label(const Case& cs, size_t i) {
+  if (i == 0) return "out";
+  return cs.exact || cs.outputs_only ? "out" + std::to_string(i) : "grad" + std::to_string(i - 1);
 }
 
 std::vector<Case> cases() {
@@ -178,6 +184,30 @@ std::vector<Case> cases() {
                  return std::vector<Tensor>{rnd(sh, s, dt, -1, 1), rnd(sh, s + 1, dt, -1, 1), rnd(sh, s + 2, dt, -1, 1)};
                },
                differentiable([](const std::vector<Tensor>& x) { return causal_attention(x[0], x[1], x[2]); }), fl});
+  c.push_back({"adamw_update",
+               [&](DType dt, uint64_t s, bool q) {
+                 const int64_t n = q ? 1001 : (int64_t(1) << 22) + 3;
+                 return std::vector<Tensor>{rnd({n}, s, DType::f32, -1, 1), rnd({n}, s + 1, DType::f32, -0.1, 0.1),
+                                            rnd({n}, s + 2, DType::f32, 1e-4, 1e-2), rnd({n}, s + 3, dt, -1, 1),
+                                            rnd({n}, s + 4, dt)};
+               },
+               forward_only([](const std::vector<Tensor>& x) {
+                 // In place on fresh copies: the f32 master, both moments, and the dt copy.
+                 std::vector<Tensor> t;
+                 for (const Tensor& v : x) t.push_back(v.clone());
+                 AdamWStep st;
+                 st.lr = 1e-2;
+                 st.weight_decay = 0.1;
+                 st.step = 5;
+                 const bool copy = t[4].dtype() != DType::f32;
+                 adamw_update_(t[0], t[1], t[2], t[3], copy ? t[4] : Tensor(), st);
+                 return copy ? std::vector<Tensor>{t[0], t[1], t[2], t[4]} : std::vector<Tensor>{t[0], t[1], t[2]};
+               }),
+               fl, false, true});
+  c.push_back({"sum_squares",
+               [&](DType dt, uint64_t s, bool q) { return std::vector<Tensor>{rnd({q ? 5000 : (1 << 24) + 7}, s, dt)}; },
+               forward_only([](const std::vector<Tensor>& x) { return std::vector<Tensor>{sum_squares(x[0])}; }),
+               fl, false, true});
   return c;
 }
 
@@ -215,7 +245,7 @@ int run_selftest(const SelftestOptions& o) {
         failures += ok ? 0 : 1;
         ++checks;
         std::printf("%-18s %-5s %-7s %12.3e %10.1e  %s\n", cs.name.c_str(), std::string(dtype_name(dt)).c_str(),
-                    i == 0 ? "out" : ((cs.exact ? "out" : "grad") + std::to_string(cs.exact ? i : i - 1)).c_str(), err, bound, ok ? "pass" : "FAIL");
+                    output_label(cs, i).c_str(), err, bound, ok ? "pass" : "FAIL");
       }
     }
   }
