@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "engine/device.h"
+#include "engine/memory/caching_allocator.h"
 
 namespace hmoe {
 
@@ -26,6 +27,13 @@ class Allocator {
 Allocator& allocator_for(DeviceType t);
 // Backends register themselves once (part of the dispatch registry).
 void register_allocator(DeviceType t, Allocator* a);
+
+// CPU blocks of at least this many bytes are recycled through a caching pool (the
+// CachingAllocator of the CUDA backend, over host memory) instead of going back to the
+// system; HMOE_CPU_CACHE=0 (read once) sends every block to malloc/free instead.
+inline constexpr size_t kCpuCacheMin = size_t(1) << 20;
+memory::AllocatorStats cpu_cache_stats();
+void cpu_empty_cache();  // returns the pool's wholly free segments to the system
 
 class Storage {
  public:

@@ -10,6 +10,7 @@
 #include "engine/thread_pool.h"
 #include "ops/attention_kernels.h"
 #include "ops/cpu/fast_math.h"
+#include "ops/cpu/row_simd.h"
 #include "ops/dispatch.h"
 
 namespace hmoe {
@@ -74,17 +75,6 @@ void scatter(const C* src, int64_t r0, int64_t r1, int64_t D, Head<T> dst) {
 constexpr int kLanes = 16;
 
 template <typename C>
-C row_max(const C* x, int64_t n) {
-  C part[kLanes];
-  std::fill(part, part + kLanes, x[0]);
-  int64_t j = 0;
-  for (; j + kLanes <= n; j += kLanes)
-    for (int l = 0; l < kLanes; ++l) part[l] = x[j + l] > part[l] ? x[j + l] : part[l];
-  for (; j < n; ++j) part[0] = std::max(part[0], x[j]);
-  return *std::max_element(part, part + kLanes);
-}
-
-template <typename C>
 C row_sum(const C* x, int64_t n) {
   C part[kLanes] = {};
   int64_t j = 0;
@@ -119,7 +109,7 @@ void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, double sca
       for (int64_t r = 0; r < nq; ++r) {
         C* row = s.data() + r * nk;
         const int64_t n_valid = i0 + r + 1;  // keys 0..i
-        const C mx = row_max(row, n_valid);
+        const C mx = row_max_value<C>(row, n_valid);
         for (int64_t j = 0; j < n_valid; ++j) row[j] = exp_<C>(row[j] - mx);
         const C sum = row_sum(row, n_valid);
         const C inv = C(1) / sum;

@@ -13,7 +13,10 @@ namespace hmoe::ops::cpu {
 // exp(x) for |x| <= 88: range reduction to [-ln2/2, ln2/2] (Cody-Waite), a degree-6
 // polynomial, and 2^k assembled in the exponent bits.
 inline float expf_core(float x) {
-  const float k = std::nearbyint(x * 1.44269504088896341f);
+  // Round to nearest by the 1.5 * 2^23 shifter (std::nearbyint is a library call that
+  // stops the loop from vectorising); exact for |x * log2(e)| < 2^22.
+  constexpr float kShift = 12582912.0f;
+  const float k = (x * 1.44269504088896341f + kShift) - kShift;
   const float r = x - k * 0.693359375f - k * -2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;

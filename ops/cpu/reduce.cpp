@@ -57,7 +57,7 @@ std::pair<compute_t<T>, int64_t> arg_extreme_row(const T* x, int64_t n, bool is_
 template <typename T>
 std::pair<compute_t<T>, compute_t<T>> lse_parts_row(const T* x, int64_t n) {
   using C = compute_t<T>;
-  const C m = n > 0 ? row_arg_extreme<true, C>(x, n).first : -std::numeric_limits<C>::infinity();
+  const C m = row_max_value<C>(x, n);
   if (!std::isfinite(m)) return {m, C(1)};
   C part[kLanes] = {};
   int64_t r = 0;

@@ -92,6 +92,60 @@ std::pair<C, int64_t> row_arg_extreme(const T* x, int64_t n) {
   return {best, at};
 }
 
+// 32 bytes of C (one AVX register: 8 floats / 4 doubles). GCC lowers these vectors
+// more tightly than the 64-byte ones on targets that prefer 256-bit operations.
+template <typename C>
+struct Vec32Of {
+  typedef C type __attribute__((vector_size(32)));
+  typedef lane_int_t<C> mask __attribute__((vector_size(32)));
+};
+
+// The maximum of x[0, n) in C; NaN if any element is NaN; -inf for n == 0. Two vector
+// accumulators plus NaN masks (a "greater or NaN" select does not vectorise as well),
+// then the lanes; the maximum does not depend on the order.
+template <typename C, typename T>
+C row_max_value(const T* x, int64_t n) {
+  using V = typename Vec32Of<C>::type;
+  using M = typename Vec32Of<C>::mask;
+  constexpr int W = int(32 / sizeof(C));
+  if (n <= 0) return -std::numeric_limits<C>::infinity();
+  C m = C(x[0]);
+  bool any_nan = false;
+  int64_t r = 0;
+  if (n >= 2 * W) {
+    auto load = [&](V& v, int64_t at) {
+      if constexpr (std::is_same_v<C, T>) std::memcpy(&v, x + at, sizeof v);
+      else
+        for (int j = 0; j < W; ++j) v[j] = C(x[at + j]);
+    };
+    V a, b, u, w;
+    load(a, 0);
+    load(b, W);
+    M na = a != a, nb = b != b;
+    for (r = 2 * W; r + 2 * W <= n; r += 2 * W) {
+      load(u, r);
+      load(w, r + W);
+      a = u > a ? u : a;
+      b = w > b ? w : b;
+      na |= u != u;
+      nb |= w != w;
+    }
+    a = b > a ? b : a;
+    na |= nb;
+    m = a[0];
+    for (int j = 0; j < W; ++j) {
+      m = a[j] > m ? a[j] : m;
+      any_nan |= na[j] != 0;
+    }
+  }
+  for (; r < n; ++r) {
+    const C v = C(x[r]);
+    m = v > m ? v : m;
+    any_nan |= v != v;
+  }
+  return any_nan ? std::numeric_limits<C>::quiet_NaN() : m;
+}
+
 // exp(x) for arguments known to be <= 0 (x - max, x - logsumexp, a log-probability):
 // only the underflow end needs a guard, which halves the work of fast_expf. NaN stays
 // NaN; below -87.3 (under the smallest normal float) gives 0.

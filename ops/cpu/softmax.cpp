@@ -33,12 +33,6 @@ C lane_sum(const C (&p)[N]) {
   return q[0];
 }
 
-// Row maximum in C; NaN propagates (the row becomes NaN, as in PyTorch).
-template <typename C, typename T>
-C row_max(const T* x, int64_t n) {
-  return n > 0 ? row_arg_extreme<true, C>(x, n).first : -std::numeric_limits<C>::infinity();
-}
-
 // sum_j exp(x_j - m); also stores the exponentials into e when it is non-null.
 template <typename C, typename T>
 C row_exp_sum(const T* x, int64_t n, C m, C* e) {
@@ -68,7 +62,7 @@ C row_exp_sum(const T* x, int64_t n, C m, C* e) {
 template <typename T>
 void softmax_row(const T* x, T* y, int64_t n, bool log, std::vector<compute_t<T>>& buf) {
   using C = compute_t<T>;
-  const C m = row_max<C>(x, n);
+  const C m = row_max_value<C>(x, n);
   if (log) {
     const C s = row_exp_sum<C>(x, n, m, nullptr);
     const C shift = m + std::log(s);
@@ -229,7 +223,7 @@ void cross_entropy_typed(const Tensor& logits, const void* tg, TargetFn at, int6
         continue;
       }
       const T* row = x + i * Cn;
-      const C m = row_max<C>(row, Cn);
+      const C m = row_max_value<C>(row, Cn);
       const C l = std::isfinite(m) ? m + std::log(row_exp_sum<C>(row, Cn, m, nullptr)) : m;
       lse[i] = S(l);
       loss[i] = S(l - C(row[t]));

@@ -1,5 +1,8 @@
 // Tensor core: factories, views sharing storage, contiguity, dtype conversion,
 // printing, Philox determinism and the errors of bad use.
+#include <cstdlib>
+#include <string>
+
 #include "tests/test_util.h"
 
 using namespace hmoe;
@@ -125,4 +128,26 @@ TEST(Tensor, PrintsReadablyAndTruncates) {
   EXPECT_NE(s.find("i64[10, 10]"), std::string::npos);
   EXPECT_LT(s.size(), 400u);
   EXPECT_NE(full({}, 1.5).str().find("1.5"), std::string::npos);
+}
+
+// Large CPU blocks are recycled: a freed 4 MiB tensor's memory serves the next one
+// (a cache hit, no new segment), 64-byte aligned; small ones bypass the pool.
+TEST(Storage, CpuCacheRecyclesLargeBlocks) {
+  if (const char* v = std::getenv("HMOE_CPU_CACHE"); v && std::string(v) == "0") GTEST_SKIP() << "HMOE_CPU_CACHE=0";
+  const auto before = cpu_cache_stats();
+  const void* first = nullptr;
+  {
+    Tensor a = Tensor::empty({1 << 20});  // 4 MiB of f32
+    first = a.data_ptr<void>();
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(first) % 64, 0u);
+  }
+  const auto mid = cpu_cache_stats();
+  EXPECT_GT(mid.allocations, before.allocations);
+  Tensor b = Tensor::empty({1 << 20});
+  const auto after = cpu_cache_stats();
+  EXPECT_EQ(after.cache_hits, mid.cache_hits + 1);
+  EXPECT_EQ(after.segments, mid.segments);
+  EXPECT_EQ(b.data_ptr<void>(), first);
+  Tensor small = Tensor::empty({16});
+  EXPECT_EQ(cpu_cache_stats().allocations, after.allocations);
 }
