@@ -46,18 +46,23 @@ Tensor grouped_gemm(const Tensor& x_in, const Tensor& w_in, const Tensor& offset
                                     is_floating(bias_in.dtype())),
              "grouped_gemm: bias must be float [G, N] = [", G, ", ", N, "], got ", meta(bias_in));
   const Device dev = ops::common_device("grouped_gemm", {&x_in, &w_in, &index_in, &scale_in, &bias_in});
-  if (x_in.dtype() != DType::f32 && x_in.dtype() != DType::f64) {  // bf16 / f16: compute in f32
+  const bool half = x_in.dtype() != DType::f32 && x_in.dtype() != DType::f64;
+  if (half && !dev.is_cuda()) {  // bf16 / f16 off the GPU: compute in f32
     const DType dt = x_in.dtype();
     auto up = [](const Tensor& t) { return t.defined() ? t.to(DType::f32) : t; };
     return grouped_gemm(up(x_in), up(w_in), off, index_in, up(scale_in), up(bias_in)).to(dt);
   }
-  const DType dt = x_in.dtype();
+  // On the cuda device bf16 / f16 x and w go to the tensor-core kernel as they are (f32
+  // accumulation, out in x's dtype); scale and bias (and their gradients) stay in the
+  // compute dtype ct, f32 there.
+  const DType dt = x_in.dtype(), ct = half ? DType::f32 : dt;
   const Tensor x = x_in.contiguous(), w = w_in.contiguous();
   const Tensor index = has_index ? index_in.to(DType::i64).contiguous() : Tensor();
-  const Tensor scale = scale_in.defined() ? scale_in.to(dt).contiguous() : Tensor();
-  const Tensor bias = bias_in.defined() ? bias_in.to(dt).contiguous() : Tensor();
+  const Tensor scale = scale_in.defined() ? scale_in.to(ct).contiguous() : Tensor();
+  const Tensor bias = bias_in.defined() ? bias_in.to(ct).contiguous() : Tensor();
   if (has_index) {  // validated here once, so kernels (and the backward) may trust it
-    const int64_t* ix = index.data_ptr<int64_t>();
+    const Tensor ih = index.device().is_cpu() ? index : index.to(Device::cpu());  // a device index: one read-back
+    const int64_t* ix = ih.data_ptr<int64_t>();
     for (int64_t r = 0; r < M; ++r)
       HMOE_CHECK(ix[r] >= -1 && ix[r] < x.size(0), "grouped_gemm: index ", ix[r], " at row ", r,
                  " is out of range [-1, ", x.size(0), ") for x ", x.meta_str());
@@ -71,33 +76,34 @@ Tensor grouped_gemm(const Tensor& x_in, const Tensor& w_in, const Tensor& offset
   const bool ns = scale.defined() && scale.requires_grad(), nb = bias.defined() && bias.requires_grad();
   autograd::record(
       "grouped_gemm", {x, w, scale, bias}, {out},
-      [a, xs = x.detach(), ws = w.detach(), off, index, sc = opt(scale), bs = opt(bias), nx, nw, ns,
+      [a, xs = x.detach(), ws = w.detach(), off, index, sc = opt(scale), bs = opt(bias), ct, nx, nw, ns,
        nb](const std::vector<Tensor>& gr) {
         const Device d = xs.device();
-        const Tensor dy = gr[0].to(xs.dtype()).contiguous();
+        const DType dt = xs.dtype();
+        const Tensor dy = gr[0].to(dt).contiguous();
         std::vector<Tensor> res(4);
         if (nx || ns) {
           // gx = dy W_g^T, rows in slot order (unscaled); dX = scatter(scale * gx), dscale = <xrow, gx> + <dy, b>.
           GroupedGemmArgs t{a.groups, a.rows, a.n, a.k, a.rows, true};
-          Tensor gx = Tensor::empty({a.rows, a.k}, {xs.dtype(), d});
+          Tensor gx = Tensor::empty({a.rows, a.k}, {dt, d});
           grouped_gemm_stub.get(d)(t, dy, ws, off, Tensor(), Tensor(), Tensor(), gx);
           if (ns) {
-            res[2] = Tensor::empty({a.rows}, {xs.dtype(), d});
+            res[2] = Tensor::empty({a.rows}, {ct, d});
             grouped_row_dot_stub.get(d)(a, xs, index, gx, dy, bs, off, res[2]);
           }
           if (nx) {
             if (index.defined()) {
-              res[0] = Tensor::empty({a.x_rows, a.k}, {xs.dtype(), d});
+              res[0] = Tensor::empty({a.x_rows, a.k}, {dt, d});
               scatter_rows_stub.get(d)(gx, index, sc, res[0]);
             } else {
-              res[0] = sc.defined() ? mul(gx, sc.unsqueeze(1)) : gx;
+              res[0] = sc.defined() ? mul(gx, sc.unsqueeze(1)).to(dt) : gx;
             }
           }
         }
         if (nw || nb) {
-          const Tensor dys = sc.defined() ? mul(dy, sc.unsqueeze(1)).contiguous() : dy;
-          if (nw) res[1] = Tensor::empty({a.groups, a.k, a.n}, {xs.dtype(), d});
-          if (nb) res[3] = Tensor::empty({a.groups, a.n}, {xs.dtype(), d});
+          const Tensor dys = sc.defined() ? mul(dy, sc.unsqueeze(1)).to(dt).contiguous() : dy;
+          if (nw) res[1] = Tensor::empty({a.groups, a.k, a.n}, {dt, d});
+          if (nb) res[3] = Tensor::empty({a.groups, a.n}, {ct, d});
           grouped_gemm_dw_stub.get(d)(a, xs, index, dys, off, res[1], res[3]);
         }
         return res;

@@ -12,7 +12,10 @@ namespace hmoe::moe {
 // Row r of group g: y[r] = scale[r] * (xrow(r) W_g + bias[g]) with xrow(r) = x[index[r]]
 // when index (i32/i64 [M], values in [-1, rows of x); -1 reads a zero row) is given,
 // else x[r] (x [M, K]). scale [M] and bias [G, N] optional. -> [M, N] in x's dtype
-// (f32 / f64; bf16 / f16 computed in f32). Deterministic for any thread count.
+// (f32 / f64; bf16 / f16: on the cuda device native on tensor cores, f32 accumulation,
+// scale and bias taken in f32; on the CPU computed in f32). Deterministic for any thread
+// count and any emulator schedule. A gather index on the cuda device is read back once
+// to be validated (one device-to-host copy of M indices).
 Tensor grouped_gemm(const Tensor& x, const Tensor& w, const Tensor& offsets, const Tensor& index = Tensor(),
                     const Tensor& scale = Tensor(), const Tensor& bias = Tensor());
 

@@ -9,8 +9,10 @@
 namespace hmoe::moe {
 
 // Every tensor handed to a kernel is contiguous and on one device; "optional" ones may
-// be undefined. Float tensors are f32 or f64 (ops widen bf16/f16 first); index tensors
-// are i64 unless stated.
+// be undefined. Float tensors are f32 or f64 (ops widen bf16/f16 first), except the
+// grouped GEMM family on the cuda device, which takes bf16/f16 x, w and dy natively
+// (tensor cores, f32 accumulation) with scale, bias, db and the row dot in f32; index
+// tensors are i64 unless stated.
 
 // --- router ---------------------------------------------------------------------------
 // logits [T, N] -> probs [T, N] (softmax), ids i32 [T, k] (top-k of probs, ties to the

@@ -8,7 +8,9 @@
 #include "autograd/node.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"
+#include "ops/index.h"
 #include "ops/moe/moe_kernels.h"
+#include "ops/moe/token_dispatch.h"
 #include "ops/reduce.h"
 
 namespace hmoe::moe {
@@ -59,13 +61,14 @@ RouterOutput route_topk(const Tensor& logits_in, int64_t k, const RouterConfig& 
                      return std::vector<Tensor>{dl};
                    });
   if (cfg.capacity_factor > 0) {
-    // Position priority on the top-1 choice (Switch): host loop, the flags are tiny.
+    // Position priority on the top-1 choice (Switch): a token's rank among the tokens with
+    // the same first choice is its slot in a stable k = 1 plan minus its expert's start, so
+    // the flags stay on the device (the plan reads back only its N + 1 offsets).
     const int64_t cap = int64_t(std::ceil(cfg.capacity_factor * double(T) / double(N)));
-    const auto first = r.expert_ids.select(1, 0).contiguous().to(Device::cpu()).to_vector_as<int32_t>();
-    std::vector<int64_t> seen(static_cast<size_t>(N), 0);
-    std::vector<int32_t> drop(static_cast<size_t>(T), 0);
-    for (int64_t t = 0; t < T; ++t) drop[size_t(t)] = ++seen[size_t(first[size_t(t)])] > cap;
-    r.dropped = from_vector(drop, {T}).to(DType::b8).to(dev);
+    const Tensor first = r.expert_ids.select(1, 0).contiguous();
+    const Plan plan = make_plan(first, N);
+    const Tensor rank = plan.inverse - index_select(plan.offsets.to(dev), 0, first);
+    r.dropped = ge(rank, scalar_like(double(cap), rank));
   }
   return r;
 }

@@ -75,7 +75,18 @@ void check_norm(Kind k, const Shape& xs, int64_t wdims, DType dt, uint64_t seed,
   const Tensor g = rand_cpu(yc.shape(), seed + 3, dt);
   yd.backward(dev(g));
   yc.backward(g);
-  expect_matches(xd.grad(), xc.grad(), -1, "dx");
+  if (k == Kind::rms && xs.back() == 1 && wdims == 1) {
+    // Rows of one element: rms_norm's dx = g w rstd (1 - xhat^2) with xhat^2 = x^2 / (x^2 +
+    // eps) within an ulp of 1, so dx is pure cancellation (its relative error is ~ulp / eps
+    // on any backend). Measure the difference against the size of the cancelling terms.
+    const Tensor scale = (g.to(DType::f64) * w.to(DType::f64) * rsqrt(square(x.to(DType::f64)) + 1e-6)).contiguous();
+    const Tensor delta = xd.grad().to(Device::cpu()).to(DType::f64) - xc.grad().to(DType::f64);
+    const double diff = std::sqrt(sum(square(delta)).item());  // NaN (an unwritten element) fails
+    const double bound = testing::cuda::tolerance(dt) * std::sqrt(sum(square(scale)).item());
+    EXPECT_LE(diff, bound) << "dx of one-element rows, against the size of its terms";
+  } else {
+    expect_matches(xd.grad(), xc.grad(), -1, "dx");
+  }
   expect_matches(wd.grad(), wc.grad(), -1, "dweight");
   if (k == Kind::layer_bias)
     expect_matches(bd.grad(), bc.grad(), -1, "dbias");

@@ -1,18 +1,22 @@
 // `hmoe bench kernels`: each CUDA-backed op timed with CUDA events (warm-up, then the
 // median of many runs, inputs rotated through enough buffers to exceed the L2 cache),
 // reported as GB/s (minimum bytes moved) and TFLOP/s against peaks measured on the
-// device itself: a device-to-device copy for bandwidth and a large bf16 GEMM through
-// the BLAS layer for tensor-core throughput.
+// device itself: a device-to-device copy for bandwidth, a large bf16 GEMM through the
+// BLAS layer for tensor-core throughput and an f32 one (no TF32) for CUDA-core
+// throughput. The grouped GEMM (bf16 on tensor cores, f32 on CUDA cores) runs beside
+// its peer, a loop of one BLAS GEMM per group, and the ratio is printed.
 #include <algorithm>
-#include <memory>
 #include <cstdio>
 #include <functional>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "engine/cuda/blas.h"
 #include "engine/cuda/runtime.h"
 #include "hmoe.h"
+#include "ops/moe/moe_kernels.h"
 #include "tools/hmoe/selftest.h"
 
 #if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
@@ -21,8 +25,10 @@ namespace {
 
 struct KernelBench {
   std::string name;
-  double bytes = 0, flops = 0;  // per call: minimum bytes moved, useful flops
+  double bytes = 0, flops = 0;   // per call: minimum bytes moved, useful flops
   std::function<void(int)> run;  // runs once on input set i
+  bool f32_peak = false;         // FLOP/s against the f32 (CUDA-core) peak instead of bf16's
+  std::string peer;              // a bench run before this one: print this one's speed-up over it
 };
 
 // Median milliseconds of o.reps calls (after o.warmup), each on the next input set.
@@ -60,7 +66,8 @@ int run_bench_kernels(const BenchOptions& o) {
 
   // Peaks measured here.
   const size_t copy_bytes = emu ? (8u << 20) : (1u << 30);
-  std::vector<Tensor> bufs{rnd({int64_t(copy_bytes / 4)}, 1, DType::f32), rnd({int64_t(copy_bytes / 4)}, 2, DType::f32)};
+  std::vector<Tensor> bufs{rnd({int64_t(copy_bytes / 4)}, 1, DType::f32),
+                           rnd({int64_t(copy_bytes / 4)}, 2, DType::f32)};
   const double copy_ms = time_ms(o, 1, [&](int) {
     cuda::memcpy_async(bufs[1].data_ptr<void>(), bufs[0].data_ptr<void>(), copy_bytes, cuda::CopyKind::device_to_device,
                        cuda::current_stream(0));
@@ -76,8 +83,20 @@ int run_bench_kernels(const BenchOptions& o) {
     cuda::blas::gemm(g, ga.data_ptr<void>(), gb.data_ptr<void>(), gc.data_ptr<void>(), cuda::current_stream(0));
   });
   const double peak_tflops = 2.0 * double(gn) * double(gn) * double(gn) / (gemm_ms * 1e9);
-  std::printf("measured peaks: %.0f GB/s (device-to-device copy of %zu MiB), %.1f TFLOP/s (bf16 GEMM %lld^3)\n",
-              peak_gbs, copy_bytes >> 20, peak_tflops, static_cast<long long>(gn));
+  const int64_t fn = emu ? 128 : 4096;
+  Tensor fa = rnd({fn, fn}, 6, DType::f32), fb = rnd({fn, fn}, 7, DType::f32), fc = rnd({fn, fn}, 8, DType::f32);
+  cuda::blas::Gemm gf;
+  gf.dtype = DType::f32;
+  gf.m = gf.n = gf.k = fn;
+  gf.lda = gf.ldb = gf.ldc = fn;
+  const double gemm_f32_ms = time_ms(o, 1, [&](int) {
+    cuda::blas::gemm(gf, fa.data_ptr<void>(), fb.data_ptr<void>(), fc.data_ptr<void>(), cuda::current_stream(0));
+  });
+  const double peak_f32_tflops = 2.0 * double(fn) * double(fn) * double(fn) / (gemm_f32_ms * 1e9);
+  std::printf(
+      "measured peaks: %.0f GB/s (device-to-device copy of %zu MiB), %.1f TFLOP/s (bf16 GEMM %lld^3), %.1f TFLOP/s "
+      "(f32 GEMM %lld^3)\n",
+      peak_gbs, copy_bytes >> 20, peak_tflops, static_cast<long long>(gn), peak_f32_tflops, static_cast<long long>(fn));
   bufs.clear();
 
   std::vector<KernelBench> benches;
@@ -110,19 +129,75 @@ int run_bench_kernels(const BenchOptions& o) {
   }
   {
     const int64_t B = 4, H = 16, T = emu ? 64 : 2048, D = 64;
-    auto q = rnd({B, H, T, D}, 30, DType::bf16), k = rnd({B, H, T, D}, 31, DType::bf16), v = rnd({B, H, T, D}, 32, DType::bf16);
+    auto q = rnd({B, H, T, D}, 30, DType::bf16), k = rnd({B, H, T, D}, 31, DType::bf16),
+         v = rnd({B, H, T, D}, 32, DType::bf16);
     // Causal: half of the 4 B H T^2 D flops of the two products.
-    benches.push_back({"causal_attention/bf16", 4.0 * double(B * H * T * D) * 2, 2.0 * double(B * H) * double(T) * double(T) * double(D),
+    benches.push_back({"causal_attention/bf16", 4.0 * double(B * H * T * D) * 2,
+                       2.0 * double(B * H) * double(T) * double(T) * double(D),
                        [q, k, v](int) { causal_attention(q, k, v); }});
   }
 
-  std::printf("%-24s %10s %10s %8s %10s %8s\n", "kernel", "median ms", "GB/s", "% peak", "TFLOP/s", "% peak");
+  {
+    // The MoE expert GEMM: G experts, skewed group sizes (one expert gets no token),
+    // W [G, K, N]; minimum bytes = x read once, every W_g read once, out written once.
+    const int64_t G = emu ? 4 : 64, M = emu ? 512 : 32768, K = emu ? 128 : 2048, N = emu ? 128 : 1536;
+    std::vector<int64_t> off{0};
+    int64_t weight_sum = 0;
+    for (int64_t g = 0; g < G; ++g) weight_sum += g == 1 ? 0 : 1 + (g * 7) % 5;
+    for (int64_t g = 0, acc = 0; g < G; ++g) {
+      acc += g == 1 ? 0 : 1 + (g * 7) % 5;
+      off.push_back(g + 1 == G ? M : M * acc / weight_sum);
+    }
+    const Tensor offs = from_vector(off, {G + 1});
+    for (DType dt : {DType::bf16, DType::f32}) {
+      const double e = double(dtype_size(dt));
+      Tensor x = rnd({M, K}, 40, dt), w = rnd({G, K, N}, 41, dt);
+      Tensor out = Tensor::empty({M, N}, {dt, Device::cuda(0)});
+      const double flops = 2.0 * double(M) * double(N) * double(K);
+      const double bytes = (double(M * K) + double(G * K * N) + double(M * N)) * e;
+      const std::string name = "grouped_gemm/" + std::string(dtype_name(dt));
+      const moe::GroupedGemmArgs args{G, M, K, N, M, false};
+      benches.push_back({name + " cublas-loop", bytes, flops,
+                         [x, w, out, off, K, N, dt](int) {
+                           cuda::blas::Gemm bg;
+                           bg.dtype = dt;
+                           bg.n = N;
+                           bg.k = K;
+                           bg.lda = K;
+                           bg.ldb = N;
+                           bg.ldc = N;
+                           auto* xp = static_cast<const char*>(x.data_ptr<void>());
+                           auto* wp = static_cast<const char*>(w.data_ptr<void>());
+                           auto* op = static_cast<char*>(out.data_ptr<void>());
+                           const int64_t es = int64_t(dtype_size(dt)), groups = int64_t(off.size()) - 1;
+                           for (int64_t g = 0; g < groups; ++g) {
+                             bg.m = off[size_t(g) + 1] - off[size_t(g)];
+                             if (bg.m == 0) continue;  // cuBLAS rejects m = 0
+                             cuda::blas::gemm(bg, xp + off[size_t(g)] * K * es, wp + g * K * N * es,
+                                              op + off[size_t(g)] * N * es, cuda::current_stream(0));
+                           }
+                         },
+                         dt == DType::f32});
+      benches.push_back({name, bytes, flops,
+                         [x, w, out, offs, args](int) {
+                           moe::grouped_gemm_stub.get(Device::cuda(0))(args, x, w, offs, Tensor(), Tensor(), Tensor(),
+                                                                       out);
+                         },
+                         dt == DType::f32, name + " cublas-loop"});
+    }
+  }
+
+  std::printf("%-30s %10s %10s %8s %10s %8s\n", "kernel", "median ms", "GB/s", "% peak", "TFLOP/s", "% peak");
+  std::map<std::string, double> times;
   for (const KernelBench& kb : benches) {
     if (!o.filter.empty() && kb.name.find(o.filter) == std::string::npos) continue;
     const double ms = time_ms(o, 16, kb.run);
+    times[kb.name] = ms;
     const double gbs = kb.bytes / (ms * 1e6), tf = kb.flops / (ms * 1e9);
-    std::printf("%-24s %10.4f %10.1f %7.1f%% %10.2f %7.1f%%\n", kb.name.c_str(), ms, gbs, 100 * gbs / peak_gbs, tf,
-                100 * tf / peak_tflops);
+    std::printf("%-30s %10.4f %10.1f %7.1f%% %10.2f %7.1f%%%s\n", kb.name.c_str(), ms, gbs, 100 * gbs / peak_gbs, tf,
+                100 * tf / (kb.f32_peak ? peak_f32_tflops : peak_tflops), kb.f32_peak ? " (of f32 peak)" : "");
+    if (!kb.peer.empty() && times.count(kb.peer))
+      std::printf("%-30s %10.2fx the speed of %s (same inputs, same run)\n", "", times[kb.peer] / ms, kb.peer.c_str());
   }
   return 0;
 }

@@ -1,0 +1,224 @@
+// The grouped GEMM on tensor cores, for bf16/f16 inputs with f32 accumulation: a WMMA
+// 16x16x16 main loop over register-staged, double-buffered operand panels, an epilogue
+// that goes through shared memory (store_matrix_sync; a fragment's element-to-lane
+// layout is unspecified, so no element of fragment.x is ever indexed), and the forward
+// and dW kernels built from them.
+#pragma once
+
+#include "ops/moe/cuda/grouped_gemm_tiles.cuh"
+
+namespace hmoe::ops::cuda::moe_gemm {
+
+namespace wmma = nvcuda::wmma;
+
+constexpr size_t align128(size_t v) { return (v + 127) / 128 * 128; }
+
+// Block tile BM x 128 x 32, 8 warps as (BM / WM) x 4, each warp WM x 32 of output
+// (WM / 16 x 2 accumulator fragments). BM = 128 for long groups, 64 when most groups are
+// short (less padding wasted), chosen on the host.
+template <int BM_, int WM_>
+struct MmaCfg {
+  static constexpr int BM = BM_, BN = 128, BK = 32, WM = WM_, WN = 32, NT = 256;
+  static constexpr int WARPS_N = BN / WN, WARPS_M = BM / WM, FM = WM / 16, FN = WN / 16;
+  static_assert(WARPS_M * WARPS_N * 32 == NT, "8 warps tile the block");
+};
+using MmaLarge = MmaCfg<128, 64>;
+using MmaSmall = MmaCfg<64, 32>;
+
+// Shared memory of one configuration: two stages of the A and B panels, each stored as
+// [line][along + 8] (the padding keeps 16x16 fragment rows on distinct banks and every
+// fragment pointer 32-byte aligned); the f32 output staging (one warp row, WM x
+// (BN + 4)) reuses the panels once the main loop is done.
+template <typename Cfg, bool A_LINES_M, bool B_LINES_N>
+struct MmaSmem {
+  static constexpr int A_LINES = A_LINES_M ? Cfg::BM : Cfg::BK, A_ALONG = A_LINES_M ? Cfg::BK : Cfg::BM;
+  static constexpr int B_LINES = B_LINES_N ? Cfg::BN : Cfg::BK, B_ALONG = B_LINES_N ? Cfg::BK : Cfg::BN;
+  static constexpr int LDA = A_ALONG + 8, LDB = B_ALONG + 8, LDC = Cfg::BN + 4;
+  static constexpr size_t a_bytes = align128(size_t(A_LINES) * LDA * 2);
+  static constexpr size_t b_bytes = align128(size_t(B_LINES) * LDB * 2);
+  static constexpr size_t panels = 2 * (a_bytes + b_bytes);
+  static constexpr size_t staging = size_t(Cfg::WM) * LDC * 4;
+  static constexpr size_t bytes = panels > staging ? panels : staging;
+  static_assert(bytes <= 48 * 1024, "fits the default dynamic shared memory limit");
+};
+
+using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
+
+// Blocks an SM must hold (__launch_bounds__): two for the vector-load kernels (128
+// registers a thread), one for the element-load fallbacks, whose per-element address
+// arithmetic needs more registers than that and would otherwise spill.
+template <int V>
+inline constexpr int kMinBlocks = V > 1 ? 2 : 1;
+
+// acc = sum over `steps` panels of A B for the warp's WM x WN block (warp row wm,
+// column wn). A_LINES_M: A's lines are output rows (x rows, [m][k]: matrix_a row-major),
+// else reduction rows ([k][m]: col-major); B_LINES_N: B's lines are output columns (W^T
+// rows, [n][k]: matrix_b col-major), else reduction rows ([k][n]: row-major). Ends with
+// a barrier (the panels are free for the epilogue's staging).
+template <typename T, typename Cfg, bool A_LINES_M, bool B_LINES_N, int V>
+__device__ __forceinline__ void mma_mainloop(const Lines<T>& a, const Lines<T>& b, int steps, unsigned char* smem,
+                                             FragC (&acc)[Cfg::FM][Cfg::FN]) {
+  using S = MmaSmem<Cfg, A_LINES_M, B_LINES_N>;
+  constexpr int BK = Cfg::BK, NT = Cfg::NT, WM = Cfg::WM, WN = Cfg::WN, FM = Cfg::FM, FN = Cfg::FN;
+  using FragA =
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, std::conditional_t<A_LINES_M, wmma::row_major, wmma::col_major>>;
+  using FragB =
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, std::conditional_t<B_LINES_N, wmma::col_major, wmma::row_major>>;
+  using PA = Panel<T, S::A_LINES, S::A_ALONG, NT, V, A_LINES_M>;
+  using PB = Panel<T, S::B_LINES, S::B_ALONG, NT, V, B_LINES_N>;
+  const int warp = int(threadIdx.x) / 32, wm = warp / Cfg::WARPS_N, wn = warp % Cfg::WARPS_N;
+#pragma unroll
+  for (int i = 0; i < FM; ++i)
+#pragma unroll
+    for (int j = 0; j < FN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+  if (steps == 0) return;
+  auto a_panel = [&](int buf) { return reinterpret_cast<T*>(smem + buf * (S::a_bytes + S::b_bytes)); };
+  auto b_panel = [&](int buf) { return reinterpret_cast<T*>(smem + buf * (S::a_bytes + S::b_bytes) + S::a_bytes); };
+  PA pa;
+  PB pb;
+  pa.prepare(a);
+  pb.prepare(b);
+  auto fetch = [&](int s) {
+    pa.load(a, A_LINES_M ? 0 : s * BK, A_LINES_M ? s * BK : 0);
+    pb.load(b, B_LINES_N ? 0 : s * BK, B_LINES_N ? s * BK : 0);
+  };
+  auto put = [&](int buf) {
+    pa.store(a_panel(buf), S::LDA);
+    pb.store(b_panel(buf), S::LDB);
+  };
+  fetch(0);
+  put(0);
+  __syncthreads();
+  for (int s = 0; s < steps; ++s) {
+    const int buf = s & 1;
+    // Vector panels are staged in registers across the MMAs (loads in flight while they
+    // run); element panels go straight to the other stage (their many registers would
+    // spill): it was last read before the previous barrier either way.
+    if (s + 1 < steps) {
+      fetch(s + 1);
+      if constexpr (V == 1) put(buf ^ 1);
+    }  // global loads in flight during the MMAs
+    const T* as = a_panel(buf);
+    const T* bs = b_panel(buf);
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+      FragB fb[FN];
+#pragma unroll
+      for (int j = 0; j < FN; ++j) {
+        const int c = wn * WN + 16 * j;
+        wmma::load_matrix_sync(fb[j], B_LINES_N ? bs + c * S::LDB + 16 * kk : bs + 16 * kk * S::LDB + c, S::LDB);
+      }
+#pragma unroll
+      for (int i = 0; i < FM; ++i) {
+        const int r = wm * WM + 16 * i;
+        FragA fa;
+        wmma::load_matrix_sync(fa, A_LINES_M ? as + r * S::LDA + 16 * kk : as + 16 * kk * S::LDA + r, S::LDA);
+#pragma unroll
+        for (int j = 0; j < FN; ++j) wmma::mma_sync(acc[i][j], fa, fb[j], acc[i][j]);
+      }
+    }
+    if (V > 1 && s + 1 < steps) put(buf ^ 1);
+    __syncthreads();
+  }
+}
+
+// Writes the block tile through the epilogue, one warp row (WM rows) at a time: its
+// warps store their fragments to the f32 staging, then all threads apply bias and scale
+// to 8 consecutive columns each, round once to T and store them (one 16-byte store when
+// e.vec). Ends with a barrier (shared memory is free for the next tile).
+template <typename T, typename Cfg, bool A_LINES_M, bool B_LINES_N>
+__device__ __forceinline__ void mma_epilogue(const Epilogue<T, float>& e, unsigned char* smem,
+                                             const FragC (&acc)[Cfg::FM][Cfg::FN]) {
+  using S = MmaSmem<Cfg, A_LINES_M, B_LINES_N>;
+  constexpr int BN = Cfg::BN, WM = Cfg::WM, WN = Cfg::WN, NT = Cfg::NT, LDC = S::LDC, CV = 8;
+  float* cs = reinterpret_cast<float*>(smem);
+  const int warp = int(threadIdx.x) / 32, wm = warp / Cfg::WARPS_N, wn = warp % Cfg::WARPS_N;
+  for (int h = 0; h < Cfg::WARPS_M; ++h) {
+    if (wm == h) {
+#pragma unroll
+      for (int i = 0; i < Cfg::FM; ++i)
+#pragma unroll
+        for (int j = 0; j < Cfg::FN; ++j)
+          wmma::store_matrix_sync(cs + 16 * i * LDC + wn * WN + 16 * j, acc[i][j], LDC, wmma::mem_row_major);
+    }
+    __syncthreads();
+    for (int idx = int(threadIdx.x); idx < WM * (BN / CV); idx += NT) {
+      const int r = idx / (BN / CV), c = (idx % (BN / CV)) * CV;
+      const int row = e.row0 + h * WM + r, col = e.col0 + c;
+      if (row >= e.row_end || col >= e.col_end) continue;
+      const float s = e.scale != nullptr ? e.scale[row] : 1.0f;
+      const Pack<float, 4> lo = load_pack<float, 4>(cs + r * LDC + c), hi = load_pack<float, 4>(cs + r * LDC + c + 4);
+      float v[CV];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        v[q] = lo.v[q];
+        v[q + 4] = hi.v[q];
+      }
+      Pack<T, CV> o;
+#pragma unroll
+      for (int q = 0; q < CV; ++q) {
+        const float bq = (e.bias != nullptr && col + q < e.col_end) ? e.bias[col + q] : 0.0f;
+        o.v[q] = from_compute<T>(e.scale != nullptr ? (v[q] + bq) * s : v[q] + bq);
+      }
+      T* dst = e.out + int64_t(row) * e.ldo + col;
+      if (e.vec && col + CV <= e.col_end) {
+        store_pack<T, CV>(dst, o);
+      } else {
+#pragma unroll
+        for (int q = 0; q < CV; ++q)
+          if (col + q < e.col_end) dst[q] = o.v[q];
+      }
+    }
+    __syncthreads();  // the staging is rewritten by the next warp row / the next tile
+  }
+}
+
+// Forward, bf16/f16: out[r] = scale[r] * (xrow(r) op(W_g) + bias[g]) (scale, bias f32),
+// accumulated in f32 and rounded once. Launch: grid min(tiles, 2^31 - 1) (grid-stride
+// over the forward group table), block 256, MmaSmem<Cfg, true, TRANS>::bytes dynamic
+// shared memory. TRANS: w is [G, n, k].
+template <typename T, typename Cfg, bool TRANS, int V>
+__global__ void __launch_bounds__(256, kMinBlocks<V>)
+    grouped_gemm_wmma(GroupTable tab, const T* __restrict__ x, const int64_t* __restrict__ index,
+                      const T* __restrict__ w, const float* __restrict__ scale, const float* __restrict__ bias,
+                      T* __restrict__ out, int64_t k, int64_t n, bool vec_out) {
+  HMOE_DYNAMIC_SHARED(unsigned char, smem);
+  for (int64_t t = blockIdx.x; t < tab.tiles; t += gridDim.x) {
+    const Tile tl = forward_tile(tab, t);
+    const int64_t r0 = tab.offsets[tl.g] + tl.mb * Cfg::BM, r1 = tab.offsets[tl.g + 1], c0 = tl.nb * Cfg::BN;
+    const T* wg = w + tl.g * k * n;
+    const Lines<T> a{x, index, int(k), int(r0), int(r1), 0, int(k)};
+    const Lines<T> b = TRANS ? Lines<T>{wg, nullptr, int(k), int(c0), int(n), 0, int(k)}
+                             : Lines<T>{wg, nullptr, int(n), 0, int(k), int(c0), int(n)};
+    FragC acc[Cfg::FM][Cfg::FN];
+    mma_mainloop<T, Cfg, true, TRANS, V>(a, b, int((k + Cfg::BK - 1) / Cfg::BK), smem, acc);
+    const Epilogue<T, float> e{
+        out, int(n), int(r0), int(r1), int(c0), int(n), scale, bias != nullptr ? bias + tl.g * n : nullptr, vec_out};
+    mma_epilogue<T, Cfg, true, TRANS>(e, smem, acc);
+  }
+}
+
+// dW, bf16/f16: dw[g] = sum over the group's rows of xrow(r)^T dy[r] in f32, rounded
+// once (zeros for an empty group). A = x^T is read as [rows][k] panels (matrix_a
+// col-major), B = dY as [rows][n]. Launch: as the forward, over the dW group table,
+// MmaSmem<MmaLarge, false, false>::bytes.
+template <typename T, int V>
+__global__ void __launch_bounds__(256, kMinBlocks<V>)
+    grouped_dw_wmma(GroupTable tab, const T* __restrict__ x, const int64_t* __restrict__ index,
+                    const T* __restrict__ dy, T* __restrict__ dw, int64_t k, int64_t n, bool vec_out) {
+  using Cfg = MmaLarge;
+  HMOE_DYNAMIC_SHARED(unsigned char, smem);
+  for (int64_t t = blockIdx.x; t < tab.tiles; t += gridDim.x) {
+    const Tile tl = dw_tile(tab, t);
+    const int64_t r0 = tab.offsets[tl.g], r1 = tab.offsets[tl.g + 1];
+    const int64_t m0 = tl.mb * Cfg::BM, c0 = tl.nb * Cfg::BN;
+    const Lines<T> a{x, index, int(k), int(r0), int(r1), int(m0), int(k)};
+    const Lines<T> b{dy, nullptr, int(n), int(r0), int(r1), int(c0), int(n)};
+    FragC acc[Cfg::FM][Cfg::FN];
+    mma_mainloop<T, Cfg, false, false, V>(a, b, int((r1 - r0 + Cfg::BK - 1) / Cfg::BK), smem, acc);
+    const Epilogue<T, float> e{dw + tl.g * k * n, int(n), int(m0), int(k), int(c0), int(n), nullptr, nullptr, vec_out};
+    mma_epilogue<T, Cfg, false, false>(e, smem, acc);
+  }
+}
+
+}  // namespace hmoe::ops::cuda::moe_gemm

@@ -1,0 +1,182 @@
+// The grouped GEMM kernels' shared pieces: the tile scheduler (a flat tile index to
+// (group, row block, column block) through the host-built group table) and the operand
+// panel loader (the gather fused into the row loads, 16-byte vectors when aligned, zero
+// fill past every edge, register-staged so the next panel loads during the MMAs).
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "engine/cuda/device_code.h"
+#include "ops/cuda/kernel_utils.cuh"
+#include "ops/cuda/strided.cuh"
+
+namespace hmoe::ops::cuda::moe_gemm {
+
+// The schedule of one launch, in device memory (built on the host from the host-readable
+// offsets, one small upload per call).
+struct GroupTable {
+  const int64_t* offsets;  // [G + 1] first row of each group
+  // forward: [G + 1] prefix over groups of ceil(m_g / BM) (empty groups add nothing);
+  // dW: [G] the groups by decreasing m_g (the longest reductions start first)
+  const int64_t* blocks;
+  int64_t groups;
+  int64_t m_blocks;  // dW only: row blocks of every dW_g, ceil(k / BM)
+  int64_t n_blocks;  // column blocks, ceil(n / BN)
+  int64_t tiles;     // tiles of the launch
+};
+
+struct Tile {
+  int64_t g, mb, nb;
+};
+
+// Forward: group g owns tiles [blocks[g] * n_blocks, blocks[g + 1] * n_blocks); inside
+// it the row block varies fastest, so blocks that run together share W_g's column panel
+// (it stays in L2) while they sweep the group's rows. Empty groups own no tile.
+__device__ __forceinline__ Tile forward_tile(const GroupTable& s, int64_t t) {
+  int64_t lo = 0, hi = s.groups;  // the last g with blocks[g] * n_blocks <= t: never an empty group
+  while (hi - lo > 1) {
+    const int64_t mid = (lo + hi) >> 1;
+    if (s.blocks[mid] * s.n_blocks <= t)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  const int64_t first = s.blocks[lo], mbg = s.blocks[lo + 1] - first, local = t - first * s.n_blocks;
+  return {lo, local % mbg, local / mbg};
+}
+
+// dW: every group has m_blocks * n_blocks tiles (an empty group's are written as zeros),
+// taken group by group in the order of `blocks`.
+__device__ __forceinline__ Tile dw_tile(const GroupTable& s, int64_t t) {
+  const int64_t per = s.m_blocks * s.n_blocks, local = t % per;
+  return {s.blocks[t / per], local % s.m_blocks, local / s.m_blocks};
+}
+
+// A matrix operand as lines (rows of memory, contiguous along the other dimension):
+// global line L reads memory row index[L] (a zero line for -1) or row L, elements
+// [along0, along_end) of it; lines at or past line_end read as zeros. Counts are 32-bit
+// (the host checks that rows, k and n fit) to keep the main loops' registers down;
+// element offsets are formed in 64 bits.
+template <typename T>
+struct Lines {
+  const T* base;
+  const int64_t* index;  // the gather (null: none)
+  int ld;                // elements between memory rows
+  int line0, line_end;
+  int along0, along_end;
+
+  __device__ __forceinline__ const T* row(int line) const {
+    if (line >= line_end) return nullptr;
+    const int64_t src = index != nullptr ? __ldg(index + line) : line;
+    return src < 0 ? nullptr : base + src * ld;
+  }
+};
+
+// One rounding per multiply-add, on the GPU and in the emulator alike.
+__device__ __forceinline__ float fma_c(float a, float b, float c) { return fmaf(a, b, c); }
+__device__ __forceinline__ double fma_c(double a, double b, double c) { return ::fma(a, b, c); }
+
+template <typename T>
+__device__ __forceinline__ T zero_of() {
+  return from_compute<T>(device_compute_t<T>(0));
+}
+
+// One LINES x ALONG panel of an operand, loaded by NT threads in accesses of V
+// elements (V > 1: the host checked that rows start 16-byte aligned and that along_end
+// is a multiple of V, so a chunk is either wholly inside or wholly past the edge).
+// load() fetches into registers, store()/store_t() write them to shared memory as
+// [line][along] or transposed [along][line]. Slot s of thread t is t + NT * i: line
+// s / CHUNKS, chunk s % CHUNKS, the same every step, so when the panel's lines stay put
+// over the reduction (FIXED) their row pointers (the gather) are read once per tile.
+template <typename T, int LINES, int ALONG, int NT, int V, bool FIXED>
+struct Panel {
+  static_assert(ALONG % V == 0, "panel width must be a multiple of the access width");
+  static constexpr int kChunks = ALONG / V;
+  static constexpr int kSlots = LINES * kChunks;
+  static constexpr int kIters = (kSlots + NT - 1) / NT;
+  // Cached row pointers cost two registers each: only for a few slots a thread.
+  static constexpr bool kCache = FIXED && kIters <= 4;
+  using P = Pack<T, V>;
+
+  P r[kIters];
+  const T* rows[kCache ? kIters : 1];
+
+  __device__ __forceinline__ static int slot(int i) { return int(threadIdx.x) + NT * i; }
+
+  // Row pointers of this thread's slots for a panel whose lines start at s.line0 (FIXED).
+  __device__ __forceinline__ void prepare(const Lines<T>& s) {
+    if constexpr (kCache) {
+#pragma unroll
+      for (int i = 0; i < kIters; ++i)
+        rows[i] = (kSlots % NT == 0 || slot(i) < kSlots) ? s.row(s.line0 + slot(i) / kChunks) : nullptr;
+    }
+  }
+
+  // The panel of lines [s.line0 + dl, + LINES) and elements [s.along0 + da, + ALONG).
+  __device__ __forceinline__ void load(const Lines<T>& s, int dl, int da) {
+    const T z = zero_of<T>();
+#pragma unroll
+    for (int i = 0; i < kIters; ++i) {
+      const int sl = slot(i);
+      if (kSlots % NT != 0 && sl >= kSlots) break;
+      const int line = sl / kChunks, c = (sl % kChunks) * V;
+      const T* p;
+      if constexpr (kCache)
+        p = rows[i];
+      else
+        p = s.row(s.line0 + dl + line);
+      const int a = s.along0 + da + c;
+      if (p != nullptr && a < s.along_end) {
+        if constexpr (V > 1) {
+          r[i] = load_pack<T, V>(p + a);
+        } else {
+          r[i].v[0] = p[a];
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < V; ++e) r[i].v[e] = z;
+      }
+    }
+  }
+
+  // smem[line * ld + along] (ld * sizeof(T) a multiple of 16 when V > 1).
+  __device__ __forceinline__ void store(T* smem, int ld) const {
+#pragma unroll
+    for (int i = 0; i < kIters; ++i) {
+      const int sl = slot(i);
+      if (kSlots % NT != 0 && sl >= kSlots) break;
+      store_pack<T, V>(smem + (sl / kChunks) * ld + (sl % kChunks) * V, r[i]);
+    }
+  }
+
+  // smem[along * ld + line]: the SIMT kernels' k-major layout for lines that are rows of
+  // the output (x rows in the forward, W^T rows with trans_w).
+  __device__ __forceinline__ void store_t(T* smem, int ld) const {
+#pragma unroll
+    for (int i = 0; i < kIters; ++i) {
+      const int sl = slot(i);
+      if (kSlots % NT != 0 && sl >= kSlots) break;
+      const int line = sl / kChunks, c = (sl % kChunks) * V;
+#pragma unroll
+      for (int e = 0; e < V; ++e) smem[(c + e) * ld + line] = r[i].v[e];
+    }
+  }
+};
+
+// Where a tile's results go: rows [row0, row_end) of out (leading dimension ldo),
+// columns [col0, col_end); y = scale[row] * (acc + bias[col]) (each optional; bias
+// already offset to the group). vec: out rows start 16-byte aligned and col_end is a
+// multiple of the vector width. 32-bit counts, as in Lines.
+template <typename T, typename C>
+struct Epilogue {
+  T* out;
+  int ldo;
+  int row0, row_end;
+  int col0, col_end;
+  const C* scale;
+  const C* bias;
+  bool vec;
+};
+
+}  // namespace hmoe::ops::cuda::moe_gemm

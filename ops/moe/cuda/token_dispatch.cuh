@@ -1,0 +1,401 @@
+// Kernel bodies of token dispatch on the cuda device (launched by token_dispatch.cu): the
+// plan's counting sort (shared-memory histograms, a padded exclusive scan over groups,
+// stable placement by per-warp prefix sums), its sort-based path for many groups, row
+// permute / combine / gate gradient, and the selection-pattern bitmasks and their ranks.
+// Nothing here claims slots with atomics: every output is one answer whatever the schedule.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/cuda/device_code.h"
+#include "ops/cuda/index_sort.cuh"
+#include "ops/cuda/kernel_utils.cuh"
+
+namespace hmoe::ops::cuda::moe_dispatch {
+
+inline constexpr unsigned long long kNoError = ixs::kNoError;
+inline constexpr unsigned kFull = 0xffffffffu;
+
+// ---- block helpers ---------------------------------------------------------------------
+
+// Inclusive scan of v over a 1-d block (blockDim.x a multiple of 32), in a fixed order
+// (warp shuffles, then the warps' totals); *total gets the block's sum. Every thread
+// calls it; it ends with a barrier, so it may be called again at once.
+__device__ __forceinline__ int64_t block_inclusive_scan(int64_t v, int64_t* total) {
+  HMOE_SHARED(int64_t, warp_sums, [32]);
+  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5, nwarps = int(blockDim.x) >> 5;
+#pragma unroll
+  for (int d = 1; d < 32; d <<= 1) {
+    const int64_t u = __shfl_up_sync(kFull, v, unsigned(d));
+    if (lane >= d) v += u;
+  }
+  if (lane == 31) warp_sums[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    int64_t w = lane < nwarps ? warp_sums[lane] : 0;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+      const int64_t u = __shfl_up_sync(kFull, w, unsigned(d));
+      if (lane >= d) w += u;
+    }
+    warp_sums[lane] = w;
+  }
+  __syncthreads();
+  const int64_t prefix = warp == 0 ? 0 : warp_sums[warp - 1];
+  *total = warp_sums[nwarps - 1];
+  __syncthreads();  // warp_sums is rewritten by the next call
+  return v + prefix;
+}
+
+// ---- plan: the counting-sort pieces --------------------------------------------------------
+
+// counts[g] = count(g); offsets = exclusive scan of the counts each rounded up to pad,
+// offsets[G] the total; perm = -1 on every padding slot and past offsets[G]. base
+// (optional, shared) gets offsets[0, G) too. The groups go in chunks of blockDim.x with a
+// carry, in order. Every thread of the block calls it.
+template <typename Count>
+__device__ void scan_groups(int G, int64_t pad, Count count, int64_t* __restrict__ counts,
+                            int64_t* __restrict__ offsets, int64_t* base, int64_t* __restrict__ perm,
+                            int64_t perm_len) {
+  int64_t carry = 0;
+  for (int g0 = 0; g0 < G; g0 += int(blockDim.x)) {
+    const int g = g0 + int(threadIdx.x);
+    const int64_t c = g < G ? count(g) : 0;
+    const int64_t padded = (c + pad - 1) / pad * pad;
+    int64_t chunk_total = 0;
+    const int64_t start = carry + block_inclusive_scan(padded, &chunk_total) - padded;
+    if (g < G) {
+      counts[g] = c;
+      offsets[g] = start;
+      if (base) base[g] = start;
+      for (int64_t s = start + c; s < start + padded; ++s) perm[s] = -1;
+    }
+    carry += chunk_total;
+  }
+  if (threadIdx.x == 0) offsets[G] = carry;
+  for (int64_t s = carry + threadIdx.x; s < perm_len; s += blockDim.x) perm[s] = -1;
+}
+
+// Routed positions [begin, end) (ids valid, in [0, G)) placed stably: slot of position i
+// with group g = base(g) + (earlier positions of g in this tile). The tile is split into
+// one contiguous segment per warp; cur (shared int [warps][G]) first counts each warp's
+// segment, then holds each warp's exclusive prefix over the warps before it, then serves
+// as the warp's running cursor while it walks its segment 32 positions at a time (ranks
+// inside a step from __match_any_sync: lower lanes first). After the call (and a barrier)
+// cur[(warps - 1) * G + g] is the tile's count of g. Every thread of the block calls it.
+template <typename I, typename Base>
+__device__ void place_tile(const I* __restrict__ ids, int64_t begin, int64_t end, int G, int* cur, Base base,
+                           int64_t* __restrict__ perm, int64_t* __restrict__ inverse) {
+  const int nwarps = int(blockDim.x) >> 5, warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
+  const int64_t len = end - begin;
+  const int64_t seg = ((len + nwarps - 1) / nwarps + 31) / 32 * 32;
+  const int64_t s0 = begin + ixs::imin(len, warp * seg), s1 = begin + ixs::imin(len, (warp + 1) * seg);
+  int* row = cur + int64_t(warp) * G;
+  const unsigned below = (1u << lane) - 1u;
+  for (int g = lane; g < G; g += 32) row[g] = 0;
+  __syncwarp();
+  for (int64_t b = s0; b < s1; b += 32) {  // uniform over the warp
+    const int64_t i = b + lane;
+    const int g = i < s1 ? int(ids[i]) : -1;
+    const unsigned peers = __match_any_sync(kFull, g);
+    if (g >= 0 && (peers & below) == 0) row[g] += __popc(peers);
+    __syncwarp();  // the next step's leader of g may be another lane
+  }
+  __syncthreads();
+  for (int g = int(threadIdx.x); g < G; g += int(blockDim.x)) {
+    int run = 0;
+    for (int w = 0; w < nwarps; ++w) {
+      const int c = cur[int64_t(w) * G + g];
+      cur[int64_t(w) * G + g] = run;
+      run += c;
+    }
+  }
+  __syncthreads();
+  for (int64_t b = s0; b < s1; b += 32) {
+    const int64_t i = b + lane;
+    const int g = i < s1 ? int(ids[i]) : -1;
+    const unsigned peers = __match_any_sync(kFull, g);
+    const int c = g >= 0 ? row[g] : 0;
+    if (g >= 0) {
+      const int64_t slot = base(g) + c + __popc(peers & below);
+      perm[slot] = i;
+      inverse[i] = slot;
+    }
+    __syncwarp();  // every peer has read the cursor before its leader moves it
+    if (g >= 0 && (peers & below) == 0) row[g] = c + __popc(peers);
+    __syncwarp();
+  }
+}
+
+// Histogram of ids[begin, end) into hist (shared int [G], zeroed by the caller) with
+// shared integer atomics (exact, so order-free); out-of-range ids are skipped and the
+// smallest offending position goes to *flag. Returns whether this thread saw one.
+template <typename I>
+__device__ bool tile_histogram(const I* __restrict__ ids, int64_t begin, int64_t end, int64_t G, int* hist,
+                               unsigned long long* flag) {
+  bool bad = false;
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    const int64_t v = int64_t(ids[i]);
+    if (v < 0 || v >= G) {
+      atomicMin(flag, (unsigned long long)i);
+      bad = true;
+    } else {
+      atomicAdd(hist + v, 1);
+    }
+  }
+  return bad;
+}
+
+// The whole plan in one block (few routed rows): histogram, padded scan, then the tiles
+// of `tile` positions placed in order with a running base per group. Dynamic shared
+// memory: int64 base[G], then int cur[warps][G] (its first row is the histogram).
+template <typename I>
+__global__ void plan_fused_kernel(const I* __restrict__ ids, int64_t n, int G, int64_t pad, int64_t tile,
+                                  int64_t* __restrict__ counts, int64_t* __restrict__ offsets,
+                                  int64_t* __restrict__ perm, int64_t perm_len, int64_t* __restrict__ inverse,
+                                  unsigned long long* flag) {
+  HMOE_DYNAMIC_SHARED(int64_t, smem);
+  int64_t* base = smem;
+  int* cur = reinterpret_cast<int*>(smem + G);
+  const int nwarps = int(blockDim.x) >> 5;
+  for (int g = int(threadIdx.x); g < G; g += int(blockDim.x)) cur[g] = 0;
+  __syncthreads();
+  const bool bad = tile_histogram(ids, 0, n, G, cur, flag);
+  if (__syncthreads_or(bad)) return;  // uniform: the host raises the error
+  scan_groups(
+      G, pad, [cur](int g) { return int64_t(cur[g]); }, counts, offsets, base, perm, perm_len);
+  __syncthreads();
+  for (int64_t t0 = 0; t0 < n; t0 += tile) {
+    place_tile(
+        ids, t0, ixs::imin(n, t0 + tile), G, cur, [base](int g) { return base[g]; }, perm, inverse);
+    __syncthreads();
+    for (int g = int(threadIdx.x); g < G; g += int(blockDim.x)) base[g] += cur[int64_t(nwarps - 1) * G + g];
+    __syncthreads();
+  }
+}
+
+// Many routed rows, step 1: block b counts tile b into tile_counts[b][G] (dynamic shared
+// int hist[G]); out-of-range ids are flagged and skipped.
+template <typename I>
+__global__ void plan_tile_counts_kernel(const I* __restrict__ ids, int64_t n, int G, int64_t tile,
+                                        int* __restrict__ tile_counts, unsigned long long* flag) {
+  HMOE_DYNAMIC_SHARED(int, hist);
+  const int64_t b = blockIdx.x, begin = b * tile, end = ixs::imin(n, begin + tile);
+  for (int g = int(threadIdx.x); g < G; g += int(blockDim.x)) hist[g] = 0;
+  __syncthreads();
+  tile_histogram(ids, begin, end, G, hist, flag);
+  __syncthreads();
+  for (int g = int(threadIdx.x); g < G; g += int(blockDim.x)) tile_counts[b * G + g] = hist[g];
+}
+
+// Many routed rows, step 2 (one block): per group, the tiles' exclusive prefixes in tile
+// order and the total (dynamic shared int total[G]), then the padded scan over groups.
+// A launch of its own: inter-block hand-offs inside one kernel would need fences that
+// the emulator's race checker cannot follow, and a grid-wide wait is not safe.
+__global__ void plan_tile_scan_kernel(const int* __restrict__ tile_counts, int ntiles, int G, int64_t pad,
+                                      int* __restrict__ tile_prefix, int64_t* __restrict__ counts,
+                                      int64_t* __restrict__ offsets, int64_t* __restrict__ perm, int64_t perm_len) {
+  HMOE_DYNAMIC_SHARED(int, total);
+  for (int g = int(threadIdx.x); g < G; g += int(blockDim.x)) {
+    int run = 0;
+#pragma unroll 8
+    for (int t = 0; t < ntiles; ++t) {
+      tile_prefix[int64_t(t) * G + g] = run;
+      run += tile_counts[int64_t(t) * G + g];
+    }
+    total[g] = run;
+  }
+  __syncthreads();
+  scan_groups(
+      G, pad, [total](int g) { return int64_t(total[g]); }, counts, offsets, nullptr, perm, perm_len);
+}
+
+// Many routed rows, step 3: block b places tile b from offsets[g] + tile_prefix[b][g].
+// Dynamic shared memory: int cur[warps][G]. Does nothing after a bad id (step 1 flagged it).
+template <typename I>
+__global__ void plan_place_kernel(const I* __restrict__ ids, int64_t n, int G, int64_t tile,
+                                  const int* __restrict__ tile_prefix, const int64_t* __restrict__ offsets,
+                                  int64_t* __restrict__ perm, int64_t* __restrict__ inverse,
+                                  const unsigned long long* flag) {
+  if (*flag != kNoError) return;
+  HMOE_DYNAMIC_SHARED(int, cur);
+  const int64_t b = blockIdx.x, begin = b * tile, end = ixs::imin(n, begin + tile);
+  const int* pre = tile_prefix + b * G;
+  place_tile(
+      ids, begin, end, G, cur, [offsets, pre](int g) { return offsets[g] + pre[g]; }, perm, inverse);
+}
+
+// ---- plan: the sort path (more groups than shared memory holds) ----------------------------
+
+// packs[i] = (ids[i], i); out-of-range ids flag their smallest position. 1-d grid-stride.
+template <typename I>
+__global__ void plan_packs_kernel(const I* __restrict__ ids, int64_t n, int64_t G, uint64_t* __restrict__ packs,
+                                  unsigned long long* flag) {
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
+    const int64_t v = int64_t(ids[i]);
+    if (v < 0 || v >= G) atomicMin(flag, (unsigned long long)i);
+    packs[i] = ixs::make_pack(uint32_t(v), uint32_t(i));
+  }
+}
+
+// counts[g] = the length of group g's run in the sorted packs (two binary searches).
+__global__ void plan_sorted_counts_kernel(const uint64_t* __restrict__ sorted, int64_t n, int64_t G,
+                                          int64_t* __restrict__ counts) {
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t g = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; g < G; g += step)
+    counts[g] = ixs::count_below(sorted, n, uint64_t(g + 1) << 32) - ixs::count_below(sorted, n, uint64_t(g) << 32);
+}
+
+// One block: the padded scan of counts already in global memory.
+__global__ void plan_scan_kernel(int G, int64_t pad, int64_t* __restrict__ counts, int64_t* __restrict__ offsets,
+                                 int64_t* __restrict__ perm, int64_t perm_len) {
+  scan_groups(
+      G, pad, [counts](int g) { return counts[g]; }, counts, offsets, nullptr, perm, perm_len);
+}
+
+// Sorted position q (group g, routed index i) goes to slot offsets[g] + q - (start of g's
+// run). 1-d grid-stride.
+__global__ void plan_sorted_place_kernel(const uint64_t* __restrict__ sorted, int64_t n,
+                                         const int64_t* __restrict__ offsets, int64_t* __restrict__ perm,
+                                         int64_t* __restrict__ inverse) {
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t q = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; q < n; q += step) {
+    const uint64_t p = sorted[q];
+    const uint32_t g = ixs::pack_key(p);
+    const int64_t slot = offsets[g] + q - ixs::count_below(sorted, n, uint64_t(g) << 32);
+    const int64_t i = ixs::pack_index(p);
+    perm[slot] = i;
+    inverse[i] = slot;
+  }
+}
+
+// ---- permute, combine, gate gradient ---------------------------------------------------------
+
+// Block (tx, ty): ty rows at a time (rows grid-stride), tx threads along a row, V
+// elements (one access) per thread. out row r = scale[perm[r]] * x[perm[r] / k] (a plain
+// copy without scale), zero where perm[r] < 0.
+template <typename T, int V>
+__global__ void permute_rows_kernel(const T* __restrict__ x, const int64_t* __restrict__ perm, int64_t k,
+                                    const T* __restrict__ scale, T* __restrict__ out, int64_t rows, int64_t d) {
+  for (int64_t r = int64_t(blockIdx.x) * blockDim.y + threadIdx.y; r < rows; r += int64_t(gridDim.x) * blockDim.y) {
+    const int64_t src = perm[r];
+    T* dst = out + r * d;
+    const T* xr = x + (src < 0 ? 0 : src / k) * d;
+    const T s = scale && src >= 0 ? scale[src] : T(1);
+    for (int64_t c = int64_t(threadIdx.x) * V; c < d; c += int64_t(blockDim.x) * V) {
+      Pack<T, V> p;
+      if (src < 0) {
+#pragma unroll
+        for (int v = 0; v < V; ++v) p.v[v] = T(0);
+      } else {
+        p = load_pack<T, V>(xr + c);
+        if (scale) {
+#pragma unroll
+          for (int v = 0; v < V; ++v) p.v[v] = s * p.v[v];
+        }
+      }
+      store_pack<T, V>(dst + c, p);
+    }
+  }
+}
+
+// Same block shape over tokens: out row t = sum over j = 0..k-1, in order, of
+// gates[t*k + j] * ys[inverse[t*k + j]] (weight 1 without gates), from zero.
+template <typename T, int V>
+__global__ void combine_kernel(const T* __restrict__ ys, const int64_t* __restrict__ inverse, int64_t k,
+                               const T* __restrict__ gates, T* __restrict__ out, int64_t tokens, int64_t d) {
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.y + threadIdx.y; t < tokens; t += int64_t(gridDim.x) * blockDim.y) {
+    for (int64_t c = int64_t(threadIdx.x) * V; c < d; c += int64_t(blockDim.x) * V) {
+      T acc[V];
+#pragma unroll
+      for (int v = 0; v < V; ++v) acc[v] = T(0);
+      for (int64_t j = 0; j < k; ++j) {
+        const T g = gates ? gates[t * k + j] : T(1);
+        const Pack<T, V> y = load_pack<T, V>(ys + inverse[t * k + j] * d + c);
+#pragma unroll
+        for (int v = 0; v < V; ++v) acc[v] += g * y.v[v];
+      }
+      Pack<T, V> o;
+#pragma unroll
+      for (int v = 0; v < V; ++v) o.v[v] = acc[v];
+      store_pack<T, V>(out + t * d + c, o);
+    }
+  }
+}
+
+// One warp per routed pair p = t*k + j (pairs grid-stride over the grid's warps):
+// dgates[p] = dot(dy[t], ys[inverse[p]]), lane-strided partial sums then a fixed tree.
+template <typename T, int V>
+__global__ void combine_gate_grad_kernel(const T* __restrict__ dy, const T* __restrict__ ys,
+                                         const int64_t* __restrict__ inverse, int64_t k, T* __restrict__ dgates,
+                                         int64_t pairs, int64_t d) {
+  const int lane = int(threadIdx.x) & 31;
+  const int64_t warps_per_block = blockDim.x >> 5;
+  for (int64_t p = int64_t(blockIdx.x) * warps_per_block + (threadIdx.x >> 5); p < pairs;
+       p += int64_t(gridDim.x) * warps_per_block) {
+    const T* a = dy + (p / k) * d;
+    const T* b = ys + inverse[p] * d;
+    T acc = T(0);
+    for (int64_t c = int64_t(lane) * V; c < d; c += 32 * V) {
+      const Pack<T, V> x = load_pack<T, V>(a + c), y = load_pack<T, V>(b + c);
+#pragma unroll
+      for (int v = 0; v < V; ++v) acc += x.v[v] * y.v[v];
+    }
+    acc = warp_reduce_down(acc, [](T u, T w) { return u + w; });
+    if (lane == 0) dgates[p] = acc;
+  }
+}
+
+// ---- selection patterns ------------------------------------------------------------------
+
+// bits[t] = OR of 1 << ids[t, j]; the first bad (t, j) in row-major order (out of range
+// or an expert already in the row) goes to *flag. One thread per token, grid-stride.
+template <typename I>
+__global__ void pattern_ids_kernel(const I* __restrict__ ids, int64_t tokens, int64_t k, int64_t N,
+                                   int64_t* __restrict__ bits, unsigned long long* flag) {
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < tokens; t += step) {
+    uint64_t m = 0;
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t e = int64_t(ids[t * k + j]);
+      if (e < 0 || e >= N || ((m >> e) & 1u)) {
+        atomicMin(flag, (unsigned long long)(t * k + j));
+        break;
+      }
+      m |= uint64_t(1) << e;
+    }
+    bits[t] = int64_t(m);
+  }
+}
+
+// packs[t] = (bits[t] as unsigned, t). 1-d grid-stride.
+__global__ void pattern_packs_kernel(const int64_t* __restrict__ bits, int64_t tokens,
+                                     ixs::Pack128* __restrict__ packs) {
+  const int64_t step = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < tokens; t += step)
+    packs[t] = ixs::make_pack(uint64_t(bits[t]), uint32_t(t));
+}
+
+// One block over the sorted packs in chunks, in order: a run's first pack starts a new
+// pattern; its rank is the scan of the run heads. index[t] = rank of t's pattern,
+// patterns[rank] = the pattern, *count = the number of patterns.
+__global__ void pattern_ranks_kernel(const ixs::Pack128* __restrict__ sorted, int64_t tokens,
+                                     int64_t* __restrict__ patterns, int32_t* __restrict__ index,
+                                     int64_t* __restrict__ count) {
+  int64_t carry = 0;
+  for (int64_t q0 = 0; q0 < tokens; q0 += blockDim.x) {
+    const int64_t q = q0 + threadIdx.x;
+    const bool head = q < tokens && (q == 0 || sorted[q].hi != sorted[q - 1].hi);
+    int64_t total = 0;
+    const int64_t rank = carry + block_inclusive_scan(head ? 1 : 0, &total) - 1;
+    if (q < tokens) {
+      index[sorted[q].lo] = int32_t(rank);
+      if (head) patterns[rank] = int64_t(sorted[q].hi);
+    }
+    carry += total;
+  }
+  if (threadIdx.x == 0) *count = carry;
+}
+
+}  // namespace hmoe::ops::cuda::moe_dispatch

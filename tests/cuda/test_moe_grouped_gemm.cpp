@@ -1,0 +1,369 @@
+// The grouped GEMM family on the cuda device against the CPU backend (reference in f64):
+// the public op forward and backward (out, dx, dw, dbias, dscale) over empty groups
+// (first, middle, last), all rows in one group, one row, G = 1, sizes that are not
+// multiples of the tiles, with and without a gather index (with -1 padding rows), scale
+// and bias, f32 / f64 (CUDA cores) and bf16 / f16 (tensor cores, both tile heights);
+// each kernel directly (trans_w with index/scale/bias, dW and db alone and for empty
+// groups, the scatter, the row dot); unaligned inputs (scalar loads); K = 0 and M = 0;
+// bad input; bit-identical results across emulator schedules.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "hmoe.h"
+#include "ops/moe/grouped_gemm.h"
+#include "ops/moe/moe_kernels.h"
+#include "tests/cuda/cuda_test_util.h"
+#include "tests/index_sort/ref_util.h"
+#include "tests/test_util.h"
+
+namespace hmoe {
+namespace {
+
+using moe::GroupedGemmArgs;
+using testing::bit_equal;
+using testing::max_abs_diff;
+using testing::cuda::expect_matches;
+using testing::cuda::for_each_schedule;
+using testing::cuda::kDev;
+using testing::cuda::rand_cpu;
+
+const Device kCpu = Device::cpu();
+
+Tensor i64(const std::vector<int64_t>& v) { return from_vector(v, {int64_t(v.size())}); }
+Tensor dev_rand(const Shape& s, DType dt) { return rand_cpu(s, 1, dt).to(kDev); }
+
+Tensor leaf(const Tensor& t, Device d, DType dt) {
+  Tensor l = t.detach().to(dt).to(d);
+  if (d.is_cpu() && l.data_ptr<void>() == t.data_ptr<void>()) l = l.clone();
+  l.set_requires_grad(true);
+  return l;
+}
+
+// The compute dtype of a kernel's scale / bias / db / row dot (f32 for bf16 / f16).
+DType aux(DType dt) { return dt == DType::f64 ? DType::f64 : DType::f32; }
+
+// A gather index into x_rows rows: a fixed scramble with repeats, every 5th row -1.
+std::vector<int64_t> gather_index(int64_t M, int64_t x_rows, uint64_t seed) {
+  std::vector<int64_t> ix(static_cast<size_t>(M));
+  for (int64_t r = 0; r < M; ++r)
+    ix[size_t(r)] = (r + int64_t(seed)) % 5 == 0 ? -1 : int64_t((uint64_t(r) * 2654435761u + seed) % uint64_t(x_rows));
+  return ix;
+}
+
+struct Problem {
+  std::string name;
+  std::vector<int64_t> off;
+  int64_t k, n;
+  int64_t x_rows = 0;  // > 0: rows come through a gather index into x [x_rows, k]
+  bool scale = false, bias = false;
+  bool index_i32 = false;
+};
+
+// The op forward and every gradient on the device against the CPU op in f64 on the same
+// (dtype-rounded) values, within the output dtype's tolerance.
+void check_op(const Problem& p, DType dt, uint64_t seed) {
+  SCOPED_TRACE(p.name + " " + std::string(dtype_name(dt)) + " k " + std::to_string(p.k) + " n " + std::to_string(p.n));
+  const int64_t G = int64_t(p.off.size()) - 1, M = p.off.back();
+  const Tensor x = rand_cpu({p.x_rows > 0 ? p.x_rows : M, p.k}, seed, dt);
+  const Tensor w = rand_cpu({G, p.k, p.n}, seed + 1, dt);
+  const Tensor s = rand_cpu({M}, seed + 2, dt, 0.5, 1.5);
+  const Tensor b = rand_cpu({G, p.n}, seed + 3, dt);
+  const Tensor g = rand_cpu({M, p.n}, seed + 4, dt);
+  Tensor idx;
+  if (p.x_rows > 0) {
+    idx = i64(gather_index(M, p.x_rows, seed));
+    if (p.index_i32) idx = idx.to(DType::i32);
+  }
+  const Tensor offs = i64(p.off);
+  struct Side {
+    Tensor x, w, s, b, y;
+  } side[2];
+  for (int i = 0; i < 2; ++i) {
+    const Device d = i == 0 ? kDev : kCpu;
+    const DType t = i == 0 ? dt : DType::f64;
+    Side& sd = side[i];
+    sd.x = leaf(x, d, t);
+    sd.w = leaf(w, d, t);
+    sd.s = p.scale ? leaf(s, d, t) : Tensor();
+    sd.b = p.bias ? leaf(b, d, t) : Tensor();
+    sd.y = moe::grouped_gemm(sd.x, sd.w, offs, idx.defined() ? idx.to(d) : idx, sd.s, sd.b);
+    sd.y.backward(g.to(t).to(d));
+  }
+  expect_matches(side[0].y, side[1].y, -1, "forward");
+  EXPECT_EQ(side[0].y.dtype(), dt);
+  expect_matches(side[0].x.grad(), side[1].x.grad(), -1, "dx");
+  expect_matches(side[0].w.grad(), side[1].w.grad(), -1, "dw");
+  if (p.scale) expect_matches(side[0].s.grad(), side[1].s.grad(), -1, "dscale");
+  if (p.bias) expect_matches(side[0].b.grad(), side[1].b.grad(), -1, "dbias");
+}
+
+// Shapes across the tile edges (tiles: 64/128 rows, 128 columns, reduction 8/16/32).
+const std::vector<Problem>& problems() {
+  static const std::vector<Problem> ps = {
+      {"empty first/middle/last, gather with -1, scale, bias", {0, 0, 37, 37, 100, 100}, 33, 17, 60, true, true},
+      {"all rows in one group, vector path, scale", {0, 0, 130, 130}, 40, 72, 0, true, false},
+      {"one row total, G = 1, i32 index, bias", {0, 1}, 7, 1, 5, false, true, true},
+      {"G = 1, gather, bias, two column tiles", {0, 100}, 16, 136, 120, false, true},
+      {"long groups (128-row tiles), scale, bias", {0, 256, 384, 384, 512}, 64, 256, 0, true, true},
+      {"k = 1, n = 7", {0, 5, 5, 12}, 1, 7, 0, true, true},
+      {"k not a multiple of 8, gather", {0, 17, 50, 51}, 17, 32, 40, true, false},
+      {"nine uneven groups, three column tiles", {0, 0, 3, 67, 132, 133, 133, 263, 280, 280}, 72, 264, 150, true, true},
+      {"128-row tiles with a gather, n = 200", {0, 256, 512}, 48, 200, 300, true, true},
+  };
+  return ps;
+}
+
+void op_for(DType dt) {
+  for_each_schedule([&] {
+    uint64_t seed = 100;
+    for (const Problem& p : problems()) check_op(p, dt, seed += 10);
+  });
+}
+
+TEST(CudaMoeGroupedGemm, OpF32) {
+  HMOE_REQUIRE_CUDA();
+  op_for(DType::f32);
+}
+TEST(CudaMoeGroupedGemm, OpBf16) {
+  HMOE_REQUIRE_CUDA();
+  op_for(DType::bf16);
+}
+TEST(CudaMoeGroupedGemm, OpF16) {
+  HMOE_REQUIRE_CUDA();
+  op_for(DType::f16);
+}
+TEST(CudaMoeGroupedGemm, OpF64) {
+  HMOE_REQUIRE_CUDA();
+  op_for(DType::f64);
+}
+
+// The forward kernel with trans_w (w [G, n, k]) and a gather, scale and bias together
+// (the op only uses trans_w for dX, without them), against the CPU kernel in f64.
+TEST(CudaMoeGroupedGemm, KernelTransWWithGatherScaleBias) {
+  HMOE_REQUIRE_CUDA();
+  for_each_schedule([&] {
+    uint64_t seed = 500;
+    for (DType dt : {DType::f32, DType::bf16, DType::f16, DType::f64})
+      for (const auto& [k, n] : std::vector<std::pair<int64_t, int64_t>>{{33, 17}, {48, 136}, {5, 9}}) {
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " k " + std::to_string(k) + " n " + std::to_string(n));
+        seed += 10;
+        const std::vector<int64_t> off{0, 0, 70, 70, 131, 131};
+        const int64_t G = 5, M = 131, XR = 90;
+        const Tensor x = rand_cpu({XR, k}, seed, dt), w = rand_cpu({G, n, k}, seed + 1, dt);
+        const Tensor s = rand_cpu({M}, seed + 2, aux(dt)), b = rand_cpu({G, n}, seed + 3, aux(dt));
+        const Tensor idx = i64(gather_index(M, XR, seed));
+        const GroupedGemmArgs a{G, M, k, n, XR, true};
+        Tensor ref = Tensor::empty({M, n}, {DType::f64});
+        moe::grouped_gemm_stub.get(kCpu)(a, x.to(DType::f64), w.to(DType::f64), i64(off), idx, s.to(DType::f64),
+                                         b.to(DType::f64), ref);
+        Tensor out = Tensor::empty({M, n}, {dt, kDev});
+        moe::grouped_gemm_stub.get(kDev)(a, x.to(kDev), w.to(kDev), i64(off), idx.to(kDev), s.to(kDev), b.to(kDev),
+                                         out);
+        expect_matches(out, ref, -1, "trans_w forward");
+      }
+  });
+}
+
+// dW and db directly: both, dW alone, db alone; empty groups (first, middle, last) get
+// zeros; k, n across the tile edges; with and without the gather.
+TEST(CudaMoeGroupedGemm, KernelDwDbAndEmptyGroups) {
+  HMOE_REQUIRE_CUDA();
+  for_each_schedule([&] {
+    uint64_t seed = 700;
+    for (DType dt : {DType::f32, DType::bf16, DType::f64})
+      for (const auto& [k, n, gather] :
+           std::vector<std::tuple<int64_t, int64_t, bool>>{{33, 17, true}, {136, 40, false}, {8, 129, true}}) {
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " k " + std::to_string(k) + " n " + std::to_string(n));
+        seed += 10;
+        const std::vector<int64_t> off{0, 0, 45, 45, 110, 110};
+        const int64_t G = 5, M = 110, XR = gather ? 70 : M;
+        const Tensor x = rand_cpu({XR, k}, seed, dt), dy = rand_cpu({M, n}, seed + 1, dt);
+        const Tensor idx = gather ? i64(gather_index(M, XR, seed)) : Tensor();
+        const GroupedGemmArgs a{G, M, k, n, XR, false};
+        Tensor dw_ref = Tensor::empty({G, k, n}, {DType::f64}), db_ref = Tensor::empty({G, n}, {DType::f64});
+        moe::grouped_gemm_dw_stub.get(kCpu)(a, x.to(DType::f64), idx, dy.to(DType::f64), i64(off), dw_ref, db_ref);
+        const Tensor xd = x.to(kDev), dyd = dy.to(kDev), idd = gather ? idx.to(kDev) : Tensor();
+        for (int which = 0; which < 3; ++which) {  // both, dw only, db only
+          Tensor dw = which != 2 ? Tensor::empty({G, k, n}, {dt, kDev}) : Tensor();
+          Tensor db = which != 1 ? Tensor::empty({G, n}, {aux(dt), kDev}) : Tensor();
+          moe::grouped_gemm_dw_stub.get(kDev)(a, xd, idd, dyd, i64(off), dw, db);
+          if (dw.defined()) {
+            expect_matches(dw, dw_ref, -1, "dw");
+            for (int64_t g : {0, 2, 4}) EXPECT_EQ(max_abs_diff(dw.select(0, g).to(kCpu), zeros({k, n}, {dt})), 0.0);
+          }
+          if (db.defined()) {
+            expect_matches(db, db_ref, dt == DType::f64 ? 1e-12 : 1e-5, "db");
+            for (int64_t g : {0, 2, 4}) EXPECT_EQ(max_abs_diff(db.select(0, g).to(kCpu), zeros({n}, {aux(dt)})), 0.0);
+          }
+        }
+      }
+  });
+}
+
+// The dX scatter: repeated destinations summed in row order, -1 rows skipped,
+// destinations without a source zero; vector and scalar widths.
+TEST(CudaMoeGroupedGemm, KernelScatterRows) {
+  HMOE_REQUIRE_CUDA();
+  for_each_schedule([&] {
+    uint64_t seed = 900;
+    for (DType dt : {DType::f32, DType::bf16, DType::f64})
+      for (int64_t k : {1, 8, 37, 264}) {
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " k " + std::to_string(k));
+        seed += 10;
+        const int64_t R = 150, D = 80;  // destinations 79 and up get no source
+        std::vector<int64_t> ix(static_cast<size_t>(R));
+        for (int64_t r = 0; r < R; ++r) ix[size_t(r)] = r % 7 == 3 ? -1 : (r * 13) % 70;
+        const Tensor src = rand_cpu({R, k}, seed, dt), sc = rand_cpu({R}, seed + 1, aux(dt), 0.5, 1.5);
+        for (bool with_scale : {true, false}) {
+          Tensor ref = Tensor::empty({D, k}, {DType::f64});
+          moe::scatter_rows_stub.get(kCpu)(src.to(DType::f64), i64(ix), with_scale ? sc.to(DType::f64) : Tensor(), ref);
+          Tensor out = Tensor::empty({D, k}, {dt, kDev});
+          moe::scatter_rows_stub.get(kDev)(src.to(kDev), i64(ix).to(kDev), with_scale ? sc.to(kDev) : Tensor(), out);
+          expect_matches(out, ref, -1, with_scale ? "scatter with scale" : "scatter");
+          EXPECT_EQ(max_abs_diff(out.narrow(0, 70, 10).to(kCpu), zeros({10, k}, {dt})), 0.0);
+        }
+      }
+  });
+}
+
+// The scale gradient's row dot, with and without bias, with and without the gather.
+TEST(CudaMoeGroupedGemm, KernelRowDot) {
+  HMOE_REQUIRE_CUDA();
+  for_each_schedule([&] {
+    uint64_t seed = 1100;
+    for (DType dt : {DType::f32, DType::bf16, DType::f64})
+      for (bool gather : {true, false})
+        for (bool bias : {true, false}) {
+          SCOPED_TRACE(std::string(dtype_name(dt)) + (gather ? " gather" : "") + (bias ? " bias" : ""));
+          seed += 10;
+          const std::vector<int64_t> off{0, 0, 30, 30, 77, 77};
+          const int64_t G = 5, M = 77, k = 45, n = 70, XR = gather ? 50 : M;
+          const Tensor x = rand_cpu({XR, k}, seed, dt), gx = rand_cpu({M, k}, seed + 1, dt);
+          const Tensor dy = rand_cpu({M, n}, seed + 2, dt), b = rand_cpu({G, n}, seed + 3, aux(dt));
+          const Tensor idx = gather ? i64(gather_index(M, XR, seed)) : Tensor();
+          const GroupedGemmArgs a{G, M, k, n, XR, false};
+          Tensor ref = Tensor::empty({M}, {DType::f64});
+          moe::grouped_row_dot_stub.get(kCpu)(a, x.to(DType::f64), idx, gx.to(DType::f64), dy.to(DType::f64),
+                                              bias ? b.to(DType::f64) : Tensor(), i64(off), ref);
+          Tensor out = Tensor::empty({M}, {aux(dt), kDev});
+          moe::grouped_row_dot_stub.get(kDev)(a, x.to(kDev), gather ? idx.to(kDev) : Tensor(), gx.to(kDev), dy.to(kDev),
+                                              bias ? b.to(kDev) : Tensor(), i64(off), out);
+          expect_matches(out, ref, dt == DType::f64 ? 1e-12 : dt == DType::f32 ? 1e-5 : 1e-2, "row dot");
+        }
+  });
+}
+
+// Inputs whose data starts off a 16-byte boundary (contiguous views at an odd element
+// offset): the kernels fall back to element loads and stores with the same results.
+TEST(CudaMoeGroupedGemm, UnalignedInputs) {
+  HMOE_REQUIRE_CUDA();
+  for_each_schedule([&] {
+    for (DType dt : {DType::f32, DType::bf16}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)));
+      const std::vector<int64_t> off{0, 40, 40, 96};
+      const int64_t G = 3, M = 96, k = 32, n = 64;
+      const Tensor xf = rand_cpu({1 + M * k}, 1, dt), wf = rand_cpu({1 + G * k * n}, 2, dt);
+      const Tensor b = rand_cpu({G, n}, 3, dt), g = rand_cpu({M, n}, 4, dt);
+      Tensor res[2][3];
+      for (int i = 0; i < 2; ++i) {
+        const Device d = i == 0 ? kDev : kCpu;
+        const DType t = i == 0 ? dt : DType::f64;
+        Tensor xl = leaf(xf, d, t), wl = leaf(wf, d, t), bl = leaf(b, d, t);
+        const Tensor x = xl.narrow(0, 1, M * k).reshape({M, k}), w = wl.narrow(0, 1, G * k * n).reshape({G, k, n});
+        Tensor y = moe::grouped_gemm(x, w, i64(off), Tensor(), Tensor(), bl);
+        y.backward(g.to(t).to(d));
+        res[i][0] = y;
+        res[i][1] = xl.grad();
+        res[i][2] = wl.grad();
+      }
+      expect_matches(res[0][0], res[1][0], -1, "forward");
+      expect_matches(res[0][1].narrow(0, 1, M * k), res[1][1].narrow(0, 1, M * k), -1, "dx");
+      expect_matches(res[0][2].narrow(0, 1, G * k * n), res[1][2].narrow(0, 1, G * k * n), -1, "dw");
+    }
+  });
+}
+
+// K = 0 (out = scale * bias, dW empty, db = column sums) and M = 0 (nothing to do, dW
+// zero) on the device.
+TEST(CudaMoeGroupedGemm, EmptyReductionAndNoRows) {
+  HMOE_REQUIRE_CUDA();
+  for_each_schedule([&] {
+    for (DType dt : {DType::f32, DType::bf16}) {
+      const Tensor b = leaf(rand_cpu({2, 3}, 1, dt), kDev, dt), s = leaf(rand_cpu({4}, 2, dt), kDev, dt);
+      const Tensor x0 = leaf(zeros({4, 0}, {dt}), kDev, dt), w0 = leaf(zeros({2, 0, 3}, {dt}), kDev, dt);
+      Tensor y = moe::grouped_gemm(x0, w0, i64({0, 1, 4}), Tensor(), s, b);
+      const auto bv = b.to(kCpu).to_vector(), sv = s.to(kCpu).to_vector();
+      std::vector<double> want;
+      for (int64_t r = 0; r < 4; ++r)
+        for (int64_t c = 0; c < 3; ++c) want.push_back(sv[size_t(r)] * bv[size_t((r < 1 ? 0 : 1) * 3 + c)]);
+      expect_matches(y, from_vector(want, {4, 3}, {DType::f64}), -1, "K = 0 forward");
+      y.backward(ones(y.shape(), {dt, kDev}));
+      std::vector<double> db_want{
+          sv[0], sv[0], sv[0], sv[1] + sv[2] + sv[3], sv[1] + sv[2] + sv[3], sv[1] + sv[2] + sv[3]};
+      expect_matches(b.grad(), from_vector(db_want, {2, 3}, {DType::f64}), -1, "K = 0 dbias");
+      const Tensor w = leaf(rand_cpu({3, 4, 5}, 3, dt), kDev, dt), x = leaf(zeros({0, 4}, {dt}), kDev, dt);
+      Tensor y0 = moe::grouped_gemm(x, w, i64({0, 0, 0, 0}));
+      EXPECT_EQ(y0.shape(), (Shape{0, 5}));
+      y0.backward(Tensor::empty({0, 5}, {dt, kDev}));
+      EXPECT_EQ(max_abs_diff(w.grad().to(kCpu), zeros({3, 4, 5}, {dt})), 0.0);
+    }
+  });
+}
+
+// Bad input raises hmoe::Error on the device path: the op's checks (a device index out
+// of range, validated before any kernel runs) and the kernels' own (dtypes, shapes).
+TEST(CudaMoeGroupedGemm, Errors) {
+  HMOE_REQUIRE_CUDA();
+  const Tensor x = dev_rand({7, 3}, DType::f32), w = dev_rand({4, 3, 2}, DType::f32);
+  EXPECT_HMOE_ERROR(moe::grouped_gemm(x, w, i64({0, 2, 2, 3, 3}), i64({0, 1, 7}).to(kDev)), "out of range");
+  EXPECT_HMOE_ERROR(moe::grouped_gemm(x, w, i64({0, 2, 2, 3, 3}), i64({0, -2, 1}).to(kDev)), "out of range");
+  EXPECT_HMOE_ERROR(moe::grouped_gemm(x, w, i64({0, 2, 2, 7, 7}).to(kDev)), "cpu i64");
+  EXPECT_HMOE_ERROR(moe::grouped_gemm(x, w, i64({0, 2, 2, 7, 7}), Tensor(), zeros({7})), "different devices");
+  const GroupedGemmArgs a{4, 7, 3, 2, 7, false};
+  const Tensor out = Tensor::empty({7, 2}, {DType::bf16, kDev});
+  const Tensor xb = x.to(DType::bf16), wb = w.to(DType::bf16);
+  // bf16 operands take f32 scale / bias
+  EXPECT_HMOE_ERROR(moe::grouped_gemm_stub.get(kDev)(a, xb, wb, i64({0, 2, 2, 7, 7}), Tensor(),
+                                                     Tensor::empty({7}, {DType::bf16, kDev}), Tensor(), out),
+                    "scale must be");
+  EXPECT_HMOE_ERROR(moe::grouped_gemm_stub.get(kDev)(a, xb, wb, i64({0, 2, 2, 6, 7}), Tensor(), Tensor(), Tensor(),
+                                                     Tensor::empty({6, 2}, {DType::bf16, kDev})),
+                    "out must be");
+  EXPECT_HMOE_ERROR(
+      moe::grouped_gemm_stub.get(kDev)(a, xb, wb, i64({0, 2, 2, 8, 7}), Tensor(), Tensor(), Tensor(), out),
+      "must not decrease");
+  EXPECT_HMOE_ERROR(moe::grouped_gemm_dw_stub.get(kDev)(a, xb, Tensor(), Tensor::empty({7, 2}, {DType::bf16, kDev}),
+                                                        i64({0, 2, 2, 7, 7}),
+                                                        Tensor::empty({4, 2, 3}, {DType::bf16, kDev}), Tensor()),
+                    "dw must be");
+}
+
+// Same inputs, same bits under every schedule: forward and all gradients, both paths.
+TEST(CudaMoeGroupedGemm, DeterministicAcrossSchedules) {
+  HMOE_REQUIRE_CUDA();
+  for (DType dt : {DType::f32, DType::bf16}) {
+    const std::vector<int64_t> off{0, 50, 50, 190, 200};
+    const int64_t G = 4, M = 200, XR = 120, k = 40, n = 48;
+    const Tensor x = rand_cpu({XR, k}, 1, dt), w = rand_cpu({G, k, n}, 2, dt), s = rand_cpu({M}, 3, dt, 0.5, 1.5);
+    const Tensor b = rand_cpu({G, n}, 4, dt), g = rand_cpu({M, n}, 5, dt);
+    const Tensor idx = i64(gather_index(M, XR, 7));
+    std::vector<Tensor> first;
+    for_each_schedule([&] {
+      Tensor xd = leaf(x, kDev, dt), wd = leaf(w, kDev, dt), sd = leaf(s, kDev, dt), bd = leaf(b, kDev, dt);
+      Tensor y = moe::grouped_gemm(xd, wd, i64(off), idx.to(kDev), sd, bd);
+      y.backward(g.to(kDev));
+      const std::vector<Tensor> got{y.to(kCpu), xd.grad().to(kCpu), wd.grad().to(kCpu), sd.grad().to(kCpu),
+                                    bd.grad().to(kCpu)};
+      if (first.empty())
+        first = got;
+      else
+        for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(bit_equal(got[i], first[i])) << dtype_name(dt) << " " << i;
+    });
+  }
+}
+
+}  // namespace
+}  // namespace hmoe
