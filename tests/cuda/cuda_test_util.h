@@ -76,6 +76,18 @@ inline void for_each_schedule(const std::function<void()>& fn) {
   }
 }
 
+// The device copy and the CPU copy of a tensor.
+inline Tensor dev(const Tensor& t) { return t.to(kDev); }
+inline Tensor host(const Tensor& t) { return t.to(Device::cpu()); }
+
+// A fresh leaf on d with t's values, requiring grad (the same inputs for the device and
+// the CPU side of a gradient check).
+inline Tensor leaf(const Tensor& t, Device d) {
+  Tensor l = d.is_cpu() ? t.detach().clone() : t.detach().to(d);
+  l.set_requires_grad(true);
+  return l;
+}
+
 // Random inputs: uniform in [lo, hi) (never all zeros), made on the CPU in f64, then
 // converted to dtype and moved to the device. Also returns the CPU copy for the reference.
 inline Tensor rand_cpu(const Shape& shape, uint64_t seed, DType dt, double lo = -2, double hi = 2) {

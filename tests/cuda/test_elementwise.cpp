@@ -32,17 +32,12 @@ using testing::rand_ties;
 using testing::cuda::expect_matches;
 using testing::cuda::for_each_schedule;
 using testing::cuda::kDev;
+using testing::cuda::dev;
+using testing::cuda::host;
+using testing::cuda::leaf;
 using testing::cuda::rand_cpu;
 
-Tensor dev(const Tensor& t) { return t.to(kDev); }
-Tensor host(const Tensor& t) { return t.to(Device::cpu()); }
-
 // A leaf with t's values on device d that requires grad.
-Tensor leaf(const Tensor& t, Device d) {
-  Tensor l = d.is_cpu() ? t.detach().clone() : t.detach().to(d);
-  l.set_requires_grad(true);
-  return l;
-}
 
 using View = std::function<Tensor(const Tensor&)>;
 Tensor apply(const View& v, const Tensor& t) { return v ? v(t) : t; }

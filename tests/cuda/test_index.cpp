@@ -23,10 +23,10 @@ using testing::rand_ids;
 using testing::cuda::expect_matches;
 using testing::cuda::for_each_schedule;
 using testing::cuda::kDev;
+using testing::cuda::dev;
+using testing::cuda::host;
 
 std::string dn(DType dt) { return std::string(dtype_name(dt)); }
-Tensor dev(const Tensor& t) { return t.to(kDev); }
-Tensor host(const Tensor& t) { return t.to(Device::cpu()); }
 
 // The device result equals the CPU's bit for bit (same dtype and shape).
 void expect_same_bits(const Tensor& out, const Tensor& ref, const std::string& what = "") {

@@ -27,17 +27,12 @@ using testing::rand_ties;
 using testing::cuda::expect_matches;
 using testing::cuda::for_each_schedule;
 using testing::cuda::kDev;
+using testing::cuda::dev;
+using testing::cuda::host;
+using testing::cuda::leaf;
 using testing::cuda::rand_cpu;
 
-Tensor dev(const Tensor& t) { return t.to(kDev); }
-Tensor host(const Tensor& t) { return t.to(Device::cpu()); }
 std::string dn(DType dt) { return std::string(dtype_name(dt)); }
-
-Tensor leaf(const Tensor& t, Device d) {
-  Tensor l = d.is_cpu() ? t.detach().clone() : t.detach().to(d);
-  l.set_requires_grad(true);
-  return l;
-}
 
 // Integer (or any) outputs that must equal the CPU's exactly.
 void expect_exact(const Tensor& out, const Tensor& ref, const std::string& what) {

@@ -29,16 +29,10 @@ using testing::bit_equal;
 using testing::cuda::expect_matches;
 using testing::cuda::for_each_schedule;
 using testing::cuda::kDev;
+using testing::cuda::dev;
+using testing::cuda::host;
+using testing::cuda::leaf;
 using testing::cuda::rand_cpu;
-
-Tensor dev(const Tensor& t) { return t.to(kDev); }
-Tensor host(const Tensor& t) { return t.to(Device::cpu()); }
-
-Tensor leaf(const Tensor& t, Device d) {
-  Tensor l = d.is_cpu() ? t.detach().clone() : t.detach().to(d);
-  l.set_requires_grad(true);
-  return l;
-}
 
 enum class Kind { layer_bias, layer, rms };
 const char* name(Kind k) {

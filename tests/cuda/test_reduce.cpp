@@ -30,16 +30,10 @@ using testing::rand_ties;
 using testing::cuda::expect_matches;
 using testing::cuda::for_each_schedule;
 using testing::cuda::kDev;
+using testing::cuda::dev;
+using testing::cuda::host;
+using testing::cuda::leaf;
 using testing::cuda::rand_cpu;
-
-Tensor dev(const Tensor& t) { return t.to(kDev); }
-Tensor host(const Tensor& t) { return t.to(Device::cpu()); }
-
-Tensor leaf(const Tensor& t, Device d) {
-  Tensor l = d.is_cpu() ? t.detach().clone() : t.detach().to(d);
-  l.set_requires_grad(true);
-  return l;
-}
 
 std::string dims_str(const std::vector<int64_t>& dims) {
   std::string s = "{";

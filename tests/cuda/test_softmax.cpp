@@ -31,17 +31,12 @@ using testing::rand_ids;
 using testing::cuda::expect_matches;
 using testing::cuda::for_each_schedule;
 using testing::cuda::kDev;
+using testing::cuda::dev;
+using testing::cuda::host;
+using testing::cuda::leaf;
 using testing::cuda::rand_cpu;
 
-Tensor dev(const Tensor& t) { return t.to(kDev); }
-Tensor host(const Tensor& t) { return t.to(Device::cpu()); }
-
 // A leaf holding t's values on device d that requires grad.
-Tensor leaf(const Tensor& t, Device d) {
-  Tensor l = d.is_cpu() ? t.detach().clone() : t.detach().to(d);
-  l.set_requires_grad(true);
-  return l;
-}
 
 std::string shape_of(const Tensor& t) { return t.meta_str(); }
 

@@ -25,10 +25,10 @@ using testing::rand_ties;
 using testing::cuda::expect_matches;
 using testing::cuda::for_each_schedule;
 using testing::cuda::kDev;
+using testing::cuda::dev;
+using testing::cuda::host;
 
 std::string dn(DType dt) { return std::string(dtype_name(dt)); }
-Tensor dev(const Tensor& t) { return t.to(kDev); }
-Tensor host(const Tensor& t) { return t.to(Device::cpu()); }
 
 void expect_same_bits(const Tensor& out, const Tensor& ref, const std::string& what = "") {
   ASSERT_TRUE(out.device().is_cuda()) << what;
