@@ -9,11 +9,7 @@ namespace hmoe::autograd::ops_seam {
 Tensor zeros(const Shape& shape, DType dtype, Device device) { return hmoe::zeros(shape, {dtype, device}); }
 Tensor ones(const Shape& shape, DType dtype, Device device) { return hmoe::ones(shape, {dtype, device}); }
 Tensor add(const Tensor& a, const Tensor& b) { return hmoe::add(a, b); }
-void add_into(const Tensor& dst, const Tensor& src) {
-  NoGradGuard g;
-  Tensor d = dst;
-  d.copy_(hmoe::add(dst, src));
-}
+void add_into(const Tensor& dst, const Tensor& src) { hmoe::add_(dst, src); }
 Tensor to_dtype(const Tensor& t, DType dtype) { return t.to(dtype); }
 Tensor clone(const Tensor& t) { return t.clone(); }
 

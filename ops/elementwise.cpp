@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "autograd/grad_mode.h"
 #include "autograd/node.h"
 #include "ops/dispatch.h"
 #include "ops/factory.h"
@@ -90,6 +91,22 @@ Tensor scalar_like(double s, const Tensor& like) {
   DType dt = like.dtype();
   if (!is_floating(dt) && std::floor(s) != s) dt = DType::f32;
   return full({}, s, {dt, like.device()});
+}
+
+void add_(const Tensor& dst, const Tensor& src) {
+  NoGradGuard ng;
+  const Device dev = ops::common_device("add_", {&dst, &src});
+  HMOE_CHECK(dst.dtype() != DType::b8, "add_: arithmetic on bool tensors is not supported (", dst.meta_str(), ")");
+  HMOE_CHECK(broadcast_shapes(dst.shape(), src.shape(), "add_") == dst.shape(), "add_: ", src.meta_str(),
+             " does not broadcast to the destination ", dst.meta_str());
+  if (!dst.is_contiguous()) {
+    Tensor d = dst;
+    d.copy_(add(dst, src));
+    return;
+  }
+  const Tensor s = (src.dtype() == dst.dtype() ? src : src.to(dst.dtype())).expand(dst.shape());
+  binary_stub.get(dev)(BinaryOp::add, dst.detach(), s.detach(), dst.detach());
+  dst.storage()->bump_version();
 }
 
 Tensor add(const Tensor& a, const Tensor& b) {

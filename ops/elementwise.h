@@ -22,7 +22,9 @@ enum class BinaryOp : uint8_t {
 
 // The kernel interfaces every backend implements. `out` is a fresh contiguous tensor
 // with the broadcast shape; inputs are already expanded to it (possibly strided) and
-// of out's dtype (comparisons: of the common input dtype).
+// of out's dtype (comparisons: of the common input dtype). A binary kernel's out may
+// also be its input `a` itself (add_: contiguous, same layout): every element is read
+// before the same element is written, so the update in place is exact.
 using UnaryKernel = void (*)(UnaryOp op, const Tensor& in, const Tensor& out, double p0, double p1);
 // grad_in = grad_out * f'(x) for the activations (uses x; y = f(x) where cheaper).
 using UnaryBackwardKernel = void (*)(UnaryOp op, const Tensor& x, const Tensor& grad_out, const Tensor& grad_in,
@@ -31,6 +33,10 @@ using BinaryKernel = void (*)(BinaryOp op, const Tensor& a, const Tensor& b, con
 using WhereKernel = void (*)(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out);
 
 Tensor add(const Tensor& a, const Tensor& b);
+// dst += src in place (src broadcast to dst's shape and converted to its dtype), without
+// autograd: gradient accumulation and optimizer-style updates. One pass over dst when it
+// is contiguous.
+void add_(const Tensor& dst, const Tensor& src);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);

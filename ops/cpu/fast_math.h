@@ -7,11 +7,13 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 namespace hmoe::ops::cpu {
 
-// exp(x) for |x| <= 88: range reduction to [-ln2/2, ln2/2] (Cody-Waite), a degree-6
-// polynomial, and 2^k assembled in the exponent bits.
+// exp(x) for x in [-87.34, ln(FLT_MAX)]: range reduction to [-ln2/2, ln2/2]
+// (Cody-Waite), a degree-6 polynomial, and 2^k assembled in the exponent bits. At the
+// top k reaches 128, whose 2^k is not a float: it is applied as 2^127 * 2.
 inline float expf_core(float x) {
   // Round to nearest by the 1.5 * 2^23 shifter (std::nearbyint is a library call that
   // stops the loop from vectorising); exact for |x * log2(e)| < 2^22.
@@ -25,16 +27,17 @@ inline float expf_core(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   const float y = p * r * r + r + 1.0f;
-  const int32_t e = (static_cast<int32_t>(k) + 127) << 23;
-  return y * std::bit_cast<float>(e);
+  const int32_t ki = static_cast<int32_t>(k);
+  const int32_t e = ((ki > 127 ? 127 : ki) + 127) << 23;
+  return y * std::bit_cast<float>(e) * (ki > 127 ? 2.0f : 1.0f);
 }
 
+// The whole float range: below the smallest normal float 0, above ln(FLT_MAX) +inf,
+// NaN stays NaN.
 inline float fast_expf(float x) {
-  const bool big = x > 88.0f;          // exp(x) = exp(x/2)^2 overflows to inf as it should
-  const bool tiny = x < -87.33654f;    // below the smallest normal float: 0
-  const float xc = tiny ? 0.0f : (big ? x * 0.5f : x);
-  const float y = expf_core(xc);
-  return tiny ? 0.0f : (big ? y * y : y);
+  constexpr float kHi = 88.7228394f;  // ln(FLT_MAX)
+  const float y = expf_core(x > kHi ? kHi : x);
+  return x < -87.33654f ? 0.0f : (x > kHi ? std::numeric_limits<float>::infinity() : y);
 }
 
 // erf as x P(x^2) / Q(x^2) on [-4, 4] (erf is +-1 to float precision beyond): a

@@ -36,11 +36,11 @@ struct Grid {
   int64_t tm, tn, nm, nn;
 };
 
-Grid plan_grid(int64_t m, int64_t n, int64_t k) {
+Grid plan_grid(int64_t m, int64_t n, int64_t k, int64_t max_tiles) {
   int64_t tm = std::max<int64_t>(m, 1), tn = std::max<int64_t>(n, 1);
   auto count = [&](int64_t a, int64_t b) { return ((m + a - 1) / a) * ((n + b - 1) / b); };
   auto half = [](int64_t s) { return (((s + 1) / 2) + 31) / 32 * 32; };  // multiples of 32 keep SIMD tails out
-  while (count(tm, tn) < kMaxTiles) {
+  while (count(tm, tn) < max_tiles) {
     const int64_t hm = half(tm), hn = half(tn);
     const bool ok_m = hm >= kMinTileSide && hm < tm && 2.0 * double(hm) * double(tn) * double(k) >= kMinTileFlops;
     const bool ok_n = hn >= kMinTileSide && hn < tn && 2.0 * double(tm) * double(hn) * double(k) >= kMinTileFlops;
@@ -77,7 +77,12 @@ template <typename T>
 void gemm_typed(const GemmArgs& g, const T* a, const T* b, T* c) {
   if (g.batch == 0 || g.m == 0 || g.n == 0) return;
   if (g.k == 0) return scale_c(g, c);
-  const Grid grid = plan_grid(g.m, g.n, g.k);
+  // hmoe's f32 kernel gives the same bits for any tiling, so its grid follows the pool:
+  // two tiles per thread balance the load, more would only re-pack A and B panels. The
+  // f64 path (OpenBLAS) keeps a grid fixed by the shape alone.
+  const bool own_kernel = std::is_same_v<T, float> && gemm_kernel_preferred();
+  const int64_t max_tiles = own_kernel ? std::clamp<int64_t>(2 * num_threads(), 1, kMaxTiles) : kMaxTiles;
+  const Grid grid = plan_grid(g.m, g.n, g.k, max_tiles);
   const int64_t tiles = grid.nm * grid.nn;
   const double tile_flops = 2.0 * double(grid.tm) * double(grid.tn) * double(g.k);
   // Many small matrices: several per task (scheduling only; each is computed alone).

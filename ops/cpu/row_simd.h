@@ -118,7 +118,7 @@ C row_max_value(const T* x, int64_t n) {
       else
         for (int j = 0; j < W; ++j) v[j] = C(x[at + j]);
     };
-    V a, b, u, w;
+    V a{}, b{}, u{}, w{};
     load(a, 0);
     load(b, W);
     M na = a != a, nb = b != b;

@@ -125,3 +125,22 @@ TEST(Elementwise, EmptyAndLargeParallel) {
   Tensor r2 = gelu(big) * big + exp(big.t()).t();
   expect_close(r1, r2, 0);
 }
+
+// add_ updates in place: broadcast and dtype conversion of src, a non-contiguous
+// destination (the copy path), the version bump autograd relies on, and bad input.
+TEST(Elementwise, AddInPlace) {
+  Tensor d = rand_t({5, 7}, 1, -1, 1, DType::f32);
+  const Tensor before = d.clone(), row = rand_t({7}, 2, -1, 1, DType::f64);
+  const void* p = d.data_ptr<void>();
+  const uint64_t v = d.storage()->version();
+  add_(d, row);
+  EXPECT_EQ(d.data_ptr<void>(), p);
+  EXPECT_GT(d.storage()->version(), v);
+  expect_close(d, (before + row.to(DType::f32)), 0);
+  Tensor t = zeros({4, 3}, {DType::f64});
+  Tensor tt = t.t();  // [3, 4], non-contiguous
+  add_(tt, full({3, 4}, 2.0, {DType::f64}));
+  expect_close(t, full({4, 3}, 2.0, {DType::f64}), 0);
+  EXPECT_HMOE_ERROR(add_(d, zeros({5, 1, 7})), "does not broadcast");
+  EXPECT_HMOE_ERROR(add_(zeros({2}, {DType::b8}), zeros({2}, {DType::b8})), "bool");
+}

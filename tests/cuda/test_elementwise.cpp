@@ -439,6 +439,26 @@ TEST(CudaElementwise, IntegerDivisionByZero) {
 
 // ---- where --------------------------------------------------------------------------------------
 
+// add_ on the device: the binary kernel writing into its own first input (dense and
+// unaligned, with a broadcast row and a dtype conversion) matches the CPU.
+TEST(CudaElementwise, AddInPlace) {
+  HMOE_REQUIRE_CUDA();
+  for_each_schedule([&] {
+    for (int64_t n : {int64_t(1), int64_t(37), int64_t(1031)}) {
+      const Tensor a = rand_cpu({3, n + 1}, 60 + uint64_t(n), DType::f32), row = rand_cpu({n}, 61, DType::bf16);
+      Tensor hc = a.clone().narrow(1, 1, n).contiguous(), dc = dev(hc);
+      Tensor hu = a.clone().reshape({-1}).narrow(0, 1, 3 * n).reshape({3, n});  // contiguous, off 16 bytes
+      Tensor du = dev(a).reshape({-1}).narrow(0, 1, 3 * n).reshape({3, n});
+      add_(hc, row);
+      add_(dc, dev(row));
+      add_(hu, row);
+      add_(du, dev(row));
+      expect_matches(dc, hc, -1, "add_ dense");
+      expect_matches(du, hu, -1, "add_ unaligned");
+    }
+  });
+}
+
 TEST(CudaElementwise, Where) {
   HMOE_REQUIRE_CUDA();
   struct Case {

@@ -136,9 +136,15 @@ void compare_steps(const std::string& ffn, DType dt, double loss_tol, double gra
               std::string(dtype_name(dt)).c_str(), worst_loss, worst_grad, worst_param);
 }
 
+// f32: loss and gradients at the spec's fp32 bound. Weights after Adam get 5e-5: Adam's
+// first steps divide each gradient component by its own magnitude (+ eps), so a
+// component near eps turns a 1e-6 gradient difference into a larger share of lr (seen:
+// 1.3e-5 on an expert bias that few tokens reach); a wrong kernel is off by O(1).
+constexpr double kF32ParamTol = 5e-5;
+
 TEST(CudaTrainStep, DenseTransformerF32MatchesCpu) {
   HMOE_REQUIRE_CUDA();
-  for_each_schedule([&] { compare_steps("dense", DType::f32, 1e-5, 1e-5, 1e-5); });
+  for_each_schedule([&] { compare_steps("dense", DType::f32, 1e-5, 1e-5, kF32ParamTol); });
 }
 
 // The MoE and HyperMoE LMs (noisy top-2 router with its cv^2 aux loss, plan, grouped
@@ -146,12 +152,12 @@ TEST(CudaTrainStep, DenseTransformerF32MatchesCpu) {
 // device: every MoE kernel inside a real training step.
 TEST(CudaTrainStep, MoeTransformerF32MatchesCpu) {
   HMOE_REQUIRE_CUDA();
-  for_each_schedule([&] { compare_steps("moe", DType::f32, 1e-5, 1e-5, 1e-5); });
+  for_each_schedule([&] { compare_steps("moe", DType::f32, 1e-5, 1e-5, kF32ParamTol); });
 }
 
 TEST(CudaTrainStep, HyperMoeTransformerF32MatchesCpu) {
   HMOE_REQUIRE_CUDA();
-  for_each_schedule([&] { compare_steps("hypermoe", DType::f32, 1e-5, 1e-5, 1e-5); });
+  for_each_schedule([&] { compare_steps("hypermoe", DType::f32, 1e-5, 1e-5, kF32ParamTol); });
 }
 
 TEST(CudaTrainStep, HyperMoeTransformerBf16WithMasterWeights) {
