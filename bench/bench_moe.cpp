@@ -4,13 +4,15 @@
 // choices that were measured (tile sizes, hmoe's packed kernel vs OpenBLAS per tile, at
 // these shapes and at the model layer's, per-group BLAS with OpenBLAS's own threads, a
 // hand-blocked loop kernel), the MoE FFN built from the ops (fwd + bwd), and the model
-// layers (MoEFFN / HyperMoEFFN).
+// layers (MoEFFN / HyperMoEFFN) with their tokens/s and peak memory.
 // f32 GEMMs run on hmoe's own kernel; only the OpenBLAS rows depend on OpenBLAS's core
 // (OPENBLAS_CORETYPE=SkylakeX where 0.3.21 does not recognise the CPU).
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
 #include <algorithm>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include "hmoe.h"
@@ -282,12 +284,38 @@ train::ModelConfig layer_cfg(int64_t k) {
   return c;
 }
 
+// A line of /proc/self/status in KiB (VmRSS, VmHWM); 0 where there is none.
+int64_t proc_status_kib(const std::string& key) {
+  std::ifstream f("/proc/self/status");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1));
+  return 0;
+}
+
+// Peak memory of the steps beyond what the process holds before them (parameters,
+// inputs): the resident high-water mark above the resident size at the first layer
+// benchmark's start (the mark reset there: "5" to clear_refs). Run one layer benchmark
+// per process (--benchmark_filter) for a clean figure; later runs in the same process
+// can only raise it. Same method as bench/moe_torch_baselines.py uses for PyTorch.
+struct PeakMemory {
+  int64_t base_kib = 0;
+  PeakMemory() {
+    static const int64_t first_base = [] {
+      std::ofstream("/proc/self/clear_refs") << "5";
+      return proc_status_kib("VmRSS");
+    }();
+    base_kib = first_base;
+  }
+  double mib() const { return double(proc_status_kib("VmHWM") - base_kib) / 1024.0; }
+};
+
 template <typename Layer>
 void run_layer(benchmark::State& st, Layer& layer) {
   const int64_t T = 2048;
   Generator g(1), noise(2);
   Tensor x = normal({T, 256}, g).set_requires_grad(true);
   Tensor w = normal({T, 256}, g);
+  const PeakMemory peak;
   for (auto _ : st) {
     model::FfnStats stats;
     Tensor y = layer.forward(x, stats, noise);
@@ -296,6 +324,7 @@ void run_layer(benchmark::State& st, Layer& layer) {
     x.zero_grad();
   }
   st.counters["tokens/s"] = benchmark::Counter(double(T), benchmark::Counter::kIsIterationInvariantRate);
+  st.counters["peak_MiB"] = peak.mib();
 }
 
 void BM_moe_layer(benchmark::State& st) {

@@ -2,12 +2,19 @@
 """PyTorch baselines for the MoE / HyperMoE layer, at the shapes of bench/bench_moe.cpp
 (T = 2048 tokens, d = 256, d_ff = 1024, N = 8 experts, adapter rank 32): (a) a plain MoE
 that loops over experts, (b) HyperMoE computed as the reference implementation does,
-with adapter weights generated per token. Prints forward+backward tokens/s and the
-size of the per-token weight tensors, to compare with `build/bench/bench_moe`.
+with adapter weights generated per token. Runs hmoe's layers (bench_moe) in the same
+run and prints forward+backward tokens/s, peak memory of the steps (resident high-water
+mark above what the process held before them: parameters and inputs excluded) and the
+hmoe / PyTorch ratios.
 
-usage: /usr/bin/python3 bench/moe_torch_baselines.py [--threads 2]
+usage: /usr/bin/python3 bench/moe_torch_baselines.py [build/bench/bench_moe] [--threads 2]
 """
 import argparse
+import json
+import os
+import re
+import subprocess
+import sys
 import time
 
 import torch
@@ -43,12 +50,18 @@ def hyper_per_token(x, idx, emb, s1, s2, lemb, wh, hd, hu, hbd, hbu):
     return torch.bmm(a.unsqueeze(1), wu).squeeze(1) + bu, wd.numel() + wu.numel()
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=5)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+def status_kib(key):
+    return int(re.search(key + r":\s+(\d+)", open("/proc/self/status").read()).group(1))
+
+
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return status_kib("VmRSS")
+
+
+def torch_baseline(name, k, reps):
+    """tokens/s, peak MiB of the steps, MiB of per-token adapter weights: one config."""
     torch.manual_seed(0)
     p = lambda *s, std=0.02: (torch.randn(*s) * std).requires_grad_(True)
     wr, w1, b1, w2, b2 = p(D, N), p(N, D, DFF), p(N, DFF), p(N, DFF, D), p(N, D)
@@ -59,27 +72,61 @@ def main():
     lemb = p(1, LE, std=1.0)
     x = torch.randn(T, D, requires_grad=True)
     w = torch.randn(T, D)
-    for k in (1, 2):
-        for name in ("moe_loop", "hypermoe_per_token"):
-            def step():
-                y, idx = moe_loop(x, wr, w1, b1, w2, b2, k)
-                extra = 0
-                if name == "hypermoe_per_token":
-                    he, extra = hyper_per_token(x, idx, emb, s1, s2, lemb, wh, hd, hu, hbd, hbu)
-                    y = y + he
-                (y * w).sum().backward()
-                return extra
-            step()
-            ts = []
-            for _ in range(args.reps):
-                a = time.perf_counter()
-                extra = step()
-                ts.append(time.perf_counter() - a)
-            ts.sort()
-            med = ts[len(ts) // 2]
-            mb = extra * 4 / 2**20
-            print(f"{name:20s} k={k}: {T / med:8.0f} tokens/s fwd+bwd ({med * 1e3:.0f} ms)"
-                  + (f", per-token adapter weights {mb:.0f} MiB" if extra else ""))
+    params = [wr, w1, b1, w2, b2, emb, lemb, x, *s1, *s2, *wh, *hd, *hu, *hbd, *hbu]
+
+    def step():
+        y, idx = moe_loop(x, wr, w1, b1, w2, b2, k)
+        extra = 0
+        if name == "hypermoe":
+            he, extra = hyper_per_token(x, idx, emb, s1, s2, lemb, wh, hd, hu, hbd, hbu)
+            y = y + he
+        (y * w).sum().backward()
+        for t in params:
+            t.grad = None
+        return extra
+
+    base = reset_peak()
+    step()
+    ts = []
+    for _ in range(reps):
+        a = time.perf_counter()
+        extra = step()
+        ts.append(time.perf_counter() - a)
+    ts.sort()
+    med = ts[len(ts) // 2]
+    return T / med, (status_kib("VmHWM") - base) / 1024, extra * 4 / 2**20
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("bench", nargs="?", default="build/bench/bench_moe")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--one", nargs=2, metavar=("LAYER", "K"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.one:  # a child process: one PyTorch configuration, so its peak memory is its own
+        print(json.dumps(torch_baseline(args.one[0], int(args.one[1]), args.reps)))
+        return
+    configs = [("moe", 1), ("hypermoe", 1), ("moe", 2), ("hypermoe", 2)]
+    env = {**os.environ, "HMOE_NUM_THREADS": str(args.threads)}
+    print(f"torch {torch.__version__}, {args.threads} thread(s); T = {T}, d = {D}, d_ff = {DFF}, N = {N}, r = {R}; "
+          "forward + backward of one layer; each configuration in its own process")
+    print(f"{'layer':12s} {'baseline':26s} {'hmoe tok/s':>10s} {'torch tok/s':>11s} {'speed-up':>8s} "
+          f"{'hmoe MiB':>9s} {'torch MiB':>9s} {'memory':>7s}")
+    for name, k in configs:
+        out = subprocess.run([args.bench, "--benchmark_format=json", f"--benchmark_filter=BM_{name}_layer/{k}/",
+                              f"--benchmark_min_time={args.seconds}"], check=True, capture_output=True, text=True,
+                             env=env).stdout
+        o = json.loads(out)["benchmarks"][0]
+        out = subprocess.run([sys.executable, __file__, "--one", name, str(k), "--threads", str(args.threads),
+                              "--reps", str(args.reps)], check=True, capture_output=True, text=True).stdout
+        tps, mib, wmib = json.loads(out)
+        base = "(a) loop over experts" if name == "moe" else "(b) per-token weights"
+        print(f"{name + ' k=' + str(k):12s} {base:26s} {o['tokens/s']:10.0f} {tps:11.0f} {o['tokens/s'] / tps:7.2f}x "
+              f"{o['peak_MiB']:9.1f} {mib:9.1f} {o['peak_MiB'] / mib:7.3f}"
+              + (f"   (torch's per-token adapter weights alone: {wmib:.0f} MiB)" if wmib else ""), flush=True)
 
 
 if __name__ == "__main__":
