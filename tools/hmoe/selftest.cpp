@@ -1,4 +1,4 @@
-// The self-test: every op that has a CUDA kernel, run on the cuda device and on the CPU
+// The self-test: every op that has a CUDA kernel (the MoE ops included), run on the cuda device and on the CPU
 // from the same random inputs (forward and, where differentiable, backward with a
 // random cotangent), compared by relative error against the bounds of
 // shared/spec/gpu-without-gpu.md. Fresh device blocks are poisoned (NaN) so an
@@ -14,6 +14,10 @@
 #include "engine/cuda/allocator.h"
 #include "engine/cuda/runtime.h"
 #include "hmoe.h"
+#include "ops/moe/grouped_gemm.h"
+#include "ops/moe/hyper_adapter.h"
+#include "ops/moe/router.h"
+#include "ops/moe/token_dispatch.h"
 
 #if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
 namespace hmoe::tools {
@@ -208,6 +212,52 @@ std::vector<Case> cases() {
                [&](DType dt, uint64_t s, bool q) { return std::vector<Tensor>{rnd({q ? 5000 : (1 << 24) + 7}, s, dt)}; },
                forward_only([](const std::vector<Tensor>& x) { return std::vector<Tensor>{sum_squares(x[0])}; }),
                fl, false, true});
+  // MoE kernels. Uneven groups with an empty one; offsets live on the host by contract.
+  auto group_offsets = [](int64_t rows, int64_t groups) {
+    std::vector<int64_t> off(size_t(groups) + 1, 0);
+    for (int64_t g = 0; g < groups; ++g) off[size_t(g) + 1] = g == 1 ? off[size_t(g)] : rows * (g + 1) / groups;
+    off.back() = rows;
+    return from_vector(off, {groups + 1});
+  };
+  c.push_back({"grouped_gemm",
+               [&](DType dt, uint64_t s, bool q) {
+                 const int64_t m = q ? 61 : 8195, k = q ? 24 : 512, n = q ? 40 : 1024, g = q ? 4 : 8;
+                 return std::vector<Tensor>{rnd({m, k}, s, dt, -1, 1), rnd({g, k, n}, s + 1, dt, -1, 1),
+                                            rnd({m}, s + 2, dt, 0.5, 1.5), rnd({g, n}, s + 3, dt)};
+               },
+               differentiable([group_offsets](const std::vector<Tensor>& x) {
+                 return moe::grouped_gemm(x[0], x[1], group_offsets(x[0].size(0), x[1].size(0)), Tensor(), x[2], x[3]);
+               }),
+               fl});
+  c.push_back({"moe_route_combine",
+               [&](DType dt, uint64_t s, bool q) {
+                 const int64_t t = q ? 53 : 8191, e = q ? 6 : 64;
+                 return std::vector<Tensor>{rnd({t, e}, s, dt), rnd({t, q ? 20 : 256}, s + 1, dt)};
+               },
+               // Router top-2, plan, permute to expert order, a per-row map, combine with the
+               // gates: gradients reach the logits through the gates and x through both. No
+               // renormalisation: renormalised gates sum to 1, and here that would leave the
+               // logits an exactly-zero gradient (noise against noise).
+               differentiable([](const std::vector<Tensor>& x) {
+                 moe::RouterConfig rc;
+                 rc.renormalize = false;
+                 moe::RouterOutput r = moe::route_topk(x[0], 2, rc);
+                 moe::Plan plan = moe::make_plan(r.expert_ids, x[0].size(1));
+                 Tensor xs = moe::permute_rows(x[1], plan);
+                 return moe::combine(tanh(xs), r.gates.to(xs.dtype()), plan);
+               }),
+               fl});
+  c.push_back({"hyper_adapter",
+               [&](DType dt, uint64_t s, bool q) {
+                 const int64_t t = q ? 45 : 4097, d = q ? 24 : 256, r = q ? 8 : 32, p = q ? 5 : 28;
+                 return std::vector<Tensor>{rnd({t, d}, s, dt, -1, 1), ids({t}, s + 1, p), rnd({p, d, r}, s + 2, dt, -0.3, 0.3),
+                                            rnd({p, r}, s + 3, dt), rnd({p, r, d}, s + 4, dt, -0.3, 0.3),
+                                            rnd({p, d}, s + 5, dt)};
+               },
+               differentiable([](const std::vector<Tensor>& x) {
+                 return moe::hyper_adapter(x[0], x[1], x[2], x[3], x[4], x[5]);
+               }),
+               fl});
   return c;
 }
 
