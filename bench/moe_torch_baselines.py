@@ -7,12 +7,13 @@ run and prints forward+backward tokens/s, peak memory of the steps (resident hig
 mark above what the process held before them: parameters and inputs excluded) and the
 hmoe / PyTorch ratios.
 
-usage: /usr/bin/python3 bench/moe_torch_baselines.py [build/bench/bench_moe] [--threads 2]
+usage: /usr/bin/python3 bench/moe_torch_baselines.py [build/bench/bench_moe] [--threads 2] [--rounds 3]
 """
 import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -101,8 +102,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("bench", nargs="?", default="build/bench/bench_moe")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--seconds", type=float, default=0.5)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=0.3)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--one", nargs=2, metavar=("LAYER", "K"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -115,22 +117,32 @@ def main():
           "forward + backward of one layer; each configuration in its own process")
     print(f"{'layer':12s} {'baseline':26s} {'hmoe tok/s':>10s} {'torch tok/s':>11s} {'speed-up':>8s} "
           f"{'hmoe MiB':>9s} {'torch MiB':>9s} {'memory':>7s}")
-    for name, k in configs:
+    def ours(name, k):
         out = subprocess.run([args.bench, "--benchmark_format=json", f"--benchmark_filter=BM_{name}_layer/{k}/",
                               f"--benchmark_min_time={args.seconds}", f"--benchmark_repetitions={args.reps}"],
                              check=True, capture_output=True, text=True, env=env).stdout
-        # The median of the repetitions (this VM's speed drifts); peak memory over all of them.
         runs = [b for b in json.loads(out)["benchmarks"] if b.get("run_type") == "iteration"]
-        o = dict(sorted(runs, key=lambda b: b["tokens/s"])[len(runs) // 2])
-        o["peak_MiB"] = max(b["peak_MiB"] for b in runs)
+        return statistics.median(b["tokens/s"] for b in runs), max(b["peak_MiB"] for b in runs)
+
+    def theirs(name, k):
         out = subprocess.run([sys.executable, __file__, "--one", name, str(k), "--threads", str(args.threads),
                               "--reps", str(args.reps)], check=True, capture_output=True, text=True).stdout
-        tps, mib, wmib = json.loads(out)
-        base = "(a) loop over experts" if name == "moe" else "(b) per-token weights"
-        print(f"{name + ' k=' + str(k):12s} {base:26s} {o['tokens/s']:10.0f} {tps:11.0f} {o['tokens/s'] / tps:7.2f}x "
-              f"{o['peak_MiB']:9.1f} {mib:9.1f} {o['peak_MiB'] / mib:7.3f}"
-              + (f"   (torch's per-token adapter weights alone: {wmib:.0f} MiB)" if wmib else ""), flush=True)
+        return json.loads(out)
 
+    # This VM's speed drifts over seconds to minutes: each round measures both sides back to
+    # back, and the speed-up is the median of the rounds' ratios.
+    for name, k in configs:
+        rounds = [(ours(name, k), theirs(name, k)) for _ in range(args.rounds)]
+        o_tps = statistics.median(r[0][0] for r in rounds)
+        t_tps = statistics.median(r[1][0] for r in rounds)
+        speedup = statistics.median(r[0][0] / r[1][0] for r in rounds)
+        o_mib = max(r[0][1] for r in rounds)
+        t_mib = max(r[1][1] for r in rounds)
+        wmib = rounds[0][1][2]
+        base = "(a) loop over experts" if name == "moe" else "(b) per-token weights"
+        print(f"{name + ' k=' + str(k):12s} {base:26s} {o_tps:10.0f} {t_tps:11.0f} {speedup:7.2f}x "
+              f"{o_mib:9.1f} {t_mib:9.1f} {o_mib / t_mib:7.3f}"
+              + (f"   (torch's per-token adapter weights alone: {wmib:.0f} MiB)" if wmib else ""), flush=True)
 
 if __name__ == "__main__":
     main()
