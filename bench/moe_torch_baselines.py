@@ -93,9 +93,7 @@ def torch_baseline(name, k, reps):
         a = time.perf_counter()
         extra = step()
         ts.append(time.perf_counter() - a)
-    ts.sort()
-    med = ts[len(ts) // 2]
-    return T / med, (status_kib("VmHWM") - base) / 1024, extra * 4 / 2**20
+    return T / statistics.median(ts), (status_kib("VmHWM") - base) / 1024, extra * 4 / 2**20
 
 
 def main():
