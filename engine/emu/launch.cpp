@@ -2,6 +2,7 @@
 // config / scoped override / environment, and the OS worker threads of a launch.
 #include <algorithm>
 #include <cstdlib>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -157,9 +158,15 @@ Worker::Worker(size_t stack_bytes)
 
 namespace {
 
-// The launching thread keeps its worker (stacks, arena) from launch to launch.
-Worker& local_worker(size_t stack_bytes) {
-  thread_local std::unique_ptr<Worker> w;
+// The launching thread keeps its workers (stacks, arena, fiber contexts) from launch to
+// launch: slot 0 is its own, slot i the i-th helper thread's. A worker makes its fibers'
+// contexts once per thread slot, and under TSan each is a whole TSan thread state (making
+// them per launch was the larger part of a TSan test's time). Thread-local, so nothing is
+// shared between launching threads; destroyed at thread exit, before the stack pool.
+Worker& launch_worker(unsigned slot, size_t stack_bytes) {
+  thread_local std::vector<std::unique_ptr<Worker>> workers;
+  if (workers.size() <= slot) workers.resize(slot + 1);
+  std::unique_ptr<Worker>& w = workers[slot];
   if (!w || w->stacks.stack_size() < stack_bytes) w = std::make_unique<Worker>(stack_bytes);
   return *w;
 }
@@ -206,12 +213,14 @@ void launch_erased(const LaunchConfig& cfg, KernelRef kernel) {
 
   tsan_release(&l.tsan_start);
   {
+    // Made here, on the launching thread, so its helpers borrow them.
+    std::vector<Worker*> slots;
+    for (unsigned i = 0; i < workers; ++i) slots.push_back(&launch_worker(i, stack));
     std::vector<std::jthread> helpers;
     for (unsigned i = 1; i < workers; ++i) {
-      helpers.emplace_back([&l, stack] {
+      helpers.emplace_back([&l, w = slots[i]] {
         try {
-          Worker w(stack);
-          work(w, l);
+          work(*w, l);
         } catch (const std::exception& e) {
           std::lock_guard lock(l.mu);
           if (l.error.empty()) l.error = std::string("hmoe::emu: worker failed: ") + e.what();
@@ -219,7 +228,7 @@ void launch_erased(const LaunchConfig& cfg, KernelRef kernel) {
         }
       });
     }
-    work(local_worker(stack), l);
+    work(*slots[0], l);
   }  // joins the helpers
   tsan_acquire(&l.tsan_done);
   if (!l.error.empty()) throw Error(l.error);

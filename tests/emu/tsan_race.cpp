@@ -1,7 +1,11 @@
 // TSan build only: `emu_tsan_race missing` runs a kernel that lacks a __syncthreads
 // between a shared write and another thread's read (TSan must report a data race,
-// under a schedule where the result happens to be right); `emu_tsan_race correct`
-// runs correct kernels (barriers, shuffles, atomics, WMMA) that must stay silent.
+// under a schedule where the result happens to be right), after a correct launch that
+// warms the workers' fiber contexts (they are reused from launch to launch, which must
+// not hide a race); `emu_tsan_race blocks` runs blocks that store to one global word
+// without atomics (a race between blocks on different workers); `emu_tsan_race
+// correct` runs correct kernels (barriers, shuffles, atomics, WMMA) that must stay
+// silent.
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -20,6 +24,16 @@ __global__ void neighbour_read(float* out) {
   out[blockIdx.x * 64 + t] = s[(t + 1) % 64];
 }
 
+// Every block's thread 0 stores its index to out[0]: unordered plain stores from
+// different blocks. The other threads work on their own slots first, so that both
+// workers are still taking blocks when the stores happen.
+__global__ void last_block_wins(int* out, float* scratch) {
+  float acc = 0;
+  for (int i = 0; i < 64; ++i) acc += float(i * threadIdx.x);
+  scratch[blockIdx.x * blockDim.x + threadIdx.x] = acc;
+  if (threadIdx.x == 0) out[0] = int(blockIdx.x);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -29,7 +43,16 @@ int main(int argc, char** argv) {
   // Reverse order runs every writer before its reader: the answer is right, the race
   // is still there.
   const Schedule rev{ScheduleMode::reverse, 0};
+  if (argc > 1 && std::strcmp(argv[1], "blocks") == 0) {
+    int last = -1;
+    std::vector<float> scratch(256 * 32);
+    launch(LaunchConfig{dim3(256), dim3(32), 0, "last_block_wins", rev, true, 2}, last_block_wins, &last,
+           scratch.data());
+    std::printf("blocks: last = %d\n", last);
+    return 0;
+  }
   if (missing) {
+    launch(LaunchConfig{dim3(4), dim3(64), 0, "neighbour_read<true>", rev, true, 2}, neighbour_read<true>, out.data());
     launch(LaunchConfig{dim3(4), dim3(64), 0, "neighbour_read<false>", rev, true, 2}, neighbour_read<false>,
            out.data());
     std::printf("missing barrier: out[0] = %g (expected 2)\n", double(out[0]));
