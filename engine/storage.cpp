@@ -102,6 +102,7 @@ void register_allocator(DeviceType t, Allocator* a) { registry()[size_t(t)] = a;
 
 memory::AllocatorStats cpu_cache_stats() { return host_cache().cache.stats(); }
 void cpu_empty_cache() { host_cache().cache.empty_cache(); }
+void cpu_cache_reset_peak() { host_cache().cache.reset_peak_stats(); }
 
 Storage::Storage(size_t nbytes, Device device)
     : data_(allocator_for(device.type).allocate(nbytes, device.index)), nbytes_(nbytes), device_(device) {}

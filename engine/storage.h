@@ -34,6 +34,7 @@ void register_allocator(DeviceType t, Allocator* a);
 inline constexpr size_t kCpuCacheMin = size_t(1) << 20;
 memory::AllocatorStats cpu_cache_stats();
 void cpu_empty_cache();  // returns the pool's wholly free segments to the system
+void cpu_cache_reset_peak();  // peak statistics restart from the current use
 
 class Storage {
  public:

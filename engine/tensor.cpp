@@ -54,6 +54,11 @@ bool Tensor::is_contiguous() const {
   return true;
 }
 
+bool Tensor::is_sole_owner() const {
+  return defined() && impl_.use_count() == 1 && impl().storage.use_count() == 1 && offset() == 0 && is_contiguous() &&
+         nbytes() == impl().storage->nbytes();
+}
+
 std::string Tensor::meta_str() const {
   if (!defined()) return "undefined";
   std::ostringstream os;

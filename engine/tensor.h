@@ -73,6 +73,10 @@ class Tensor {
   const std::shared_ptr<Storage>& storage() const { return impl().storage; }
   TensorImpl* unsafe_impl() const { return impl_.get(); }
   bool is_same(const Tensor& o) const { return impl_ == o.impl_; }
+  // Whether nothing but this handle can reach the elements: the only handle to the
+  // tensor, the only tensor on its storage, laid out densely over all of it. Such a
+  // tensor may be adopted (e.g. as a leaf's .grad) instead of copied.
+  bool is_sole_owner() const;
   // A short description for error messages: "f32[2, 3] on cpu".
   std::string meta_str() const;
 

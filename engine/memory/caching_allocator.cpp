@@ -224,6 +224,12 @@ AllocatorStats CachingAllocator::stats() const {
   return stats_;
 }
 
+void CachingAllocator::reset_peak_stats() {
+  std::lock_guard<std::mutex> lk(mu_);
+  stats_.peak_allocated = stats_.allocated;
+  stats_.peak_reserved = stats_.reserved;
+}
+
 size_t CachingAllocator::block_size(void* p) const {
   std::lock_guard<std::mutex> lk(mu_);
   auto it = active_.find(p);

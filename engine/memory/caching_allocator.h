@@ -60,6 +60,8 @@ class CachingAllocator {
   void empty_cache();
   void set_memory_limit(size_t bytes);
   AllocatorStats stats() const;
+  // Restarts the peaks at the current allocated / reserved bytes (to measure one phase).
+  void reset_peak_stats();
   size_t block_size(void* p) const;  // the rounded size of an allocated block
 
  private:

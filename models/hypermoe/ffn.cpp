@@ -7,7 +7,7 @@
 #include "ops/factory.h"
 #include "ops/index.h"
 #include "ops/matmul.h"
-#include "ops/moe/grouped_gemm.h"
+#include "ops/moe/grouped_ffn.h"
 #include "ops/moe/hyper_adapter.h"
 #include "ops/moe/router.h"
 #include "ops/moe/token_dispatch.h"
@@ -114,10 +114,9 @@ MoEFFN::Routed MoEFFN::run_experts(const Tensor& x, FfnStats& stats, Generator& 
 
   moe::Plan plan = moe::make_plan(r.expert_ids, N);
   stats.expert_counts.push_back(plan.counts.to(DType::i64).to_vector_as<int64_t>());
-  Tensor xs = moe::permute_rows(x, plan);
-  // Expert biases go in the grouped GEMM's epilogue (per group), not as gathered rows.
-  Tensor h = gelu(moe::grouped_gemm(xs, w1_, plan.offsets, Tensor(), Tensor(), b1_));
-  Tensor ys = moe::grouped_gemm(h, w2_, plan.offsets, Tensor(), Tensor(), b2_);
+  // The experts read their rows straight from x through the plan (no permuted copy),
+  // biases in the GEMMs' epilogues; only the pre-activation is kept for the backward.
+  Tensor ys = moe::grouped_ffn(x, w1_, b1_, w2_, b2_, plan.offsets, moe::slot_tokens(plan), UnaryOp::gelu_erf);
   Tensor y = moe::combine(ys, r.gates, plan);
   if (r.dropped.defined()) {
     // Tokens over capacity skip the experts and pass p_max * x (the reference's choice).

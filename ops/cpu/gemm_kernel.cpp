@@ -1,6 +1,7 @@
 // The packed f32 GEMM: packing of A (gather, transpose, alpha) and B (transpose) into
 // zero-padded panels, the AVX-512 (14x32), AVX2 (6x16) and portable (4x16) FMA
-// micro-kernels, and the GotoBLAS loop nest around them.
+// micro-kernels, the GotoBLAS loop nest around them, and the skinny loop (m or n up to
+// one micro-kernel's rows) that streams the long operand instead of packing it.
 #include "ops/cpu/gemm_kernel.h"
 
 #include <algorithm>
@@ -21,21 +22,23 @@ namespace {
 // How a micro-kernel starts its accumulators: zero (C not read), from C, or from beta * C.
 enum class Init { zero, load, scale };
 
-// acc[MR x NR] (from Init) += sum over p of a[p*MR + i] * b[p*NR + j] as one fma chain per
-// element in p order, then stored to c (leading dimension ldc). a, b: packed panels; b
-// is 64-byte aligned.
-using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float beta, Init init);
+// acc[MR x NR] (from Init) += sum over p of a[p*MR + i] * b[p*ldb + j] as one fma chain per
+// element in p order, then stored to c (leading dimension ldc). a: a packed panel; b: a
+// packed panel (ldb = NR) or NR columns of B read in place (ldb = B's row stride).
+using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc, float beta,
+                             Init init);
 
 // ---- micro-kernels ------------------------------------------------------------------
 
 // Portable: std::fma keeps the exact chain of the vector kernels (fused, p in order).
 constexpr int kPortMR = 4, kPortNR = 16;
-void ukr_portable(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float beta, Init init) {
+void ukr_portable(int64_t kc, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc, float beta,
+                  Init init) {
   float acc[kPortMR][kPortNR];
   for (int i = 0; i < kPortMR; ++i)
     for (int j = 0; j < kPortNR; ++j)
       acc[i][j] = init == Init::zero ? 0.f : init == Init::load ? c[i * ldc + j] : beta * c[i * ldc + j];
-  for (int64_t p = 0; p < kc; ++p, a += kPortMR, b += kPortNR)
+  for (int64_t p = 0; p < kc; ++p, a += kPortMR, b += ldb)
     for (int i = 0; i < kPortMR; ++i)
       for (int j = 0; j < kPortNR; ++j) acc[i][j] = std::fma(a[i], b[j], acc[i][j]);
   for (int i = 0; i < kPortMR; ++i)
@@ -49,8 +52,8 @@ void ukr_portable(int64_t kc, const float* a, const float* b, float* c, int64_t 
 
 // 14 rows x 2 zmm columns: 28 accumulators + 2 B vectors + 1 broadcast of 32 registers.
 constexpr int kAvx512MR = 14, kAvx512NR = 32;
-HMOE_TARGET_AVX512 void ukr_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float beta,
-                                   Init init) {
+HMOE_TARGET_AVX512 void ukr_avx512(int64_t kc, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
+                                   float beta, Init init) {
   __m512 c0[kAvx512MR], c1[kAvx512MR];
   if (init == Init::zero) {
 #pragma GCC unroll 14
@@ -63,8 +66,8 @@ HMOE_TARGET_AVX512 void ukr_avx512(int64_t kc, const float* a, const float* b, f
       c1[i] = _mm512_mul_ps(bv, _mm512_loadu_ps(c + i * ldc + 16));
     }
   }
-  for (int64_t p = 0; p < kc; ++p, a += kAvx512MR, b += kAvx512NR) {
-    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+  for (int64_t p = 0; p < kc; ++p, a += kAvx512MR, b += ldb) {
+    const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
 #pragma GCC unroll 14
     for (int i = 0; i < kAvx512MR; ++i) {
       const __m512 av = _mm512_set1_ps(a[i]);
@@ -81,8 +84,8 @@ HMOE_TARGET_AVX512 void ukr_avx512(int64_t kc, const float* a, const float* b, f
 
 // 6 rows x 2 ymm columns: 12 accumulators + 2 B vectors + 1 broadcast of 16 registers.
 constexpr int kAvx2MR = 6, kAvx2NR = 16;
-HMOE_TARGET_AVX2 void ukr_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float beta,
-                               Init init) {
+HMOE_TARGET_AVX2 void ukr_avx2(int64_t kc, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
+                               float beta, Init init) {
   __m256 c0[kAvx2MR], c1[kAvx2MR];
   if (init == Init::zero) {
 #pragma GCC unroll 6
@@ -95,8 +98,8 @@ HMOE_TARGET_AVX2 void ukr_avx2(int64_t kc, const float* a, const float* b, float
       c1[i] = _mm256_mul_ps(bv, _mm256_loadu_ps(c + i * ldc + 8));
     }
   }
-  for (int64_t p = 0; p < kc; ++p, a += kAvx2MR, b += kAvx2NR) {
-    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+  for (int64_t p = 0; p < kc; ++p, a += kAvx2MR, b += ldb) {
+    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
 #pragma GCC unroll 6
     for (int i = 0; i < kAvx2MR; ++i) {
       const __m256 av = _mm256_broadcast_ss(a + i);
@@ -289,7 +292,7 @@ void pack_b(const GemmB& B, int64_t p0, int64_t kb, int64_t j0, int64_t nb, floa
 }
 
 struct PackBuffers {
-  AlignedScratch a, b;
+  AlignedScratch a, b, t;  // t: the transposed C of the small-n path
 };
 thread_local PackBuffers tl_pack;
 
@@ -323,13 +326,13 @@ void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, c
             const float* bp = pb + jr * kb;
             float* cp = c + (ic + ir) * ldc + jc + jr;
             if (mv == mr && nv == nr) {
-              kernel(kb, ap, bp, cp, ldc, beta, init);
+              kernel(kb, ap, bp, nr, cp, ldc, beta, init);
               continue;
             }
             if (init != Init::zero)
               for (int i = 0; i < mr; ++i)
                 for (int j = 0; j < nr; ++j) edge[i * nr + j] = i < mv && j < nv ? cp[i * ldc + j] : 0.f;
-            kernel(kb, ap, bp, edge, nr, beta, init);
+            kernel(kb, ap, bp, nr, edge, nr, beta, init);
             for (int i = 0; i < mv; ++i) std::memcpy(cp + i * ldc, edge + i * nr, size_t(nv) * sizeof(float));
           }
         }
@@ -338,12 +341,54 @@ void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, c
   }
 }
 
+// The small-m loop (m <= MR, one A panel): B is not packed as a whole. Each B element is
+// used m times only, so the packed driver's copy of B (a read and a write of all of it,
+// then a read of the copy) would cost more than the arithmetic; here a row-major B is
+// read in place, NR columns at a time, and a transposed B (or an edge block) is packed
+// one micro-panel of kSmallKc rows at a time into an L1-resident buffer. Same
+// micro-kernel, so every element is the same fma chain as in the packed driver.
+constexpr int64_t kSmallKc = 128;
+
+template <int mr, int nr, MicroKernel kernel, bool avx512_packs>
+void small_m_driver(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, const GemmB& b, float beta, float* c,
+                    int64_t ldc) {
+  float* pa = tl_pack.a.get(size_t(mr * k));
+  pack_a<mr, avx512_packs>(a, 0, m, 0, k, alpha, pa);  // rows past m are zero
+  float* pb = tl_pack.b.get(size_t(nr * kSmallKc));
+  alignas(64) float edge[mr * nr];
+  for (int64_t jr = 0; jr < n; jr += nr) {
+    const int nv = int(std::min<int64_t>(nr, n - jr));
+    const bool in_place = !b.trans && nv == nr;
+    const int64_t kstep = in_place ? k : kSmallKc;  // in place: the whole chain in one call, no reload of C
+    for (int64_t pc = 0; pc < k; pc += kstep) {
+      const int64_t kb = std::min(kstep, k - pc);
+      const Init init = pc > 0 ? Init::load : beta == 0.f ? Init::zero : beta == 1.f ? Init::load : Init::scale;
+      const float* bp = b.data + pc * b.ld + jr;
+      int64_t ldb = b.ld;
+      if (!in_place) {
+        pack_b<nr, avx512_packs>(b, pc, kb, jr, nv, pb);
+        bp = pb;
+        ldb = nr;
+      }
+      float* cp = c + jr;
+      if (init != Init::zero)
+        for (int i = 0; i < mr; ++i)
+          for (int j = 0; j < nr; ++j) edge[i * nr + j] = i < m && j < nv ? cp[i * ldc + j] : 0.f;
+      kernel(kb, pa + pc * mr, bp, ldb, edge, nr, beta, init);
+      for (int64_t i = 0; i < m; ++i) std::memcpy(cp + i * ldc, edge + i * nr, size_t(nv) * sizeof(float));
+    }
+  }
+}
+
 using Driver = void (*)(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, const GemmB& b, float beta,
                         float* c, int64_t ldc, int64_t mc, int64_t kc, int64_t nc);
+using SmallDriver = void (*)(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, const GemmB& b, float beta,
+                             float* c, int64_t ldc);
 
 struct KernelInfo {
   int mr, nr;
   Driver run;
+  SmallDriver small_m;
   GemmBlocking blocking;  // defaults
 };
 
@@ -354,11 +399,13 @@ struct KernelInfo {
 // 512 too once k is split evenly (sgemm), so a k of up to 384 is one block.
 const KernelInfo& kernel_info(GemmIsa isa) {
   static const KernelInfo portable{
-      kPortMR, kPortNR, &gemm_driver<kPortMR, kPortNR, &ukr_portable, false>, {128, 384, 1024}};
+      kPortMR, kPortNR, &gemm_driver<kPortMR, kPortNR, &ukr_portable, false>,
+      &small_m_driver<kPortMR, kPortNR, &ukr_portable, false>, {128, 384, 1024}};
 #ifdef HMOE_GEMM_X86
-  static const KernelInfo avx2{kAvx2MR, kAvx2NR, &gemm_driver<kAvx2MR, kAvx2NR, &ukr_avx2, false>, {144, 384, 1024}};
-  static const KernelInfo avx512{
-      kAvx512MR, kAvx512NR, &gemm_driver<kAvx512MR, kAvx512NR, &ukr_avx512, true>, {168, 384, 1024}};
+  static const KernelInfo avx2{kAvx2MR, kAvx2NR, &gemm_driver<kAvx2MR, kAvx2NR, &ukr_avx2, false>,
+                               &small_m_driver<kAvx2MR, kAvx2NR, &ukr_avx2, false>, {144, 384, 1024}};
+  static const KernelInfo avx512{kAvx512MR, kAvx512NR, &gemm_driver<kAvx512MR, kAvx512NR, &ukr_avx512, true>,
+                                 &small_m_driver<kAvx512MR, kAvx512NR, &ukr_avx512, true>, {168, 384, 1024}};
   if (isa == GemmIsa::avx512) return avx512;
   if (isa == GemmIsa::avx2) return avx2;
 #endif
@@ -416,6 +463,22 @@ void sgemm(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, const G
   }
   if (!gemm_isa_supported(isa)) isa = gemm_best_isa();
   const KernelInfo& kr = kernel_info(isa);
+  if (!blocking.small_off) {
+    if (m <= kr.mr) return kr.small_m(m, n, k, alpha, a, b, beta, c, ldc);
+    // Few columns: C^T = op(B)^T op(A)^T on the small-m loop, into a scratch C^T. With
+    // alpha = 1 each element's chain fma(B(p, j), A(i, p), acc) equals fma(A(i, p), B(p, j),
+    // acc) bit for bit; a gather on A has no counterpart on B, so it stays here.
+    if (n <= kr.mr && alpha == 1.f && !a.rows) {
+      float* t = tl_pack.t.get(size_t(n * m));
+      if (beta != 0.f)
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j < n; ++j) t[j * m + i] = c[i * ldc + j];
+      kr.small_m(n, m, k, 1.f, GemmA{b.data, b.ld, !b.trans}, GemmB{a.data, a.ld, !a.trans}, beta, t, m);
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = t[j * m + i];
+      return;
+    }
+  }
   auto pick = [](int64_t v, int64_t def, int64_t mult) {
     return std::max<int64_t>(mult, (v > 0 ? v : def) / mult * mult);
   };

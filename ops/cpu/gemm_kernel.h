@@ -39,6 +39,9 @@ struct GemmB {
 // Cache blocking (elements). Results do not depend on it (see sgemm), so it is tuned freely.
 struct GemmBlocking {
   int64_t mc = 0, kc = 0, nc = 0;  // 0: the ISA's default
+  // Skinny products (m <= MR, or n <= MR with alpha 1 and no gather) normally skip the
+  // packing of the long operand; true forces the packed loop (tests, benchmarks).
+  bool small_off = false;
 };
 
 // C (m x n, row-major, leading dimension ldc) = alpha op(A) op(B) + beta C, on the

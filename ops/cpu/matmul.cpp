@@ -28,9 +28,17 @@ namespace {
 // last bits between 1 and 2 threads), and single-threaded calls are safe to make from
 // pool threads (attention calls cblas inside parallel_for). (hmoe's f32 kernel gives
 // the same bits for any tiling; the fixed grid keeps f64 deterministic too.)
-constexpr double kMinTileFlops = 8e6;  // ~0.1 ms on one core: dwarfs the task overhead
+constexpr double kMinTileWork = 8e6;   // ~0.1 ms on one core: dwarfs the task overhead
 constexpr int64_t kMinTileSide = 256;  // smaller tiles re-pack A and B too often
+constexpr int64_t kSkinny = 16;        // m or n this small: the kernel packs nothing big (gemm_kernel.h)
 constexpr int64_t kMaxTiles = 16;
+
+// A tile's work in FLOP-equivalents: its FLOPs plus 16 per element of A, B and C it
+// touches, so memory-bound skinny products (a router's [T, d] x [d, 8]) still split.
+double tile_work(int64_t tm, int64_t tn, int64_t k) {
+  const double m = double(tm), n = double(tn), kk = double(k);
+  return 2.0 * m * n * kk + 16.0 * (m * kk + kk * n + m * n);
+}
 
 struct Grid {
   int64_t tm, tn, nm, nn;
@@ -40,10 +48,12 @@ Grid plan_grid(int64_t m, int64_t n, int64_t k, int64_t max_tiles) {
   int64_t tm = std::max<int64_t>(m, 1), tn = std::max<int64_t>(n, 1);
   auto count = [&](int64_t a, int64_t b) { return ((m + a - 1) / a) * ((n + b - 1) / b); };
   auto half = [](int64_t s) { return (((s + 1) / 2) + 31) / 32 * 32; };  // multiples of 32 keep SIMD tails out
+  // Against a skinny operand the other one is streamed, not packed: narrower tiles cost nothing extra.
+  const int64_t min_m = n <= kSkinny ? 64 : kMinTileSide, min_n = m <= kSkinny ? 64 : kMinTileSide;
   while (count(tm, tn) < max_tiles) {
     const int64_t hm = half(tm), hn = half(tn);
-    const bool ok_m = hm >= kMinTileSide && hm < tm && 2.0 * double(hm) * double(tn) * double(k) >= kMinTileFlops;
-    const bool ok_n = hn >= kMinTileSide && hn < tn && 2.0 * double(tm) * double(hn) * double(k) >= kMinTileFlops;
+    const bool ok_m = hm >= min_m && hm < tm && tile_work(hm, tn, k) >= kMinTileWork;
+    const bool ok_n = hn >= min_n && hn < tn && tile_work(tm, hn, k) >= kMinTileWork;
     if (ok_m && (tm >= tn || !ok_n)) tm = hm;
     else if (ok_n) tn = hn;
     else break;
@@ -84,9 +94,8 @@ void gemm_typed(const GemmArgs& g, const T* a, const T* b, T* c) {
   const int64_t max_tiles = own_kernel ? std::clamp<int64_t>(2 * num_threads(), 1, kMaxTiles) : kMaxTiles;
   const Grid grid = plan_grid(g.m, g.n, g.k, max_tiles);
   const int64_t tiles = grid.nm * grid.nn;
-  const double tile_flops = 2.0 * double(grid.tm) * double(grid.tn) * double(g.k);
   // Many small matrices: several per task (scheduling only; each is computed alone).
-  const int64_t grain = std::max<int64_t>(1, int64_t(kMinTileFlops / std::max(tile_flops, 1.0)));
+  const int64_t grain = std::max<int64_t>(1, int64_t(kMinTileWork / std::max(tile_work(grid.tm, grid.tn, g.k), 1.0)));
   parallel_for(g.batch * tiles, grain, [&](int64_t lo, int64_t hi) {
     for (int64_t t = lo; t < hi; ++t) {
       const int64_t bi = t / tiles, ti = t % tiles;

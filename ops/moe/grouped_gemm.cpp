@@ -18,28 +18,45 @@ namespace {
 std::string meta(const Tensor& t) { return t.defined() ? t.meta_str() : std::string("undefined"); }
 }  // namespace
 
+int64_t check_group_offsets(const char* op, const Tensor& offsets, int64_t groups) {
+  HMOE_CHECK(offsets.defined() && offsets.dim() == 1 && offsets.numel() == groups + 1 &&
+                 offsets.dtype() == DType::i64 && offsets.device().is_cpu(),
+             op, ": offsets must be a cpu i64 [G + 1 = ", groups + 1, "] tensor, got ", meta(offsets));
+  const Tensor off = offsets.contiguous();
+  const int64_t* o = off.data_ptr<int64_t>();
+  HMOE_CHECK(o[0] == 0, op, ": offsets must run from 0 to M, got offsets[0] = ", o[0]);
+  for (int64_t g = 0; g < groups; ++g)
+    HMOE_CHECK(o[g + 1] >= o[g], op, ": offsets must not decrease (offsets[", g, "] = ", o[g], ", offsets[", g + 1,
+               "] = ", o[g + 1], ")");
+  return o[groups];
+}
+
+Tensor check_gather_index(const char* op, const Tensor& index_in, int64_t M, const Tensor& x) {
+  if (!index_in.defined()) return Tensor();
+  HMOE_CHECK(index_in.dim() == 1 && index_in.numel() == M &&
+                 (index_in.dtype() == DType::i64 || index_in.dtype() == DType::i32),
+             op, ": index must be integer [M = ", M, "], got ", meta(index_in));
+  const Tensor index = index_in.to(DType::i64).contiguous();
+  // Validated here once, so kernels (and the backward) may trust it.
+  const Tensor ih = index.device().is_cpu() ? index : index.to(Device::cpu());  // a device index: one read-back
+  const int64_t* ix = ih.data_ptr<int64_t>();
+  for (int64_t r = 0; r < M; ++r)
+    HMOE_CHECK(ix[r] >= -1 && ix[r] < x.size(0), op, ": index ", ix[r], " at row ", r, " is out of range [-1, ",
+               x.size(0), ") for x ", x.meta_str());
+  return index;
+}
+
 Tensor grouped_gemm(const Tensor& x_in, const Tensor& w_in, const Tensor& offsets, const Tensor& index_in,
                     const Tensor& scale_in, const Tensor& bias_in) {
   HMOE_CHECK(x_in.defined() && w_in.defined() && x_in.dim() == 2 && w_in.dim() == 3 && x_in.size(1) == w_in.size(1) &&
                  is_floating(x_in.dtype()) && x_in.dtype() == w_in.dtype(),
              "grouped_gemm: x ", meta(x_in), " and w ", meta(w_in), " must be float [M, K] and [G, K, N] of one dtype");
   const int64_t G = w_in.size(0), K = w_in.size(1), N = w_in.size(2);
-  HMOE_CHECK(offsets.defined() && offsets.dim() == 1 && offsets.numel() == G + 1 && offsets.dtype() == DType::i64 &&
-                 offsets.device().is_cpu(),
-             "grouped_gemm: offsets must be a cpu i64 [G + 1 = ", G + 1, "] tensor, got ", meta(offsets));
+  const int64_t M = check_group_offsets("grouped_gemm", offsets, G);
   const Tensor off = offsets.contiguous();
-  const int64_t* o = off.data_ptr<int64_t>();
-  HMOE_CHECK(o[0] == 0, "grouped_gemm: offsets must run from 0 to M, got offsets[0] = ", o[0]);
-  for (int64_t g = 0; g < G; ++g)
-    HMOE_CHECK(o[g + 1] >= o[g], "grouped_gemm: offsets must not decrease (offsets[", g, "] = ", o[g], ", offsets[",
-               g + 1, "] = ", o[g + 1], ")");
-  const int64_t M = o[G];
   const bool has_index = index_in.defined();
   HMOE_CHECK(has_index || x_in.size(0) == M, "grouped_gemm: offsets must run from 0 to M = ", x_in.size(0),
              " (rows of x), got offsets[G] = ", M);
-  HMOE_CHECK(!has_index || (index_in.dim() == 1 && index_in.numel() == M &&
-                            (index_in.dtype() == DType::i64 || index_in.dtype() == DType::i32)),
-             "grouped_gemm: index must be integer [M = ", M, "], got ", meta(index_in));
   HMOE_CHECK(!scale_in.defined() || (scale_in.dim() == 1 && scale_in.numel() == M && is_floating(scale_in.dtype())),
              "grouped_gemm: scale must be float [M = ", M, "], got ", meta(scale_in));
   HMOE_CHECK(!bias_in.defined() || (bias_in.dim() == 2 && bias_in.size(0) == G && bias_in.size(1) == N &&
@@ -57,16 +74,9 @@ Tensor grouped_gemm(const Tensor& x_in, const Tensor& w_in, const Tensor& offset
   // compute dtype ct, f32 there.
   const DType dt = x_in.dtype(), ct = half ? DType::f32 : dt;
   const Tensor x = x_in.contiguous(), w = w_in.contiguous();
-  const Tensor index = has_index ? index_in.to(DType::i64).contiguous() : Tensor();
+  const Tensor index = check_gather_index("grouped_gemm", index_in, M, x);
   const Tensor scale = scale_in.defined() ? scale_in.to(ct).contiguous() : Tensor();
   const Tensor bias = bias_in.defined() ? bias_in.to(ct).contiguous() : Tensor();
-  if (has_index) {  // validated here once, so kernels (and the backward) may trust it
-    const Tensor ih = index.device().is_cpu() ? index : index.to(Device::cpu());  // a device index: one read-back
-    const int64_t* ix = ih.data_ptr<int64_t>();
-    for (int64_t r = 0; r < M; ++r)
-      HMOE_CHECK(ix[r] >= -1 && ix[r] < x.size(0), "grouped_gemm: index ", ix[r], " at row ", r,
-                 " is out of range [-1, ", x.size(0), ") for x ", x.meta_str());
-  }
   GroupedGemmArgs a{G, M, K, N, x.size(0), false};
   Tensor out = Tensor::empty({M, N}, {dt, dev});
   auto opt = [](const Tensor& t) { return t.defined() ? t.detach() : t; };

@@ -1,9 +1,8 @@
-// The hyper adapter op: a composite of the plan (tokens grouped by pattern), two grouped
-// GEMMs (gather fused into the first, biases in the epilogues), ReLU and the unpermute.
+// The hyper adapter op: a composite of the plan (tokens grouped by pattern), the grouped
+// FFN with ReLU (gather fused into its first GEMM, biases in the epilogues) and the unpermute.
 #include "ops/moe/hyper_adapter.h"
 
-#include "ops/elementwise.h"
-#include "ops/moe/grouped_gemm.h"
+#include "ops/moe/grouped_ffn.h"
 #include "ops/moe/token_dispatch.h"
 
 namespace hmoe::moe {
@@ -23,8 +22,7 @@ Tensor hyper_adapter(const Tensor& x, const Tensor& token_pattern, const Tensor&
   HMOE_CHECK(token_pattern.defined() && token_pattern.dim() == 1 && token_pattern.size(0) == x.size(0),
              "hyper_adapter: token_pattern ", meta(token_pattern), " must be integer [T = ", x.size(0), "]");
   const Plan plan = make_plan(token_pattern, P);  // k = 1: perm is the token of each slot
-  const Tensor h = relu(grouped_gemm(x, w_down, plan.offsets, plan.perm, Tensor(), b_down));
-  return unpermute_rows(grouped_gemm(h, w_up, plan.offsets, Tensor(), Tensor(), b_up), plan);
+  return unpermute_rows(grouped_ffn(x, w_down, b_down, w_up, b_up, plan.offsets, plan.perm, UnaryOp::relu), plan);
 }
 
 }  // namespace hmoe::moe

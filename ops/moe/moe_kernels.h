@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "engine/tensor.h"
 #include "ops/dispatch.h"
 
 namespace hmoe::moe {
@@ -83,6 +84,13 @@ using GroupedRowDotKernel = void (*)(const GroupedGemmArgs& a, const Tensor& x, 
 // out [x_rows, k] = 0, then out[index[r]] += scale[r] * src[r], summed per destination
 // in increasing r (deterministic); index -1 rows skipped; scale optional.
 using ScatterRowsKernel = void (*)(const Tensor& src, const Tensor& index, const Tensor& scale, const Tensor& out);
+
+// Input checks shared by the grouped ops (grouped_gemm, grouped_ffn). offsets: a cpu i64
+// [groups + 1] tensor from 0, non-decreasing; returns M = offsets[groups].
+int64_t check_group_offsets(const char* op, const Tensor& offsets, int64_t groups);
+// index: undefined, or integer [M] with values in [-1, x_rows); returns it as contiguous
+// i64 (on its device; a device index is read back once to be checked).
+Tensor check_gather_index(const char* op, const Tensor& index, int64_t M, const Tensor& x);
 
 }  // namespace hmoe::moe
 

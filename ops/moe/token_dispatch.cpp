@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "autograd/node.h"
+#include "ops/elementwise.h"
 #include "ops/factory.h"
 #include "ops/moe/moe_kernels.h"
 
@@ -77,6 +78,14 @@ Tensor row_groups(const Plan& p) {
   for (int64_t e = 0; e < p.groups; ++e)
     for (int64_t r = off[e]; r < off[e + 1]; ++r) g[size_t(r)] = e;
   return from_vector(g, {p.rows}).to(p.perm.device());
+}
+
+Tensor slot_tokens(const Plan& p) {
+  check_plan("slot_tokens", p);
+  if (p.k == 1) return p.perm;
+  const Device dev = p.perm.device();
+  // perm / k truncates -1 (padding) to 0, so padding keeps its -1.
+  return where(ge(p.perm, zeros({}, {DType::i64, dev})), div(p.perm, full({}, double(p.k), {DType::i64, dev})), p.perm);
 }
 
 Tensor permute_rows(const Tensor& x_in, const Plan& p) {

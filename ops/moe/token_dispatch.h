@@ -26,6 +26,9 @@ struct Plan {
 Plan make_plan(const Tensor& ids, int64_t num_groups, int64_t pad_to = 1);
 // The group of every slot, i64 [rows].
 Tensor row_groups(const Plan& plan);
+// The token of every slot, i64 [rows]: perm / k, -1 for padding. As the gather index of
+// a grouped GEMM it reads the permuted rows straight from x (no permuted copy).
+Tensor slot_tokens(const Plan& plan);
 // xs [rows, d]: xs[slot] = x[perm[slot] / k] (zero for padding). Backward: per token,
 // the sum of its k rows in j order.
 Tensor permute_rows(const Tensor& x, const Plan& plan);

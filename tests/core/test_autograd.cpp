@@ -25,6 +25,32 @@ TEST(Autograd, AccumulatesAcrossCallsAndZeroGrad) {
   expect_close(x.grad(), {1, 1});
 }
 
+TEST(Autograd, GradientsAreAdoptedOnlyWhenNothingElseHoldsThem) {
+  Tensor t = zeros({4});
+  EXPECT_TRUE(t.is_sole_owner());
+  Tensor handle = t;
+  EXPECT_FALSE(t.is_sole_owner());  // two handles
+  handle = Tensor();
+  Tensor view = t.narrow(0, 0, 2);
+  EXPECT_FALSE(t.is_sole_owner());  // a view shares the storage
+  EXPECT_FALSE(view.is_sole_owner());
+
+  // add's backward hands one gradient tensor to both inputs: at most one may adopt it,
+  // and neither .grad may alias the caller's gradient.
+  Tensor x = zeros({3}, {DType::f64, Device::cpu(), true}), z = zeros({3}, {DType::f64, Device::cpu(), true});
+  Tensor g = full({3}, 2.0, {DType::f64});
+  (x + z).backward(g);
+  add_(x.mutable_grad(), full({3}, 1.0, {DType::f64}));
+  expect_close(x.grad(), {3, 3, 3});
+  expect_close(z.grad(), {2, 2, 2});
+  expect_close(g, {2, 2, 2});
+  // Accumulation into an adopted gradient stays correct.
+  x.zero_grad();
+  sum(x * 3.0).backward();
+  sum(x * 3.0).backward();
+  expect_close(x.grad(), {6, 6, 6});
+}
+
 TEST(Autograd, NoGradAndDetach) {
   Tensor x = ones({2}, {DType::f64, Device::cpu(), true});
   {

@@ -5,7 +5,8 @@
 // and bias, f32 / f64 (CUDA cores) and bf16 / f16 (tensor cores, both tile heights);
 // each kernel directly (trans_w with index/scale/bias, dW and db alone and for empty
 // groups, the scatter, the row dot); unaligned inputs (scalar loads); K = 0 and M = 0;
-// bad input; bit-identical results across emulator schedules.
+// bad input; bit-identical results across emulator schedules. The grouped FFN (two
+// grouped GEMMs around an activation, chunked) on the device against the CPU.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "hmoe.h"
+#include "ops/moe/grouped_ffn.h"
 #include "ops/moe/grouped_gemm.h"
 #include "ops/moe/moe_kernels.h"
 #include "tests/cuda/cuda_test_util.h"
@@ -339,6 +341,44 @@ TEST(CudaMoeGroupedGemm, Errors) {
                                                         i64({0, 2, 2, 7, 7}),
                                                         Tensor::empty({4, 2, 3}, {DType::bf16, kDev}), Tensor()),
                     "dw must be");
+}
+
+// The grouped FFN on the device (its kernels, views of chunks of groups, the recomputed
+// activation, dh in place) against the CPU in f64, forward and every gradient; chunking
+// gives the same bits on the device too.
+TEST(CudaMoeGroupedGemm, GroupedFfnMatchesCpuAtAnyChunking) {
+  HMOE_REQUIRE_CUDA();
+  const std::vector<int64_t> off{0, 0, 37, 38, 100, 170};
+  const int64_t G = 5, M = 170, XR = 90, d = 24, f = 72, e = 20;
+  for (DType dt : {DType::f32, DType::bf16})
+    for (UnaryOp act : {UnaryOp::gelu_erf, UnaryOp::relu}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " act " + std::to_string(int(act)));
+      const Tensor x = rand_cpu({XR, d}, 1, dt), w1 = rand_cpu({G, d, f}, 2, dt, -0.5, 0.5);
+      const Tensor b1 = rand_cpu({G, f}, 3, dt), w2 = rand_cpu({G, f, e}, 4, dt, -0.5, 0.5);
+      const Tensor b2 = rand_cpu({G, e}, 5, dt), g = rand_cpu({M, e}, 6, dt);
+      const Tensor idx = i64(gather_index(M, XR, 3));
+      auto run = [&](Device dv, DType t, int64_t chunk) {
+        std::vector<Tensor> in{leaf(x, dv, t), leaf(w1, dv, t), leaf(b1, dv, aux(t)), leaf(w2, dv, t),
+                               leaf(b2, dv, aux(t))};
+        Tensor y = moe::grouped_ffn(in[0], in[1], in[2], in[3], in[4], i64(off), idx.to(dv), act, chunk);
+        y.backward(g.to(t).to(dv));
+        std::vector<Tensor> out{y};
+        for (const Tensor& l : in) out.push_back(l.grad());
+        return out;
+      };
+      const std::vector<Tensor> want = run(kCpu, DType::f64, 0);
+      const char* names[] = {"forward", "dx", "dw1", "db1", "dw2", "db2"};
+      for_each_schedule([&] {
+        const std::vector<Tensor> all = run(kDev, dt, 0);
+        // The f32 bias gradients of a bf16 run sum bf16 values: bf16's bound for all.
+        for (size_t i = 0; i < all.size(); ++i) expect_matches(all[i], want[i], testing::cuda::tolerance(dt), names[i]);
+        for (int64_t chunk : {1, 40}) {
+          const std::vector<Tensor> part = run(kDev, dt, chunk);
+          for (size_t i = 0; i < all.size(); ++i)
+            EXPECT_TRUE(bit_equal(part[i], all[i])) << names[i] << " chunk " << chunk;
+        }
+      });
+    }
 }
 
 // Same inputs, same bits under every schedule: forward and all gradients, both paths.

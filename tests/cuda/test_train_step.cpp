@@ -164,8 +164,13 @@ TEST(CudaTrainStep, HyperMoeTransformerBf16WithMasterWeights) {
   HMOE_REQUIRE_CUDA();
   // As for the dense model; the hypernetwork's heads start at 1e-3 and their biases at 0,
   // so their weights after two Adam steps are all update, and where a bf16 gradient
-  // component is near zero its update's sign is rounding noise on either backend.
-  compare_steps("hypermoe", DType::bf16, 1e-2, 5e-2, 1e-1);
+  // component is near zero its update's sign is rounding noise on either backend. The
+  // worst case is head_bdown.bias (adapter rank 4: four elements, each update +-lr): one
+  // component's second update differing moves its error by up to 0.25, and the backends
+  // round at different points (the CPU sums an MoE input gradient's k rows in f32 before
+  // one rounding, the device rounds each row to bf16 first): seen 0.07-0.18. A wrong
+  // optimizer or gradient is off by O(1); the gradients themselves are held to 5e-2.
+  compare_steps("hypermoe", DType::bf16, 1e-2, 5e-2, 2.5e-1);
 }
 
 TEST(CudaTrainStep, DenseTransformerBf16WithMasterWeights) {

@@ -1,7 +1,8 @@
 // hmoe's packed f32 GEMM (ops/cpu/gemm_kernel.h): every micro-kernel this CPU runs
 // against the documented fma chain (bit for bit) and a double-precision loop, over odd
 // and tiled shapes, transposes, alpha/beta, padded leading dims, gathered rows and any
-// cache blocking; the gemm op and the grouped GEMM giving the same bits for 1 and 2 threads.
+// cache blocking, the skinny paths (no packing of the long operand) against the packed
+// loop; the gemm op and the grouped GEMM giving the same bits for 1 and 2 threads.
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -106,6 +107,15 @@ std::vector<Case> cases() {
       {50, 70, 90, false, false, 1.f, 0.f, 3, true},  // gathered rows of A
       {50, 70, 300, true, false, 1.f, 0.f, 1, true},  // gathered rows of A^T (the dW shape)
       {256, 1024, 256, false, false, 1.f, 0.f},
+      // Skinny products (m or n <= MR): B streamed in place or packed a micro-panel at a time.
+      {8, 300, 700, false, false, 1.f, 0.f},      // small m, B read in place, one long chain
+      {8, 300, 700, false, true, 0.5f, 1.f, 2},   // small m, B transposed, several k blocks
+      {5, 37, 260, true, false, 1.f, -0.5f},      // small m, A^T, an edge column block
+      {3, 90, 40, false, false, 1.f, 0.f, 0, true},  // small m with gathered rows
+      {700, 8, 300, false, true, 1.f, 0.f},       // small n (a router): C^T on the small-m loop
+      {700, 5, 300, true, false, 1.f, 0.75f, 1},  // small n with beta and padding
+      {700, 8, 300, false, false, 2.f, 0.f},      // small n, alpha != 1: the packed loop
+      {40, 6, 70, false, false, 1.f, 0.f, 0, true},  // small n with a gather: the packed loop
   };
   return v;
 }
@@ -163,6 +173,22 @@ TEST(GemmKernel, BlockingDoesNotChangeBits) {
       EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
           << gemm_isa_name(isa) << " mc " << bl.mc << " kc " << bl.kc << " nc " << bl.nc;
     }
+}
+
+TEST(GemmKernel, SkinnyPathsGiveThePackedLoopsBits) {
+  GemmBlocking packed;
+  packed.small_off = true;
+  for (const Case& cs : cases()) {
+    if (cs.m > 16 && cs.n > 16) continue;
+    const Problem pr(cs);
+    for (GemmIsa isa : isas()) {
+      std::vector<float> got = pr.c0, want = pr.c0;
+      sgemm(cs.m, cs.n, cs.k, cs.alpha, pr.ga(), pr.gb(), cs.beta, got.data(), pr.ldc, isa);
+      sgemm(cs.m, cs.n, cs.k, cs.alpha, pr.ga(), pr.gb(), cs.beta, want.data(), pr.ldc, isa, packed);
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0)
+          << gemm_isa_name(isa) << " " << cs.m << "x" << cs.n << "x" << cs.k;
+    }
+  }
 }
 
 TEST(GemmKernel, EmptyAndSpecialValues) {

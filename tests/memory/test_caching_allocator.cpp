@@ -74,6 +74,16 @@ TEST(CachingAllocator, ReusesSplitsAndMerges) {
     const AllocatorStats s = a.stats();
     EXPECT_EQ(s.allocated, 0u);
     EXPECT_GE(s.peak_allocated, 5u << 20);
+    // Peaks restart from the current use, then grow with new allocations only.
+    void* held = a.allocate(1 << 20, 0);
+    a.reset_peak_stats();
+    EXPECT_EQ(a.stats().peak_allocated, a.stats().allocated);
+    EXPECT_EQ(a.stats().peak_reserved, a.stats().reserved);
+    void* more = a.allocate(2 << 20, 0);
+    EXPECT_EQ(a.stats().peak_allocated, a.stats().allocated);
+    a.free(more);
+    EXPECT_GT(a.stats().peak_allocated, a.stats().allocated);
+    a.free(held);
   }
   EXPECT_EQ(dev.used(), 0u);
 }
