@@ -12,7 +12,22 @@
 namespace hmoe::autograd {
 namespace {
 thread_local uint64_t t_next_sequence_nr = 0;
-}
+thread_local bool t_saved_expire = false;  // set by run_backward for its node calls
+
+// Sets t_saved_expire for a scope, restoring the outer value (a backward may run inside a backward function).
+class ExpireScope {
+ public:
+  explicit ExpireScope(bool on) : prev_(t_saved_expire) { t_saved_expire = on; }
+  ~ExpireScope() { t_saved_expire = prev_; }
+  ExpireScope(const ExpireScope&) = delete;
+  ExpireScope& operator=(const ExpireScope&) = delete;
+
+ private:
+  bool prev_;
+};
+}  // namespace
+
+bool saved_tensors_expire() { return t_saved_expire; }
 
 Node::Node(std::string name) : name_(std::move(name)), sequence_nr_(t_next_sequence_nr++) {}
 
@@ -149,7 +164,10 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
           work.grads[i] = ops_seam::zeros(m.shape, m.dtype, m.device);
         }
       }
-      in_grads = node->apply(work.grads);
+      {
+        const ExpireScope expire(!retain_graph);
+        in_grads = node->apply(work.grads);
+      }
       if (!retain_graph) node->release();
       HMOE_CHECK(in_grads.empty() || in_grads.size() == node->next_edges.size(), "backward of '", node->name(),
                  "' returned ", in_grads.size(), " gradients for ", node->next_edges.size(), " inputs");

@@ -89,6 +89,11 @@ void record(const char* name, const std::vector<Tensor>& inputs, const std::vect
 // Runs backward from roots with the given gradients (one per root).
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph);
 
+// True inside a backward function run by a backward pass that frees the graph after it
+// (no retain_graph): the function's saved tensors die when it returns, so it may write
+// its results into their buffers (one less buffer of that size alive at once).
+bool saved_tensors_expire();
+
 // The few tensor operations the engine itself needs; ops/ provides them.
 namespace ops_seam {
 Tensor zeros(const Shape& shape, DType dtype, Device device);

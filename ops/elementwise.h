@@ -27,7 +27,8 @@ enum class BinaryOp : uint8_t {
 // before the same element is written, so the update in place is exact.
 using UnaryKernel = void (*)(UnaryOp op, const Tensor& in, const Tensor& out, double p0, double p1);
 // grad_in = grad_out * f'(x) for the activations (uses x; y = f(x) where cheaper).
-// grad_in may be grad_out itself (contiguous): each element is read before it is written.
+// grad_in may be grad_out or x itself (contiguous, one layout): each element is read
+// before it is written.
 using UnaryBackwardKernel = void (*)(UnaryOp op, const Tensor& x, const Tensor& grad_out, const Tensor& grad_in,
                                      double p0, double p1);
 using BinaryKernel = void (*)(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);

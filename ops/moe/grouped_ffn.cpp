@@ -134,12 +134,21 @@ Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in,
         const DType dt = xd.dtype();
         const int64_t M = h.size(0), G = w1d.size(0), X = xd.size(0);
         const Tensor dy = gr[0].to(dt).contiguous();
+        const bool expire = autograd::saved_tensors_expire();
+        // Results are made when first written, so that no buffer is alive before it must be.
+        struct Result {
+          bool need;
+          Shape shape;
+          DType type;
+        };
+        const Result spec[5] = {
+            {nx, {X, d}, dt}, {nw1, {G, d, f}, dt}, {nb1, {G, f}, ct}, {nw2, {G, f, e}, dt}, {nb2, {G, e}, ct}};
         std::vector<Tensor> res(5);  // dx, dw1, db1, dw2, db2
-        if (nw1) res[1] = Tensor::empty({G, d, f}, {dt, dv});
-        if (nb1) res[2] = Tensor::empty({G, f}, {ct, dv});
-        if (nw2) res[3] = Tensor::empty({G, f, e}, {dt, dv});
-        if (nb2) res[4] = Tensor::empty({G, e}, {ct, dv});
-        const Tensor gx = nx ? Tensor::empty({M, d}, {dt, dv}) : Tensor();  // dx rows in slot order
+        auto make = [&](size_t i) -> const Tensor& {
+          if (spec[i].need && !res[i].defined()) res[i] = Tensor::empty(spec[i].shape, {spec[i].type, dv});
+          return res[i];
+        };
+        Tensor gx;  // dx rows in slot order
         const auto& gemm = grouped_gemm_stub.get(dv);
         const auto& gemm_dw = grouped_gemm_dw_stub.get(dv);
         for (const Chunk& c : chunks) {
@@ -148,22 +157,29 @@ Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in,
           const Tensor hc = rows_of(h, c), dyc = rows_of(dy, c);
           if (nw2 || nb2) {  // the activation, recomputed, lives only for dW2
             gemm_dw(GroupedGemmArgs{gn, rows, f, e, rows, false}, activate(act, hc), Tensor(), dyc, v.offsets,
-                    groups_of(res[3], c), groups_of(res[4], c));
+                    groups_of(make(3), c), groups_of(make(4), c));
           }
           if (!(nx || nw1 || nb1)) continue;
-          Tensor dh = Tensor::empty({rows, f}, {dt, dv});
+          Tensor da = Tensor::empty({rows, f}, {dt, dv});  // dy W2^T
           gemm(GroupedGemmArgs{gn, rows, e, f, rows, true}, dyc, groups_of(w2d, c), v.offsets, Tensor(), Tensor(),
-               Tensor(), dh);
-          unary_backward_stub.get(dv)(act, hc, dh, dh, 0.0, 0.0);  // in place: dh = (dy W2^T) * act'(h)
-          if (nw1 || nb1) gemm_dw(v.args, v.x, v.index, dh, v.offsets, groups_of(res[1], c), groups_of(res[2], c));
-          if (nx)
+               Tensor(), da);
+          // dh = da * act'(h), in place: over h itself when h dies with this call (no
+          // retain_graph; h is not read after this), else over da.
+          const Tensor dh = expire ? hc : da;
+          unary_backward_stub.get(dv)(act, hc, da, dh, 0.0, 0.0);
+          da = Tensor();  // dh over h: da's buffer goes back before dW1 is made
+          if (nw1 || nb1) gemm_dw(v.args, v.x, v.index, dh, v.offsets, groups_of(make(1), c), groups_of(make(2), c));
+          if (nx) {
+            if (!gx.defined()) gx = Tensor::empty({M, d}, {dt, dv});
             gemm(GroupedGemmArgs{gn, rows, f, d, rows, true}, dh, groups_of(w1d, c), v.offsets, Tensor(), Tensor(),
                  Tensor(), rows_of(gx, c));
+          }
         }
+        for (size_t i = 1; i < 5; ++i) make(i);  // G = 0: no chunk wrote them
         if (nx) {
+          if (!gx.defined()) gx = Tensor::empty({M, d}, {dt, dv});
           if (index.defined()) {
-            res[0] = Tensor::empty({X, d}, {dt, dv});
-            scatter_rows_stub.get(dv)(gx, index, Tensor(), res[0]);
+            scatter_rows_stub.get(dv)(gx, index, Tensor(), make(0));
           } else {
             res[0] = gx;
           }

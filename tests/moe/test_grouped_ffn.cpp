@@ -88,6 +88,24 @@ TEST(MoeGroupedFfn, BitEqualToTheCompositeAtAnyChunking) {
     }
 }
 
+// Without retain_graph the backward writes dh over the saved pre-activation; with it, a
+// second backward must still find the pre-activation intact.
+TEST(MoeGroupedFfn, RetainGraphKeepsThePreActivation) {
+  const Ffn p = make(true, true, DType::f32);
+  for (int64_t chunk : {0, 301}) {
+    Tensor y = moe::grouped_ffn(p.x, p.w1, p.b1, p.w2, p.b2, p.offsets, p.index, UnaryOp::gelu_erf, chunk);
+    std::vector<std::vector<double>> grads[2];
+    for (int pass = 0; pass < 2; ++pass) {
+      (y * p.dy).backward(ones(y.shape()), /*retain_graph=*/pass == 0);
+      for (const Tensor* t : {&p.x, &p.w1, &p.b1, &p.w2, &p.b2}) {
+        grads[pass].push_back(t->grad().to_vector());
+        const_cast<Tensor*>(t)->zero_grad();
+      }
+    }
+    EXPECT_EQ(grads[0], grads[1]) << "chunk " << chunk;
+  }
+}
+
 TEST(MoeGroupedFfn, Gradcheck) {
   const std::vector<int64_t> off{0, 2, 2, 5};
   Tensor x = rand_t({4, 3}, 1, -1, 1, DType::f64, true), w1 = rand_t({3, 3, 4}, 2, -1, 1, DType::f64, true);
