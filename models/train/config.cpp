@@ -25,7 +25,7 @@ namespace {
 #define HMOE_FIELDS_DATA(X) X(text) X(tokens) X(token_width) X(val_fraction)
 #define HMOE_FIELDS_TRAIN(X)                                                                                       \
   X(steps) X(batch_size) X(grad_accum) X(lr) X(min_lr) X(warmup) X(weight_decay) X(beta1) X(beta2) X(eps) X(clip) \
-  X(eval_every) X(eval_batches) X(log_every) X(checkpoint_every) X(seed) X(threads) X(device) X(out_dir)
+  X(hyper_lr_scale) X(eval_every) X(eval_batches) X(log_every) X(checkpoint_every) X(seed) X(threads) X(device) X(out_dir)
 
 json to_json(const Config& c) {
   json j;
@@ -238,6 +238,7 @@ void validate(const Config& c) {
   HMOE_CHECK(t.beta1 >= 0 && t.beta1 < 1 && t.beta2 >= 0 && t.beta2 < 1 && t.eps > 0 && t.clip >= 0 &&
                  t.weight_decay >= 0,
              "config: bad optimiser settings (betas in [0, 1), eps > 0, clip >= 0, weight_decay >= 0)");
+  HMOE_CHECK(t.hyper_lr_scale > 0, "config: train.hyper_lr_scale must be > 0, got ", t.hyper_lr_scale);
   HMOE_CHECK(t.threads >= 0, "config: train.threads must be >= 0");
   try {
     (void)parse_device(t.device);

@@ -42,6 +42,10 @@ struct OptimConfig {
   double lr = 2e-3, min_lr = 2e-4;
   int64_t warmup = 50;
   double weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, clip = 1.0;
+  // The hypernetwork's parameters (hyper.*) train at this fraction of lr. Its heads start
+  // near zero (hyperfanin) and Adam moves each weight by about lr per step whatever its
+  // gradient's size, so at a pre-training lr the generated adapters grow fast.
+  double hyper_lr_scale = 1.0;
   int64_t eval_every = 100, eval_batches = 8, log_every = 10, checkpoint_every = 0;
   int64_t seed = 1337, threads = 0;  // threads 0: all cores
   std::string device = "cpu";        // cpu | cuda | cuda:N

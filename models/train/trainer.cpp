@@ -2,11 +2,14 @@
 // metrics as JSON lines, atomic checkpoints with exact resume, and sampling.
 #include "models/train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <sstream>
 
 #include "autograd/grad_mode.h"
@@ -93,6 +96,39 @@ bool decays(const std::string& name, const Tensor& p) {
   return p.dim() >= 2 && name.find("layer_emb") == std::string::npos;
 }
 
+// An AdamW over one group of parameters, at lr_scale of the schedule's learning rate.
+// `name` prefixes its state tensors and its step count in the training-state file.
+struct ParamGroup {
+  std::string name;
+  double lr_scale = 1;
+  std::unique_ptr<optim::AdamW> opt;
+};
+
+// With and without weight decay; the hypernetwork in groups of its own only when
+// train.hyper_lr_scale is not 1 (so the checkpoints of other runs keep two groups).
+std::vector<ParamGroup> make_groups(model::LanguageModel& m, const train::OptimConfig& t) {
+  const bool hyper_apart = t.hyper_lr_scale != 1.0;
+  std::map<std::string, std::vector<Tensor>> members;
+  for (auto& [name, p] : m.named_parameters()) {
+    const bool hyper = hyper_apart && name.rfind("hyper.", 0) == 0;
+    members[std::string(hyper ? "hyper_" : "") + (decays(name, p) ? "decay" : "plain")].push_back(p);
+  }
+  std::vector<ParamGroup> groups;
+  for (const char* name : {"decay", "plain", "hyper_decay", "hyper_plain"}) {
+    auto it = members.find(name);
+    if (it == members.end()) continue;
+    optim::AdamWOptions ao;
+    ao.lr = t.lr;
+    ao.beta1 = t.beta1;
+    ao.beta2 = t.beta2;
+    ao.eps = t.eps;
+    ao.weight_decay = std::string(name).ends_with("decay") ? t.weight_decay : 0.0;
+    groups.push_back({name, std::string(name).starts_with("hyper") ? t.hyper_lr_scale : 1.0,
+                      std::make_unique<optim::AdamW>(it->second, ao)});
+  }
+  return groups;
+}
+
 struct TrainState {
   int64_t step = 0;
   uint64_t sampler_position = 0;
@@ -102,8 +138,8 @@ struct TrainState {
 const char* kModelFile = "model.safetensors";
 const char* kStateFile = "state.safetensors";
 
-void save_checkpoint(const fs::path& dir, const Config& cfg, model::LanguageModel& m, optim::AdamW& opt_decay,
-                     optim::AdamW& opt_plain, const TrainState& st) {
+void save_checkpoint(const fs::path& dir, const Config& cfg, model::LanguageModel& m,
+                     const std::vector<ParamGroup>& groups, const TrainState& st) {
   // Write into a fresh directory, then swap it in: a crash leaves the old checkpoint whole.
   const fs::path tmp = dir.string() + ".tmp", old = dir.string() + ".old";
   fs::remove_all(tmp);
@@ -111,14 +147,14 @@ void save_checkpoint(const fs::path& dir, const Config& cfg, model::LanguageMode
   std::map<std::string, std::string> meta{{"config", config_to_json(cfg)}, {"format", "hmoe-checkpoint-1"}};
   io::save_safetensors((tmp / kModelFile).string(), m.named_parameters(), meta);
   std::vector<std::pair<std::string, Tensor>> state;
-  for (auto& [n, t] : opt_decay.state_tensors()) state.emplace_back("decay." + n, t);
-  for (auto& [n, t] : opt_plain.state_tensors()) state.emplace_back("plain." + n, t);
   std::map<std::string, std::string> smeta{{"step", std::to_string(st.step)},
                                            {"sampler_position", std::to_string(st.sampler_position)},
                                            {"noise_offset", std::to_string(st.noise_offset)},
-                                           {"decay_steps", std::to_string(opt_decay.step_count())},
-                                           {"plain_steps", std::to_string(opt_plain.step_count())},
                                            {"config", config_to_json(cfg)}};
+  for (const ParamGroup& g : groups) {
+    for (auto& [n, t] : g.opt->state_tensors()) state.emplace_back(g.name + "." + n, t);
+    smeta[g.name + "_steps"] = std::to_string(g.opt->step_count());
+  }
   io::save_safetensors((tmp / kStateFile).string(), state, smeta);
   fs::remove_all(old);
   if (fs::exists(dir)) fs::rename(dir, old);
@@ -177,17 +213,7 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
   model::LanguageModel m(cfg.model, uint64_t(cfg.train.seed));
   place_model(m, cfg);
   m.train();
-  std::vector<Tensor> p_decay, p_plain;
-  for (auto& [name, p] : m.named_parameters()) (decays(name, p) ? p_decay : p_plain).push_back(p);
-  optim::AdamWOptions ao;
-  ao.lr = cfg.train.lr;
-  ao.beta1 = cfg.train.beta1;
-  ao.beta2 = cfg.train.beta2;
-  ao.eps = cfg.train.eps;
-  ao.weight_decay = cfg.train.weight_decay;
-  optim::AdamW opt_decay(p_decay, ao);
-  ao.weight_decay = 0;
-  optim::AdamW opt_plain(p_plain, ao);
+  std::vector<ParamGroup> groups = make_groups(m, cfg.train);
 
   data::WindowSampler sampler(d.train, cfg.model.block_size, uint64_t(cfg.train.seed) ^ 0x5eedULL);
   Generator noise(uint64_t(cfg.train.seed) + 1);
@@ -202,15 +228,16 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
                "' was written with a different config");
     load_weights(m, ckpt_dir / kModelFile);
     io::SafeTensors s = io::load_safetensors((ckpt_dir / kStateFile).string());
-    std::vector<std::pair<std::string, Tensor>> sd, sp;
+    std::map<std::string, std::vector<std::pair<std::string, Tensor>>> by_group;
     for (auto& [n, t] : s.tensors) {
-      if (n.rfind("decay.", 0) == 0) sd.emplace_back(n.substr(6), t);
-      else if (n.rfind("plain.", 0) == 0) sp.emplace_back(n.substr(6), t);
-      else HMOE_FAIL("resume: unexpected tensor '", n, "' in the training state");
+      const size_t dot = n.find('.');
+      const std::string group = dot == std::string::npos ? n : n.substr(0, dot);
+      const bool known = std::any_of(groups.begin(), groups.end(), [&](const ParamGroup& g) { return g.name == group; });
+      HMOE_CHECK(known, "resume: unexpected tensor '", n, "' in the training state");
+      by_group[group].emplace_back(n.substr(dot + 1), t);
     }
     const std::string sf = (ckpt_dir / kStateFile).string();
-    opt_decay.load_state(sd, int64_t(meta_u64(s.metadata, "decay_steps", sf)));
-    opt_plain.load_state(sp, int64_t(meta_u64(s.metadata, "plain_steps", sf)));
+    for (ParamGroup& g : groups) g.opt->load_state(by_group[g.name], int64_t(meta_u64(s.metadata, g.name + "_steps", sf)));
     st.step = int64_t(meta_u64(s.metadata, "step", sf));
     st.sampler_position = meta_u64(s.metadata, "sampler_position", sf);
     st.noise_offset = meta_u64(s.metadata, "noise_offset", sf);
@@ -238,8 +265,7 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
   for (; st.step < stop; ++st.step) {
     const double lr = optim::warmup_cosine_lr(st.step, cfg.train.warmup, cfg.train.steps, cfg.train.lr,
                                               cfg.train.min_lr);
-    opt_decay.set_lr(lr);
-    opt_plain.set_lr(lr);
+    for (ParamGroup& g : groups) g.opt->set_lr(lr * g.lr_scale);
     double lm_sum = 0, aux_sum = 0;
     std::vector<std::vector<int64_t>> counts;
     for (int64_t micro = 0; micro < cfg.train.grad_accum; ++micro) {
@@ -256,10 +282,10 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
           for (size_t e = 0; e < c[l].size(); ++e) counts[l][e] += c[l][e];
     }
     const double gnorm = cfg.train.clip > 0 ? optim::clip_grad_norm_(m.parameters(), cfg.train.clip) : 0.0;
-    opt_decay.step();
-    opt_plain.step();
-    opt_decay.zero_grad();
-    opt_plain.zero_grad();
+    for (ParamGroup& g : groups) {
+      g.opt->step();
+      g.opt->zero_grad();
+    }
     ++steps_this_run;
     const double lm_loss = lm_sum / double(cfg.train.grad_accum), aux_loss = aux_sum / double(cfg.train.grad_accum);
     res.train_losses.push_back(lm_loss);
@@ -311,7 +337,7 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
       save.step = done;
       save.sampler_position = sampler.position();
       save.noise_offset = noise.offset();
-      save_checkpoint(ckpt_dir, cfg, m, opt_decay, opt_plain, save);
+      save_checkpoint(ckpt_dir, cfg, m, groups, save);
     }
   }
   res.steps = st.step;

@@ -14,26 +14,43 @@ using hmoe::testing::scratch;
 using hmoe::testing::tiny;
 
 TEST(Trainer, ResumeIsBitExact) {
-  fs::path dir = scratch("resume");
-  train::Config c = tiny(dir, "hypermoe");
-  train::RunOptions q;
-  q.quiet = true;
-  c.train.steps = 8;
-  c.train.grad_accum = 2;
-  const auto straight = train::run_training(c, q);
-  ASSERT_EQ(straight.train_losses.size(), 8u);
+  // hyper_lr_scale != 1 puts the hypernetwork in optimizer groups of its own (own state
+  // tensors and step counts in the checkpoint); both layouts resume exactly.
+  std::vector<double> first_losses;
+  for (double scale : {1.0, 0.25}) {
+    SCOPED_TRACE("hyper_lr_scale " + std::to_string(scale));
+    fs::path dir = scratch("resume");
+    train::Config c = tiny(dir, "hypermoe");
+    train::RunOptions q;
+    q.quiet = true;
+    c.train.steps = 8;
+    c.train.grad_accum = 2;
+    c.train.hyper_lr_scale = scale;
+    const auto straight = train::run_training(c, q);
+    ASSERT_EQ(straight.train_losses.size(), 8u);
 
-  c.train.out_dir = (dir / "run2").string();
-  q.stop_at = 4;
-  const auto first = train::run_training(c, q);
-  q.stop_at = -1;
-  q.resume = true;
-  const auto second = train::run_training(c, q);
-  ASSERT_EQ(first.train_losses.size() + second.train_losses.size(), 8u);
-  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(first.train_losses[i], straight.train_losses[i]) << i;
-  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(second.train_losses[i], straight.train_losses[4 + i]) << i;
-  EXPECT_EQ(second.last_val_loss, straight.last_val_loss);
-  fs::remove_all(dir);
+    c.train.out_dir = (dir / "run2").string();
+    q.stop_at = 4;
+    const auto first = train::run_training(c, q);
+    q.stop_at = -1;
+    q.resume = true;
+    const auto second = train::run_training(c, q);
+    ASSERT_EQ(first.train_losses.size() + second.train_losses.size(), 8u);
+    for (size_t i = 0; i < 4; ++i) EXPECT_EQ(first.train_losses[i], straight.train_losses[i]) << i;
+    for (size_t i = 0; i < 4; ++i) EXPECT_EQ(second.train_losses[i], straight.train_losses[4 + i]) << i;
+    EXPECT_EQ(second.last_val_loss, straight.last_val_loss);
+    if (first_losses.empty()) {
+      first_losses = straight.train_losses;
+    } else {
+      // The hypernetwork's slower steps change the losses after the first update.
+      EXPECT_EQ(straight.train_losses[0], first_losses[0]);
+      EXPECT_NE(straight.train_losses[7], first_losses[7]);
+      // Resuming with another scale is another config.
+      c.train.hyper_lr_scale = 1.0;
+      EXPECT_HMOE_ERROR(train::run_training(c, q), "different config");
+    }
+    fs::remove_all(dir);
+  }
 }
 
 TEST(Trainer, LossFallsForEachFfnKind) {
@@ -80,6 +97,7 @@ TEST(Trainer, BadConfigsAndCheckpoints) {
   EXPECT_HMOE_ERROR(train::load_config("", {"model.top_k=9"}), "top_k");
   EXPECT_HMOE_ERROR(train::load_config("", {"model.preset=huge"}), "preset");
   EXPECT_HMOE_ERROR(train::load_config("", {"nonsense"}), "section.key=value");
+  EXPECT_HMOE_ERROR(train::load_config("", {"train.hyper_lr_scale=0"}), "hyper_lr_scale must be > 0");
   {
     std::ofstream f(dir / "c.toml");
     f << "[model\n";
