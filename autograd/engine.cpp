@@ -45,15 +45,17 @@ std::vector<Tensor> AccumulateGrad::apply(const std::vector<Tensor>& grads) {
   const Tensor& g = grads[0];
   if (!g.defined()) return {};
   Tensor& slot = leaf_.mutable_grad();
-  // A gradient nothing else can reach becomes .grad as it is (no copy, no second
-  // buffer of the parameter's size); any other gets a buffer of its own, so that later
-  // in-place accumulation cannot write through an alias.
-  const bool adopt = g.dtype() == leaf_.dtype() && g.is_sole_owner() && !g.requires_grad();
-  Tensor gg = g.dtype() == leaf_.dtype() ? g : ops_seam::to_dtype(g, leaf_.dtype());
-  if (!slot.defined()) {
-    slot = adopt || gg.is_sole_owner() ? gg : ops_seam::clone(gg);
+  if (g.dtype() != leaf_.dtype()) {  // the conversion makes a tensor of its own
+    const Tensor gg = ops_seam::to_dtype(g, leaf_.dtype());
+    if (slot.defined()) ops_seam::add_into(slot, gg);
+    else slot = gg;
+  } else if (slot.defined()) {
+    ops_seam::add_into(slot, g);
   } else {
-    ops_seam::add_into(slot, gg);
+    // A gradient nothing else can reach becomes .grad as it is (no copy, no second
+    // buffer of the parameter's size); any other gets a buffer of its own, so that later
+    // in-place accumulation cannot write through an alias.
+    slot = g.is_sole_owner() ? g : ops_seam::clone(g);
   }
   return {};
 }

@@ -441,6 +441,8 @@ bool gemm_isa_supported(GemmIsa isa) {
 
 bool gemm_kernel_preferred() { return gemm_best_isa() != GemmIsa::portable; }
 
+int64_t gemm_skinny_max() { return kernel_info(gemm_best_isa()).mr; }
+
 const char* gemm_isa_name(GemmIsa isa) {
   switch (isa) {
     case GemmIsa::portable:

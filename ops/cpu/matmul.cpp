@@ -30,7 +30,6 @@ namespace {
 // the same bits for any tiling; the fixed grid keeps f64 deterministic too.)
 constexpr double kMinTileWork = 8e6;   // ~0.1 ms on one core: dwarfs the task overhead
 constexpr int64_t kMinTileSide = 256;  // smaller tiles re-pack A and B too often
-constexpr int64_t kSkinny = 16;        // m or n this small: the kernel packs nothing big (gemm_kernel.h)
 constexpr int64_t kMaxTiles = 16;
 
 // A tile's work in FLOP-equivalents: its FLOPs plus 16 per element of A, B and C it
@@ -44,12 +43,13 @@ struct Grid {
   int64_t tm, tn, nm, nn;
 };
 
-Grid plan_grid(int64_t m, int64_t n, int64_t k, int64_t max_tiles) {
+// skinny: the m or n up to which our kernel streams the other operand (0: OpenBLAS packs all).
+Grid plan_grid(int64_t m, int64_t n, int64_t k, int64_t max_tiles, int64_t skinny) {
   int64_t tm = std::max<int64_t>(m, 1), tn = std::max<int64_t>(n, 1);
   auto count = [&](int64_t a, int64_t b) { return ((m + a - 1) / a) * ((n + b - 1) / b); };
   auto half = [](int64_t s) { return (((s + 1) / 2) + 31) / 32 * 32; };  // multiples of 32 keep SIMD tails out
   // Against a skinny operand the other one is streamed, not packed: narrower tiles cost nothing extra.
-  const int64_t min_m = n <= kSkinny ? 64 : kMinTileSide, min_n = m <= kSkinny ? 64 : kMinTileSide;
+  const int64_t min_m = n <= skinny ? 64 : kMinTileSide, min_n = m <= skinny ? 64 : kMinTileSide;
   while (count(tm, tn) < max_tiles) {
     const int64_t hm = half(tm), hn = half(tn);
     const bool ok_m = hm >= min_m && hm < tm && tile_work(hm, tn, k) >= kMinTileWork;
@@ -92,7 +92,7 @@ void gemm_typed(const GemmArgs& g, const T* a, const T* b, T* c) {
   // f64 path (OpenBLAS) keeps a grid fixed by the shape alone.
   const bool own_kernel = std::is_same_v<T, float> && gemm_kernel_preferred();
   const int64_t max_tiles = own_kernel ? std::clamp<int64_t>(2 * num_threads(), 1, kMaxTiles) : kMaxTiles;
-  const Grid grid = plan_grid(g.m, g.n, g.k, max_tiles);
+  const Grid grid = plan_grid(g.m, g.n, g.k, max_tiles, own_kernel ? gemm_skinny_max() : 0);
   const int64_t tiles = grid.nm * grid.nn;
   // Many small matrices: several per task (scheduling only; each is computed alone).
   const int64_t grain = std::max<int64_t>(1, int64_t(kMinTileWork / std::max(tile_work(grid.tm, grid.tn, g.k), 1.0)));

@@ -45,14 +45,16 @@ std::vector<Chunk> make_chunks(const int64_t* off, int64_t groups, int64_t budge
 Tensor groups_of(const Tensor& t, const Chunk& c) { return t.defined() ? t.narrow(0, c.g0, c.g1 - c.g0) : t; }
 Tensor rows_of(const Tensor& t, const Chunk& c) { return t.defined() ? t.narrow(0, c.r0, c.r1 - c.r0) : t; }
 
-// One chunk's view of the first GEMM's operands: its offsets rebased to start at 0, and
-// the rows of x it reads (all of x through its slice of the gather index, or its own rows).
+// One chunk and its view of the first GEMM's operands: its offsets rebased to start at 0,
+// and the rows of x it reads (all of x through its slice of the gather index, or its own
+// rows). Made once in the forward and kept for the backward.
 struct ChunkView {
+  Chunk c;
   GroupedGemmArgs args;  // k = d, n = f
   Tensor offsets, index, x;
 
-  ChunkView(const Chunk& c, const int64_t* off, int64_t d, int64_t f, const Tensor& x_all, const Tensor& index_all)
-      : args{c.g1 - c.g0, c.r1 - c.r0, d, f, 0, false} {
+  ChunkView(const Chunk& chunk, const int64_t* off, int64_t d, int64_t f, const Tensor& x_all, const Tensor& index_all)
+      : c(chunk), args{c.g1 - c.g0, c.r1 - c.r0, d, f, 0, false} {
     offsets = Tensor::empty({args.groups + 1}, {DType::i64});
     int64_t* o = offsets.data_ptr<int64_t>();
     for (int64_t g = c.g0; g <= c.g1; ++g) o[g - c.g0] = off[g] - c.r0;
@@ -110,15 +112,17 @@ Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in,
   const int64_t budget = chunk_rows > 0  ? chunk_rows
                          : dev.is_cuda() ? std::max<int64_t>(M, 1)
                                          : std::max<int64_t>(kCpuChunkBytes / row_bytes, 1);
-  const std::vector<Chunk> chunks = make_chunks(off.data_ptr<int64_t>(), G, budget);
 
   auto det = [](const Tensor& t) { return t.defined() ? t.detach() : t; };
   const Tensor xd = x.detach(), w1d = w1.detach(), w2d = w2.detach(), b1d = det(b1), b2d = det(b2);
   Tensor h = Tensor::empty({M, f}, {dt, dev});  // the pre-activation, saved for the backward
   Tensor y = Tensor::empty({M, e}, {dt, dev});
   const auto& gemm = grouped_gemm_stub.get(dev);
-  for (const Chunk& c : chunks) {
-    const ChunkView v(c, off.data_ptr<int64_t>(), d, f, xd, index);
+  std::vector<ChunkView> views;
+  for (const Chunk& c : make_chunks(off.data_ptr<int64_t>(), G, budget))
+    views.emplace_back(c, off.data_ptr<int64_t>(), d, f, xd, index);
+  for (const ChunkView& v : views) {
+    const Chunk& c = v.c;
     const Tensor hc = rows_of(h, c);
     gemm(v.args, v.x, groups_of(w1d, c), v.offsets, v.index, Tensor(), groups_of(b1d, c), hc);
     const GroupedGemmArgs a2{v.args.groups, v.args.rows, f, e, v.args.rows, false};
@@ -129,7 +133,7 @@ Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in,
   const bool nb1 = b1.defined() && b1.requires_grad(), nb2 = b2.defined() && b2.requires_grad();
   autograd::record(
       "grouped_ffn", {x, w1, b1, w2, b2}, {y},
-      [xd, w1d, w2d, h, off, index, chunks, act, d, f, e, ct, nx, nw1, nw2, nb1, nb2](const std::vector<Tensor>& gr) {
+      [xd, w1d, w2d, h, index, views, act, d, f, e, ct, nx, nw1, nw2, nb1, nb2](const std::vector<Tensor>& gr) {
         const Device dv = xd.device();
         const DType dt = xd.dtype();
         const int64_t M = h.size(0), G = w1d.size(0), X = xd.size(0);
@@ -151,8 +155,8 @@ Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in,
         Tensor gx;  // dx rows in slot order
         const auto& gemm = grouped_gemm_stub.get(dv);
         const auto& gemm_dw = grouped_gemm_dw_stub.get(dv);
-        for (const Chunk& c : chunks) {
-          const ChunkView v(c, off.data_ptr<int64_t>(), d, f, xd, index);
+        for (const ChunkView& v : views) {
+          const Chunk& c = v.c;
           const int64_t gn = v.args.groups, rows = v.args.rows;
           const Tensor hc = rows_of(h, c), dyc = rows_of(dy, c);
           if (nw2 || nb2) {  // the activation, recomputed, lives only for dW2
