@@ -8,6 +8,7 @@
 
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
+#include "engine/profiler.h"
 
 namespace hmoe::autograd {
 namespace {
@@ -47,8 +48,10 @@ std::vector<Tensor> AccumulateGrad::apply(const std::vector<Tensor>& grads) {
   Tensor& slot = leaf_.mutable_grad();
   if (g.dtype() != leaf_.dtype()) {  // the conversion makes a tensor of its own
     const Tensor gg = ops_seam::to_dtype(g, leaf_.dtype());
-    if (slot.defined()) ops_seam::add_into(slot, gg);
-    else slot = gg;
+    if (slot.defined())
+      ops_seam::add_into(slot, gg);
+    else
+      slot = gg;
   } else if (slot.defined()) {
     ops_seam::add_into(slot, g);
   } else {
@@ -156,7 +159,11 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
     Pending work = std::move(pending[node.get()]);
     pending.erase(node.get());
     bool any = false;
-    for (const Tensor& g : work.grads) any = any || g.defined();
+    Device dev = Device::cpu();  // of the first gradient given (the profiler's scope)
+    for (const Tensor& g : work.grads) {
+      if (g.defined() && !any) dev = g.device();
+      any = any || g.defined();
+    }
     std::vector<Tensor> in_grads;
     if (any) {
       work.grads.resize(node->outputs.size());
@@ -168,6 +175,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
       }
       {
         const ExpireScope expire(!retain_graph);
+        const ProfileScope scope(Profiler::current() ? node->name() + " backward" : std::string(), dev);
         in_grads = node->apply(work.grads);
       }
       if (!retain_graph) node->release();

@@ -5,7 +5,8 @@ that loops over experts, (b) HyperMoE computed as the reference implementation d
 with adapter weights generated per token. Runs hmoe's layers (bench_moe) in the same
 run and prints forward+backward tokens/s, peak memory of the steps (resident high-water
 mark above what the process held before them: parameters and inputs excluded) and the
-hmoe / PyTorch ratios.
+hmoe / PyTorch ratios; also the gradients both sides must hold at the end of a step (of
+every parameter and of x), and the memory ratio of what each holds beyond them.
 
 usage: /usr/bin/python3 bench/moe_torch_baselines.py [build/bench/bench_moe] [--threads 2] [--rounds 3]
 """
@@ -93,7 +94,10 @@ def torch_baseline(name, k, reps):
         a = time.perf_counter()
         extra = step()
         ts.append(time.perf_counter() - a)
-    return T / statistics.median(ts), (status_kib("VmHWM") - base) / 1024, extra * 4 / 2**20
+    # The gradients every implementation must hold at the end of the step (each parameter's
+    # and x's), f32: a floor under any peak.
+    grads = sum(t.numel() for t in (params if name == "hypermoe" else [wr, w1, b1, w2, b2, x])) * 4 / 2**20
+    return T / statistics.median(ts), (status_kib("VmHWM") - base) / 1024, extra * 4 / 2**20, grads
 
 
 def main():
@@ -114,7 +118,7 @@ def main():
     print(f"torch {torch.__version__}, {args.threads} thread(s); T = {T}, d = {D}, d_ff = {DFF}, N = {N}, r = {R}; "
           "forward + backward of one layer; each configuration in its own process")
     print(f"{'layer':12s} {'baseline':26s} {'hmoe tok/s':>10s} {'torch tok/s':>11s} {'speed-up':>8s} "
-          f"{'hmoe MiB':>9s} {'torch MiB':>9s} {'memory':>7s}")
+          f"{'hmoe MiB':>9s} {'torch MiB':>9s} {'memory':>7s} {'grads MiB':>9s} {'beyond grads':>12s}")
     def ours(name, k):
         out = subprocess.run([args.bench, "--benchmark_format=json", f"--benchmark_filter=BM_{name}_layer/{k}/",
                               f"--benchmark_min_time={args.seconds}", f"--benchmark_repetitions={args.reps}"],
@@ -136,10 +140,12 @@ def main():
         speedup = statistics.median(r[0][0] / r[1][0] for r in rounds)
         o_mib = max(r[0][1] for r in rounds)
         t_mib = max(r[1][1] for r in rounds)
-        wmib = rounds[0][1][2]
+        wmib, gmib = rounds[0][1][2], rounds[0][1][3]
         base = "(a) loop over experts" if name == "moe" else "(b) per-token weights"
+        # memory: the ratio of the peaks; beyond grads: of what each holds above the
+        # gradients both must hold (grads / torch MiB is the least "memory" can be).
         print(f"{name + ' k=' + str(k):12s} {base:26s} {o_tps:10.0f} {t_tps:11.0f} {speedup:7.2f}x "
-              f"{o_mib:9.1f} {t_mib:9.1f} {o_mib / t_mib:7.3f}"
+              f"{o_mib:9.1f} {t_mib:9.1f} {o_mib / t_mib:7.3f} {gmib:9.1f} {(o_mib - gmib) / (t_mib - gmib):12.3f}"
               + (f"   (torch's per-token adapter weights alone: {wmib:.0f} MiB)" if wmib else ""), flush=True)
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
 // The profiler: while a Profiler is active on a thread, every kernel dispatch on that
-// thread records (op, device, wall time, FLOPs, bytes). Inactive, a scope costs one
-// thread-local load. Reports aggregate per op; traces export to Chrome's JSON format.
+// thread records (op, device, wall time, FLOPs, bytes, the device pool's memory when it
+// ended). Inactive, a scope costs one thread-local load. Reports aggregate per op,
+// with where the pool's peak was reached (a profiler restarts a pool's peak statistics
+// when it first sees the device, so the peak is the profiled code's); traces export to
+// Chrome's JSON format.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -20,28 +25,42 @@ struct ProfileEvent {
   double flops;
   double bytes;
   int depth;
+  int64_t mem_live = 0;  // bytes the device's pool had handed out when the op ended
+  int64_t mem_peak = 0;  // the pool's peak at that point
+  // The pool's peak grew since the profiler's previous event on this device ended: ops
+  // allocate their outputs just before their kernels run, so it marks the op whose
+  // buffers made the peak.
+  bool raised_peak = false;
 };
 
 class Profiler {
  public:
-  Profiler();   // activates on the calling thread (nesting restores the outer one)
+  Profiler();  // activates on the calling thread (nesting restores the outer one)
   ~Profiler();
   Profiler(const Profiler&) = delete;
   Profiler& operator=(const Profiler&) = delete;
 
   const std::vector<ProfileEvent>& events() const { return events_; }
-  // One line per op: calls, total and mean time, GFLOP/s and GB/s where known.
+  // One line per op: calls, total and mean time, GFLOP/s and GB/s where known, the most
+  // pool memory live at its end; then the pool's peak and the op that reached it.
   std::string summary() const;
   // Chrome trace ("chrome://tracing", Perfetto) JSON.
   std::string chrome_trace() const;
 
   static Profiler* current();
   void record(const ProfileEvent& e) { events_.push_back(e); }
+  // A name that lives as long as the profiler (for events named at run time).
+  const char* intern(const std::string& name) { return names_.insert(name).first->c_str(); }
+  // The device pool's peak as of the last event on that device (set when first seen).
+  int64_t& seen_peak(Device d) { return seen_peak_[{int(d.type), d.index}]; }
+  bool has_seen(Device d) const { return seen_peak_.count({int(d.type), d.index}) != 0; }
   int depth = 0;
 
  private:
   Profiler* outer_;
   std::vector<ProfileEvent> events_;
+  std::set<std::string> names_;
+  std::map<std::pair<int, int>, int64_t> seen_peak_;
   std::chrono::steady_clock::time_point origin_;
   friend class ProfileScope;
 };
@@ -50,6 +69,8 @@ class Profiler {
 class ProfileScope {
  public:
   ProfileScope(const char* name, Device device, double flops = 0, double bytes = 0);
+  // A name made at run time (e.g. "<node> backward"), copied only while profiling.
+  ProfileScope(const std::string& name, Device device);
   ~ProfileScope();
   ProfileScope(const ProfileScope&) = delete;
   ProfileScope& operator=(const ProfileScope&) = delete;

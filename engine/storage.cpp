@@ -73,6 +73,8 @@ class CpuAllocator final : public Allocator {
   void memset(void* dst, int value, size_t nbytes) override {
     if (nbytes) std::memset(dst, value, nbytes);
   }
+  memory::AllocatorStats memory_stats(int /*device_index*/) const override { return cpu_cache_stats(); }
+  void reset_peak_stats(int /*device_index*/) override { cpu_cache_reset_peak(); }
 
  private:
   static void noop(void*) {}

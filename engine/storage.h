@@ -21,6 +21,10 @@ class Allocator {
   // Copies between host and this device (or within it); synchronous for the caller.
   virtual void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t nbytes) = 0;
   virtual void memset(void* dst, int value, size_t nbytes) = 0;
+  // The device's memory pool: bytes handed out now and at the peak (the profiler's memory
+  // columns). The CPU pool counts only its cached blocks (kCpuCacheMin and larger).
+  virtual memory::AllocatorStats memory_stats(int device_index) const = 0;
+  virtual void reset_peak_stats(int device_index) = 0;  // the peak restarts from the current use
 };
 
 // The allocator for a device type; throws hmoe::Error if that backend is not built.
@@ -33,7 +37,7 @@ void register_allocator(DeviceType t, Allocator* a);
 // system; HMOE_CPU_CACHE=0 (read once) sends every block to malloc/free instead.
 inline constexpr size_t kCpuCacheMin = size_t(1) << 20;
 memory::AllocatorStats cpu_cache_stats();
-void cpu_empty_cache();  // returns the pool's wholly free segments to the system
+void cpu_empty_cache();       // returns the pool's wholly free segments to the system
 void cpu_cache_reset_peak();  // peak statistics restart from the current use
 
 class Storage {

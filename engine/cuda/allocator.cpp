@@ -192,6 +192,9 @@ class CudaAllocator final : public Allocator {
     memset_async(dst, value, nbytes, s);
     s.synchronize();
   }
+
+  memory::AllocatorStats memory_stats(int device) const override { return device_memory(device).cache.stats(); }
+  void reset_peak_stats(int device) override { device_memory(device).cache.reset_peak_stats(); }
 };
 
 }  // namespace

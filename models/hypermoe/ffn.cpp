@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "engine/profiler.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"
 #include "ops/index.h"
@@ -93,6 +94,7 @@ MoEFFN::MoEFFN(const train::ModelConfig& cfg, Generator& gen) : cfg_(cfg) {
 }
 
 MoEFFN::Routed MoEFFN::run_experts(const Tensor& x, FfnStats& stats, Generator& noise) {
+  const ProfileScope scope("moe_ffn", x.device());
   const int64_t N = cfg_.n_experts;
   Tensor xin = x;
   if (cfg_.router == "switch" && is_training() && cfg_.jitter > 0)
@@ -152,6 +154,7 @@ Tensor unselected_mask(const std::vector<int64_t>& patterns, int64_t N, const Te
 }  // namespace
 
 Tensor HyperMoEFFN::hyper_expert(const Tensor& x, const Tensor& expert_ids) {
+  const ProfileScope scope("hyper_expert", x.device());
   moe::Patterns pat = moe::selection_patterns(expert_ids, cfg_.n_experts);
   const std::vector<int64_t> patterns = pat.patterns.to_vector_as<int64_t>();
   AdapterWeights a = hyper_->generate(selection_embedding(unselected_mask(patterns, cfg_.n_experts, x)), layer_);

@@ -14,6 +14,7 @@
 
 #include "autograd/grad_mode.h"
 #include "engine/io/safetensors.h"
+#include "engine/profiler.h"
 #include "engine/thread_pool.h"
 #include "models/data/dataset.h"
 #include "models/hypermoe/lm.h"
@@ -197,9 +198,26 @@ std::string format_eta(double seconds) {
   return buf;
 }
 
+// The profiled steps' Chrome trace to `path`, their per-op summary to stdout.
+void write_profile(const Profiler& p, const std::string& path, int64_t steps, bool quiet) {
+  {
+    std::ofstream f(path, std::ios::trunc);
+    f << p.chrome_trace();
+    HMOE_CHECK(f.good(), "profile: failed to write ", path);
+  }
+  if (quiet) return;
+  std::printf("profile of %lld step(s) (trace: %s):\n%s", static_cast<long long>(steps), path.c_str(),
+              p.summary().c_str());
+}
+
 }  // namespace
 
 TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
+  if (!opts.profile_path.empty()) {
+    HMOE_CHECK(opts.profile_steps > 0, "profile: the number of steps to profile must be > 0, got ", opts.profile_steps);
+    const fs::path dir = fs::absolute(opts.profile_path).parent_path();
+    HMOE_CHECK(fs::is_directory(dir), "profile: cannot write ", opts.profile_path, ": no directory ", dir.string());
+  }
   Config cfg = cfg_in;
   if (cfg.train.threads > 0) set_num_threads(int(cfg.train.threads));
   Data d = load_data(cfg);
@@ -232,39 +250,47 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
     for (auto& [n, t] : s.tensors) {
       const size_t dot = n.find('.');
       const std::string group = dot == std::string::npos ? n : n.substr(0, dot);
-      const bool known = std::any_of(groups.begin(), groups.end(), [&](const ParamGroup& g) { return g.name == group; });
+      const bool known =
+          std::any_of(groups.begin(), groups.end(), [&](const ParamGroup& g) { return g.name == group; });
       HMOE_CHECK(known, "resume: unexpected tensor '", n, "' in the training state");
       by_group[group].emplace_back(n.substr(dot + 1), t);
     }
     const std::string sf = (ckpt_dir / kStateFile).string();
-    for (ParamGroup& g : groups) g.opt->load_state(by_group[g.name], int64_t(meta_u64(s.metadata, g.name + "_steps", sf)));
+    for (ParamGroup& g : groups)
+      g.opt->load_state(by_group[g.name], int64_t(meta_u64(s.metadata, g.name + "_steps", sf)));
     st.step = int64_t(meta_u64(s.metadata, "step", sf));
     st.sampler_position = meta_u64(s.metadata, "sampler_position", sf);
     st.noise_offset = meta_u64(s.metadata, "noise_offset", sf);
     sampler.set_position(st.sampler_position);
     noise.set_state(noise.seed(), st.noise_offset);
-    if (!opts.quiet) std::printf("resumed from %s at step %lld\n", ckpt_dir.string().c_str(), static_cast<long long>(st.step));
+    if (!opts.quiet)
+      std::printf("resumed from %s at step %lld\n", ckpt_dir.string().c_str(), static_cast<long long>(st.step));
   }
 
   TrainResult res;
   res.num_parameters = m.num_parameters();
   res.last_val_loss = std::nan("");
   if (!opts.quiet)
-    std::printf("model: %s ffn, %lld layers, d=%lld, %lld experts (top-%lld), %lld parameters; data: %lld train / %lld "
-                "val tokens\n",
-                cfg.model.ffn.c_str(), static_cast<long long>(cfg.model.n_layer),
-                static_cast<long long>(cfg.model.d_model), static_cast<long long>(cfg.model.n_experts),
-                static_cast<long long>(cfg.model.top_k), static_cast<long long>(res.num_parameters),
-                static_cast<long long>(d.train.size()), static_cast<long long>(d.val.size()));
+    std::printf(
+        "model: %s ffn, %lld layers, d=%lld, %lld experts (top-%lld), %lld parameters; data: %lld train / %lld "
+        "val tokens\n",
+        cfg.model.ffn.c_str(), static_cast<long long>(cfg.model.n_layer), static_cast<long long>(cfg.model.d_model),
+        static_cast<long long>(cfg.model.n_experts), static_cast<long long>(cfg.model.top_k),
+        static_cast<long long>(res.num_parameters), static_cast<long long>(d.train.size()),
+        static_cast<long long>(d.val.size()));
 
   std::ofstream metrics(out_dir / "metrics.jsonl", st.step > 0 ? std::ios::app : std::ios::trunc);
   const int64_t tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.model.block_size;
   const auto t0 = std::chrono::steady_clock::now();
   int64_t steps_this_run = 0;
   const int64_t stop = opts.stop_at >= 0 ? std::min(opts.stop_at, cfg.train.steps) : cfg.train.steps;
+  // Profiling skips this run's first step (it grows the memory pools) when there are more.
+  const int64_t profile_first = stop - st.step > 1 ? 1 : 0;
+  std::unique_ptr<Profiler> profiler;
   for (; st.step < stop; ++st.step) {
-    const double lr = optim::warmup_cosine_lr(st.step, cfg.train.warmup, cfg.train.steps, cfg.train.lr,
-                                              cfg.train.min_lr);
+    if (!opts.profile_path.empty() && steps_this_run == profile_first) profiler = std::make_unique<Profiler>();
+    const double lr =
+        optim::warmup_cosine_lr(st.step, cfg.train.warmup, cfg.train.steps, cfg.train.lr, cfg.train.min_lr);
     for (ParamGroup& g : groups) g.opt->set_lr(lr * g.lr_scale);
     double lm_sum = 0, aux_sum = 0;
     std::vector<std::vector<int64_t>> counts;
@@ -276,7 +302,8 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
       aux_sum += aux.item();
       Tensor total = (lm + aux.to(lm.dtype())) * (1.0 / double(cfg.train.grad_accum));
       total.backward();
-      if (counts.empty()) counts = c;
+      if (counts.empty())
+        counts = c;
       else
         for (size_t l = 0; l < c.size(); ++l)
           for (size_t e = 0; e < c[l].size(); ++e) counts[l][e] += c[l][e];
@@ -287,6 +314,10 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
       g.opt->zero_grad();
     }
     ++steps_this_run;
+    if (profiler && (steps_this_run == profile_first + opts.profile_steps || st.step + 1 == stop)) {
+      write_profile(*profiler, opts.profile_path, steps_this_run - profile_first, opts.quiet);
+      profiler.reset();
+    }
     const double lm_loss = lm_sum / double(cfg.train.grad_accum), aux_loss = aux_sum / double(cfg.train.grad_accum);
     res.train_losses.push_back(lm_loss);
 
@@ -315,16 +346,17 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
       std::snprintf(line, sizeof line, "step %5lld/%lld | loss %.4f | aux %.4f | lr %.2e | %.0f tok/s | ETA %s",
                     static_cast<long long>(done), static_cast<long long>(cfg.train.steps), lm_loss, aux_loss, lr, tps,
                     format_eta(eta).c_str());
-      if (opts.progress_tty) std::printf("\r%-100s", line);
-      else std::printf("%s\n", line);
+      if (opts.progress_tty)
+        std::printf("\r%-100s", line);
+      else
+        std::printf("%s\n", line);
       std::fflush(stdout);
     }
     const bool last = done == stop;
     if ((cfg.train.eval_every > 0 && done % cfg.train.eval_every == 0) || last) {
       const double vl = evaluate(m, d.val, cfg.model.block_size, cfg.train.batch_size, cfg.train.eval_batches);
       res.last_val_loss = vl;
-      metrics << "{\"step\": " << done << ", \"val_loss\": " << vl << ", \"val_perplexity\": " << std::exp(vl)
-              << "}\n";
+      metrics << "{\"step\": " << done << ", \"val_loss\": " << vl << ", \"val_perplexity\": " << std::exp(vl) << "}\n";
       if (!opts.quiet) {
         if (opts.progress_tty) std::printf("\n");
         std::printf("step %5lld | validation loss %.4f | perplexity %.2f\n", static_cast<long long>(done), vl,
@@ -362,8 +394,10 @@ EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::vec
 
 std::string generate_text(const std::string& checkpoint_dir, const GenerateOptions& o) {
   const Config cfg = checkpoint_config(checkpoint_dir);
-  HMOE_CHECK(cfg.model.vocab_size == 256, "generate: text prompts need a byte-level model (vocab 256); this model "
-             "has ", cfg.model.vocab_size, " tokens");
+  HMOE_CHECK(cfg.model.vocab_size == 256,
+             "generate: text prompts need a byte-level model (vocab 256); this model "
+             "has ",
+             cfg.model.vocab_size, " tokens");
   HMOE_CHECK(o.temperature >= 0, "generate: temperature must be >= 0");
   model::LanguageModel m(cfg.model, 0);
   place_model(m, cfg);

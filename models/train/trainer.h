@@ -12,10 +12,15 @@
 namespace hmoe::train {
 
 struct RunOptions {
-  bool resume = false;         // continue from <out_dir>/checkpoint if present
-  bool progress_tty = false;   // rewrite one progress line instead of printing lines
-  bool quiet = false;          // no progress output at all
-  int64_t stop_at = -1;        // stop (and checkpoint) after this many total steps; -1: train.steps
+  bool resume = false;        // continue from <out_dir>/checkpoint if present
+  bool progress_tty = false;  // rewrite one progress line instead of printing lines
+  bool quiet = false;         // no progress output at all
+  int64_t stop_at = -1;       // stop (and checkpoint) after this many total steps; -1: train.steps
+  // Profile `profile_steps` steps (from this run's second step: the first warms the pools)
+  // with hmoe::Profiler: a Chrome trace JSON written to profile_path, the per-op summary
+  // printed (unless quiet). Empty: no profiling.
+  std::string profile_path;
+  int64_t profile_steps = 5;
 };
 
 struct TrainResult {

@@ -1,4 +1,6 @@
 // The profiler sees every dispatched kernel while active, and nothing otherwise.
+#include <cstdlib>
+
 #include "engine/profiler.h"
 #include "tests/test_util.h"
 
@@ -9,9 +11,7 @@ TEST(Profiler, RecordsDispatchesWhileActive) {
   {
     Profiler p;
     Tensor c = exp(a + b);
-    {
-      ProfileScope s("custom", Device::cpu(), 1e6, 2e6);
-    }
+    { ProfileScope s("custom", Device::cpu(), 1e6, 2e6); }
     ASSERT_GE(p.events().size(), 3u);
     bool saw_binary = false, saw_custom = false;
     for (const auto& e : p.events()) {
@@ -26,4 +26,48 @@ TEST(Profiler, RecordsDispatchesWhileActive) {
   EXPECT_EQ(Profiler::current(), nullptr);
   Tensor d = a * b;  // no profiler: nothing to record into, no crash
   EXPECT_EQ(d.numel(), 64 * 64);
+}
+
+TEST(Profiler, ReportsPoolMemoryAndWhereItPeaked) {
+  // 4 MiB blocks go through the CPU pool, whose use each event records at its end.
+  if (const char* v = std::getenv("HMOE_CPU_CACHE"); v && std::string(v) == "0") GTEST_SKIP() << "HMOE_CPU_CACHE=0";
+  const Tensor a = ones({1024, 1024});
+  cpu_cache_reset_peak();
+  Profiler p;
+  const int64_t live_before = int64_t(cpu_cache_stats().allocated);
+  Tensor big;
+  {
+    ProfileScope outer("make_temporaries", Device::cpu());
+    Tensor tmp = a + a;        // a 4 MiB temporary, gone before the scope ends
+    big = cat({tmp, tmp}, 0);  // 8 MiB, kept: the pool's peak (12 MiB above the start) is reached here
+  }
+  const ProfileEvent* cat_event = nullptr;
+  const ProfileEvent* outer_event = nullptr;
+  for (const auto& e : p.events()) {
+    if (std::string(e.name) == "make_temporaries") outer_event = &e;
+    if (e.raised_peak && !cat_event && e.mem_peak >= live_before + (12 << 20)) cat_event = &e;
+  }
+  ASSERT_NE(outer_event, nullptr);
+  ASSERT_NE(cat_event, nullptr);
+  EXPECT_GE(outer_event->mem_live, live_before + (8 << 20));  // the temporary already returned
+  EXPECT_LT(outer_event->mem_live, live_before + (12 << 20));
+  EXPECT_FALSE(outer_event->raised_peak);  // the op inside it took the peak
+  // The summary names the op that reached the peak (the first kernel after cat's
+  // allocation), not the scope around it.
+  const std::string s = p.summary();
+  EXPECT_NE(s.find("cpu pool peak"), std::string::npos) << s;
+  EXPECT_NE(s.find(std::string("reached in ") + cat_event->name), std::string::npos) << s;
+  EXPECT_EQ(s.find("reached in make_temporaries"), std::string::npos) << s;
+  EXPECT_NE(p.chrome_trace().find("\"cpu pool MiB\""), std::string::npos);
+}
+
+TEST(Profiler, NamesBackwardNodes) {
+  Tensor x = ones({8, 8}).set_requires_grad(true);
+  Tensor y = sum(exp(x));
+  Profiler p;
+  y.backward();
+  bool saw = false;
+  for (const auto& e : p.events()) saw = saw || std::string(e.name).find(" backward") != std::string::npos;
+  EXPECT_TRUE(saw);
+  EXPECT_NE(p.summary().find(" backward (cpu)"), std::string::npos) << p.summary();
 }

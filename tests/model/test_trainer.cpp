@@ -2,6 +2,7 @@
 // configs or checkpoints give clear errors without damaging what was written.
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "models/train/trainer.h"
 #include "tests/model/trainer_test_util.h"
@@ -63,12 +64,13 @@ TEST(Trainer, LossFallsForEachFfnKind) {
     q.quiet = true;
     const auto r = train::run_training(c, q);
     double first = 0, last = 0;
-    for (int i = 0; i < 5; ++i) first += r.train_losses[size_t(i)] / 5, last += r.train_losses[r.train_losses.size() - 1 - size_t(i)] / 5;
+    for (int i = 0; i < 5; ++i)
+      first += r.train_losses[size_t(i)] / 5, last += r.train_losses[r.train_losses.size() - 1 - size_t(i)] / 5;
     EXPECT_LT(last, first - 0.5) << ffn;
     EXPECT_TRUE(fs::exists(fs::path(c.train.out_dir) / "checkpoint" / "model.safetensors"));
     // Evaluate and sample from the checkpoint.
-    const auto ev = train::evaluate_checkpoint((fs::path(c.train.out_dir) / "checkpoint").string(),
-                                               c.data.text, "", 0, 4);
+    const auto ev =
+        train::evaluate_checkpoint((fs::path(c.train.out_dir) / "checkpoint").string(), c.data.text, "", 0, 4);
     EXPECT_TRUE(std::isfinite(ev.loss));
     train::GenerateOptions g;
     g.prompt = "the ";
@@ -154,9 +156,11 @@ TEST(Trainer, Bf16ModelTrainsAndResumesExactly) {
   q.quiet = true;
   const auto r = train::run_training(c, q);
   double first = 0, last = 0;
-  for (int i = 0; i < 5; ++i) first += r.train_losses[size_t(i)] / 5, last += r.train_losses[r.train_losses.size() - 1 - size_t(i)] / 5;
+  for (int i = 0; i < 5; ++i)
+    first += r.train_losses[size_t(i)] / 5, last += r.train_losses[r.train_losses.size() - 1 - size_t(i)] / 5;
   EXPECT_LT(last, first - 0.5);
-  const auto ev = train::evaluate_checkpoint((fs::path(c.train.out_dir) / "checkpoint").string(), c.data.text, "", 0, 2);
+  const auto ev =
+      train::evaluate_checkpoint((fs::path(c.train.out_dir) / "checkpoint").string(), c.data.text, "", 0, 2);
   EXPECT_TRUE(std::isfinite(ev.loss));
 
   c.train.steps = 6;
@@ -177,4 +181,30 @@ TEST(Trainer, DtypeAndDeviceConfigErrors) {
   EXPECT_HMOE_ERROR(train::load_config("", {"model.dtype=f8"}), "model.dtype");
   EXPECT_HMOE_ERROR(train::load_config("", {"train.device=tpu"}), "train.device");
   EXPECT_EQ(train::load_config("", {"train.device=cuda:1"}).train.device, "cuda:1");
+}
+
+// --profile: the profiled steps' trace holds the HyperMoE layer's ops, forward and
+// backward, with the pool's memory; profiling changes no result; bad paths are refused.
+TEST(Trainer, ProfilesStepsWithoutChangingThem) {
+  fs::path dir = scratch("profile");
+  train::Config c = tiny(dir, "hypermoe");
+  c.train.steps = 4;
+  train::RunOptions q;
+  q.quiet = true;
+  const auto plain = train::run_training(c, q);
+  q.profile_path = (dir / "trace.json").string();
+  q.profile_steps = 2;
+  const auto profiled = train::run_training(c, q);
+  EXPECT_EQ(profiled.train_losses, plain.train_losses);
+  std::ifstream f(q.profile_path);
+  const std::string trace((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  for (const char* op : {"\"traceEvents\"", "\"moe_ffn\"", "\"hyper_expert\"", "grouped_ffn backward",
+                         "combine backward", "\"cpu pool MiB\""})
+    EXPECT_NE(trace.find(op), std::string::npos) << op;
+  q.profile_path = (dir / "no_such_dir" / "trace.json").string();
+  EXPECT_HMOE_ERROR(train::run_training(c, q), "no directory");
+  q.profile_path = (dir / "trace.json").string();
+  q.profile_steps = 0;
+  EXPECT_HMOE_ERROR(train::run_training(c, q), "must be > 0");
+  fs::remove_all(dir);
 }

@@ -1,10 +1,11 @@
 // The hmoe command line: train, eval, generate, and (in builds with the CUDA backend)
 // selftest and bench kernels. Parses flags with CLI11 and hands everything else to
 // the library.
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
-#include <unistd.h>
 
 #include "engine/error.h"
 #include "engine/thread_pool.h"
@@ -16,12 +17,9 @@
 
 namespace {
 
-int run_train(const std::string& config_path, const std::vector<std::string>& overrides, bool resume, bool quiet) {
+int run_train(const std::string& config_path, const std::vector<std::string>& overrides, hmoe::train::RunOptions opts) {
   using namespace hmoe::train;
   Config cfg = load_config(config_path, overrides);
-  RunOptions opts;
-  opts.resume = resume;
-  opts.quiet = quiet;
   opts.progress_tty = isatty(fileno(stdout)) != 0;
   const TrainResult r = run_training(cfg, opts);
   std::printf("done: %lld steps, last validation loss %.4f, %.0f tokens/s, %lld parameters\n",
@@ -36,16 +34,21 @@ int main(int argc, char** argv) {
   CLI::App app{"hmoe: train, evaluate and sample Mixture-of-Experts language models"};
   app.require_subcommand(1);
   int threads = 0;
-  app.add_option("--threads", threads, "CPU threads (default: all cores or HMOE_NUM_THREADS)")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", threads, "CPU threads (default: all cores or HMOE_NUM_THREADS)")
+      ->check(CLI::NonNegativeNumber);
 
   auto* train = app.add_subcommand("train", "train a model from a config file (TOML or JSON)");
   std::string config_path;
   std::vector<std::string> overrides;
-  bool resume = false, quiet = false;
-  train->add_option("--config", config_path, "config file (.toml or .json); defaults if omitted")->check(CLI::ExistingFile);
+  hmoe::train::RunOptions topts;
+  train->add_option("--config", config_path, "config file (.toml or .json); defaults if omitted")
+      ->check(CLI::ExistingFile);
   train->add_option("overrides", overrides, "section.key=value overrides, e.g. train.steps=100 model.ffn=moe");
-  train->add_flag("--resume", resume, "continue from <train.out_dir>/checkpoint");
-  train->add_flag("--quiet", quiet, "no progress output");
+  train->add_flag("--resume", topts.resume, "continue from <train.out_dir>/checkpoint");
+  train->add_flag("--quiet", topts.quiet, "no progress output");
+  train->add_option("--profile", topts.profile_path,
+                    "profile steps from the second on: Chrome trace JSON to this file, per-op time and memory printed");
+  train->add_option("--profile-steps", topts.profile_steps, "steps to profile (default 5)")->check(CLI::PositiveNumber);
 
   auto* eval = app.add_subcommand("eval", "loss and perplexity of a checkpoint on data");
   std::string ckpt;
@@ -65,8 +68,10 @@ int main(int argc, char** argv) {
   gen->add_option("--checkpoint", gckpt, "checkpoint directory")->required();
   gen->add_option("--prompt", gopts.prompt, "text to continue");
   gen->add_option("--max-tokens", gopts.max_tokens, "tokens to sample")->check(CLI::NonNegativeNumber);
-  gen->add_option("--temperature", gopts.temperature, "sampling temperature (0: greedy)")->check(CLI::NonNegativeNumber);
-  gen->add_option("--top-k", gopts.top_k, "sample among the k most likely tokens (0: all)")->check(CLI::NonNegativeNumber);
+  gen->add_option("--temperature", gopts.temperature, "sampling temperature (0: greedy)")
+      ->check(CLI::NonNegativeNumber);
+  gen->add_option("--top-k", gopts.top_k, "sample among the k most likely tokens (0: all)")
+      ->check(CLI::NonNegativeNumber);
   gen->add_option("--seed", gopts.seed, "sampling seed");
 
   auto* selftest = app.add_subcommand("selftest", "check every CUDA kernel against the CPU on the cuda device");
@@ -80,7 +85,8 @@ int main(int argc, char** argv) {
   bench->require_subcommand(1);
   hmoe::tools::BenchOptions bopts;
   bench_kernels->add_option("--filter", bopts.filter, "only kernels whose name contains this");
-  bench_kernels->add_option("--reps", bopts.reps, "timed runs per kernel (median reported)")->check(CLI::PositiveNumber);
+  bench_kernels->add_option("--reps", bopts.reps, "timed runs per kernel (median reported)")
+      ->check(CLI::PositiveNumber);
   bench_kernels->add_option("--warmup", bopts.warmup, "untimed runs first")->check(CLI::NonNegativeNumber);
 
   try {
@@ -90,10 +96,11 @@ int main(int argc, char** argv) {
   }
   try {
     if (threads > 0) hmoe::set_num_threads(threads);
-    if (*train) return run_train(config_path, overrides, resume, quiet);
+    if (*train) return run_train(config_path, overrides, topts);
     if (*eval) {
       const auto r = hmoe::train::evaluate_checkpoint(ckpt, data, tokens, tokens.empty() ? 0 : width, max_batches);
-      std::printf("loss %.4f  perplexity %.3f  (%lld tokens)\n", r.loss, r.perplexity, static_cast<long long>(r.tokens));
+      std::printf("loss %.4f  perplexity %.3f  (%lld tokens)\n", r.loss, r.perplexity,
+                  static_cast<long long>(r.tokens));
       return 0;
     }
     if (*gen) {
@@ -109,8 +116,9 @@ int main(int argc, char** argv) {
       if (*selftest) return hmoe::tools::run_selftest(sopts) == 0 ? 0 : 1;
       return hmoe::tools::run_bench_kernels(bopts);
 #else
-      std::fprintf(stderr, "hmoe: this build has no CUDA backend (configured with HMOE_GPU=off); rebuild with "
-                           "-DHMOE_GPU=cuda (or emu for the emulator)\n");
+      std::fprintf(stderr,
+                   "hmoe: this build has no CUDA backend (configured with HMOE_GPU=off); rebuild with "
+                   "-DHMOE_GPU=cuda (or emu for the emulator)\n");
       return 2;
 #endif
     }
