@@ -11,10 +11,13 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include "engine/profiler.h"
 #include "hmoe.h"
 #include "models/hypermoe/ffn.h"
 #include "ops/moe/cpu/grouped_gemm_cpu.h"
@@ -366,6 +369,15 @@ void run_layer(benchmark::State& st, Layer& layer) {
   }
   st.counters["tokens/s"] = benchmark::Counter(double(T), benchmark::Counter::kIsIterationInvariantRate);
   st.counters["peak_MiB"] = peak.mib();
+  if (std::getenv("HMOE_BENCH_PROFILE")) {  // one more step, profiled: per-op time and memory to stderr
+    Profiler prof;
+    model::FfnStats stats;
+    Tensor y = layer.forward(x, stats, noise);
+    sum(y * w).backward();
+    layer.zero_grad();
+    x.zero_grad();
+    std::fprintf(stderr, "%s", prof.summary().c_str());
+  }
 }
 
 void BM_moe_layer(benchmark::State& st) {
