@@ -49,14 +49,15 @@ class Profiler {
 
   static Profiler* current();
   void record(const ProfileEvent& e) { events_.push_back(e); }
+  int depth = 0;
+
+ private:
   // A name that lives as long as the profiler (for events named at run time).
   const char* intern(const std::string& name) { return names_.insert(name).first->c_str(); }
   // The device pool's peak as of the last event on that device (set when first seen).
   int64_t& seen_peak(Device d) { return seen_peak_[{int(d.type), d.index}]; }
   bool has_seen(Device d) const { return seen_peak_.count({int(d.type), d.index}) != 0; }
-  int depth = 0;
 
- private:
   Profiler* outer_;
   std::vector<ProfileEvent> events_;
   std::set<std::string> names_;
