@@ -359,23 +359,20 @@ void run_layer(benchmark::State& st, Layer& layer) {
   Generator g(1), noise(2);
   Tensor x = normal({T, 256}, g).set_requires_grad(true);
   Tensor w = normal({T, 256}, g);
-  const PeakMemory peak;
-  for (auto _ : st) {
+  auto step = [&] {
     model::FfnStats stats;
     Tensor y = layer.forward(x, stats, noise);
     sum(y * w).backward();
     layer.zero_grad();
     x.zero_grad();
-  }
+  };
+  const PeakMemory peak;
+  for (auto _ : st) step();
   st.counters["tokens/s"] = benchmark::Counter(double(T), benchmark::Counter::kIsIterationInvariantRate);
   st.counters["peak_MiB"] = peak.mib();
   if (std::getenv("HMOE_BENCH_PROFILE")) {  // one more step, profiled: per-op time and memory to stderr
     Profiler prof;
-    model::FfnStats stats;
-    Tensor y = layer.forward(x, stats, noise);
-    sum(y * w).backward();
-    layer.zero_grad();
-    x.zero_grad();
+    step();
     std::fprintf(stderr, "%s", prof.summary().c_str());
   }
 }
