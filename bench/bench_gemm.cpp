@@ -123,11 +123,11 @@ void kernel_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"isa", "m", "k", "n", "ta", "tb"})->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
-// Cache blocking of the best ISA at 1024^3 on one core (mc, kc); results do not depend on it.
+// Cache blocking of the best ISA at 1024^3 on one core (mc, kc, nc); results do not depend on it.
 void BM_sgemm_kernel_blocking(benchmark::State& st) {
   const int64_t s = 1024;
   const Tensor a = rn({s, s}, 1), b = rn({s, s}, 2), c = zeros({s, s});
-  const ops::cpu::GemmBlocking bl{st.range(0), st.range(1), 0};
+  const ops::cpu::GemmBlocking bl{st.range(0), st.range(1), st.range(2)};
   for (auto _ : st) {
     ops::cpu::sgemm(s, s, s, 1.f, {a.data_ptr<float>(), s}, {b.data_ptr<float>(), s}, 0.f, c.data_ptr<float>(), s,
                     ops::cpu::gemm_best_isa(), bl);
@@ -188,10 +188,20 @@ BENCHMARK(BM_hmoe_matmul)->Apply(gemm_shapes);
 BENCHMARK(BM_cblas_sgemm)->Apply(cblas_shapes);
 BENCHMARK(BM_sgemm_kernel)->Apply(kernel_shapes);
 BENCHMARK(BM_sgemm_kernel_blocking)
-    ->ArgNames({"mc", "kc"})
-    ->Args({84, 384})->Args({168, 128})->Args({168, 256})->Args({168, 384})->Args({168, 512})->Args({336, 384})
-    ->Args({672, 384})
-    ->Unit(benchmark::kMillisecond)->UseRealTime();
+    ->ArgNames({"mc", "kc", "nc"})
+    ->Args({84, 384, 1024})
+    ->Args({168, 128, 1024})
+    ->Args({168, 256, 1024})
+    ->Args({168, 384, 1024})
+    ->Args({168, 512, 1024})
+    ->Args({336, 384, 1024})
+    ->Args({672, 384, 1024})
+    ->Args({168, 256, 512})
+    ->Args({168, 384, 512})
+    ->Args({168, 512, 512})
+    ->Args({168, 256, 256})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_attention<true, false>)->Name("BM_attention_fwd/fused")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_attention<false, false>)->Name("BM_attention_fwd/composite")->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_attention<true, true>)->Name("BM_attention_fwd_bwd/fused")->Unit(benchmark::kMillisecond)->UseRealTime();

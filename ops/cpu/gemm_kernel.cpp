@@ -186,6 +186,20 @@ HMOE_TARGET_AVX512 void pack_a_rows_avx512(const float* const* src, int64_t kb, 
     transpose_block(src, mr, p, int(std::min<int64_t>(16, kb - p)), alpha, dst + p * mr, mr, (1u << mr) - 1);
 }
 
+// A transposed A (stored row r holds A(., p) for p = phys row): one masked load and store
+// of mv <= 16 lanes per p, zero-filled to mr; a plain copy loop costs a libc call per p.
+HMOE_TARGET_AVX512 void pack_a_cols_avx512(const GemmA& A, const int64_t* rows, int64_t p0, int64_t kb, int64_t col,
+                                           int mv, int mr, float alpha, float* dst) {
+  const __mmask16 in = __mmask16((1u << mv) - 1), out = __mmask16((1u << mr) - 1);
+  const __m512 av = _mm512_set1_ps(alpha);
+  for (int64_t p = 0; p < kb; ++p, dst += mr) {
+    const int64_t r = rows ? rows[p0 + p] : p0 + p;
+    __m512 v = r < 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(in, A.data + r * A.ld + col);
+    if (alpha != 1.f) v = _mm512_mul_ps(v, av);
+    _mm512_mask_storeu_ps(dst, out, v);
+  }
+}
+
 HMOE_TARGET_AVX512 void pack_b_cols_avx512(const float* const* src, int64_t kb, float* dst) {
   constexpr int nr = kAvx512NR;
   for (int64_t p = 0; p < kb; p += 16) {
@@ -230,6 +244,14 @@ void pack_a(const GemmA& A, int64_t i0, int64_t mb, int64_t p0, int64_t kb, floa
       }
     } else {
       // Row p of the stored matrix holds A(i0+ir .. , p) contiguously.
+#ifdef HMOE_GEMM_X86
+      if constexpr (mr <= 16) {
+        if (avx512) {
+          pack_a_cols_avx512(A, A.rows, p0, kb, i0 + ir, mv, mr, alpha, dst);
+          continue;
+        }
+      }
+#endif
       for (int64_t p = 0; p < kb; ++p) {
         float* d = dst + p * mr;
         const int64_t r = phys(p0 + p);
@@ -440,8 +462,6 @@ bool gemm_isa_supported(GemmIsa isa) {
 }
 
 bool gemm_kernel_preferred() { return gemm_best_isa() != GemmIsa::portable; }
-
-int64_t gemm_skinny_max() { return kernel_info(gemm_best_isa()).mr; }
 
 const char* gemm_isa_name(GemmIsa isa) {
   switch (isa) {

@@ -18,9 +18,6 @@ const char* gemm_isa_name(GemmIsa isa);
 // portable one is a correctness fallback, ~4 GFLOP/s, far below OpenBLAS's kernels for
 // CPUs we have no micro-kernel for).
 bool gemm_kernel_preferred();
-// The most rows (or, with alpha 1 and no gather, columns) a product may have for sgemm's
-// skinny loop on the best ISA, which streams the long operand instead of packing it.
-int64_t gemm_skinny_max();
 
 // op(A), logically m x k. Element (i, p) is data[r * ld + col] with (r, col) = (i, p),
 // or (p, i) when trans; when rows is given the stored row r is read from row rows[r]

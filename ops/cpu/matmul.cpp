@@ -43,13 +43,14 @@ struct Grid {
   int64_t tm, tn, nm, nn;
 };
 
-// skinny: the m or n up to which our kernel streams the other operand (0: OpenBLAS packs all).
-Grid plan_grid(int64_t m, int64_t n, int64_t k, int64_t max_tiles, int64_t skinny) {
+Grid plan_grid(int64_t m, int64_t n, int64_t k, int64_t max_tiles) {
   int64_t tm = std::max<int64_t>(m, 1), tn = std::max<int64_t>(n, 1);
   auto count = [&](int64_t a, int64_t b) { return ((m + a - 1) / a) * ((n + b - 1) / b); };
   auto half = [](int64_t s) { return (((s + 1) / 2) + 31) / 32 * 32; };  // multiples of 32 keep SIMD tails out
-  // Against a skinny operand the other one is streamed, not packed: narrower tiles cost nothing extra.
-  const int64_t min_m = n <= skinny ? 64 : kMinTileSide, min_n = m <= skinny ? 64 : kMinTileSide;
+  // Against a small operand (fewer than kMinTileSide rows of A, columns of B) each tile
+  // re-packs (or, when skinny, streams) little of it, so narrow tiles beat leaving threads
+  // idle (a hypernetwork head's dX, [28, 8192] x [8192, 128], was one tile on one thread).
+  const int64_t min_m = n < kMinTileSide ? 64 : kMinTileSide, min_n = m < kMinTileSide ? 64 : kMinTileSide;
   while (count(tm, tn) < max_tiles) {
     const int64_t hm = half(tm), hn = half(tn);
     const bool ok_m = hm >= min_m && hm < tm && tile_work(hm, tn, k) >= kMinTileWork;
@@ -92,7 +93,7 @@ void gemm_typed(const GemmArgs& g, const T* a, const T* b, T* c) {
   // f64 path (OpenBLAS) keeps a grid fixed by the shape alone.
   const bool own_kernel = std::is_same_v<T, float> && gemm_kernel_preferred();
   const int64_t max_tiles = own_kernel ? std::clamp<int64_t>(2 * num_threads(), 1, kMaxTiles) : kMaxTiles;
-  const Grid grid = plan_grid(g.m, g.n, g.k, max_tiles, own_kernel ? gemm_skinny_max() : 0);
+  const Grid grid = plan_grid(g.m, g.n, g.k, max_tiles);
   const int64_t tiles = grid.nm * grid.nn;
   // Many small matrices: several per task (scheduling only; each is computed alone).
   const int64_t grain = std::max<int64_t>(1, int64_t(kMinTileWork / std::max(tile_work(grid.tm, grid.tn, g.k), 1.0)));
