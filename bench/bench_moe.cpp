@@ -370,11 +370,15 @@ void run_layer(benchmark::State& st, Layer& layer) {
   for (auto _ : st) step();
   st.counters["tokens/s"] = benchmark::Counter(double(T), benchmark::Counter::kIsIterationInvariantRate);
   st.counters["peak_MiB"] = peak.mib();
-  if (std::getenv("HMOE_BENCH_PROFILE")) {  // one more step, profiled: per-op time and memory to stderr
-    Profiler prof;
-    step();
-    std::fprintf(stderr, "%s", prof.summary().c_str());
-  }
+  // One more step, profiled: the FLOPs of its kernels (their cost models) are the step's
+  // work; with HMOE_BENCH_PROFILE set, its per-op time and memory go to stderr.
+  Profiler prof;
+  step();
+  const double gflop = prof.total_work().flops * 1e-9;
+  st.counters["GFLOP"] = gflop;
+  st.counters["GFLOP/s"] = benchmark::Counter(gflop, benchmark::Counter::kIsIterationInvariantRate);
+  if (std::getenv("HMOE_BENCH_PROFILE")) std::fprintf(stderr, "%s", prof.summary().c_str());
+  if (const char* path = std::getenv("HMOE_BENCH_TRACE")) std::ofstream(path) << prof.chrome_trace();
 }
 
 void BM_moe_layer(benchmark::State& st) {

@@ -6,7 +6,11 @@ with adapter weights generated per token. Runs hmoe's layers (bench_moe) in the 
 run and prints forward+backward tokens/s, peak memory of the steps (resident high-water
 mark above what the process held before them: parameters and inputs excluded) and the
 hmoe / PyTorch ratios; also the gradients both sides must hold at the end of a step (of
-every parameter and of x), and the memory ratio of what each holds beyond them.
+every parameter and of x), and the memory ratio of what each holds beyond them. hmoe's
+step is also measured in GFLOP/s (the FLOPs of its kernels, from their cost models in
+one profiled step) against the machine's GEMM peak, measured in the same rounds (the
+faster of one dense 8192 x 512 x 2048 sgemm by OpenBLAS and by hmoe, on all threads);
+"at peak" is the speed-up hmoe would have if every FLOP of its step ran at that peak.
 
 usage: /usr/bin/python3 bench/moe_torch_baselines.py [build/bench/bench_moe] [--threads 2] [--rounds 3]
 """
@@ -118,13 +122,22 @@ def main():
     print(f"torch {torch.__version__}, {args.threads} thread(s); T = {T}, d = {D}, d_ff = {DFF}, N = {N}, r = {R}; "
           "forward + backward of one layer; each configuration in its own process")
     print(f"{'layer':12s} {'baseline':26s} {'hmoe tok/s':>10s} {'torch tok/s':>11s} {'speed-up':>8s} "
-          f"{'hmoe MiB':>9s} {'torch MiB':>9s} {'memory':>7s} {'grads MiB':>9s} {'beyond grads':>12s}")
-    def ours(name, k):
-        out = subprocess.run([args.bench, "--benchmark_format=json", f"--benchmark_filter=BM_{name}_layer/{k}/",
+          f"{'hmoe MiB':>9s} {'torch MiB':>9s} {'memory':>7s} {'grads MiB':>9s} {'beyond grads':>12s} "
+          f"{'GFLOP/step':>10s} {'GFLOP/s':>8s} {'of peak':>7s} {'at peak':>7s}")
+
+    def bench(pattern):
+        out = subprocess.run([args.bench, "--benchmark_format=json", f"--benchmark_filter={pattern}",
                               f"--benchmark_min_time={args.seconds}", f"--benchmark_repetitions={args.reps}"],
                              check=True, capture_output=True, text=True, env=env).stdout
-        runs = [b for b in json.loads(out)["benchmarks"] if b.get("run_type") == "iteration"]
-        return statistics.median(b["tokens/s"] for b in runs), max(b["peak_MiB"] for b in runs)
+        return [b for b in json.loads(out)["benchmarks"] if b.get("run_type") == "iteration"]
+
+    def ours(name, k):
+        runs = bench(f"BM_{name}_layer/{k}/")
+        return (statistics.median(b["tokens/s"] for b in runs), max(b["peak_MiB"] for b in runs),
+                runs[0]["GFLOP"], statistics.median(b["GFLOP/s"] for b in runs))
+
+    def gemm_peak():
+        return max(b["GFLOP/s"] for b in bench("BM_dense_(sgemm_peak|matmul_hmoe)"))
 
     def theirs(name, k):
         out = subprocess.run([sys.executable, __file__, "--one", name, str(k), "--threads", str(args.threads),
@@ -134,18 +147,24 @@ def main():
     # This VM's speed drifts over seconds to minutes: each round measures both sides back to
     # back, and the speed-up is the median of the rounds' ratios.
     for name, k in configs:
-        rounds = [(ours(name, k), theirs(name, k)) for _ in range(args.rounds)]
+        rounds = [(ours(name, k), theirs(name, k), gemm_peak()) for _ in range(args.rounds)]
         o_tps = statistics.median(r[0][0] for r in rounds)
         t_tps = statistics.median(r[1][0] for r in rounds)
         speedup = statistics.median(r[0][0] / r[1][0] for r in rounds)
         o_mib = max(r[0][1] for r in rounds)
         t_mib = max(r[1][1] for r in rounds)
         wmib, gmib = rounds[0][1][2], rounds[0][1][3]
+        gflop = rounds[0][0][2]
+        o_gfs = statistics.median(r[0][3] for r in rounds)
+        of_peak = statistics.median(r[0][3] / r[2] for r in rounds)
+        # hmoe's step at the peak takes gflop / peak s; PyTorch's takes T / its tok/s.
+        at_peak = statistics.median((T / r[1][0]) / (gflop / r[2]) for r in rounds)
         base = "(a) loop over experts" if name == "moe" else "(b) per-token weights"
         # memory: the ratio of the peaks; beyond grads: of what each holds above the
         # gradients both must hold (grads / torch MiB is the least "memory" can be).
         print(f"{name + ' k=' + str(k):12s} {base:26s} {o_tps:10.0f} {t_tps:11.0f} {speedup:7.2f}x "
-              f"{o_mib:9.1f} {t_mib:9.1f} {o_mib / t_mib:7.3f} {gmib:9.1f} {(o_mib - gmib) / (t_mib - gmib):12.3f}"
+              f"{o_mib:9.1f} {t_mib:9.1f} {o_mib / t_mib:7.3f} {gmib:9.1f} {(o_mib - gmib) / (t_mib - gmib):12.3f} "
+              f"{gflop:10.2f} {o_gfs:8.1f} {of_peak:7.2f} {at_peak:6.1f}x"
               + (f"   (torch's per-token adapter weights alone: {wmib:.0f} MiB)" if wmib else ""), flush=True)
 
 if __name__ == "__main__":

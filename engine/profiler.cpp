@@ -86,6 +86,15 @@ std::string Profiler::summary() const {
                   double(a.mem_live) * kMiB);
     os << line;
   }
+  const KernelWork w = total_work();
+  const double top_s = top_level_seconds();
+  if (w.flops > 0 || w.bytes > 0) {
+    std::snprintf(line, sizeof line,
+                  "work: %.3f GFLOP, %.3f GB in %.3f ms of outermost events (%.2f GFLOP/s, %.2f GB/s)\n",
+                  w.flops * 1e-9, w.bytes * 1e-9, top_s * 1e3, top_s > 0 ? w.flops / top_s * 1e-9 : 0.0,
+                  top_s > 0 ? w.bytes / top_s * 1e-9 : 0.0);
+    os << line;
+  }
   // Per device: the pool's highest peak seen, and the op that reached it.
   std::map<std::string, const ProfileEvent*> peak_at;
   for (const ProfileEvent& e : events_) {
@@ -106,6 +115,22 @@ std::string Profiler::summary() const {
     os << dev << " pool peak " << double(e->mem_peak) * kMiB << " MiB, reached in " << where << "\n";
   }
   return os.str();
+}
+
+KernelWork Profiler::total_work() const {
+  KernelWork w;
+  for (const ProfileEvent& e : events_) {
+    w.flops += e.flops;
+    w.bytes += e.bytes;
+  }
+  return w;
+}
+
+double Profiler::top_level_seconds() const {
+  int64_t ns = 0;
+  for (const ProfileEvent& e : events_)
+    if (e.depth == 0) ns += e.duration_ns;
+  return double(ns) * 1e-9;
 }
 
 std::string Profiler::chrome_trace() const {

@@ -17,6 +17,13 @@
 
 namespace hmoe {
 
+// The work of one kernel call, for its GFLOP/s and GB/s: the FLOPs of its arithmetic and
+// the fewest bytes it must move (each input element read once, each output written once).
+struct KernelWork {
+  double flops = 0;
+  double bytes = 0;
+};
+
 struct ProfileEvent {
   const char* name;
   Device device;
@@ -43,7 +50,12 @@ class Profiler {
   const std::vector<ProfileEvent>& events() const { return events_; }
   // One line per op: calls, total and mean time, GFLOP/s and GB/s where known, the most
   // pool memory live at its end; then the pool's peak and the op that reached it.
+  // Ends with the work of all events (kernels carry it; no event's work includes a
+  // nested one's) over the time of the outermost events.
   std::string summary() const;
+  // The FLOPs and bytes of all events, and the time the outermost events took.
+  KernelWork total_work() const;
+  double top_level_seconds() const;
   // Chrome trace ("chrome://tracing", Perfetto) JSON.
   std::string chrome_trace() const;
 
@@ -75,10 +87,11 @@ class ProfileScope {
   ~ProfileScope();
   ProfileScope(const ProfileScope&) = delete;
   ProfileScope& operator=(const ProfileScope&) = delete;
-  void set_work(double flops, double bytes) {
-    flops_ = flops;
-    bytes_ = bytes;
+  void set_work(const KernelWork& w) {
+    flops_ = w.flops;
+    bytes_ = w.bytes;
   }
+  bool active() const { return prof_ != nullptr; }
 
  private:
   Profiler* prof_;

@@ -13,15 +13,39 @@ namespace hmoe::ops {
 
 void ensure_kernels_registered();
 
-// A kernel bound to its device: calling it runs the kernel inside a profiler scope.
+// A stub's cost model: from a call's arguments, the call's work (FLOPs, fewest bytes).
+// Evaluated only while a profiler is active, so kernels cost nothing extra otherwise.
+template <typename Fn>
+struct WorkFnOf;
+template <typename R, typename... A>
+struct WorkFnOf<R (*)(A...)> {
+  using type = KernelWork (*)(A...);
+};
+template <typename Fn>
+using WorkFn = typename WorkFnOf<Fn>::type;
+
+// The bytes of the distinct elements a tensor view covers (a broadcast dim counts once);
+// 0 for an undefined tensor. For cost models.
+inline double distinct_bytes(const Tensor& t) {
+  if (!t.defined()) return 0;
+  double n = double(t.element_size());
+  for (int64_t i = 0; i < t.dim(); ++i)
+    if (t.stride(i) != 0) n *= double(t.size(i));
+  return n;
+}
+
+// A kernel bound to its device: calling it runs the kernel inside a profiler scope
+// (with the call's work where the stub has a cost model).
 template <typename Fn>
 struct BoundKernel {
   Fn fn;
   const char* name;
   Device device;
+  WorkFn<Fn> work;
   template <typename... Args>
   decltype(auto) operator()(Args&&... args) const {
     ProfileScope scope(name, device);
+    if (work && scope.active()) scope.set_work(work(args...));
     return fn(std::forward<Args>(args)...);
   }
 };
@@ -29,13 +53,14 @@ struct BoundKernel {
 template <typename Fn>
 struct DispatchStub {
   const char* name;
+  WorkFn<Fn> work = nullptr;
   Fn table[kNumDeviceTypes] = {};
 
   BoundKernel<Fn> get(Device d) const {
     ensure_kernels_registered();
     Fn f = table[size_t(d.type)];
     HMOE_CHECK(f != nullptr, name, ": no kernel for device ", d.str(), " in this build");
-    return {f, name, d};
+    return {f, name, d, work};
   }
   void set(DeviceType t, Fn f) { table[size_t(t)] = f; }
 };
@@ -53,3 +78,7 @@ void register_cuda_kernels();
 
 #define HMOE_DECLARE_STUB(fn_type, stub) extern ::hmoe::ops::DispatchStub<fn_type> stub
 #define HMOE_DEFINE_STUB(fn_type, stub) ::hmoe::ops::DispatchStub<fn_type> stub{#stub}
+// A stub with a cost model (a WorkFn<fn_type>), for the profiler's GFLOP/s and GB/s.
+// clang-format off
+#define HMOE_DEFINE_STUB_WITH_WORK(fn_type, stub, work) ::hmoe::ops::DispatchStub<fn_type> stub{#stub, work}
+// clang-format on

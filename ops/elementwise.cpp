@@ -11,9 +11,24 @@
 
 namespace hmoe {
 
-HMOE_DEFINE_STUB(UnaryKernel, unary_stub);
-HMOE_DEFINE_STUB(UnaryBackwardKernel, unary_backward_stub);
-HMOE_DEFINE_STUB(BinaryKernel, binary_stub);
+namespace {
+// Cost models (ops/dispatch.h): elementwise kernels are bound by their bytes.
+KernelWork unary_work(UnaryOp, const Tensor& in, const Tensor& out, double, double) {
+  return {0.0, ops::distinct_bytes(in) + ops::distinct_bytes(out)};
+}
+KernelWork unary_backward_work(UnaryOp, const Tensor& x, const Tensor& grad_out, const Tensor& grad_in, double,
+                               double) {
+  return {double(grad_in.numel()),
+          ops::distinct_bytes(x) + ops::distinct_bytes(grad_out) + ops::distinct_bytes(grad_in)};
+}
+KernelWork binary_work(BinaryOp, const Tensor& a, const Tensor& b, const Tensor& out) {
+  return {double(out.numel()), ops::distinct_bytes(a) + ops::distinct_bytes(b) + ops::distinct_bytes(out)};
+}
+}  // namespace
+
+HMOE_DEFINE_STUB_WITH_WORK(UnaryKernel, unary_stub, &unary_work);
+HMOE_DEFINE_STUB_WITH_WORK(UnaryBackwardKernel, unary_backward_stub, &unary_backward_work);
+HMOE_DEFINE_STUB_WITH_WORK(BinaryKernel, binary_stub, &binary_work);
 HMOE_DEFINE_STUB(WhereKernel, where_stub);
 
 using autograd::record;

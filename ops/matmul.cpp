@@ -13,7 +13,19 @@
 
 namespace hmoe {
 
-HMOE_DEFINE_STUB(GemmKernel, gemm_stub);
+namespace {
+// One call's work: each of C's elements a k-long dot product; A and B read once (once in
+// all when broadcast over the batch), C written (and read too when beta != 0).
+KernelWork gemm_work(const GemmArgs& g, const Tensor& a, const Tensor&, const Tensor&) {
+  const double batch = double(g.batch), mn = double(g.m) * double(g.n);
+  const double a_el = (g.stride_a ? batch : 1.0) * double(g.m) * double(g.k);
+  const double b_el = (g.stride_b ? batch : 1.0) * double(g.k) * double(g.n);
+  return {2.0 * batch * mn * double(g.k),
+          double(a.element_size()) * (a_el + b_el + batch * mn * (g.beta != 0.0 ? 2.0 : 1.0))};
+}
+}  // namespace
+
+HMOE_DEFINE_STUB_WITH_WORK(GemmKernel, gemm_stub, &gemm_work);
 
 namespace {
 
@@ -143,9 +155,7 @@ Tensor matmul_forward(const Tensor& a, const Tensor& b) {
   Tensor c = Tensor::empty(sc, {a.dtype(), a.device()});
   if (c.numel() == 0) return c;
   if (k == 0) return c.fill_(0.0);
-  const double flops = 2.0 * double(shape_numel(batch)) * double(m) * double(n) * double(k);
-  ProfileScope scope("matmul", a.device(), flops,
-                     double(a.nbytes() + b.nbytes() + c.nbytes()));
+  const ProfileScope scope("matmul", a.device());  // the work is counted in its gemm calls
   batched_gemm(blas_ready(a.detach()).expand(sa), blas_ready(b.detach()).expand(sb), c);
   return c;
 }
@@ -237,8 +247,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   if (bias.defined()) y2.copy_(bias.detach());
   else y2.fill_(0.0);
   if (y.numel() > 0 && in > 0) {
-    ProfileScope scope("linear", x.device(), 2.0 * double(rows) * double(in) * double(out_f),
-                       double(x2.nbytes() + w.nbytes() + y.nbytes()));
+    const ProfileScope scope("linear", x.device());  // the work is counted in its gemm call
     batched_gemm(x2, blas_ready(w.detach().t()), y2, 1.0);
   }
   const bool gx = x.requires_grad(), gw = w.requires_grad(), gbias = bias.defined() && bias.requires_grad();

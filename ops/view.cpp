@@ -17,7 +17,12 @@
 
 namespace hmoe {
 
-HMOE_DEFINE_STUB(CopyKernel, copy_stub);
+namespace {
+KernelWork copy_work(const Tensor& src, const Tensor& dst) {  // cost model (ops/dispatch.h)
+  return {0.0, ops::distinct_bytes(src) + ops::distinct_bytes(dst)};
+}
+}  // namespace
+HMOE_DEFINE_STUB_WITH_WORK(CopyKernel, copy_stub, &copy_work);
 HMOE_DECLARE_STUB(FillKernel, fill_stub);
 
 using autograd::record;

@@ -9,10 +9,50 @@
 
 namespace hmoe::moe {
 
-HMOE_DEFINE_STUB(GroupedGemmKernel, grouped_gemm_stub);
-HMOE_DEFINE_STUB(GroupedGemmDwKernel, grouped_gemm_dw_stub);
-HMOE_DEFINE_STUB(GroupedRowDotKernel, grouped_row_dot_stub);
-HMOE_DEFINE_STUB(ScatterRowsKernel, scatter_rows_stub);
+namespace {
+// The kernels' cost models (ops/dispatch.h). A gathered x is read at most once per
+// distinct row: the fewest bytes are those of min(rows, x_rows) rows.
+double x_bytes(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index) {
+  return double(index.defined() ? std::min(a.rows, a.x_rows) : a.rows) * double(a.k) * double(x.element_size());
+}
+
+KernelWork grouped_gemm_work(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w, const Tensor&,
+                             const Tensor& index, const Tensor& scale, const Tensor& bias, const Tensor& out) {
+  using ops::distinct_bytes;
+  return {2.0 * double(a.rows) * double(a.k) * double(a.n), x_bytes(a, x, index) + distinct_bytes(w) +
+                                                                distinct_bytes(index) + distinct_bytes(scale) +
+                                                                distinct_bytes(bias) + distinct_bytes(out)};
+}
+
+KernelWork grouped_dw_work(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, const Tensor& dy,
+                           const Tensor&, const Tensor& dw, const Tensor& db) {
+  using ops::distinct_bytes;
+  const double rn = double(a.rows) * double(a.n);
+  return {(dw.defined() ? 2.0 * rn * double(a.k) : 0.0) + (db.defined() ? rn : 0.0),
+          (dw.defined() ? x_bytes(a, x, index) + distinct_bytes(index) : 0.0) + distinct_bytes(dy) +
+              distinct_bytes(dw) + distinct_bytes(db)};
+}
+
+KernelWork grouped_row_dot_work(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, const Tensor& gx,
+                                const Tensor& dy, const Tensor& bias, const Tensor&, const Tensor& out) {
+  using ops::distinct_bytes;
+  const double with_bias = bias.defined() ? 1.0 : 0.0;
+  return {2.0 * double(a.rows) * (double(a.k) + with_bias * double(a.n)),
+          x_bytes(a, x, index) + distinct_bytes(index) + distinct_bytes(gx) +
+              with_bias * (distinct_bytes(dy) + distinct_bytes(bias)) + distinct_bytes(out)};
+}
+
+KernelWork scatter_rows_work(const Tensor& src, const Tensor& index, const Tensor& scale, const Tensor& out) {
+  using ops::distinct_bytes;
+  return {double(src.numel()) * (scale.defined() ? 2.0 : 1.0),
+          distinct_bytes(src) + distinct_bytes(index) + distinct_bytes(scale) + distinct_bytes(out)};
+}
+}  // namespace
+
+HMOE_DEFINE_STUB_WITH_WORK(GroupedGemmKernel, grouped_gemm_stub, &grouped_gemm_work);
+HMOE_DEFINE_STUB_WITH_WORK(GroupedGemmDwKernel, grouped_gemm_dw_stub, &grouped_dw_work);
+HMOE_DEFINE_STUB_WITH_WORK(GroupedRowDotKernel, grouped_row_dot_stub, &grouped_row_dot_work);
+HMOE_DEFINE_STUB_WITH_WORK(ScatterRowsKernel, scatter_rows_stub, &scatter_rows_work);
 
 namespace {
 std::string meta(const Tensor& t) { return t.defined() ? t.meta_str() : std::string("undefined"); }

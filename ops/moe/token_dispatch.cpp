@@ -13,9 +13,29 @@
 namespace hmoe::moe {
 
 HMOE_DEFINE_STUB(PlanKernel, plan_stub);
-HMOE_DEFINE_STUB(PermuteRowsKernel, permute_rows_stub);
-HMOE_DEFINE_STUB(CombineKernel, combine_stub);
-HMOE_DEFINE_STUB(CombineGateGradKernel, combine_gate_grad_stub);
+namespace {
+// Cost models (ops/dispatch.h). Permute reads each of its output rows from x once.
+KernelWork permute_rows_work(const Tensor&, const Tensor& perm, int64_t, const Tensor& slot_scale, const Tensor& out) {
+  using ops::distinct_bytes;
+  return {slot_scale.defined() ? double(out.numel()) : 0.0,
+          2.0 * distinct_bytes(out) + distinct_bytes(perm) + distinct_bytes(slot_scale)};
+}
+KernelWork combine_work(const Tensor& ys, const Tensor& inverse, int64_t, const Tensor& gates, const Tensor& out) {
+  using ops::distinct_bytes;
+  return {2.0 * double(ys.numel()),
+          distinct_bytes(ys) + distinct_bytes(inverse) + distinct_bytes(gates) + distinct_bytes(out)};
+}
+KernelWork combine_gate_grad_work(const Tensor& dy, const Tensor& ys, const Tensor& inverse, int64_t,
+                                  const Tensor& dgates) {
+  using ops::distinct_bytes;
+  return {2.0 * double(dgates.numel()) * double(dy.defined() && dy.dim() > 1 ? dy.size(1) : 1),
+          distinct_bytes(dy) + distinct_bytes(ys) + distinct_bytes(inverse) + distinct_bytes(dgates)};
+}
+}  // namespace
+
+HMOE_DEFINE_STUB_WITH_WORK(PermuteRowsKernel, permute_rows_stub, &permute_rows_work);
+HMOE_DEFINE_STUB_WITH_WORK(CombineKernel, combine_stub, &combine_work);
+HMOE_DEFINE_STUB_WITH_WORK(CombineGateGradKernel, combine_gate_grad_stub, &combine_gate_grad_work);
 HMOE_DEFINE_STUB(PatternIdsKernel, pattern_ids_stub);
 HMOE_DEFINE_STUB(UniquePatternsKernel, unique_patterns_stub);
 

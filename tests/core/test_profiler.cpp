@@ -2,6 +2,7 @@
 #include <cstdlib>
 
 #include "engine/profiler.h"
+#include "ops/moe/grouped_gemm.h"
 #include "tests/test_util.h"
 
 using namespace hmoe;
@@ -70,4 +71,36 @@ TEST(Profiler, NamesBackwardNodes) {
   for (const auto& e : p.events()) saw = saw || std::string(e.name).find(" backward") != std::string::npos;
   EXPECT_TRUE(saw);
   EXPECT_NE(p.summary().find(" backward (cpu)"), std::string::npos) << p.summary();
+}
+
+// Kernels with a cost model carry their work (FLOPs, fewest bytes); the ops around them
+// carry none, so the total counts each kernel once.
+TEST(Profiler, CountsKernelWork) {
+  const Tensor a = ones({64, 128}), b = ones({128, 32});
+  const Tensor x = ones({10, 16}), w = ones({3, 16, 8});
+  const Tensor offsets = from_vector(std::vector<int64_t>{0, 4, 4, 12}, {4});
+  const Tensor index = from_vector(std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1}, {12});
+  const Tensor row = ones({1, 32});
+  Profiler p;
+  const Tensor c = matmul(a, b);
+  const Tensor y = moe::grouped_gemm(x, w, offsets, index);
+  const Tensor s = c + row.expand({64, 32});  // the broadcast row is read once
+  auto find = [&](const char* name) -> const ProfileEvent& {
+    for (const auto& e : p.events())
+      if (std::string(e.name) == name) return e;
+    ADD_FAILURE() << "no event " << name;
+    return p.events().front();
+  };
+  EXPECT_EQ(find("gemm_stub").flops, 2.0 * 64 * 128 * 32);
+  EXPECT_EQ(find("gemm_stub").bytes, 4.0 * (64 * 128 + 128 * 32 + 64 * 32));
+  EXPECT_EQ(find("matmul").flops, 0.0);
+  // 12 gathered rows of a 10-row x: at least the 10 rows are read.
+  EXPECT_EQ(find("grouped_gemm_stub").flops, 2.0 * 12 * 16 * 8);
+  EXPECT_EQ(find("grouped_gemm_stub").bytes, 4.0 * (10 * 16 + 3 * 16 * 8 + 12 * 8) + 8.0 * 12);
+  EXPECT_EQ(find("binary_stub").bytes, 4.0 * (64 * 32 + 32 + 64 * 32));
+  double flops = 0;
+  for (const auto& e : p.events()) flops += e.flops;
+  EXPECT_EQ(p.total_work().flops, flops);
+  EXPECT_GE(flops, 2.0 * 64 * 128 * 32 + 2.0 * 12 * 16 * 8 + 64 * 32);
+  EXPECT_NE(p.summary().find("work: "), std::string::npos) << p.summary();
 }
