@@ -186,17 +186,26 @@ HMOE_TARGET_AVX512 void pack_a_rows_avx512(const float* const* src, int64_t kb, 
     transpose_block(src, mr, p, int(std::min<int64_t>(16, kb - p)), alpha, dst + p * mr, mr, (1u << mr) - 1);
 }
 
-// A transposed A (stored row r holds A(., p) for p = phys row): one masked load and store
-// of mv <= 16 lanes per p, zero-filled to mr; a plain copy loop costs a libc call per p.
-HMOE_TARGET_AVX512 void pack_a_cols_avx512(const GemmA& A, const int64_t* rows, int64_t p0, int64_t kb, int64_t col,
-                                           int mv, int mr, float alpha, float* dst) {
-  const __mmask16 in = __mmask16((1u << mv) - 1), out = __mmask16((1u << mr) - 1);
+// A transposed A (stored row r holds A(i0 .., p) for p = its phys row) into panels of
+// mr <= 16 rows: each stored row is read once, contiguously, and its mb values go to
+// every panel at once (one masked load and store per panel). Panel by panel instead,
+// a gathered row was fetched once per panel (12 times for mc = 168) from scattered
+// lines, and a plain copy loop paid a libc call per p.
+HMOE_TARGET_AVX512 void pack_a_cols_avx512(const GemmA& A, int64_t i0, int64_t mb, int64_t p0, int64_t kb,
+                                           float alpha, int mr, float* dst) {
+  const __mmask16 out = __mmask16((1u << mr) - 1);
   const __m512 av = _mm512_set1_ps(alpha);
-  for (int64_t p = 0; p < kb; ++p, dst += mr) {
-    const int64_t r = rows ? rows[p0 + p] : p0 + p;
-    __m512 v = r < 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(in, A.data + r * A.ld + col);
-    if (alpha != 1.f) v = _mm512_mul_ps(v, av);
-    _mm512_mask_storeu_ps(dst, out, v);
+  const int64_t panel = int64_t(mr) * kb;
+  for (int64_t p = 0; p < kb; ++p) {
+    const int64_t r = A.rows ? A.rows[p0 + p] : p0 + p;
+    const float* src = r < 0 ? nullptr : A.data + r * A.ld + i0;
+    float* d = dst + p * mr;
+    for (int64_t ir = 0; ir < mb; ir += mr, d += panel) {
+      const __mmask16 in = __mmask16((1u << std::min<int64_t>(mr, mb - ir)) - 1);
+      __m512 v = src ? _mm512_maskz_loadu_ps(in, src + ir) : _mm512_setzero_ps();
+      if (alpha != 1.f) v = _mm512_mul_ps(v, av);
+      _mm512_mask_storeu_ps(d, out, v);
+    }
   }
 }
 
@@ -214,6 +223,11 @@ HMOE_TARGET_AVX512 void pack_b_cols_avx512(const float* const* src, int64_t kb, 
 // element (i, p) at q*MR*kb + p*MR + i; rows past mb are zero.
 template <int mr, bool avx512>
 void pack_a(const GemmA& A, int64_t i0, int64_t mb, int64_t p0, int64_t kb, float alpha, float* dst) {
+#ifdef HMOE_GEMM_X86
+  if constexpr (mr <= 16) {
+    if (avx512 && A.trans) return pack_a_cols_avx512(A, i0, mb, p0, kb, alpha, mr, dst);
+  }
+#endif
   auto phys = [&](int64_t r) { return A.rows ? A.rows[r] : r; };
   for (int64_t ir = 0; ir < mb; ir += mr, dst += mr * kb) {
     const int mv = int(std::min<int64_t>(mr, mb - ir));
@@ -244,14 +258,6 @@ void pack_a(const GemmA& A, int64_t i0, int64_t mb, int64_t p0, int64_t kb, floa
       }
     } else {
       // Row p of the stored matrix holds A(i0+ir .. , p) contiguously.
-#ifdef HMOE_GEMM_X86
-      if constexpr (mr <= 16) {
-        if (avx512) {
-          pack_a_cols_avx512(A, A.rows, p0, kb, i0 + ir, mv, mr, alpha, dst);
-          continue;
-        }
-      }
-#endif
       for (int64_t p = 0; p < kb; ++p) {
         float* d = dst + p * mr;
         const int64_t r = phys(p0 + p);
