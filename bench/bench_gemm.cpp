@@ -117,7 +117,12 @@ void kernel_shapes(benchmark::internal::Benchmark* b) {
                                                     {256, 512, 1024, 1, 0},  // its dW (x^T dy)
                                                     {256, 512, 1024, 0, 0},
                                                     {1024, 1024, 1024, 0, 0},
-                                                    {64, 512, 512, 0, 0}})
+                                                    {64, 512, 512, 0, 0},
+                                                    // a hypernetwork head (P = 28 patterns, W [8192, 128])
+                                                    // as tiled on 2 threads: forward, dX, dW
+                                                    {28, 128, 2048, 0, 1},
+                                                    {28, 8192, 64, 0, 0},
+                                                    {2048, 28, 128, 1, 0}})
       b->Args({isa, s[0], s[1], s[2], s[3], s[4]});
   b->Args({0, 256, 256, 256, 0, 0});
   b->ArgNames({"isa", "m", "k", "n", "ta", "tb"})->Unit(benchmark::kMillisecond)->UseRealTime();

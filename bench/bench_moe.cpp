@@ -377,7 +377,8 @@ void run_layer(benchmark::State& st, Layer& layer) {
   const double gflop = prof.total_work().flops * 1e-9;
   st.counters["GFLOP"] = gflop;
   st.counters["GFLOP/s"] = benchmark::Counter(gflop, benchmark::Counter::kIsIterationInvariantRate);
-  if (std::getenv("HMOE_BENCH_PROFILE")) std::fprintf(stderr, "%s", prof.summary().c_str());
+  if (std::getenv("HMOE_BENCH_PROFILE"))
+    std::fprintf(stderr, "%scpu pool: %s\n", prof.summary().c_str(), cpu_cache_stats().str().c_str());
   if (const char* path = std::getenv("HMOE_BENCH_TRACE")) std::ofstream(path) << prof.chrome_trace();
 }
 

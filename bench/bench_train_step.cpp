@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "engine/profiler.h"
 #include "hmoe.h"
 #include "models/hypermoe/lm.h"
 #include "models/nn/layers.h"
@@ -34,7 +35,7 @@ void BM_train_step(benchmark::State& st, const std::string& ffn, int64_t top_k) 
     Tensor u = uniform({kBatch, T + 1}, data, 0, double(cfg.vocab_size));
     return u.to(DType::i64);
   };
-  for (auto _ : st) {
+  auto step = [&] {
     Tensor ids = batch();
     Tensor in = ids.narrow(1, 0, T).contiguous(), tgt = ids.narrow(1, 1, T).contiguous();
     model::LmOutput out = m.forward(in, noise);
@@ -45,9 +46,16 @@ void BM_train_step(benchmark::State& st, const std::string& ffn, int64_t top_k) 
     opt.step();
     opt.zero_grad();
     benchmark::DoNotOptimize(loss.item());
-  }
+  };
+  for (auto _ : st) step();
   st.counters["tokens/s"] = benchmark::Counter(double(kBatch * T) * double(st.iterations()), benchmark::Counter::kIsRate);
   st.counters["params"] = double(model::count_parameters(cfg));
+  // One more step, profiled: its kernels' FLOPs (their cost models) are the step's work.
+  Profiler prof;
+  step();
+  const double gflop = prof.total_work().flops * 1e-9;
+  st.counters["GFLOP"] = gflop;
+  st.counters["GFLOP/s"] = benchmark::Counter(gflop, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // One AdamW step of a small GELU MLP (256 -> 1024 -> 10) on a batch of 512 with

@@ -219,13 +219,15 @@ def main():
     tps = torch_mlp_samples_per_s(a.seconds)
     print(f"MLP 256-1024-10 AdamW step, batch 512: hmoe {mlp['samples/s']:.0f} samples/s, torch {tps:.0f}, "
           f"speed-up {mlp['samples/s'] / tps:.2f}x")
-    print(f"{'model':14s} {'params':>9s} {'hmoe tok/s':>11s} {'torch tok/s':>12s} {'speed-up':>9s}")
+    # GFLOP/step: the FLOPs of hmoe's kernels in one profiled step (their cost models).
+    print(f"{'model':14s} {'params':>9s} {'hmoe tok/s':>11s} {'torch tok/s':>12s} {'speed-up':>9s} "
+          f"{'GFLOP/step':>10s} {'hmoe GFLOP/s':>12s}")
     for name, kind, k in [("dense", "dense", 1), ("moe_k1", "moe", 1), ("hypermoe_k1", "hypermoe", 1),
                           ("moe_k2", "moe", 2), ("hypermoe_k2", "hypermoe", 2)]:
         tps, params = torch_step_tokens_per_s(kind, k, a.seconds)
         o = ours[name]
-        print(f"{name:14s} {params/1e6:8.2f}M {o['tokens/s']:11.0f} {tps:12.0f} {o['tokens/s']/tps:8.2f}x"
-              f"   (hmoe params {o['params']/1e6:.2f}M)")
+        print(f"{name:14s} {params/1e6:8.2f}M {o['tokens/s']:11.0f} {tps:12.0f} {o['tokens/s']/tps:8.2f}x "
+              f"{o['GFLOP']:10.2f} {o['GFLOP/s']:12.1f}   (hmoe params {o['params']/1e6:.2f}M)")
 
 
 if __name__ == "__main__":

@@ -191,8 +191,8 @@ HMOE_TARGET_AVX512 void pack_a_rows_avx512(const float* const* src, int64_t kb, 
 // every panel at once (one masked load and store per panel). Panel by panel instead,
 // a gathered row was fetched once per panel (12 times for mc = 168) from scattered
 // lines, and a plain copy loop paid a libc call per p.
-HMOE_TARGET_AVX512 void pack_a_cols_avx512(const GemmA& A, int64_t i0, int64_t mb, int64_t p0, int64_t kb,
-                                           float alpha, int mr, float* dst) {
+HMOE_TARGET_AVX512 void pack_a_cols_avx512(const GemmA& A, int64_t i0, int64_t mb, int64_t p0, int64_t kb, float alpha,
+                                           int mr, float* dst) {
   const __mmask16 out = __mmask16((1u << mr) - 1);
   const __m512 av = _mm512_set1_ps(alpha);
   const int64_t panel = int64_t(mr) * kb;
