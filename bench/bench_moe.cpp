@@ -128,7 +128,7 @@ void BM_choice_dw_tiles(benchmark::State& st) {
 // d_ff = 1024, N = 8, top-k 1 or 2), each on the registered tiles or others, with hmoe's
 // kernel or OpenBLAS. kind: 0 up-projection forward (gather fused), 1 down-projection
 // forward, 2 dX of the up-projection (dy W^T), 3 dW of the up-projection (x^T dy, gather
-// fused).
+// fused), 4 dW of the down-projection (a^T dy).
 void BM_choice_layer_gemm(benchmark::State& st) {
   constexpr int64_t T = 2048, D = 256, F = 1024, N = 8;
   const int64_t kind = st.range(0), k = st.range(1), M = T * k;
@@ -137,11 +137,11 @@ void BM_choice_layer_gemm(benchmark::State& st) {
   const moe::Plan plan = moe::make_plan(r.expert_ids, N);
   const Tensor idx = (plan.perm / full({}, double(k), {DType::i64})).contiguous();
   ops::cpu::GroupedTiling tl;
-  if (st.range(2) > 0) (kind == 3 ? tl.dw_max_k : tl.max_m) = st.range(2);
-  if (st.range(3) > 0) (kind == 3 ? tl.dw_max_n : tl.max_n) = st.range(3);
+  if (st.range(2) > 0) (kind >= 3 ? tl.dw_max_k : tl.max_m) = st.range(2);
+  if (st.range(3) > 0) (kind >= 3 ? tl.dw_max_n : tl.max_n) = st.range(3);
   tl.f32_openblas = st.range(4) != 0;
   const Tensor x = normal({T, D}, g), w1 = normal({N, D, F}, g), w2 = normal({N, F, D}, g);
-  const Tensor h = normal({M, F}, g), dy = normal({M, F}, g);
+  const Tensor h = normal({M, F}, g), dy = normal({M, F}, g), dy2 = normal({M, D}, g);
   Tensor out;
   for (auto _ : st) {
     if (kind == 0) {
@@ -153,9 +153,12 @@ void BM_choice_layer_gemm(benchmark::State& st) {
     } else if (kind == 2) {
       out = empty({M, D});
       ops::cpu::grouped_gemm_cpu_tiled({N, M, F, D, M, true}, dy, w1, plan.offsets, {}, {}, {}, out, tl);
-    } else {
+    } else if (kind == 3) {
       out = empty({N, D, F});
       ops::cpu::grouped_gemm_dw_cpu_tiled({N, M, D, F, T, false}, x, idx, dy, plan.offsets, out, {}, tl);
+    } else {
+      out = empty({N, F, D});
+      ops::cpu::grouped_gemm_dw_cpu_tiled({N, M, F, D, M, false}, h, {}, dy2, plan.offsets, out, {}, tl);
     }
     benchmark::DoNotOptimize(out);
   }
@@ -163,11 +166,11 @@ void BM_choice_layer_gemm(benchmark::State& st) {
   st.SetLabel(tl.f32_openblas ? "openblas" : "hmoe kernel");
 }
 void layer_gemm_args(benchmark::internal::Benchmark* b) {
-  for (int64_t kind : {0, 1, 2, 3})
+  for (int64_t kind : {0, 1, 2, 3, 4})
     for (int64_t k : {1, 2}) {
       b->Args({kind, k, 0, 0, 1});  // registered tiles, OpenBLAS
       b->Args({kind, k, 0, 0, 0});  // registered tiles, hmoe's kernel
-      if (kind == 3) {
+      if (kind >= 3) {
         b->Args({kind, k, 128, 512, 0});
         b->Args({kind, k, 256, 256, 0});
       } else {
