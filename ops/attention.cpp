@@ -10,8 +10,31 @@
 
 namespace hmoe {
 
-HMOE_DEFINE_STUB(AttentionForwardKernel, attention_forward_stub);
-HMOE_DEFINE_STUB(AttentionBackwardKernel, attention_backward_stub);
+namespace {
+// Cost models (ops/dispatch.h). The forward's two products (Q K^T, P V) over the causal
+// triangle; the backward recomputes P and makes dP, dV, dQ, dK: 2.5 times the forward.
+double causal_attention_flops(const Tensor& q) {
+  const double bh = double(q.size(0) * q.size(1)), t = double(q.size(2));
+  return 2.0 * bh * t * (t + 1) * double(q.size(3));
+}
+KernelWork attention_forward_work(const Tensor& q, const Tensor& k, const Tensor& v, double, const Tensor& out,
+                                  const Tensor& lse) {
+  using ops::distinct_bytes;
+  return {causal_attention_flops(q),
+          distinct_bytes(q) + distinct_bytes(k) + distinct_bytes(v) + distinct_bytes(out) + distinct_bytes(lse)};
+}
+KernelWork attention_backward_work(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                                   const Tensor& grad_out, const Tensor& lse, double, const Tensor& dq,
+                                   const Tensor& dk, const Tensor& dv) {
+  using ops::distinct_bytes;
+  return {2.5 * causal_attention_flops(q), distinct_bytes(q) + distinct_bytes(k) + distinct_bytes(v) +
+                                               distinct_bytes(out) + distinct_bytes(grad_out) + distinct_bytes(lse) +
+                                               distinct_bytes(dq) + distinct_bytes(dk) + distinct_bytes(dv)};
+}
+}  // namespace
+
+HMOE_DEFINE_STUB_WITH_WORK(AttentionForwardKernel, attention_forward_stub, &attention_forward_work);
+HMOE_DEFINE_STUB_WITH_WORK(AttentionBackwardKernel, attention_backward_stub, &attention_backward_work);
 HMOE_DEFINE_STUB(DropoutKernel, dropout_stub);
 
 namespace {
@@ -56,8 +79,7 @@ Tensor causal_attention(const Tensor& q, const Tensor& k, const Tensor& v, doubl
   const Tensor lse = Tensor::empty({B, H, T}, {stat_dtype, dev});
   const Tensor qd = unit_last(q.detach()), kd = unit_last(k.detach()), vd = unit_last(v.detach());
   if (out.numel() > 0) {
-    ProfileScope scope("causal_attention", dev, 2.0 * double(B * H) * double(T) * double(T + 1) * double(dh),
-                       double(4 * q.nbytes()));
+    const ProfileScope scope("causal_attention", dev);  // the work is counted in its kernel
     attention_forward_stub.get(dev)(qd, kd, vd, scale, out, lse);
   }
   const bool gq = q.requires_grad(), gk = k.requires_grad(), gv = v.requires_grad();

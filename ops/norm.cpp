@@ -8,8 +8,24 @@
 
 namespace hmoe {
 
-HMOE_DEFINE_STUB(NormKernel, norm_stub);
-HMOE_DEFINE_STUB(NormBackwardKernel, norm_backward_stub);
+namespace {
+// Cost models (ops/dispatch.h): memory-bound, so bytes only.
+KernelWork norm_work(const Tensor& x, const Tensor& weight, const Tensor& bias, double, bool, const Tensor& y,
+                     const Tensor& mean, const Tensor& rstd) {
+  using ops::distinct_bytes;
+  return {0.0, distinct_bytes(x) + distinct_bytes(weight) + distinct_bytes(bias) + distinct_bytes(y) +
+                   distinct_bytes(mean) + distinct_bytes(rstd)};
+}
+KernelWork norm_backward_work(const Tensor& g, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                              const Tensor& rstd, bool, const Tensor& dx, const Tensor& dweight, const Tensor& dbias) {
+  using ops::distinct_bytes;
+  return {0.0, distinct_bytes(g) + distinct_bytes(x) + distinct_bytes(weight) + distinct_bytes(mean) +
+                   distinct_bytes(rstd) + distinct_bytes(dx) + distinct_bytes(dweight) + distinct_bytes(dbias)};
+}
+}  // namespace
+
+HMOE_DEFINE_STUB_WITH_WORK(NormKernel, norm_stub, &norm_work);
+HMOE_DEFINE_STUB_WITH_WORK(NormBackwardKernel, norm_backward_stub, &norm_backward_work);
 
 namespace {
 

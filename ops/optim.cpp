@@ -6,7 +6,18 @@
 
 namespace hmoe {
 
-HMOE_DEFINE_STUB(AdamWKernel, adamw_stub);
+namespace {
+// Cost model (ops/dispatch.h): master and both moments read and written, grad read, the
+// low-precision param (when there is one) written.
+KernelWork adamw_work(const AdamWKernelArgs&, const Tensor& master, const Tensor& exp_avg, const Tensor& exp_avg_sq,
+                      const Tensor& grad, const Tensor& param) {
+  using ops::distinct_bytes;
+  return {0.0, 2.0 * (distinct_bytes(master) + distinct_bytes(exp_avg) + distinct_bytes(exp_avg_sq)) +
+                   distinct_bytes(grad) + distinct_bytes(param)};
+}
+}  // namespace
+
+HMOE_DEFINE_STUB_WITH_WORK(AdamWKernel, adamw_stub, &adamw_work);
 HMOE_DEFINE_STUB(SGDKernel, sgd_stub);
 HMOE_DEFINE_STUB(SumSquaresKernel, sum_squares_stub);
 

@@ -13,8 +13,18 @@
 
 namespace hmoe {
 
-HMOE_DEFINE_STUB(SoftmaxKernel, softmax_stub);
-HMOE_DEFINE_STUB(SoftmaxBackwardKernel, softmax_backward_stub);
+namespace {
+// Cost models (ops/dispatch.h): memory-bound, so bytes only.
+KernelWork softmax_work(const Tensor& x, const Tensor& y, int64_t, int64_t, int64_t, bool) {
+  return {0.0, ops::distinct_bytes(x) + ops::distinct_bytes(y)};
+}
+KernelWork softmax_backward_work(const Tensor& y, const Tensor& g, const Tensor& gx, int64_t, int64_t, int64_t, bool) {
+  return {0.0, ops::distinct_bytes(y) + ops::distinct_bytes(g) + ops::distinct_bytes(gx)};
+}
+}  // namespace
+
+HMOE_DEFINE_STUB_WITH_WORK(SoftmaxKernel, softmax_stub, &softmax_work);
+HMOE_DEFINE_STUB_WITH_WORK(SoftmaxBackwardKernel, softmax_backward_stub, &softmax_backward_work);
 HMOE_DEFINE_STUB(CrossEntropyKernel, cross_entropy_stub);
 HMOE_DEFINE_STUB(CrossEntropyBackwardKernel, cross_entropy_backward_stub);
 

@@ -98,6 +98,13 @@ TEST(Profiler, CountsKernelWork) {
   EXPECT_EQ(find("grouped_gemm_stub").flops, 2.0 * 12 * 16 * 8);
   EXPECT_EQ(find("grouped_gemm_stub").bytes, 4.0 * (10 * 16 + 3 * 16 * 8 + 12 * 8) + 8.0 * 12);
   EXPECT_EQ(find("binary_stub").bytes, 4.0 * (64 * 32 + 32 + 64 * 32));
+  // Causal attention at B 1, H 2, T 8, dh 4: the two forward products over the triangle,
+  // 2.5 times that in the backward.
+  const Tensor q = ones({1, 2, 8, 4}).set_requires_grad(true);
+  sum(causal_attention(q, q, q)).backward();
+  EXPECT_EQ(find("attention_forward_stub").flops, 2.0 * 2 * 8 * 9 * 4);
+  EXPECT_EQ(find("attention_backward_stub").flops, 2.5 * 2.0 * 2 * 8 * 9 * 4);
+  EXPECT_EQ(find("causal_attention").flops, 0.0);
   double flops = 0;
   for (const auto& e : p.events()) flops += e.flops;
   EXPECT_EQ(p.total_work().flops, flops);
