@@ -356,8 +356,10 @@ struct PeakMemory {
   double mib() const { return double(proc_status_kib("VmHWM") - base_kib) / 1024.0; }
 };
 
+// `shared`: a module the layer uses but does not own (the model-wide hypernetwork), whose
+// gradients a step must clear as well, as the trainer's optimizer does.
 template <typename Layer>
-void run_layer(benchmark::State& st, Layer& layer) {
+void run_layer(benchmark::State& st, Layer& layer, nn::Module* shared = nullptr) {
   const int64_t T = 2048;
   Generator g(1), noise(2);
   Tensor x = normal({T, 256}, g).set_requires_grad(true);
@@ -367,6 +369,7 @@ void run_layer(benchmark::State& st, Layer& layer) {
     Tensor y = layer.forward(x, stats, noise);
     sum(y * w).backward();
     layer.zero_grad();
+    if (shared) shared->zero_grad();
     x.zero_grad();
   };
   const PeakMemory peak;
@@ -396,7 +399,7 @@ void BM_hypermoe_layer(benchmark::State& st) {
   auto c = layer_cfg(st.range(0));
   auto hyper = std::make_shared<model::HyperNetwork>(c, 1, g);
   model::HyperMoEFFN layer(c, 0, hyper, g);
-  run_layer(st, layer);
+  run_layer(st, layer, hyper.get());
 }
 
 }  // namespace
