@@ -11,6 +11,8 @@
 #include <memory>
 #include <new>
 
+#include "engine/error.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define HMOE_GEMM_X86 1
@@ -329,12 +331,13 @@ thread_local PackBuffers tl_pack;
 // stays in L1 while the B micro-panels stream past it from L2.
 template <int mr, int nr, MicroKernel kernel, bool avx512_packs>
 void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, const GemmB& b, float beta, float* c,
-                 int64_t ldc, int64_t mc, int64_t kc, int64_t nc) {
+                 int64_t ldc, int64_t mc, int64_t kc, int64_t nc, const GemmEpilogue& epi) {
   const int64_t mc_eff = std::min(mc, (m + mr - 1) / mr * mr), nc_eff = std::min(nc, (n + nr - 1) / nr * nr);
   const int64_t kc_eff = std::min(kc, k);
   float* pa = tl_pack.a.get(size_t(mc_eff * kc_eff));
   float* pb = tl_pack.b.get(size_t(nc_eff * kc_eff));
   alignas(64) float edge[mr * nr];  // an edge tile, computed whole and copied back in part
+  alignas(64) float aux_tile[mr * nr];  // the epilogue's aux for that tile
 
   for (int64_t jc = 0; jc < n; jc += nc) {
     const int64_t nb = std::min(nc, n - jc);
@@ -343,9 +346,12 @@ void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, c
       pack_b<nr, avx512_packs>(b, pc, kb, jc, nb, pb);
       // The first k block starts from beta C (or zero), later ones from the partial sum.
       const Init init = pc > 0 ? Init::load : beta == 0.f ? Init::zero : beta == 1.f ? Init::load : Init::scale;
+      // The epilogue goes through the edge tile on the last k block.
+      const bool epilogue = epi.fn && pc + kb == k;
       for (int64_t ic = 0; ic < m; ic += mc) {
         const int64_t mb = std::min(mc, m - ic);
         pack_a<mr, avx512_packs>(a, ic, mb, pc, kb, alpha, pa);
+        if (a.map) a.map(pa, pa, (mb + mr - 1) / mr * mr * kb);  // padding rows stay 0
         for (int64_t ir = 0; ir < mb; ir += mr) {
           const int mv = int(std::min<int64_t>(mr, mb - ir));
           const float* ap = pa + ir * kb;
@@ -353,7 +359,7 @@ void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, c
             const int nv = int(std::min<int64_t>(nr, nb - jr));
             const float* bp = pb + jr * kb;
             float* cp = c + (ic + ir) * ldc + jc + jr;
-            if (mv == mr && nv == nr) {
+            if (mv == mr && nv == nr && !epilogue) {
               kernel(kb, ap, bp, nr, cp, ldc, beta, init);
               continue;
             }
@@ -361,6 +367,12 @@ void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, c
               for (int i = 0; i < mr; ++i)
                 for (int j = 0; j < nr; ++j) edge[i * nr + j] = i < mv && j < nv ? cp[i * ldc + j] : 0.f;
             kernel(kb, ap, bp, nr, edge, nr, beta, init);
+            if (epilogue) {  // on the whole tile at once: one call, full vectors
+              const float* aux = epi.aux + (ic + ir) * epi.ld + jc + jr;
+              if (mv < mr || nv < nr) std::fill(aux_tile, aux_tile + mr * nr, 0.f);
+              for (int i = 0; i < mv; ++i) std::memcpy(aux_tile + i * nr, aux + i * epi.ld, size_t(nv) * sizeof(float));
+              epi.fn(aux_tile, edge, edge, mr * nr);
+            }
             for (int i = 0; i < mv; ++i) std::memcpy(cp + i * ldc, edge + i * nr, size_t(nv) * sizeof(float));
           }
         }
@@ -382,6 +394,7 @@ void small_m_driver(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a
                     int64_t ldc) {
   float* pa = tl_pack.a.get(size_t(mr * k));
   pack_a<mr, avx512_packs>(a, 0, m, 0, k, alpha, pa);  // rows past m are zero
+  if (a.map) a.map(pa, pa, mr * k);
   float* pb = tl_pack.b.get(size_t(nr * kSmallKc));
   alignas(64) float edge[mr * nr];
   for (int64_t jr = 0; jr < n; jr += nr) {
@@ -409,7 +422,7 @@ void small_m_driver(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a
 }
 
 using Driver = void (*)(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, const GemmB& b, float beta,
-                        float* c, int64_t ldc, int64_t mc, int64_t kc, int64_t nc);
+                        float* c, int64_t ldc, int64_t mc, int64_t kc, int64_t nc, const GemmEpilogue& epi);
 using SmallDriver = void (*)(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, const GemmB& b, float beta,
                              float* c, int64_t ldc);
 
@@ -482,21 +495,27 @@ const char* gemm_isa_name(GemmIsa isa) {
 }
 
 void sgemm(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, const GemmB& b, float beta, float* c,
-           int64_t ldc, GemmIsa isa, const GemmBlocking& blocking) {
+           int64_t ldc, GemmIsa isa, const GemmBlocking& blocking, const GemmEpilogue& epilogue) {
+  HMOE_CHECK(!a.map || alpha == 1.f, "sgemm: a map on A needs alpha = 1, got ", alpha);
+  HMOE_CHECK(!epilogue.fn || (beta == 0.f && epilogue.aux), "sgemm: an epilogue needs beta = 0 and its aux matrix");
   if (m <= 0 || n <= 0) return;
   if (k <= 0) {  // the empty product: C = beta C (beta 0 clears NaN)
     for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.f ? 0.f : beta * c[i * ldc + j];
+      for (int64_t j = 0; j < n; ++j) {
+        float v = beta == 0.f ? 0.f : beta * c[i * ldc + j];
+        if (epilogue.fn) epilogue.fn(epilogue.aux + i * epilogue.ld + j, &v, &v, 1);
+        c[i * ldc + j] = v;
+      }
     return;
   }
   if (!gemm_isa_supported(isa)) isa = gemm_best_isa();
   const KernelInfo& kr = kernel_info(isa);
-  if (!blocking.small_off) {
+  if (!blocking.small_off && !epilogue.fn) {
     if (m <= kr.mr) return kr.small_m(m, n, k, alpha, a, b, beta, c, ldc);
     // Few columns: C^T = op(B)^T op(A)^T on the small-m loop, into a scratch C^T. With
     // alpha = 1 each element's chain fma(B(p, j), A(i, p), acc) equals fma(A(i, p), B(p, j),
-    // acc) bit for bit; a gather on A has no counterpart on B, so it stays here.
-    if (n <= kr.mr && alpha == 1.f && !a.rows) {
+    // acc) bit for bit; a gather or map on A has no counterpart on B, so they stay here.
+    if (n <= kr.mr && alpha == 1.f && !a.rows && !a.map) {
       float* t = tl_pack.t.get(size_t(n * m));
       if (beta != 0.f)
         for (int64_t i = 0; i < m; ++i)
@@ -510,10 +529,17 @@ void sgemm(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, const G
   auto pick = [](int64_t v, int64_t def, int64_t mult) {
     return std::max<int64_t>(mult, (v > 0 ? v : def) / mult * mult);
   };
+  const int64_t mc = pick(blocking.mc, kr.blocking.mc, kr.mr), nc = pick(blocking.nc, kr.blocking.nc, kr.nr);
+  const int64_t kc_max = pick(blocking.kc, kr.blocking.kc, 1);
+  if (epilogue.fn) {
+    // One k block, so C is written once, after the whole chain (C may hold the epilogue's
+    // aux); the B block keeps about its usual size by narrowing when k is long.
+    const int64_t nc1 = std::min(nc, std::max<int64_t>(kr.nr, kc_max * nc / k / kr.nr * kr.nr));
+    return kr.run(m, n, k, alpha, a, b, beta, c, ldc, mc, k, nc1, epilogue);
+  }
   // k in equal blocks of at most kc: no short tail block paying the C reload for little work.
-  const int64_t kc_max = pick(blocking.kc, kr.blocking.kc, 1), kblocks = (k + kc_max - 1) / kc_max;
-  kr.run(m, n, k, alpha, a, b, beta, c, ldc, pick(blocking.mc, kr.blocking.mc, kr.mr), (k + kblocks - 1) / kblocks,
-         pick(blocking.nc, kr.blocking.nc, kr.nr));
+  const int64_t kblocks = (k + kc_max - 1) / kc_max;
+  kr.run(m, n, k, alpha, a, b, beta, c, ldc, mc, (k + kblocks - 1) / kblocks, nc, epilogue);
 }
 
 }  // namespace hmoe::ops::cpu

@@ -22,11 +22,15 @@ bool gemm_kernel_preferred();
 // op(A), logically m x k. Element (i, p) is data[r * ld + col] with (r, col) = (i, p),
 // or (p, i) when trans; when rows is given the stored row r is read from row rows[r]
 // instead (-1: a row of zeros). That is the grouped GEMM's gather, done while packing.
+// map, when given, is applied to every element as it is packed (A(i, p) is read as
+// map(A(i, p))): an FFN's activation, so the activated matrix is never stored. It must
+// send 0 to 0 (packing pads with zeros) and needs alpha = 1.
 struct GemmA {
   const float* data = nullptr;
   int64_t ld = 0;
   bool trans = false;
   const int64_t* rows = nullptr;
+  void (*map)(const float* in, float* out, int64_t n) = nullptr;  // out = map(in), elementwise; out may be in
 };
 
 // op(B), logically k x n: element (p, j) is data[p * ld + j], or data[j * ld + p] when trans.
@@ -44,13 +48,26 @@ struct GemmBlocking {
   bool small_off = false;
 };
 
+// An elementwise step on each finished row segment of C before it is stored: fn(aux_row,
+// acc, out, n) turns the n accumulated values acc into the stored ones (out may be acc),
+// reading aux (m x n, leading dimension ld) at the same (i, j): an FFN's acc * act'(h). aux may be C itself
+// (same ld): each element's aux is read before that element of C is written, so C can
+// hold h on entry and the result on return. Needs beta = 0.
+struct GemmEpilogue {
+  void (*fn)(const float* aux, const float* acc, float* out, int64_t n) = nullptr;
+  const float* aux = nullptr;
+  int64_t ld = 0;
+};
+
 // C (m x n, row-major, leading dimension ldc) = alpha op(A) op(B) + beta C, on the
 // calling thread. Every element is the same chain of fused multiply-adds whatever the
 // ISA, blocking or the caller's tiling:
 //   acc = beta == 0 ? 0 : beta * c;  for p in 0..k-1: acc = fma(alpha * A(i,p), B(p,j), acc)
 // (C is not read when beta == 0), so any split of C into tiles run on any threads gives
-// bit-identical results, on every machine.
+// bit-identical results, on every machine. A map or an epilogue is applied to those same
+// values (with an epilogue k runs as one block, so C is written once).
 void sgemm(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, const GemmB& b, float beta, float* c,
-           int64_t ldc, GemmIsa isa = gemm_best_isa(), const GemmBlocking& blocking = {});
+           int64_t ldc, GemmIsa isa = gemm_best_isa(), const GemmBlocking& blocking = {},
+           const GemmEpilogue& epilogue = {});
 
 }  // namespace hmoe::ops::cpu

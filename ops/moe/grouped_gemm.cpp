@@ -19,9 +19,11 @@ double x_bytes(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index) {
 KernelWork grouped_gemm_work(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w, const Tensor&,
                              const Tensor& index, const Tensor& scale, const Tensor& bias, const Tensor& out) {
   using ops::distinct_bytes;
-  return {2.0 * double(a.rows) * double(a.k) * double(a.n), x_bytes(a, x, index) + distinct_bytes(w) +
-                                                                distinct_bytes(index) + distinct_bytes(scale) +
-                                                                distinct_bytes(bias) + distinct_bytes(out)};
+  // out_act_grad reads the pre-activation in out before overwriting it, and multiplies.
+  const double dh = a.out_act_grad ? 1.0 : 0.0;
+  return {2.0 * double(a.rows) * double(a.k) * double(a.n) + dh * double(a.rows) * double(a.n),
+          x_bytes(a, x, index) + distinct_bytes(w) + distinct_bytes(index) + distinct_bytes(scale) +
+              distinct_bytes(bias) + (1.0 + dh) * distinct_bytes(out)};
 }
 
 KernelWork grouped_dw_work(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, const Tensor& dy,

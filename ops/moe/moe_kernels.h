@@ -3,9 +3,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 #include "engine/tensor.h"
 #include "ops/dispatch.h"
+#include "ops/elementwise.h"
 
 namespace hmoe::moe {
 
@@ -67,6 +69,13 @@ struct GroupedGemmArgs {
   int64_t n = 0;       // output columns
   int64_t x_rows = 0;  // rows of x (== rows without a gather index)
   bool trans_w = false;  // w is [G, n, k] (use W_g^T) instead of [G, k, n]
+  // Steps of the grouped FFN fused into the GEMMs, so that its [M, f] activation and
+  // gradient are never stored (cpu kernels; the cuda kernels refuse them for now):
+  // x_act: every element of x is read as act(x) (GroupedGemm, GroupedGemmDw);
+  // out_act_grad (GroupedGemm, no scale or bias): out holds a pre-activation h on entry
+  // and is overwritten with (xrow(r) op(W_g)) * act'(h), the FFN's dh made over h.
+  // act: relu, gelu_erf, gelu_tanh or silu (each sends 0 to 0: a gathered -1 row stays 0).
+  std::optional<UnaryOp> x_act, out_act_grad;
 };
 // out [M, n]: row r of group g (offsets[g] <= r < offsets[g+1]) =
 //   scale[r] * (xrow(r) op(W_g) + bias[g]),  xrow(r) = index ? x[index[r]] (zero row for

@@ -341,6 +341,17 @@ TEST(CudaMoeGroupedGemm, Errors) {
                                                         i64({0, 2, 2, 7, 7}),
                                                         Tensor::empty({4, 2, 3}, {DType::bf16, kDev}), Tensor()),
                     "dw must be");
+  // The grouped FFN's fused activation steps are the cpu kernels' only (refused, not ignored).
+  GroupedGemmArgs fused = a;
+  fused.x_act = UnaryOp::gelu_erf;
+  EXPECT_HMOE_ERROR(
+      moe::grouped_gemm_stub.get(kDev)(fused, xb, wb, i64({0, 2, 2, 7, 7}), Tensor(), Tensor(), Tensor(), out),
+      "cpu-only");
+  fused.x_act.reset();
+  fused.out_act_grad = UnaryOp::relu;
+  EXPECT_HMOE_ERROR(
+      moe::grouped_gemm_stub.get(kDev)(fused, xb, wb, i64({0, 2, 2, 7, 7}), Tensor(), Tensor(), Tensor(), out),
+      "cpu-only");
 }
 
 // The grouped FFN on the device (its kernels, views of chunks of groups, the recomputed

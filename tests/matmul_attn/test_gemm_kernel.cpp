@@ -2,12 +2,15 @@
 // against the documented fma chain (bit for bit) and a double-precision loop, over odd
 // and tiled shapes, transposes, alpha/beta, padded leading dims, gathered rows and any
 // cache blocking, the skinny paths (no packing of the long operand) against the packed
-// loop; the gemm op and the grouped GEMM giving the same bits for 1 and 2 threads.
+// loop; a map fused into the A pack and an epilogue (in place over C too) against the
+// unfused product and activation; the gemm op and the grouped GEMM giving the same bits
+// for 1 and 2 threads.
 #include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
 
+#include "ops/cpu/activation.h"
 #include "ops/cpu/gemm_kernel.h"
 #include "ops/moe/grouped_gemm.h"
 #include "tests/test_util.h"
@@ -189,6 +192,70 @@ TEST(GemmKernel, SkinnyPathsGiveThePackedLoopsBits) {
           << gemm_isa_name(isa) << " " << cs.m << "x" << cs.n << "x" << cs.k;
     }
   }
+}
+
+// A map on A (the FFN's activation, fused into the pack) equals the product of the
+// activated A; an epilogue (acc * act'(aux)) equals the product followed by the gradient
+// rows, also with aux = C itself (dh written over h) and with k beyond one cache block
+// (the epilogue's single k block), on every ISA, with gathered and transposed A.
+TEST(GemmKernel, FusedMapAndEpilogueGiveTheUnfusedBits) {
+  const UnaryOp acts[] = {UnaryOp::gelu_erf, UnaryOp::silu, UnaryOp::relu, UnaryOp::gelu_tanh};
+  for (const Case& base : cases()) {
+    if (base.alpha != 1.f) continue;  // a map needs alpha = 1
+    Case cs = base;
+    cs.beta = 0.f;  // an epilogue needs beta = 0
+    const Problem pr(cs);
+    const UnaryOp act = acts[size_t(cs.m + cs.k) % 4];
+    const auto rows = activation_rows<float>(act);
+    const auto grad_rows = activation_grad_rows<float>(act);
+    // A, activated, as a plain row-major m x k matrix (gather and transpose resolved).
+    std::vector<float> a_act(size_t(cs.m * cs.k));
+    for (int64_t i = 0; i < cs.m; ++i)
+      for (int64_t p = 0; p < cs.k; ++p) a_act[size_t(i * cs.k + p)] = pr.A(i, p);
+    rows(a_act.data(), a_act.data(), int64_t(a_act.size()));
+    std::vector<float> h(size_t(cs.m * pr.ldc));  // the epilogue's aux: a pre-activation
+    std::mt19937 gen(7);
+    std::uniform_real_distribution<float> u(-3.f, 3.f);
+    for (auto& v : h) v = u(gen);
+    for (GemmIsa isa : isas()) {
+      SCOPED_TRACE(::testing::Message() << gemm_isa_name(isa) << " " << cs.m << "x" << cs.n << "x" << cs.k << " ta "
+                                        << cs.ta << " tb " << cs.tb << " gather " << cs.gather << " act " << int(act));
+      std::vector<float> want = pr.c0, got = pr.c0;
+      sgemm(cs.m, cs.n, cs.k, 1.f, GemmA{a_act.data(), cs.k}, pr.gb(), 0.f, want.data(), pr.ldc, isa);
+      GemmA mapped = pr.ga();
+      mapped.map = rows;
+      sgemm(cs.m, cs.n, cs.k, 1.f, mapped, pr.gb(), 0.f, got.data(), pr.ldc, isa);
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)), 0) << "map";
+      // The epilogue: separate aux, then aux = C (C holds h on entry).
+      std::vector<float> plain = pr.c0;
+      sgemm(cs.m, cs.n, cs.k, 1.f, pr.ga(), pr.gb(), 0.f, plain.data(), pr.ldc, isa);
+      std::vector<float> dh = plain;
+      for (int64_t i = 0; i < cs.m; ++i)
+        grad_rows(h.data() + i * pr.ldc, plain.data() + i * pr.ldc, dh.data() + i * pr.ldc, cs.n);
+      std::vector<float> sep = plain, inplace = h;
+      sgemm(cs.m, cs.n, cs.k, 1.f, pr.ga(), pr.gb(), 0.f, sep.data(), pr.ldc, isa, {},
+            GemmEpilogue{grad_rows, h.data(), pr.ldc});
+      sgemm(cs.m, cs.n, cs.k, 1.f, pr.ga(), pr.gb(), 0.f, inplace.data(), pr.ldc, isa, {},
+            GemmEpilogue{grad_rows, inplace.data(), pr.ldc});
+      for (int64_t i = 0; i < cs.m; ++i) {
+        EXPECT_EQ(std::memcmp(sep.data() + i * pr.ldc, dh.data() + i * pr.ldc, size_t(cs.n) * sizeof(float)), 0)
+            << "epilogue, row " << i;
+        EXPECT_EQ(std::memcmp(inplace.data() + i * pr.ldc, dh.data() + i * pr.ldc, size_t(cs.n) * sizeof(float)), 0)
+            << "epilogue in place, row " << i;
+      }
+    }
+  }
+  // Misuse is refused: a map with alpha != 1, an epilogue with beta != 0 or no aux.
+  std::vector<float> a{1.f}, b{1.f}, c{0.f};
+  GemmA mapped{a.data(), 1};
+  mapped.map = activation_rows<float>(UnaryOp::relu);
+  EXPECT_THROW(sgemm(1, 1, 1, 2.f, mapped, GemmB{b.data(), 1}, 0.f, c.data(), 1), Error);
+  const GemmEpilogue epi{activation_grad_rows<float>(UnaryOp::relu), c.data(), 1};
+  EXPECT_THROW(sgemm(1, 1, 1, 1.f, GemmA{a.data(), 1}, GemmB{b.data(), 1}, 1.f, c.data(), 1, gemm_best_isa(), {}, epi),
+               Error);
+  EXPECT_THROW(sgemm(1, 1, 1, 1.f, GemmA{a.data(), 1}, GemmB{b.data(), 1}, 0.f, c.data(), 1, gemm_best_isa(), {},
+                     GemmEpilogue{epi.fn, nullptr, 1}),
+               Error);
 }
 
 TEST(GemmKernel, EmptyAndSpecialValues) {

@@ -1,6 +1,7 @@
 // Grouped GEMM and hyper adapter tests: values against per-row loops (gather index,
-// scale, bias, empty groups, tiling), gradients, errors, determinism; an MoE layer
-// built from the ops against a per-token loop.
+// scale, bias, empty groups, tiling), the grouped FFN's fused activation steps against the
+// unfused kernels, gradients, errors, determinism; an MoE layer built from the ops against
+// a per-token loop.
 #include "ops/moe/grouped_gemm.h"
 
 #include "ops/moe/cpu/grouped_gemm_cpu.h"
@@ -15,6 +16,9 @@ namespace ref = hmoe::testing::moe_ref;
 
 namespace {
 Tensor i64(const std::vector<int64_t>& v) { return from_vector(v, {int64_t(v.size())}); }
+bool bits_equal(const Tensor& a, const Tensor& b) {
+  return a.dtype() == b.dtype() && a.shape() == b.shape() && a.contiguous().to_vector() == b.contiguous().to_vector();
+}
 }  // namespace
 
 TEST(MoeGroupedGemm, MatchesLoopsWithIndexScaleBias) {
@@ -86,6 +90,72 @@ TEST(MoeGroupedGemm, TiledF32AndHalfMatchLoops) {
   Tensor yb = moe::grouped_gemm(x.to(DType::bf16), w.to(DType::bf16), i64(off), i64(idx), s.to(DType::bf16));
   EXPECT_EQ(yb.dtype(), DType::bf16);
   EXPECT_LT(max_abs_diff(yb.to(DType::f32), from_vector(want, {700, N}, {DType::f64}).to(DType::f32)), 0.3);
+}
+
+// The fused steps of the grouped FFN (GroupedGemmArgs::x_act, out_act_grad) give the bits
+// of the unfused kernels: the GEMM of the activated x, and the GEMM followed by the
+// activation's backward, on hmoe's kernel, on the BLAS path (f32 through OpenBLAS, f64),
+// with default and small tiles, a gather with repeats and -1 rows, and an empty group.
+TEST(MoeGroupedGemm, FusedActivationStepsGiveTheUnfusedBits) {
+  auto activate = [](UnaryOp act, const Tensor& t) {
+    return act == UnaryOp::relu ? relu(t) : act == UnaryOp::silu ? silu(t) : gelu(t, act == UnaryOp::gelu_tanh);
+  };
+  const int64_t K = 70, N = 150, X = 500, M = 700;
+  const std::vector<int64_t> off{0, 300, 301, 301, 700};
+  std::vector<int64_t> idx(M);
+  for (int64_t r = 0; r < M; ++r) idx[size_t(r)] = r % 97 == 5 ? -1 : (r * 37) % X;
+  ops::cpu::GroupedTiling small;
+  small.max_m = 64;
+  small.max_n = 64;
+  small.split_flops = 0;
+  small.dw_max_k = 16;
+  small.dw_max_n = 48;
+  ops::cpu::GroupedTiling blas;
+  blas.f32_openblas = true;
+  const UnaryOp acts[] = {UnaryOp::gelu_erf, UnaryOp::gelu_tanh, UnaryOp::relu, UnaryOp::silu};
+  for (DType dt : {DType::f32, DType::f64})
+    for (const ops::cpu::GroupedTiling& tl : {ops::cpu::GroupedTiling{}, small, blas})
+      for (int ai = 0; ai < 4; ++ai) {
+        const UnaryOp act = acts[ai];
+        SCOPED_TRACE(::testing::Message() << dtype_name(dt) << " max_m " << tl.max_m << " blas " << tl.f32_openblas
+                                          << " act " << int(act));
+        const Tensor x = randn_t({X, K}, 1 + ai, dt) * 2.0, w = randn_t({4, K, N}, 2, dt);
+        const Tensor wt = randn_t({4, N, K}, 3, dt), dy = randn_t({M, N}, 4, dt);
+        const Tensor x_act = activate(act, x).detach();
+        moe::GroupedGemmArgs plain{4, M, K, N, X, false}, fused = plain;
+        fused.x_act = act;
+        // Forward and dW with act(x) read in the pack.
+        Tensor want = empty({M, N}, {dt}), got = empty({M, N}, {dt});
+        ops::cpu::grouped_gemm_cpu_tiled(plain, x_act, w, i64(off), i64(idx), Tensor(), Tensor(), want, tl);
+        ops::cpu::grouped_gemm_cpu_tiled(fused, x, w, i64(off), i64(idx), Tensor(), Tensor(), got, tl);
+        EXPECT_TRUE(bits_equal(want, got)) << "x_act forward";
+        Tensor dw_want = empty({4, K, N}, {dt}), dw_got = empty({4, K, N}, {dt});
+        ops::cpu::grouped_gemm_dw_cpu_tiled(plain, x_act, i64(idx), dy, i64(off), dw_want, Tensor(), tl);
+        ops::cpu::grouped_gemm_dw_cpu_tiled(fused, x, i64(idx), dy, i64(off), dw_got, Tensor(), tl);
+        EXPECT_TRUE(bits_equal(dw_want, dw_got)) << "x_act dW";
+        // dh = (dy W^T) * act'(h), written over h, against the product then act's backward.
+        const Tensor h = randn_t({M, K}, 5, dt) * 2.0;
+        moe::GroupedGemmArgs back{4, M, N, K, M, true}, back_fused = back;
+        back_fused.out_act_grad = act;
+        Tensor prod = empty({M, K}, {dt});
+        ops::cpu::grouped_gemm_cpu_tiled(back, dy, wt, i64(off), Tensor(), Tensor(), Tensor(), prod, tl);
+        Tensor hh = h.clone().set_requires_grad(true);
+        sum(activate(act, hh) * prod).backward();
+        Tensor dh = h.clone();
+        ops::cpu::grouped_gemm_cpu_tiled(back_fused, dy, wt, i64(off), Tensor(), Tensor(), Tensor(), dh, tl);
+        EXPECT_TRUE(bits_equal(hh.grad(), dh)) << "out_act_grad";
+      }
+  // Misuse: a non-FFN activation, or out_act_grad with a bias.
+  moe::GroupedGemmArgs a{1, 2, 3, 4, 2, false};
+  a.x_act = UnaryOp::exp;
+  EXPECT_HMOE_ERROR(ops::cpu::grouped_gemm_cpu_tiled(a, zeros({2, 3}), zeros({1, 3, 4}), i64({0, 2}), Tensor(),
+                                                     Tensor(), Tensor(), empty({2, 4}), {}),
+                    "x_act must be");
+  a.x_act.reset();
+  a.out_act_grad = UnaryOp::relu;
+  EXPECT_HMOE_ERROR(ops::cpu::grouped_gemm_cpu_tiled(a, zeros({2, 3}), zeros({1, 3, 4}), i64({0, 2}), Tensor(),
+                                                     Tensor(), zeros({1, 4}), empty({2, 4}), {}),
+                    "no scale or bias");
 }
 
 TEST(MoeGroupedGemm, Errors) {

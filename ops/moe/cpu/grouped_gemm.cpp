@@ -13,6 +13,7 @@
 #include <numeric>
 #include <vector>
 
+#include "ops/cpu/activation.h"
 #include "ops/cpu/gemm_kernel.h"
 #include "ops/moe/cpu/moe_cpu.h"
 
@@ -75,6 +76,30 @@ std::vector<Tile> forward_tiles(const GroupedGemmArgs& a, const int64_t* off, co
   return tiles;
 }
 
+// The activation fused into a GEMM (GroupedGemmArgs::x_act / out_act_grad), if any.
+template <typename T>
+ActivationRows<T> x_map(const GroupedGemmArgs& a) {
+  return a.x_act ? activation_rows<T>(*a.x_act) : nullptr;
+}
+
+// Columns [col0, col0 + cols) of x's rows [row0, row0 + rows), through the gather index
+// (-1: zero) and the fused activation, into a dense copy (x itself when neither applies):
+// the operand of the BLAS path.
+template <typename T>
+const T* gathered_rows(const T* xp, const int64_t* ix, int64_t row0, int64_t rows, int64_t col0, int64_t cols,
+                       int64_t ld, ActivationRows<T> act, std::vector<T>& pack) {
+  if (!ix && !act) return xp + row0 * ld + col0;
+  pack.resize(size_t(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t src = ix ? ix[row0 + r] : row0 + r;
+    T* dst = pack.data() + r * cols;
+    if (src < 0) std::fill(dst, dst + cols, T(0));
+    else std::memcpy(dst, xp + src * ld + col0, size_t(cols) * sizeof(T));
+    if (act) act(dst, dst, cols);
+  }
+  return pack.data();
+}
+
 template <typename T>
 void grouped_forward(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w, const int64_t* off,
                      const Tensor& index, const Tensor& scale, const Tensor& bias, const Tensor& out,
@@ -86,38 +111,45 @@ void grouped_forward(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w,
   const T* bs = opt_ptr<T>(bias);
   T* op = out.data_ptr<T>();
   const int64_t K = a.k, N = a.n;
+  const ActivationRows<T> act = x_map<T>(a);
+  const ActivationGradRows<T> act_grad = a.out_act_grad ? activation_grad_rows<T>(*a.out_act_grad) : nullptr;
+  HMOE_CHECK(!a.out_act_grad || (act_grad && !sc && !bs),
+             "grouped_gemm: out_act_grad needs an FFN activation and no scale or bias");
+  HMOE_CHECK(!a.x_act || act, "grouped_gemm: x_act must be relu, gelu_erf, gelu_tanh or silu");
   const std::vector<Tile> tiles = forward_tiles(a, off, tl);
   const bool own = use_own_kernel<T>(tl);
   parallel_for(int64_t(tiles.size()), 1, [&](int64_t lo, int64_t hi) {
-    std::vector<T> pack;
+    std::vector<T> pack, acc;
     for (int64_t ti = lo; ti < hi; ++ti) {
       const Tile& t = tiles[size_t(ti)];
       const int64_t row0 = off[t.g] + t.r0;
       T* c = op + row0 * N + t.c0;
-      if (K == 0) {
-        for (int64_t r = 0; r < t.rows; ++r) std::fill(c + r * N, c + r * N + t.cols, T(0));
-      } else if (own) {  // the gather happens inside the A pack
+      if (own && K > 0) {  // the gather and x_act happen inside the A pack, dh in the epilogue
         if constexpr (std::is_same_v<T, float>) {
-          const GemmA ga{ix ? xp : xp + row0 * K, K, false, ix ? ix + row0 : nullptr};
+          const GemmA ga{ix ? xp : xp + row0 * K, K, false, ix ? ix + row0 : nullptr, act};
           const float* wg = wp + t.g * K * N;
           const GemmB gb = a.trans_w ? GemmB{wg + t.c0 * K, K, true} : GemmB{wg + t.c0, N, false};
-          sgemm(t.rows, t.cols, K, 1.f, ga, gb, 0.f, c, N);
+          sgemm(t.rows, t.cols, K, 1.f, ga, gb, 0.f, c, N, gemm_best_isa(), {}, GemmEpilogue{act_grad, c, N});
         }
       } else {
-        const T* ap = xp + row0 * K;
-        if (ix) {  // the gather, into a per-tile copy of the rows
-          pack.resize(size_t(t.rows * K));
-          for (int64_t r = 0; r < t.rows; ++r) {
-            const int64_t src = ix[row0 + r];
-            T* dst = pack.data() + r * K;
-            if (src < 0) std::fill(dst, dst + K, T(0));
-            else std::memcpy(dst, xp + src * K, size_t(K) * sizeof(T));
-          }
-          ap = pack.data();
+        // The product into C, or for dh into a scratch tile that the epilogue reads with h.
+        T* dst = c;
+        int64_t ldd = N;
+        if (act_grad) {
+          acc.assign(size_t(t.rows * t.cols), T(0));
+          dst = acc.data();
+          ldd = t.cols;
         }
-        const T* wg = wp + t.g * K * N;
-        if (a.trans_w) blas<T>(false, true, t.rows, t.cols, K, ap, K, wg + t.c0 * K, K, c, N);
-        else blas<T>(false, false, t.rows, t.cols, K, ap, K, wg + t.c0, N, c, N);
+        if (K == 0) {
+          for (int64_t r = 0; r < t.rows; ++r) std::fill(dst + r * ldd, dst + r * ldd + t.cols, T(0));
+        } else {
+          const T* ap = gathered_rows(xp, ix, row0, t.rows, 0, K, K, act, pack);
+          const T* wg = wp + t.g * K * N;
+          if (a.trans_w) blas<T>(false, true, t.rows, t.cols, K, ap, K, wg + t.c0 * K, K, dst, ldd);
+          else blas<T>(false, false, t.rows, t.cols, K, ap, K, wg + t.c0, N, dst, ldd);
+        }
+        if (act_grad)  // out = acc * act'(h), h read from c itself
+          for (int64_t r = 0; r < t.rows; ++r) act_grad(c + r * N, dst + r * ldd, c + r * N, t.cols);
       }
       if (bs || sc) {  // epilogue: y = scale * (acc + bias)
         const T* b = bs ? bs + t.g * N + t.c0 : nullptr;
@@ -158,6 +190,8 @@ void grouped_dw(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, 
   }
   order_tiles(tiles);
   const bool own = use_own_kernel<T>(tl);
+  const ActivationRows<T> act = x_map<T>(a);
+  HMOE_CHECK(!a.x_act || act, "grouped_gemm backward: x_act must be relu, gelu_erf, gelu_tanh or silu");
   parallel_for(int64_t(tiles.size()), 1, [&](int64_t lo, int64_t hi) {
     std::vector<T> pack;
     for (int64_t ti = lo; ti < hi; ++ti) {
@@ -167,25 +201,14 @@ void grouped_dw(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, 
         T* c = dwp + t.g * K * N + t.r0 * N + t.c0;
         if (m == 0) {  // an empty group's gradient is zero (BLAS would not write it)
           for (int64_t r = 0; r < t.rows; ++r) std::fill(c + r * N, c + r * N + t.cols, T(0));
-        } else if (own) {  // x^T packed straight from the gathered rows
+        } else if (own) {  // act(x)^T packed straight from the gathered rows
           if constexpr (std::is_same_v<T, float>) {
-            const GemmA ga{ix ? xp + t.r0 : xp + row0 * K + t.r0, K, true, ix ? ix + row0 : nullptr};
+            const GemmA ga{ix ? xp + t.r0 : xp + row0 * K + t.r0, K, true, ix ? ix + row0 : nullptr, act};
             sgemm(t.rows, t.cols, m, 1.f, ga, GemmB{gy + row0 * N + t.c0, N, false}, 0.f, c, N);
           }
         } else {
-          const T* ap = xp + row0 * K + t.r0;
-          int64_t lda = K;
-          if (ix) {
-            pack.resize(size_t(m * t.rows));
-            for (int64_t r = 0; r < m; ++r) {
-              const int64_t src = ix[row0 + r];
-              T* dst = pack.data() + r * t.rows;
-              if (src < 0) std::fill(dst, dst + t.rows, T(0));
-              else std::memcpy(dst, xp + src * K + t.r0, size_t(t.rows) * sizeof(T));
-            }
-            ap = pack.data();
-            lda = t.rows;
-          }
+          const T* ap = gathered_rows(xp, ix, row0, m, t.r0, t.rows, K, act, pack);
+          const int64_t lda = ix || act ? t.rows : K;  // a dense copy, or x in place
           blas<T>(true, false, t.rows, t.cols, m, ap, lda, gy + row0 * N + t.c0, N, c, N);
         }
       }

@@ -85,6 +85,9 @@ void check_args(const char* op, const GroupedGemmArgs& a, const Tensor& offsets,
   HMOE_CHECK(a.rows < kMax && a.x_rows < kMax && a.k < kMax && a.n < kMax, op, ": M = ", a.rows,
              ", rows of x = ", a.x_rows, ", k = ", a.k, ", n = ", a.n,
              " must each be below 2^31 - 1024 for the cuda kernels");
+  HMOE_CHECK(!a.x_act && !a.out_act_grad, op,
+             ": the fused activation steps (x_act, out_act_grad) are cpu-only for now; grouped_ffn runs them as "
+             "separate kernels on the cuda device");
   const int64_t* o = offsets.data_ptr<int64_t>();
   HMOE_CHECK(o[0] == 0 && o[a.groups] == a.rows, op, ": offsets must run from 0 to M = ", a.rows);
   for (int64_t g = 0; g < a.groups; ++g) HMOE_CHECK(o[g + 1] >= o[g], op, ": offsets must not decrease");
