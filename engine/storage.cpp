@@ -1,6 +1,6 @@
 // Storage and the allocator registry, with the built-in CPU allocator (64-byte
 // aligned, so vector loads never straddle a cache line at the start of a tensor;
-// large blocks recycled through a caching pool).
+// large blocks recycled through a caching pool whose big segments ask for huge pages).
 #include "engine/storage.h"
 
 #include <array>
@@ -8,6 +8,10 @@
 #include <cstring>
 #include <new>
 #include <string>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #include "engine/error.h"
 #include "engine/memory/caching_allocator.h"
@@ -22,7 +26,22 @@ namespace {
 // "event" has completed).
 class HostRaw final : public memory::RawAllocator {
  public:
-  void* raw_alloc(size_t nbytes) override { return std::aligned_alloc(64, (nbytes + 63) / 64 * 64); }
+  void* raw_alloc(size_t nbytes) override {
+#ifdef __linux__
+    // Segments of 4 MiB and more: 2 MiB aligned and offered to transparent huge pages.
+    // A GEMM packing panels across the rows of a big activation touches one 4 KiB page
+    // per row; with 2 MiB pages its TLB misses mostly vanish (the layer's grouped GEMMs
+    // measured ~3% faster). Where THP is off this is plain aligned memory.
+    constexpr size_t kHuge = size_t(2) << 20;
+    if (nbytes >= 2 * kHuge) {
+      const size_t bytes = (nbytes + kHuge - 1) / kHuge * kHuge;
+      void* p = std::aligned_alloc(kHuge, bytes);
+      if (p) madvise(p, bytes, MADV_HUGEPAGE);  // advice only: its failure changes nothing
+      return p;
+    }
+#endif
+    return std::aligned_alloc(64, (nbytes + 63) / 64 * 64);
+  }
   void raw_free(void* p) override { std::free(p); }
   uint64_t record_event(memory::StreamId) override { return 0; }
   bool event_done(uint64_t) override { return true; }
