@@ -321,6 +321,13 @@ void BM_expert_ffn(benchmark::State& st) {
 }
 
 // --- the model layers (models/hypermoe/ffn.h) at T = 2048, d = 256, d_ff = 1024 -------
+// The model of bench/moe_torch_baselines.py: plain softmax top-k routing (gates
+// renormalised for k > 1), no router noise and no auxiliary loss, which the PyTorch
+// baselines do not compute either (the trainer's default noisy top-k adds a noise
+// projection, a normal draw and the cv-squared loss: ~2% of the step). The router
+// then needs the baselines' N(0, 0.02) weights (use_baseline_router): hmoe zero-
+// initialises it, as the reference does, and without noise every token would tie
+// onto expert 0.
 train::ModelConfig layer_cfg(int64_t k) {
   train::ModelConfig c;
   c.d_model = 256;
@@ -328,7 +335,15 @@ train::ModelConfig layer_cfg(int64_t k) {
   c.n_experts = 8;
   c.top_k = k;
   c.adapter_rank = 32;
+  c.noisy = false;
+  c.aux_cv_coef = 0.0;
   return c;
+}
+
+void use_baseline_router(nn::Module& layer, Generator& g) {
+  NoGradGuard ng;
+  for (auto& [name, t] : layer.named_parameters())
+    if (name == "router.weight") t.copy_(normal(t.shape(), g, 0.0, 0.02));
 }
 
 // A line of /proc/self/status in KiB (VmRSS, VmHWM); 0 where there is none.
@@ -391,6 +406,7 @@ void run_layer(benchmark::State& st, Layer& layer, nn::Module* shared = nullptr)
 void BM_moe_layer(benchmark::State& st) {
   Generator g(3);
   model::MoEFFN layer(layer_cfg(st.range(0)), g);
+  use_baseline_router(layer, g);
   run_layer(st, layer);
 }
 
@@ -399,6 +415,7 @@ void BM_hypermoe_layer(benchmark::State& st) {
   auto c = layer_cfg(st.range(0));
   auto hyper = std::make_shared<model::HyperNetwork>(c, 1, g);
   model::HyperMoEFFN layer(c, 0, hyper, g);
+  use_baseline_router(layer, g);
   run_layer(st, layer, hyper.get());
 }
 
