@@ -1,5 +1,6 @@
 // Indexing, gathering, joining and splitting ops and their (deterministic) gradients:
-// embedding, index_select, gather, scatter_add, masked_fill, one_hot, cat, stack, split, chunk.
+// embedding, index_select, gather, scatter_add, masked_fill, one_hot, cat, stack, split,
+// chunk, unbind.
 #include "ops/index.h"
 
 #include <algorithm>
@@ -223,6 +224,36 @@ Tensor stack(const std::vector<Tensor>& ts, int64_t dim) {
   return cat(u, dim);
 }
 
+namespace {
+// Pieces of t along dim (views; each squeezed when `squeeze`, the pieces then being of
+// size 1) as one autograd node: its backward writes every piece's gradient into one
+// buffer of t's shape. Pieces recorded as separate slices would each make a zero tensor
+// of t's full size and the engine would add them up (for attention's q, k, v: three
+// full-size fills, copies and two full-size adds per layer instead of one buffer).
+std::vector<Tensor> split_node(const Tensor& t, const std::vector<int64_t>& sizes, int64_t dim, bool squeeze) {
+  std::vector<Tensor> out;
+  {
+    NoGradGuard ng;  // the views themselves record nothing; the node below covers them all
+    int64_t off = 0;
+    for (int64_t s : sizes) {
+      Tensor piece = t.narrow(dim, off, s);
+      out.push_back(squeeze ? piece.squeeze(dim) : piece);
+      off += s;
+    }
+  }
+  autograd::record("split", {t}, out, [in = t.shape(), sizes, dim, squeeze](const std::vector<Tensor>& g) {
+    Tensor gi = Tensor::empty(in, {g[0].dtype(), g[0].device()});
+    int64_t off = 0;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      if (sizes[i] > 0) gi.narrow(dim, off, sizes[i]).copy_(squeeze ? g[i].unsqueeze(dim) : g[i]);
+      off += sizes[i];
+    }
+    return std::vector<Tensor>{gi};
+  });
+  return out;
+}
+}  // namespace
+
 std::vector<Tensor> split(const Tensor& t, const std::vector<int64_t>& sizes, int64_t dim) {
   HMOE_CHECK(t.dim() >= 1, "split: cannot split a 0-d tensor");
   dim = wrap_dim(dim, t.dim(), "split");
@@ -234,13 +265,14 @@ std::vector<Tensor> split(const Tensor& t, const std::vector<int64_t>& sizes, in
   }
   HMOE_CHECK(total == t.size(dim), "split: sizes sum to ", total, " but dim ", dim, " of ", t.meta_str(), " has ",
              t.size(dim));
-  std::vector<Tensor> out;
-  int64_t off = 0;
-  for (int64_t s : sizes) {
-    out.push_back(t.narrow(dim, off, s));  // views: gradients flow through the view machinery
-    off += s;
-  }
-  return out;
+  return split_node(t, sizes, dim, false);
+}
+
+std::vector<Tensor> unbind(const Tensor& t, int64_t dim) {
+  HMOE_CHECK(t.dim() >= 1, "unbind: cannot unbind a 0-d tensor");
+  dim = wrap_dim(dim, t.dim(), "unbind");
+  if (t.size(dim) == 0) return {};
+  return split_node(t, std::vector<int64_t>(size_t(t.size(dim)), 1), dim, true);
 }
 
 std::vector<Tensor> split(const Tensor& t, int64_t split_size, int64_t dim) {

@@ -1,5 +1,5 @@
 // Indexing and gathering: embedding, index_select, gather, scatter_add, masked_fill,
-// one_hot; joining and splitting: cat, stack, split, chunk. Backward passes are
+// one_hot; joining and splitting: cat, stack, split, chunk, unbind. Backward passes are
 // deterministic (fixed accumulation order, no atomics).
 #pragma once
 
@@ -27,5 +27,9 @@ Tensor stack(const std::vector<Tensor>& ts, int64_t dim);
 std::vector<Tensor> split(const Tensor& t, int64_t split_size, int64_t dim);
 std::vector<Tensor> split(const Tensor& t, const std::vector<int64_t>& sizes, int64_t dim);
 std::vector<Tensor> chunk(const Tensor& t, int64_t chunks, int64_t dim);
+// The size-1 pieces of t along dim, that dim removed (views), e.g. q, k, v of a fused
+// projection. split, chunk and unbind are one autograd node each: the backward makes
+// one gradient buffer for t, not one per piece.
+std::vector<Tensor> unbind(const Tensor& t, int64_t dim);
 
 }  // namespace hmoe

@@ -6,6 +6,7 @@
 
 #include "ops/elementwise.h"
 #include "ops/factory.h"
+#include "ops/index.h"
 #include "ops/matmul.h"
 #include "ops/nn.h"
 
@@ -25,7 +26,8 @@ CausalSelfAttention::CausalSelfAttention(int64_t d, int64_t n_head, int64_t n_la
 Tensor CausalSelfAttention::forward(const Tensor& x) {
   const int64_t B = x.size(0), T = x.size(1), d = x.size(2), dh = d / n_head_;
   Tensor qkv = qkv_->forward(x).reshape({B, T, 3, n_head_, dh}).permute({2, 0, 3, 1, 4});  // [3, B, H, T, dh]
-  Tensor y = causal_attention(qkv.select(0, 0), qkv.select(0, 1), qkv.select(0, 2));     // [B, H, T, dh]
+  const std::vector<Tensor> q_k_v = unbind(qkv, 0);
+  Tensor y = causal_attention(q_k_v[0], q_k_v[1], q_k_v[2]);  // [B, H, T, dh]
   return proj_->forward(y.permute({0, 2, 1, 3}).reshape({B, T, d}));
 }
 

@@ -99,16 +99,24 @@ T silu_df(T v) {
 }
 // The contiguous loops of the FFN activations, shared with the kernels that fuse them
 // (activation.h): one compiled loop per activation, so a fused GEMM and the unary
-// kernels give each element the same instructions. ivdep: y may be x itself (no
-// loop-carried dependence), which must not send the loop to a scalar fallback.
+// kernels give each element the same instructions. The output may be an input itself
+// (no loop-carried dependence): told to the compiler, so that case is not sent to a
+// scalar fallback loop.
+#if defined(__clang__)
+#define HMOE_INDEPENDENT_ITERATIONS _Pragma("clang loop vectorize(assume_safety)")
+#elif defined(__GNUC__)
+#define HMOE_INDEPENDENT_ITERATIONS _Pragma("GCC ivdep")
+#else
+#define HMOE_INDEPENDENT_ITERATIONS
+#endif
 template <typename T, typename F>
 void rows1(const T* x, T* y, int64_t n, F f) {
-#pragma GCC ivdep
+  HMOE_INDEPENDENT_ITERATIONS
   for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
 }
 template <typename T, typename F>
 void rows2(const T* x, const T* g, T* out, int64_t n, F df) {
-#pragma GCC ivdep
+  HMOE_INDEPENDENT_ITERATIONS
   for (int64_t i = 0; i < n; ++i) out[i] = g[i] * df(x[i]);
 }
 

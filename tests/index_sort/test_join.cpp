@@ -1,4 +1,4 @@
-// cat, stack, split, chunk: values against naive loops, negative dims, empty and
+// cat, stack, split, chunk, unbind: values against naive loops, negative dims, empty and
 // non-contiguous inputs, views for split/chunk, gradcheck and errors.
 #include "tests/index_sort/ref_util.h"
 
@@ -164,4 +164,36 @@ TEST(Chunk, TorchSemantics) {
       std::vector<Tensor>{a});
   EXPECT_HMOE_ERROR(chunk(t, 0, 0), "positive");
   EXPECT_HMOE_ERROR(chunk(t, 2, -3), "out of range");
+}
+
+TEST(Unbind, ViewsGradientsAndOneNode) {
+  const Tensor t = randn_t({3, 4, 5}, 1);
+  auto parts = unbind(t, 1);
+  ASSERT_EQ(parts.size(), 4u);
+  for (int64_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(parts[size_t(i)].shape(), (Shape{3, 5}));
+    EXPECT_TRUE(parts[size_t(i)].storage() == t.storage());  // views, no copies
+    expect_close(parts[size_t(i)], t.select(1, i), 0);
+  }
+  EXPECT_EQ(unbind(t, -1).size(), 5u);
+  EXPECT_TRUE(unbind(zeros({2, 0}), 1).empty());
+  const Tensor a = rand_t({3, 2, 4}, 2, -1, 1, DType::f64, true);
+  EXPECT_GRADCHECK(
+      [](const std::vector<Tensor>& in) {
+        auto p = unbind(in[0].permute({1, 0, 2}), 0);  // a non-contiguous input, as attention's q/k/v
+        return p[0] * p[1] + p[1];
+      },
+      std::vector<Tensor>{a});
+  // The pieces share one backward node, and pieces without a gradient get zeros.
+  auto q = unbind(a, 0);
+  EXPECT_TRUE(q[0].grad_fn() == q[2].grad_fn());
+  sum(q[0] * 2.0 + q[2]).backward();
+  std::vector<double> want(24, 0.0);
+  for (int i = 0; i < 8; ++i) {
+    want[size_t(i)] = 2.0;
+    want[size_t(16 + i)] = 1.0;
+  }
+  expect_close(a.grad(), want, 0);
+  EXPECT_HMOE_ERROR(unbind(full({}, 1.0), 0), "0-d");
+  EXPECT_HMOE_ERROR(unbind(t, 3), "out of range");
 }
