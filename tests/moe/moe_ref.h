@@ -12,6 +12,11 @@ namespace hmoe::testing::moe_ref {
 
 using Vec = std::vector<double>;
 
+// The FFN activation op (relu, gelu erf / tanh, silu) as the unfused composite applies it.
+inline Tensor ffn_activation(UnaryOp act, const Tensor& h) {
+  return act == UnaryOp::relu ? relu(h) : act == UnaryOp::silu ? silu(h) : gelu(h, act == UnaryOp::gelu_tanh);
+}
+
 inline std::vector<int64_t> ints(const Tensor& t) {
   const auto v = t.to_vector();
   return std::vector<int64_t>(v.begin(), v.end());

@@ -4,7 +4,7 @@
 // CPU; errors; threads.
 #include "ops/moe/grouped_ffn.h"
 #include "ops/moe/grouped_gemm.h"
-#include "tests/test_util.h"
+#include "tests/moe/moe_ref.h"
 
 using namespace hmoe;
 using namespace hmoe::testing;
@@ -12,19 +12,6 @@ using namespace hmoe::testing;
 namespace {
 
 Tensor i64(const std::vector<int64_t>& v) { return from_vector(v, {int64_t(v.size())}); }
-
-Tensor apply(UnaryOp act, const Tensor& h) {
-  switch (act) {
-    case UnaryOp::relu:
-      return relu(h);
-    case UnaryOp::gelu_tanh:
-      return gelu(h, true);
-    case UnaryOp::silu:
-      return silu(h);
-    default:
-      return gelu(h);
-  }
-}
 
 struct Ffn {
   Tensor x, w1, b1, w2, b2, index, offsets, dy;
@@ -74,7 +61,7 @@ TEST(MoeGroupedFfn, BitEqualToTheCompositeAtAnyChunking) {
       for (UnaryOp act : {UnaryOp::gelu_erf, UnaryOp::gelu_tanh, UnaryOp::relu, UnaryOp::silu}) {
         const auto want = run(p, [&] {
           Tensor h = moe::grouped_gemm(p.x, p.w1, p.offsets, p.index, Tensor(), p.b1);
-          return moe::grouped_gemm(apply(act, h), p.w2, p.offsets, Tensor(), Tensor(), p.b2);
+          return moe::grouped_gemm(moe_ref::ffn_activation(act, h), p.w2, p.offsets, Tensor(), Tensor(), p.b2);
         });
         // 0: the default; 1: every group its own chunk; 301: groups 0-3 then 4; 10^6: one chunk.
         for (int64_t chunk : {0, 1, 301, 1000000}) {

@@ -16,6 +16,16 @@ namespace ref = hmoe::testing::moe_ref;
 
 namespace {
 Tensor i64(const std::vector<int64_t>& v) { return from_vector(v, {int64_t(v.size())}); }
+// Tiles small enough to split rows, columns and dW blocks of the tests' groups.
+ops::cpu::GroupedTiling small_tiles(int64_t max_n, int64_t dw_max_n) {
+  ops::cpu::GroupedTiling t;
+  t.max_m = 64;
+  t.max_n = max_n;
+  t.split_flops = 0;
+  t.dw_max_k = 16;
+  t.dw_max_n = dw_max_n;
+  return t;
+}
 bool bits_equal(const Tensor& a, const Tensor& b) {
   return a.dtype() == b.dtype() && a.shape() == b.shape() && a.contiguous().to_vector() == b.contiguous().to_vector();
 }
@@ -71,12 +81,7 @@ TEST(MoeGroupedGemm, TiledF32AndHalfMatchLoops) {
   const auto want = ref::grouped_gemm(x.to_vector(), w.to_vector(), off, idx, s.to_vector(), {}, K, N);
   expect_close(moe::grouped_gemm(x, w, i64(off), i64(idx), s), want, 1e-4);
   // Small tiles: rows and columns split, groups not multiples of the tile.
-  ops::cpu::GroupedTiling small;
-  small.max_m = 64;
-  small.max_n = 128;
-  small.split_flops = 0;
-  small.dw_max_k = 16;
-  small.dw_max_n = 96;
+  const ops::cpu::GroupedTiling small = small_tiles(128, 96);
   Tensor out = empty({700, N});
   moe::GroupedGemmArgs ga{4, 700, K, N, 700, false};
   ops::cpu::grouped_gemm_cpu_tiled(ga, x, w, i64(off), i64(idx), s, Tensor(), out, small);
@@ -97,19 +102,11 @@ TEST(MoeGroupedGemm, TiledF32AndHalfMatchLoops) {
 // activation's backward, on hmoe's kernel, on the BLAS path (f32 through OpenBLAS, f64),
 // with default and small tiles, a gather with repeats and -1 rows, and an empty group.
 TEST(MoeGroupedGemm, FusedActivationStepsGiveTheUnfusedBits) {
-  auto activate = [](UnaryOp act, const Tensor& t) {
-    return act == UnaryOp::relu ? relu(t) : act == UnaryOp::silu ? silu(t) : gelu(t, act == UnaryOp::gelu_tanh);
-  };
   const int64_t K = 70, N = 150, X = 500, M = 700;
   const std::vector<int64_t> off{0, 300, 301, 301, 700};
   std::vector<int64_t> idx(M);
   for (int64_t r = 0; r < M; ++r) idx[size_t(r)] = r % 97 == 5 ? -1 : (r * 37) % X;
-  ops::cpu::GroupedTiling small;
-  small.max_m = 64;
-  small.max_n = 64;
-  small.split_flops = 0;
-  small.dw_max_k = 16;
-  small.dw_max_n = 48;
+  const ops::cpu::GroupedTiling small = small_tiles(64, 48);
   ops::cpu::GroupedTiling blas;
   blas.f32_openblas = true;
   const UnaryOp acts[] = {UnaryOp::gelu_erf, UnaryOp::gelu_tanh, UnaryOp::relu, UnaryOp::silu};
@@ -121,7 +118,7 @@ TEST(MoeGroupedGemm, FusedActivationStepsGiveTheUnfusedBits) {
                                           << " act " << int(act));
         const Tensor x = randn_t({X, K}, 1 + ai, dt) * 2.0, w = randn_t({4, K, N}, 2, dt);
         const Tensor wt = randn_t({4, N, K}, 3, dt), dy = randn_t({M, N}, 4, dt);
-        const Tensor x_act = activate(act, x).detach();
+        const Tensor x_act = ref::ffn_activation(act, x).detach();
         moe::GroupedGemmArgs plain{4, M, K, N, X, false}, fused = plain;
         fused.x_act = act;
         // Forward and dW with act(x) read in the pack.
@@ -140,7 +137,7 @@ TEST(MoeGroupedGemm, FusedActivationStepsGiveTheUnfusedBits) {
         Tensor prod = empty({M, K}, {dt});
         ops::cpu::grouped_gemm_cpu_tiled(back, dy, wt, i64(off), Tensor(), Tensor(), Tensor(), prod, tl);
         Tensor hh = h.clone().set_requires_grad(true);
-        sum(activate(act, hh) * prod).backward();
+        sum(ref::ffn_activation(act, hh) * prod).backward();
         Tensor dh = h.clone();
         ops::cpu::grouped_gemm_cpu_tiled(back_fused, dy, wt, i64(off), Tensor(), Tensor(), Tensor(), dh, tl);
         EXPECT_TRUE(bits_equal(hh.grad(), dh)) << "out_act_grad";
