@@ -19,6 +19,7 @@
 #include "engine/error.h"
 #include "ops/cuda/kernel_utils.cuh"
 #include "ops/cuda/strided.cuh"
+#include "ops/cuda/unary_fn.cuh"
 #include "ops/dispatch.h"
 #include "ops/reduce.h"
 
@@ -91,21 +92,6 @@ template <typename C>
 struct MaxSum {
   C m, s;
 };
-
-template <typename C>
-__device__ __forceinline__ C d_exp(C x) {
-  if constexpr (std::is_same_v<C, float>)
-    return expf(x);
-  else
-    return ::exp(x);
-}
-template <typename C>
-__device__ __forceinline__ C d_log(C x) {
-  if constexpr (std::is_same_v<C, float>)
-    return logf(x);
-  else
-    return ::log(x);
-}
 
 template <typename T>
 struct LseReducer {

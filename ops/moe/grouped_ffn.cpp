@@ -1,21 +1,15 @@
 // The grouped FFN op: checks, a forward over chunks of whole groups (the activation
-// fused into the second GEMM's read of h, or a chunk-sized temporary), and a backward
-// that recomputes the activation from the saved pre-activation, chunk by chunk, with the
-// same kernels as grouped_gemm and the elementwise activations.
+// fused into the second GEMM's read of h), and a backward that recomputes the activation
+// from the saved pre-activation inside the GEMMs that need it, chunk by chunk, with the
+// same kernels as grouped_gemm.
 #include "ops/moe/grouped_ffn.h"
 
 #include <algorithm>
-#include <optional>
 #include <vector>
 
 #include "autograd/node.h"
 #include "ops/moe/grouped_gemm.h"
 #include "ops/moe/moe_kernels.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(UnaryKernel, unary_stub);
-HMOE_DECLARE_STUB(UnaryBackwardKernel, unary_backward_stub);
-}  // namespace hmoe
 
 namespace hmoe::moe {
 namespace {
@@ -60,12 +54,6 @@ struct ChunkView {
   }
 };
 
-Tensor activate(UnaryOp act, const Tensor& h) {
-  Tensor a = Tensor::empty(h.shape(), {h.dtype(), h.device()});
-  unary_stub.get(h.device())(act, h, a, 0.0, 0.0);
-  return a;
-}
-
 }  // namespace
 
 Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in, const Tensor& w2_in,
@@ -104,17 +92,14 @@ Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in,
   const Tensor index = check_gather_index("grouped_ffn", index_in, M, x);
   const Tensor b1 = b1_in.defined() ? b1_in.to(ct).contiguous() : Tensor();
   const Tensor b2 = b2_in.defined() ? b2_in.to(ct).contiguous() : Tensor();
-  // Chunks trade load balance (fewer groups per call leave the threads less to share) for
-  // smaller [rows, f] temporaries; the fused cpu kernels make none (dh goes over h), so by
-  // default all rows are one chunk there as on the cuda device.
+  // Chunks of groups: the kernels make no [rows, f] temporary (dh goes over h), so by
+  // default all rows are one chunk; smaller chunks give the same bits.
   const int64_t budget = chunk_rows > 0 ? chunk_rows : std::max<int64_t>(M, 1);
 
   auto det = [](const Tensor& t) { return t.defined() ? t.detach() : t; };
   const Tensor xd = x.detach(), w1d = w1.detach(), w2d = w2.detach(), b1d = det(b1), b2d = det(b2);
-  // The cpu kernels fuse the activation into the GEMMs around it (read as act(h) while
-  // packing, dh made in the epilogue over h): no [M, f] buffer besides h, and one pass
-  // over it less each time. The cuda kernels do not fuse yet: separate kernels there.
-  const bool fuse = !dev.is_cuda();
+  // The activation is fused into the GEMMs around it (read as act(h) while packing A,
+  // dh made in the epilogue over h): no [M, f] buffer besides h, one pass over it less.
   Tensor h = Tensor::empty({M, f}, {dt, dev});  // the pre-activation, saved for the backward
   Tensor y = Tensor::empty({M, e}, {dt, dev});
   const auto& gemm = grouped_gemm_stub.get(dev);
@@ -126,16 +111,15 @@ Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in,
     const Tensor hc = rows_of(h, c);
     gemm(v.args, v.x, groups_of(w1d, c), v.offsets, v.index, Tensor(), groups_of(b1d, c), hc);
     GroupedGemmArgs a2{v.args.groups, v.args.rows, f, e, v.args.rows, false};
-    a2.x_act = fuse ? std::optional(act) : std::nullopt;
-    gemm(a2, fuse ? hc : activate(act, hc), groups_of(w2d, c), v.offsets, Tensor(), Tensor(), groups_of(b2d, c),
-         rows_of(y, c));
+    a2.x_act = act;
+    gemm(a2, hc, groups_of(w2d, c), v.offsets, Tensor(), Tensor(), groups_of(b2d, c), rows_of(y, c));
   }
 
   const bool nx = x.requires_grad(), nw1 = w1.requires_grad(), nw2 = w2.requires_grad();
   const bool nb1 = b1.defined() && b1.requires_grad(), nb2 = b2.defined() && b2.requires_grad();
   autograd::record(
       "grouped_ffn", {x, w1, b1, w2, b2}, {y},
-      [xd, w1d, w2d, h, index, views, act, fuse, d, f, e, ct, nx, nw1, nw2, nb1, nb2](const std::vector<Tensor>& gr) {
+      [xd, w1d, w2d, h, index, views, act, d, f, e, ct, nx, nw1, nw2, nb1, nb2](const std::vector<Tensor>& gr) {
         const Device dv = xd.device();
         const DType dt = xd.dtype();
         const int64_t M = h.size(0), G = w1d.size(0), X = xd.size(0);
@@ -161,27 +145,18 @@ Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in,
           const Chunk& c = v.c;
           const int64_t gn = v.args.groups, rows = v.args.rows;
           const Tensor hc = rows_of(h, c), dyc = rows_of(dy, c);
-          if (nw2 || nb2) {  // the activation, recomputed (fused: while packing), only for dW2
+          if (nw2 || nb2) {  // the activation, recomputed while packing, only for dW2
             GroupedGemmArgs a{gn, rows, f, e, rows, false};
-            a.x_act = fuse ? std::optional(act) : std::nullopt;
-            gemm_dw(a, fuse ? hc : activate(act, hc), Tensor(), dyc, v.offsets, groups_of(make(3), c),
-                    groups_of(make(4), c));
+            a.x_act = act;
+            gemm_dw(a, hc, Tensor(), dyc, v.offsets, groups_of(make(3), c), groups_of(make(4), c));
           }
           if (!(nx || nw1 || nb1)) continue;
           // dh = (dy W2^T) * act'(h), over h itself when h dies with this call (no
-          // retain_graph; h is not read after this), else over a copy of h (fused) or da.
+          // retain_graph; h is not read after this), else over a copy of h.
           GroupedGemmArgs a{gn, rows, e, f, rows, true};
-          Tensor dh;
-          if (fuse) {
-            dh = expire ? hc : hc.clone();
-            a.out_act_grad = act;
-            gemm(a, dyc, groups_of(w2d, c), v.offsets, Tensor(), Tensor(), Tensor(), dh);
-          } else {
-            Tensor da = Tensor::empty({rows, f}, {dt, dv});  // dy W2^T
-            gemm(a, dyc, groups_of(w2d, c), v.offsets, Tensor(), Tensor(), Tensor(), da);
-            dh = expire ? hc : da;
-            unary_backward_stub.get(dv)(act, hc, da, dh, 0.0, 0.0);
-          }  // dh over h: da's buffer went back before dW1 is made
+          a.out_act_grad = act;
+          const Tensor dh = expire ? hc : hc.clone();
+          gemm(a, dyc, groups_of(w2d, c), v.offsets, Tensor(), Tensor(), Tensor(), dh);
           if (nw1 || nb1) gemm_dw(v.args, v.x, v.index, dh, v.offsets, groups_of(make(1), c), groups_of(make(2), c));
           if (nx) {
             if (!gx.defined()) gx = Tensor::empty({M, d}, {dt, dv});

@@ -18,13 +18,12 @@ namespace hmoe::moe {
 // kernels and activation formulas), but cheaper in memory: the forward saves only the
 // pre-activation h [M, f], never the activation; the backward recomputes the activation
 // for dW2, writes dh over h when the graph is not retained, and makes each gradient only
-// when it is first written. On the CPU the activation is fused into the GEMMs (applied
-// to h while the second GEMM and dW2 pack it; dh made in the epilogue of dy W2^T), so no
-// other [M, f] buffer exists; on the cuda device they are separate kernels for now.
-// chunk_rows > 0 runs groups in chunks of about that many rows (whole groups), so the
-// [rows, f] temporaries of the unfused path are chunk-sized; 0 (the default): one chunk.
-// Chunking never changes a result: every kernel computes each group's rows and weight
-// gradient on their own. bf16 / f16 on the CPU run as that composite (each op computes
+// when it is first written. The activation is fused into the GEMMs on every device
+// (applied to h while the second GEMM and dW2 load it; dh made in the epilogue of
+// dy W2^T), so no other [M, f] buffer exists. chunk_rows > 0 runs groups in chunks of
+// about that many rows (whole groups); 0 (the default): one chunk. Chunking never
+// changes a result: every kernel computes each group's rows and weight gradient on their
+// own. bf16 / f16 on the CPU run as that composite (each op computes
 // in f32 and rounds its output to the half type, as the device's kernels do).
 Tensor grouped_ffn(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2,
                    const Tensor& offsets, const Tensor& index = Tensor(), UnaryOp activation = UnaryOp::gelu_erf,

@@ -70,7 +70,7 @@ struct GroupedGemmArgs {
   int64_t x_rows = 0;  // rows of x (== rows without a gather index)
   bool trans_w = false;  // w is [G, n, k] (use W_g^T) instead of [G, k, n]
   // Steps of the grouped FFN fused into the GEMMs, so that its [M, f] activation and
-  // gradient are never stored (cpu kernels; the cuda kernels refuse them for now):
+  // gradient are never stored:
   // x_act: every element of x is read as act(x) (GroupedGemm, GroupedGemmDw);
   // out_act_grad (GroupedGemm, no scale or bias): out holds a pre-activation h on entry
   // and is overwritten with (xrow(r) op(W_g)) * act'(h), the FFN's dh made over h.

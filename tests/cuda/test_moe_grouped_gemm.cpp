@@ -5,12 +5,14 @@
 // and bias, f32 / f64 (CUDA cores) and bf16 / f16 (tensor cores, both tile heights);
 // each kernel directly (trans_w with index/scale/bias, dW and db alone and for empty
 // groups, the scatter, the row dot); unaligned inputs (scalar loads); K = 0 and M = 0;
-// bad input; bit-identical results across emulator schedules. The grouped FFN (two
+// bad input; bit-identical results across emulator schedules; the grouped FFN's fused
+// activation steps against the unfused kernels, bit for bit. The grouped FFN (two
 // grouped GEMMs around an activation, chunked) on the device against the CPU.
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "hmoe.h"
@@ -19,6 +21,7 @@
 #include "ops/moe/moe_kernels.h"
 #include "tests/cuda/cuda_test_util.h"
 #include "tests/index_sort/ref_util.h"
+#include "tests/moe/moe_ref.h"
 #include "tests/test_util.h"
 
 namespace hmoe {
@@ -31,6 +34,7 @@ using testing::cuda::expect_matches;
 using testing::cuda::for_each_schedule;
 using testing::cuda::kDev;
 using testing::cuda::rand_cpu;
+namespace moe_ref = testing::moe_ref;
 
 const Device kCpu = Device::cpu();
 
@@ -341,17 +345,72 @@ TEST(CudaMoeGroupedGemm, Errors) {
                                                         i64({0, 2, 2, 7, 7}),
                                                         Tensor::empty({4, 2, 3}, {DType::bf16, kDev}), Tensor()),
                     "dw must be");
-  // The grouped FFN's fused activation steps are the cpu kernels' only (refused, not ignored).
+  // The grouped FFN's fused activation steps: an FFN activation only, and dh without a
+  // scale or bias (as on the CPU).
   GroupedGemmArgs fused = a;
-  fused.x_act = UnaryOp::gelu_erf;
+  fused.x_act = UnaryOp::exp;
   EXPECT_HMOE_ERROR(
       moe::grouped_gemm_stub.get(kDev)(fused, xb, wb, i64({0, 2, 2, 7, 7}), Tensor(), Tensor(), Tensor(), out),
-      "cpu-only");
+      "x_act must be relu, gelu_erf, gelu_tanh or silu");
+  EXPECT_HMOE_ERROR(moe::grouped_gemm_dw_stub.get(kDev)(fused, xb, Tensor(), Tensor::empty({7, 2}, {DType::bf16, kDev}),
+                                                        i64({0, 2, 2, 7, 7}),
+                                                        Tensor::empty({4, 3, 2}, {DType::bf16, kDev}), Tensor()),
+                    "x_act must be");
   fused.x_act.reset();
   fused.out_act_grad = UnaryOp::relu;
-  EXPECT_HMOE_ERROR(
-      moe::grouped_gemm_stub.get(kDev)(fused, xb, wb, i64({0, 2, 2, 7, 7}), Tensor(), Tensor(), Tensor(), out),
-      "cpu-only");
+  EXPECT_HMOE_ERROR(moe::grouped_gemm_stub.get(kDev)(fused, xb, wb, i64({0, 2, 2, 7, 7}), Tensor(), Tensor(),
+                                                     Tensor::empty({4, 2}, {DType::f32, kDev}), out),
+                    "no scale or bias");
+}
+
+// The fused steps of the grouped FFN (GroupedGemmArgs::x_act, out_act_grad) give the bits
+// of the device's unfused kernels: the GEMM of the activated x (forward, and dW through
+// a gather with repeats and -1 rows), and dh = (dy W^T) * act'(h) written over h against
+// the product then the activation's backward; every activation, every dtype (CUDA and
+// tensor cores, both tile heights), vector and element loads, an empty group, every
+// schedule.
+TEST(CudaMoeGroupedGemm, FusedActivationStepsGiveTheUnfusedBits) {
+  HMOE_REQUIRE_CUDA();
+  const UnaryOp acts[] = {UnaryOp::gelu_erf, UnaryOp::gelu_tanh, UnaryOp::relu, UnaryOp::silu};
+  for_each_schedule([&] {
+    uint64_t seed = 1300;
+    for (DType dt : {DType::f32, DType::bf16, DType::f16, DType::f64})
+      for (const auto& [off, k, n] : std::vector<std::tuple<std::vector<int64_t>, int64_t, int64_t>>{
+               {{0, 256, 256, 360}, 48, 72},       // vector loads; unfused: 128-row tensor-core tiles
+               {{0, 40, 40, 70, 110}, 33, 17}}) {  // element loads; 64-row tiles
+        for (UnaryOp act : acts) {
+          SCOPED_TRACE(::testing::Message() << dtype_name(dt) << " k " << k << " n " << n << " act " << int(act));
+          seed += 10;
+          const int64_t G = int64_t(off.size()) - 1, M = off.back(), XR = 100;
+          auto input = [&](const Shape& shape, uint64_t i) { return rand_cpu(shape, seed + i, dt).to(kDev); };
+          const Tensor x = input({XR, k}, 0), w = input({G, k, n}, 1), wt = input({G, k, n}, 2);
+          const Tensor dy = input({M, n}, 3), h = input({M, k}, 4);
+          const Tensor idx = i64(gather_index(M, XR, seed)).to(kDev);
+          const Tensor xa = moe_ref::ffn_activation(act, x).detach();
+          GroupedGemmArgs plain{G, M, k, n, XR, false}, fused = plain;
+          fused.x_act = act;
+          Tensor want = Tensor::empty({M, n}, {dt, kDev}), got = Tensor::empty({M, n}, {dt, kDev});
+          moe::grouped_gemm_stub.get(kDev)(plain, xa, w, i64(off), idx, Tensor(), Tensor(), want);
+          moe::grouped_gemm_stub.get(kDev)(fused, x, w, i64(off), idx, Tensor(), Tensor(), got);
+          EXPECT_TRUE(bit_equal(want.to(kCpu), got.to(kCpu))) << "x_act forward";
+          Tensor dw_want = Tensor::empty({G, k, n}, {dt, kDev}), dw_got = Tensor::empty({G, k, n}, {dt, kDev});
+          moe::grouped_gemm_dw_stub.get(kDev)(plain, xa, idx, dy, i64(off), dw_want, Tensor());
+          moe::grouped_gemm_dw_stub.get(kDev)(fused, x, idx, dy, i64(off), dw_got, Tensor());
+          EXPECT_TRUE(bit_equal(dw_want.to(kCpu), dw_got.to(kCpu))) << "x_act dW";
+          // dh over h: w [G, k, n] read as W^T ([n] -> [k]).
+          GroupedGemmArgs back{G, M, n, k, M, true}, back_fused = back;
+          back_fused.out_act_grad = act;
+          Tensor prod = Tensor::empty({M, k}, {dt, kDev});
+          moe::grouped_gemm_stub.get(kDev)(back, dy, wt, i64(off), Tensor(), Tensor(), Tensor(), prod);
+          Tensor hh = h.clone().set_requires_grad(true);
+          sum(moe_ref::ffn_activation(act, hh) * prod).backward();
+          Tensor dh = h.clone();
+          moe::grouped_gemm_stub.get(kDev)(back_fused, dy, wt, i64(off), Tensor(), Tensor(), Tensor(), dh);
+          EXPECT_TRUE(bit_equal(hh.grad().to(kCpu), dh.to(kCpu)))
+              << "out_act_grad " << max_abs_diff(hh.grad().to(kCpu), dh.to(kCpu));
+        }
+      }
+  });
 }
 
 // The grouped FFN on the device (its kernels, views of chunks of groups, the recomputed

@@ -1,8 +1,9 @@
 // The grouped GEMM family on the cuda device (contract: ops/moe/moe_kernels.h, reference:
 // ops/moe/cpu/grouped_gemm.cpp): one launch for all groups (a flat tile index mapped to
 // (group, row block, column block) through a per-call group table built on the host from
-// the host-readable offsets), the gather fused into the A-panel loads, scale and bias in
-// the epilogue; bf16/f16 on tensor cores (WMMA, f32 accumulate), f32/f64 on CUDA cores.
+// the host-readable offsets), the gather and the FFN's activation (x_act) fused into the
+// A-panel loads, scale and bias (or the FFN's dh, out_act_grad) in the epilogue;
+// bf16/f16 on tensor cores (WMMA, f32 accumulate), f32/f64 on CUDA cores.
 // dW reduces each group's rows in one block per output tile (no split, fixed order); db,
 // the scale gradient and the dX scatter are deterministic too (no float atomics).
 // dtypes: x, w, dy, out, dw in T; scale, bias, db and the row dot in T's compute type
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <numeric>
+#include <optional>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -85,9 +87,6 @@ void check_args(const char* op, const GroupedGemmArgs& a, const Tensor& offsets,
   HMOE_CHECK(a.rows < kMax && a.x_rows < kMax && a.k < kMax && a.n < kMax, op, ": M = ", a.rows,
              ", rows of x = ", a.x_rows, ", k = ", a.k, ", n = ", a.n,
              " must each be below 2^31 - 1024 for the cuda kernels");
-  HMOE_CHECK(!a.x_act && !a.out_act_grad, op,
-             ": the fused activation steps (x_act, out_act_grad) are cpu-only for now; grouped_ffn runs them as "
-             "separate kernels on the cuda device");
   const int64_t* o = offsets.data_ptr<int64_t>();
   HMOE_CHECK(o[0] == 0 && o[a.groups] == a.rows, op, ": offsets must run from 0 to M = ", a.rows);
   for (int64_t g = 0; g < a.groups; ++g) HMOE_CHECK(o[g + 1] >= o[g], op, ": offsets must not decrease");
@@ -95,6 +94,24 @@ void check_args(const char* op, const GroupedGemmArgs& a, const Tensor& offsets,
     if (t->defined())
       HMOE_CHECK(t->device().is_cuda() && t->is_contiguous(), op, ": ", t->meta_str(),
                  " must be a contiguous tensor on the cuda device");
+}
+
+// A fused activation step of the args (GroupedGemmArgs::x_act / out_act_grad) as the
+// kernels' argument; the ops the cpu kernels fuse, and no other.
+mg::FusedAct fused_act(const char* op, const char* what, const std::optional<UnaryOp>& act) {
+  if (!act) return mg::FusedAct::none;
+  switch (*act) {
+    case UnaryOp::relu:
+      return mg::FusedAct::relu;
+    case UnaryOp::gelu_erf:
+      return mg::FusedAct::gelu_erf;
+    case UnaryOp::gelu_tanh:
+      return mg::FusedAct::gelu_tanh;
+    case UnaryOp::silu:
+      return mg::FusedAct::silu;
+    default:
+      HMOE_FAIL(op, ": ", what, " must be relu, gelu_erf, gelu_tanh or silu, got UnaryOp ", int(*act));
+  }
 }
 
 void check_shape(const char* op, const Tensor& t, const Shape& want, DType dt, const char* what) {
@@ -134,7 +151,8 @@ DeviceTable upload(const int64_t* off, int64_t groups, const std::vector<int64_t
 
 template <typename T>
 void forward_typed(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w, const int64_t* off, const Tensor& index,
-                   const Tensor& scale, const Tensor& bias, const Tensor& out) {
+                   const Tensor& scale, const Tensor& bias, const Tensor& out, mg::FusedAct x_act,
+                   mg::FusedAct act_grad) {
   using D = dev_t<T>;
   using C = compute_t<T>;
   const int device = out.device().index;
@@ -153,24 +171,30 @@ void forward_typed(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w, c
     const int64_t nb = ceil_div(n, BN), tiles = blocks.back() * nb;
     if (tiles == 0) return;
     const DeviceTable t = upload(off, a.groups, blocks, 0, nb, tiles, device);
-    launch(name, kernel, grid_of(tiles), 256, SMEM, device, t.tab, xp, ix, wp, sp, bp, op, k, n, vec_out);
+    launch(name, kernel, grid_of(tiles), 256, SMEM, device, t.tab, xp, ix, wp, sp, bp, op, k, n, vec_out, x_act,
+           act_grad);
   };
   if constexpr (kTensorCore<T>) {
-    // 128-row tiles unless they pad the groups by more than 1/8 over 64-row ones.
+    // 128-row tiles unless they pad the groups by more than 1/8 over 64-row ones; the
+    // fused activation steps run on 64-row tiles (with 128 rows their registers spill).
+    const bool fused = x_act != mg::FusedAct::none || act_grad != mg::FusedAct::none;
     const std::vector<int64_t> p64 = block_prefix(off, a.groups, 64), p128 = block_prefix(off, a.groups, 128);
-    const bool large = vec && p128.back() * 128 * 8 <= p64.back() * 64 * 9;
-    auto go = [&]<typename Cfg, bool TR, int VV>() {
+    const bool large = vec && !fused && p128.back() * 128 * 8 <= p64.back() * 64 * 9;
+    auto go = [&]<typename Cfg, bool TR, int VV, bool ACT>() {
       run.template operator()<Cfg::BM, Cfg::BN, mg::MmaSmem<Cfg, true, TR>::bytes>(
-          "grouped_gemm_wmma", &mg::grouped_gemm_wmma<D, Cfg, TR, VV>);
+          "grouped_gemm_wmma", &mg::grouped_gemm_wmma<D, Cfg, TR, VV, ACT>);
     };
-    if (vec) {
-      if (large)
-        a.trans_w ? go.template operator()<mg::MmaLarge, true, V>() : go.template operator()<mg::MmaLarge, false, V>();
-      else
-        a.trans_w ? go.template operator()<mg::MmaSmall, true, V>() : go.template operator()<mg::MmaSmall, false, V>();
-    } else {
-      a.trans_w ? go.template operator()<mg::MmaSmall, true, 1>() : go.template operator()<mg::MmaSmall, false, 1>();
-    }
+    auto small = [&]<bool TR, int VV>() {
+      fused ? go.template operator()<mg::MmaSmall, TR, VV, true>()
+            : go.template operator()<mg::MmaSmall, TR, VV, false>();
+    };
+    if (large)
+      a.trans_w ? go.template operator()<mg::MmaLarge, true, V, false>()
+                : go.template operator()<mg::MmaLarge, false, V, false>();
+    else if (vec)
+      a.trans_w ? small.template operator()<true, V>() : small.template operator()<false, V>();
+    else
+      a.trans_w ? small.template operator()<true, 1>() : small.template operator()<false, 1>();
   } else {
     using Cfg = mg::SimtCfg<D>;
     auto go = [&]<bool TR, int VV>() {
@@ -195,16 +219,20 @@ void grouped_gemm_cuda(const GroupedGemmArgs& a, const Tensor& x, const Tensor& 
   check_shape(op, index, {a.rows}, DType::i64, "index");
   check_shape(op, scale, {a.rows}, ct, "scale");
   check_shape(op, bias, {a.groups, a.n}, ct, "bias");
+  const mg::FusedAct x_act = fused_act(op, "x_act", a.x_act), act_grad = fused_act(op, "out_act_grad", a.out_act_grad);
+  HMOE_CHECK(act_grad == mg::FusedAct::none || (!scale.defined() && !bias.defined()), op,
+             ": out_act_grad needs an FFN activation and no scale or bias");
   if (a.rows == 0 || a.n == 0) return;
   const int64_t* off = offsets.data_ptr<int64_t>();
-  detail::dispatch_float(dt, op, [&]<typename T>() { forward_typed<T>(a, x, w, off, index, scale, bias, out); });
+  detail::dispatch_float(
+      dt, op, [&]<typename T>() { forward_typed<T>(a, x, w, off, index, scale, bias, out, x_act, act_grad); });
 }
 
 // ---- dW, db --------------------------------------------------------------------------
 
 template <typename T>
 void dw_typed(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, const Tensor& dy, const int64_t* off,
-              const Tensor& dw, const Tensor& db) {
+              const Tensor& dw, const Tensor& db, mg::FusedAct x_act) {
   using D = dev_t<T>;
   using C = compute_t<T>;
   const int device = dy.device().index;
@@ -225,7 +253,7 @@ void dw_typed(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, co
     auto run = [&]<int BM, int BN, size_t SMEM, typename K>(const char* name, K kernel) {
       const int64_t mb = ceil_div(k, BM), nb = ceil_div(n, BN), tiles = G * mb * nb;
       const DeviceTable t = upload(off, G, order, mb, nb, tiles, device);
-      launch(name, kernel, grid_of(tiles), 256, SMEM, device, t.tab, xp, ix, yp, wp, k, n, vec_out);
+      launch(name, kernel, grid_of(tiles), 256, SMEM, device, t.tab, xp, ix, yp, wp, k, n, vec_out, x_act);
     };
     if constexpr (kTensorCore<T>) {
       using Cfg = mg::MmaLarge;
@@ -262,7 +290,8 @@ void grouped_gemm_dw_cuda(const GroupedGemmArgs& a, const Tensor& x, const Tenso
   check_shape(op, dw, {a.groups, a.k, a.n}, dt, "dw");
   check_shape(op, db, {a.groups, a.n}, ct, "db");
   const int64_t* off = offsets.data_ptr<int64_t>();
-  detail::dispatch_float(dt, op, [&]<typename T>() { dw_typed<T>(a, x, index, dy, off, dw, db); });
+  const mg::FusedAct x_act = fused_act(op, "x_act", a.x_act);
+  detail::dispatch_float(dt, op, [&]<typename T>() { dw_typed<T>(a, x, index, dy, off, dw, db, x_act); });
 }
 
 // ---- scale gradient ------------------------------------------------------------------

@@ -161,6 +161,11 @@ __device__ __forceinline__ void mma_epilogue(const Epilogue<T, float>& e, unsign
         o.v[q] = from_compute<T>(e.scale != nullptr ? (v[q] + bq) * s : v[q] + bq);
       }
       T* dst = e.out + int64_t(row) * e.ldo + col;
+      if (e.act_grad != FusedAct::none) {  // dst holds h: read, then written, by this thread only
+#pragma unroll
+        for (int q = 0; q < CV; ++q)
+          if (col + q < e.col_end) o.v[q] = fused_act_grad<T>(e.act_grad, dst[q], o.v[q]);
+      }
       if (e.vec && col + CV <= e.col_end) {
         store_pack<T, CV>(dst, o);
       } else {
@@ -174,45 +179,49 @@ __device__ __forceinline__ void mma_epilogue(const Epilogue<T, float>& e, unsign
 }
 
 // Forward, bf16/f16: out[r] = scale[r] * (xrow(r) op(W_g) + bias[g]) (scale, bias f32),
-// accumulated in f32 and rounded once. Launch: grid min(tiles, 2^31 - 1) (grid-stride
-// over the forward group table), block 256, MmaSmem<Cfg, true, TRANS>::bytes dynamic
-// shared memory. TRANS: w is [G, n, k].
-template <typename T, typename Cfg, bool TRANS, int V>
+// accumulated in f32 and rounded once (x read as x_act(x); with out_act_grad, out = that
+// * act'(out), rounded again as the unfused kernels round). Launch: grid min(tiles,
+// 2^31 - 1) (grid-stride over the forward group table), block 256, MmaSmem<Cfg, true,
+// TRANS>::bytes dynamic shared memory. TRANS: w is [G, n, k]. ACT: the fused steps are
+// compiled in (else x_act and out_act_grad are ignored): the host takes the 64-row tiles
+// for them, since with 128 rows their registers spill.
+template <typename T, typename Cfg, bool TRANS, int V, bool ACT>
 __global__ void __launch_bounds__(256, kMinBlocks<V>)
     grouped_gemm_wmma(GroupTable tab, const T* __restrict__ x, const int64_t* __restrict__ index,
                       const T* __restrict__ w, const float* __restrict__ scale, const float* __restrict__ bias,
-                      T* __restrict__ out, int64_t k, int64_t n, bool vec_out) {
+                      T* __restrict__ out, int64_t k, int64_t n, bool vec_out, FusedAct x_act, FusedAct out_act_grad) {
   HMOE_DYNAMIC_SHARED(unsigned char, smem);
   for (int64_t t = blockIdx.x; t < tab.tiles; t += gridDim.x) {
     const Tile tl = forward_tile(tab, t);
     const int64_t r0 = tab.offsets[tl.g] + tl.mb * Cfg::BM, r1 = tab.offsets[tl.g + 1], c0 = tl.nb * Cfg::BN;
     const T* wg = w + tl.g * k * n;
-    const Lines<T> a{x, index, int(k), int(r0), int(r1), 0, int(k)};
+    const Lines<T> a{x, index, int(k), int(r0), int(r1), 0, int(k), ACT ? x_act : FusedAct::none};
     const Lines<T> b = TRANS ? Lines<T>{wg, nullptr, int(k), int(c0), int(n), 0, int(k)}
                              : Lines<T>{wg, nullptr, int(n), 0, int(k), int(c0), int(n)};
     FragC acc[Cfg::FM][Cfg::FN];
     mma_mainloop<T, Cfg, true, TRANS, V>(a, b, int((k + Cfg::BK - 1) / Cfg::BK), smem, acc);
-    const Epilogue<T, float> e{
-        out, int(n), int(r0), int(r1), int(c0), int(n), scale, bias != nullptr ? bias + tl.g * n : nullptr, vec_out};
+    const auto* bias_g = bias != nullptr ? bias + tl.g * n : nullptr;
+    const FusedAct act_grad = ACT ? out_act_grad : FusedAct::none;
+    const Epilogue<T, float> e{out, int(n), int(r0), int(r1), int(c0), int(n), scale, bias_g, vec_out, act_grad};
     mma_epilogue<T, Cfg, true, TRANS>(e, smem, acc);
   }
 }
 
-// dW, bf16/f16: dw[g] = sum over the group's rows of xrow(r)^T dy[r] in f32, rounded
-// once (zeros for an empty group). A = x^T is read as [rows][k] panels (matrix_a
+// dW, bf16/f16: dw[g] = sum over the group's rows of x_act(xrow(r))^T dy[r] in f32,
+// rounded once (zeros for an empty group). A = x^T is read as [rows][k] panels (matrix_a
 // col-major), B = dY as [rows][n]. Launch: as the forward, over the dW group table,
 // MmaSmem<MmaLarge, false, false>::bytes.
 template <typename T, int V>
 __global__ void __launch_bounds__(256, kMinBlocks<V>)
     grouped_dw_wmma(GroupTable tab, const T* __restrict__ x, const int64_t* __restrict__ index,
-                    const T* __restrict__ dy, T* __restrict__ dw, int64_t k, int64_t n, bool vec_out) {
+                    const T* __restrict__ dy, T* __restrict__ dw, int64_t k, int64_t n, bool vec_out, FusedAct x_act) {
   using Cfg = MmaLarge;
   HMOE_DYNAMIC_SHARED(unsigned char, smem);
   for (int64_t t = blockIdx.x; t < tab.tiles; t += gridDim.x) {
     const Tile tl = dw_tile(tab, t);
     const int64_t r0 = tab.offsets[tl.g], r1 = tab.offsets[tl.g + 1];
     const int64_t m0 = tl.mb * Cfg::BM, c0 = tl.nb * Cfg::BN;
-    const Lines<T> a{x, index, int(k), int(r0), int(r1), int(m0), int(k)};
+    const Lines<T> a{x, index, int(k), int(r0), int(r1), int(m0), int(k), x_act};
     const Lines<T> b{dy, nullptr, int(n), int(r0), int(r1), int(c0), int(n)};
     FragC acc[Cfg::FM][Cfg::FN];
     mma_mainloop<T, Cfg, false, false, V>(a, b, int((r1 - r0 + Cfg::BK - 1) / Cfg::BK), smem, acc);

@@ -132,6 +132,11 @@ __device__ __forceinline__ void simt_epilogue(const Epilogue<T, T>& e, const T (
 #pragma unroll
     for (int j = 0; j < TN; ++j) v[j] = e.scale != nullptr ? (acc[i][j] + bias[j]) * s : acc[i][j] + bias[j];
     T* o = e.out + int64_t(row) * e.ldo + col;
+    if (e.act_grad != FusedAct::none) {  // o holds h: each element is read, then written, by this thread
+#pragma unroll
+      for (int j = 0; j < TN; ++j)
+        if (col + j < e.col_end) v[j] = fused_act_grad<T>(e.act_grad, o[j], v[j]);
+    }
     if (e.vec && col + TN <= e.col_end) {
 #pragma unroll
       for (int j = 0; j < TN; j += VW) {
@@ -149,43 +154,44 @@ __device__ __forceinline__ void simt_epilogue(const Epilogue<T, T>& e, const T (
 }
 
 // Forward, f32/f64: out[r] = scale[r] * (xrow(r) op(W_g) + bias[g]) for every tile of
-// the group table. Launch: grid min(tiles, 2^31 - 1) (tiles grid-stride), block NT,
-// SimtSmem<T>::bytes of dynamic shared memory. TRANS: w is [G, n, k].
+// the group table (x read as x_act(x); with out_act_grad, out = that * act'(out)).
+// Launch: grid min(tiles, 2^31 - 1) (tiles grid-stride), block NT, SimtSmem<T>::bytes of
+// dynamic shared memory. TRANS: w is [G, n, k].
 template <typename T, bool TRANS, int V>
 __global__ void __launch_bounds__(SimtCfg<T>::NT)
     grouped_gemm_simt(GroupTable tab, const T* __restrict__ x, const int64_t* __restrict__ index,
                       const T* __restrict__ w, const T* __restrict__ scale, const T* __restrict__ bias,
-                      T* __restrict__ out, int64_t k, int64_t n, bool vec_out) {
+                      T* __restrict__ out, int64_t k, int64_t n, bool vec_out, FusedAct x_act, FusedAct out_act_grad) {
   using Cfg = SimtCfg<T>;
   HMOE_DYNAMIC_SHARED(T, smem);
   for (int64_t t = blockIdx.x; t < tab.tiles; t += gridDim.x) {
     const Tile tl = forward_tile(tab, t);
     const int64_t r0 = tab.offsets[tl.g] + tl.mb * Cfg::BM, r1 = tab.offsets[tl.g + 1], c0 = tl.nb * Cfg::BN;
     const T* wg = w + tl.g * k * n;
-    const Lines<T> a{x, index, int(k), int(r0), int(r1), 0, int(k)};
+    const Lines<T> a{x, index, int(k), int(r0), int(r1), 0, int(k), x_act};
     const Lines<T> b = TRANS ? Lines<T>{wg, nullptr, int(k), int(c0), int(n), 0, int(k)}
                              : Lines<T>{wg, nullptr, int(n), 0, int(k), int(c0), int(n)};
     T acc[Cfg::TM][Cfg::TN];
     simt_mainloop<T, true, TRANS, V>(a, b, int((k + Cfg::BK - 1) / Cfg::BK), smem, acc);
-    const Epilogue<T, T> e{
-        out, int(n), int(r0), int(r1), int(c0), int(n), scale, bias != nullptr ? bias + tl.g * n : nullptr, vec_out};
+    const auto* bias_g = bias != nullptr ? bias + tl.g * n : nullptr;
+    const Epilogue<T, T> e{out, int(n), int(r0), int(r1), int(c0), int(n), scale, bias_g, vec_out, out_act_grad};
     simt_epilogue<T>(e, acc);
   }
 }
 
-// dW, f32/f64: dw[g] = sum over the group's rows r of xrow(r)^T dy[r] ([k, n]; zeros for
-// an empty group). Launch: as the forward, over the dW group table.
+// dW, f32/f64: dw[g] = sum over the group's rows r of x_act(xrow(r))^T dy[r] ([k, n];
+// zeros for an empty group). Launch: as the forward, over the dW group table.
 template <typename T, int V>
 __global__ void __launch_bounds__(SimtCfg<T>::NT)
     grouped_dw_simt(GroupTable tab, const T* __restrict__ x, const int64_t* __restrict__ index,
-                    const T* __restrict__ dy, T* __restrict__ dw, int64_t k, int64_t n, bool vec_out) {
+                    const T* __restrict__ dy, T* __restrict__ dw, int64_t k, int64_t n, bool vec_out, FusedAct x_act) {
   using Cfg = SimtCfg<T>;
   HMOE_DYNAMIC_SHARED(T, smem);
   for (int64_t t = blockIdx.x; t < tab.tiles; t += gridDim.x) {
     const Tile tl = dw_tile(tab, t);
     const int64_t r0 = tab.offsets[tl.g], r1 = tab.offsets[tl.g + 1];
     const int64_t m0 = tl.mb * Cfg::BM, c0 = tl.nb * Cfg::BN;
-    const Lines<T> a{x, index, int(k), int(r0), int(r1), int(m0), int(k)};
+    const Lines<T> a{x, index, int(k), int(r0), int(r1), int(m0), int(k), x_act};
     const Lines<T> b{dy, nullptr, int(n), int(r0), int(r1), int(c0), int(n)};
     T acc[Cfg::TM][Cfg::TN];
     simt_mainloop<T, false, false, V>(a, b, int((r1 - r0 + Cfg::BK - 1) / Cfg::BK), smem, acc);

@@ -1,7 +1,8 @@
 // The grouped GEMM kernels' shared pieces: the tile scheduler (a flat tile index to
 // (group, row block, column block) through the host-built group table) and the operand
 // panel loader (the gather fused into the row loads, 16-byte vectors when aligned, zero
-// fill past every edge, register-staged so the next panel loads during the MMAs).
+// fill past every edge, register-staged so the next panel loads during the MMAs), and the
+// grouped FFN's activation steps fused into them (read as act(x), dh = acc * act'(h)).
 #pragma once
 
 #include <cstdint>
@@ -10,6 +11,7 @@
 #include "engine/cuda/device_code.h"
 #include "ops/cuda/kernel_utils.cuh"
 #include "ops/cuda/strided.cuh"
+#include "ops/cuda/unary_fn.cuh"
 
 namespace hmoe::ops::cuda::moe_gemm {
 
@@ -53,11 +55,47 @@ __device__ __forceinline__ Tile dw_tile(const GroupTable& s, int64_t t) {
   return {s.blocks[t / per], local % s.m_blocks, local / s.m_blocks};
 }
 
+// The grouped FFN's activation fused into a GEMM (GroupedGemmArgs::x_act / out_act_grad),
+// a kernel argument: one uniform branch per panel or output element, not a kernel per
+// activation.
+enum class FusedAct : uint8_t { none, relu, gelu_erf, gelu_tanh, silu };
+
+// fn.template operator()<K>() for the activation's UnaryOp (f != none).
+template <typename Fn>
+__device__ __forceinline__ auto with_fused_act(FusedAct f, Fn&& fn) {
+  switch (f) {
+    case FusedAct::relu:
+      return fn.template operator()<UnaryOp::relu>();
+    case FusedAct::gelu_erf:
+      return fn.template operator()<UnaryOp::gelu_erf>();
+    case FusedAct::gelu_tanh:
+      return fn.template operator()<UnaryOp::gelu_tanh>();
+    default:
+      return fn.template operator()<UnaryOp::silu>();
+  }
+}
+
+// act(x) of a stored value, rounded to T once: the unary kernel's bits.
+template <typename T>
+__device__ __forceinline__ T fused_act(FusedAct f, T x) {
+  using C = device_compute_t<T>;
+  return with_fused_act(f, [&]<UnaryOp K>() { return from_compute<T>(UnaryFn<K, T>{C(0), C(0)}(to_compute<T>(x))); });
+}
+
+// g * act'(h) of stored values, rounded to T once: the unary backward kernel's bits.
+template <typename T>
+__device__ __forceinline__ T fused_act_grad(FusedAct f, T h, T g) {
+  using C = device_compute_t<T>;
+  return with_fused_act(f, [&]<UnaryOp K>() {
+    return from_compute<T>(UnaryGradFn<K, T>{C(0), C(0)}(to_compute<T>(h), to_compute<T>(g)));
+  });
+}
+
 // A matrix operand as lines (rows of memory, contiguous along the other dimension):
 // global line L reads memory row index[L] (a zero line for -1) or row L, elements
 // [along0, along_end) of it; lines at or past line_end read as zeros. Counts are 32-bit
 // (the host checks that rows, k and n fit) to keep the main loops' registers down;
-// element offsets are formed in 64 bits.
+// element offsets are formed in 64 bits. act: every element read is act(element).
 template <typename T>
 struct Lines {
   const T* base;
@@ -65,6 +103,7 @@ struct Lines {
   int ld;                // elements between memory rows
   int line0, line_end;
   int along0, along_end;
+  FusedAct act = FusedAct::none;
 
   __device__ __forceinline__ const T* row(int line) const {
     if (line >= line_end) return nullptr;
@@ -133,6 +172,10 @@ struct Panel {
         } else {
           r[i].v[0] = p[a];
         }
+        if (s.act != FusedAct::none) {  // zero fill needs none: each activation sends 0 to 0
+#pragma unroll
+          for (int e = 0; e < V; ++e) r[i].v[e] = fused_act<T>(s.act, r[i].v[e]);
+        }
       } else {
 #pragma unroll
         for (int e = 0; e < V; ++e) r[i].v[e] = z;
@@ -166,7 +209,8 @@ struct Panel {
 
 // Where a tile's results go: rows [row0, row_end) of out (leading dimension ldo),
 // columns [col0, col_end); y = scale[row] * (acc + bias[col]) (each optional; bias
-// already offset to the group). vec: out rows start 16-byte aligned and col_end is a
+// already offset to the group), rounded to T; with act_grad (no scale or bias) out
+// holds h and becomes y * act'(h). vec: out rows start 16-byte aligned and col_end is a
 // multiple of the vector width. 32-bit counts, as in Lines.
 template <typename T, typename C>
 struct Epilogue {
@@ -177,6 +221,7 @@ struct Epilogue {
   const C* scale;
   const C* bias;
   bool vec;
+  FusedAct act_grad = FusedAct::none;
 };
 
 }  // namespace hmoe::ops::cuda::moe_gemm
