@@ -32,17 +32,17 @@ bool saved_tensors_expire() { return t_saved_expire; }
 
 Node::Node(std::string name) : name_(std::move(name)), sequence_nr_(t_next_sequence_nr++) {}
 
-std::vector<Tensor> FunctionNode::apply(const std::vector<Tensor>& grads) {
+std::vector<Tensor> FunctionNode::apply(std::vector<Tensor> grads) {
   HMOE_CHECK(fn_ != nullptr, "backward: trying to run the backward of '", name(),
              "' a second time; its saved tensors were freed. Pass retain_graph=true to the first backward");
-  return fn_(grads);
+  return fn_(std::move(grads));
 }
 
 AccumulateGrad::AccumulateGrad(Tensor leaf) : Node("AccumulateGrad"), leaf_(std::move(leaf)) {
   outputs.push_back({leaf_.shape(), leaf_.dtype(), leaf_.device()});
 }
 
-std::vector<Tensor> AccumulateGrad::apply(const std::vector<Tensor>& grads) {
+std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor> grads) {
   const Tensor& g = grads[0];
   if (!g.defined()) return {};
   Tensor& slot = leaf_.mutable_grad();
@@ -176,7 +176,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
       {
         const ExpireScope expire(!retain_graph);
         const ProfileScope scope(Profiler::current() ? node->name() + " backward" : std::string(), dev);
-        in_grads = node->apply(work.grads);
+        in_grads = node->apply(std::move(work.grads));
       }
       if (!retain_graph) node->release();
       HMOE_CHECK(in_grads.empty() || in_grads.size() == node->next_edges.size(), "backward of '", node->name(),

@@ -33,9 +33,11 @@ class Node {
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
 
-  // grads: one per output (missing ones filled with zeros by the engine).
-  // Returns one gradient per next edge (undefined where there is none).
-  virtual std::vector<Tensor> apply(const std::vector<Tensor>& grads) = 0;
+  // grads: one per output (missing ones filled with zeros by the engine), handed over:
+  // a backward may drop one once it is used, so that its buffer goes back before the
+  // backward's later allocations. Returns one gradient per next edge (undefined where
+  // there is none).
+  virtual std::vector<Tensor> apply(std::vector<Tensor> grads) = 0;
   // Frees saved tensors once backward no longer needs them.
   virtual void release() {}
 
@@ -50,13 +52,14 @@ class Node {
   uint64_t sequence_nr_;
 };
 
-using BackwardFn = std::function<std::vector<Tensor>(const std::vector<Tensor>& grad_outputs)>;
+// A closure taking `const std::vector<Tensor>&` fits too (it cannot drop the gradients).
+using BackwardFn = std::function<std::vector<Tensor>(std::vector<Tensor> grad_outputs)>;
 
 // A node whose backward is a closure; the closure's captures are the saved tensors.
 class FunctionNode final : public Node {
  public:
   FunctionNode(std::string name, BackwardFn fn) : Node(std::move(name)), fn_(std::move(fn)) {}
-  std::vector<Tensor> apply(const std::vector<Tensor>& grads) override;
+  std::vector<Tensor> apply(std::vector<Tensor> grads) override;
   void release() override { fn_ = nullptr; }
 
  private:
@@ -67,7 +70,7 @@ class FunctionNode final : public Node {
 class AccumulateGrad final : public Node {
  public:
   explicit AccumulateGrad(Tensor leaf);
-  std::vector<Tensor> apply(const std::vector<Tensor>& grads) override;
+  std::vector<Tensor> apply(std::vector<Tensor> grads) override;
 
  private:
   Tensor leaf_;

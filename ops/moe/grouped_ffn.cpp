@@ -119,11 +119,14 @@ Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in,
   const bool nb1 = b1.defined() && b1.requires_grad(), nb2 = b2.defined() && b2.requires_grad();
   autograd::record(
       "grouped_ffn", {x, w1, b1, w2, b2}, {y},
-      [xd, w1d, w2d, h, index, views, act, d, f, e, ct, nx, nw1, nw2, nb1, nb2](const std::vector<Tensor>& gr) {
+      [xd, w1d, w2d, h, index, views, act, d, f, e, ct, nx, nw1, nw2, nb1, nb2](std::vector<Tensor> gr) mutable {
         const Device dv = xd.device();
         const DType dt = xd.dtype();
         const int64_t M = h.size(0), G = w1d.size(0), X = xd.size(0);
-        const Tensor dy = gr[0].to(dt).contiguous();
+        // dy and h are dropped after their last use (h only when it dies with this call),
+        // so that neither is alive when dX is gathered into dx.
+        Tensor dy = gr[0].to(dt).contiguous();
+        gr.clear();
         const bool expire = autograd::saved_tensors_expire();
         // Results are made when first written, so that no buffer is alive before it must be.
         struct Result {
@@ -141,10 +144,12 @@ Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in,
         Tensor gx;  // dx rows in slot order
         const auto& gemm = grouped_gemm_stub.get(dv);
         const auto& gemm_dw = grouped_gemm_dw_stub.get(dv);
-        for (const ChunkView& v : views) {
+        for (size_t ci = 0; ci < views.size(); ++ci) {
+          const ChunkView& v = views[ci];
           const Chunk& c = v.c;
           const int64_t gn = v.args.groups, rows = v.args.rows;
-          const Tensor hc = rows_of(h, c), dyc = rows_of(dy, c);
+          const bool last = ci + 1 == views.size();
+          Tensor hc = rows_of(h, c), dyc = rows_of(dy, c);
           if (nw2 || nb2) {  // the activation, recomputed while packing, only for dW2
             GroupedGemmArgs a{gn, rows, f, e, rows, false};
             a.x_act = act;
@@ -155,14 +160,16 @@ Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in,
           // retain_graph; h is not read after this), else over a copy of h.
           GroupedGemmArgs a{gn, rows, e, f, rows, true};
           a.out_act_grad = act;
-          const Tensor dh = expire ? hc : hc.clone();
+          Tensor dh = expire ? hc : hc.clone();
           gemm(a, dyc, groups_of(w2d, c), v.offsets, Tensor(), Tensor(), Tensor(), dh);
+          if (last) dy = dyc = Tensor();
           if (nw1 || nb1) gemm_dw(v.args, v.x, v.index, dh, v.offsets, groups_of(make(1), c), groups_of(make(2), c));
           if (nx) {
             if (!gx.defined()) gx = Tensor::empty({M, d}, {dt, dv});
             gemm(GroupedGemmArgs{gn, rows, f, d, rows, true}, dh, groups_of(w1d, c), v.offsets, Tensor(), Tensor(),
                  Tensor(), rows_of(gx, c));
           }
+          if (last && expire) h = hc = dh = Tensor();
         }
         for (size_t i = 1; i < 5; ++i) make(i);  // G = 0: no chunk wrote them
         if (nx) {

@@ -51,6 +51,28 @@ TEST(Autograd, GradientsAreAdoptedOnlyWhenNothingElseHoldsThem) {
   expect_close(x.grad(), {6, 6, 6});
 }
 
+// The engine hands each backward its gradients: one that takes them by value holds the
+// only handle, so dropping a gradient after its last use frees the buffer there and then
+// (the grouped FFN's backward drops dy before it gathers dX).
+TEST(Autograd, ABackwardOwnsTheGradientsItIsGiven) {
+  Tensor x = rand_t({64, 64}, 1, -1, 1, DType::f64, true);
+  Tensor y;
+  {
+    NoGradGuard no_grad;
+    y = x * 2.0;
+  }
+  bool sole = false;
+  autograd::record("twice", {x}, {y}, [&sole](std::vector<Tensor> g) {
+    sole = g[0].is_sole_owner();
+    Tensor gx = g[0] * 2.0;
+    g.clear();
+    return std::vector<Tensor>{gx};
+  });
+  sum(y * y).backward();  // y's gradient 2y, made by mul's backward, reaches only "twice"
+  EXPECT_TRUE(sole);
+  expect_close(x.grad(), x.detach() * 8.0);
+}
+
 TEST(Autograd, NoGradAndDetach) {
   Tensor x = ones({2}, {DType::f64, Device::cpu(), true});
   {
