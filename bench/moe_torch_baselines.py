@@ -12,7 +12,7 @@ one profiled step) against the machine's GEMM peak, measured in the same rounds 
 faster of one dense 8192 x 512 x 2048 sgemm by OpenBLAS and by hmoe, on all threads);
 "at peak" is the speed-up hmoe would have if every FLOP of its step ran at that peak.
 
-usage: /usr/bin/python3 bench/moe_torch_baselines.py [build/bench/bench_moe] [--threads 2] [--rounds 3]
+usage: /usr/bin/python3 bench/moe_torch_baselines.py [build/bench/bench_moe] [--threads 2] [--rounds 5]
 """
 import argparse
 import json
@@ -110,7 +110,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=0.3)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--one", nargs=2, metavar=("LAYER", "K"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -121,7 +121,7 @@ def main():
     env = {**os.environ, "HMOE_NUM_THREADS": str(args.threads)}
     print(f"torch {torch.__version__}, {args.threads} thread(s); T = {T}, d = {D}, d_ff = {DFF}, N = {N}, r = {R}; "
           "forward + backward of one layer; each configuration in its own process")
-    print(f"{'layer':12s} {'baseline':26s} {'hmoe tok/s':>10s} {'torch tok/s':>11s} {'speed-up':>8s} "
+    print(f"{'layer':12s} {'baseline':26s} {'hmoe tok/s':>10s} {'torch tok/s':>11s} {'speed-up':>8s} {'of rounds':>13s} "
           f"{'hmoe MiB':>9s} {'torch MiB':>9s} {'memory':>7s} {'grads MiB':>9s} {'beyond grads':>12s} "
           f"{'GFLOP/step':>10s} {'GFLOP/s':>8s} {'of peak':>7s} {'at peak':>7s}")
 
@@ -145,12 +145,14 @@ def main():
         return json.loads(out)
 
     # This VM's speed drifts over seconds to minutes: each round measures both sides back to
-    # back, and the speed-up is the median of the rounds' ratios.
+    # back, and the speed-up is the median of the rounds' ratios ("of rounds": the lowest
+    # and the highest of them).
     for name, k in configs:
         rounds = [(ours(name, k), theirs(name, k), gemm_peak()) for _ in range(args.rounds)]
         o_tps = statistics.median(r[0][0] for r in rounds)
         t_tps = statistics.median(r[1][0] for r in rounds)
-        speedup = statistics.median(r[0][0] / r[1][0] for r in rounds)
+        ratios = [r[0][0] / r[1][0] for r in rounds]
+        speedup = statistics.median(ratios)
         o_mib = max(r[0][1] for r in rounds)
         t_mib = max(r[1][1] for r in rounds)
         wmib, gmib = rounds[0][1][2], rounds[0][1][3]
@@ -162,7 +164,8 @@ def main():
         base = "(a) loop over experts" if name == "moe" else "(b) per-token weights"
         # memory: the ratio of the peaks; beyond grads: of what each holds above the
         # gradients both must hold (grads / torch MiB is the least "memory" can be).
-        print(f"{name + ' k=' + str(k):12s} {base:26s} {o_tps:10.0f} {t_tps:11.0f} {speedup:7.2f}x "
+        spread = f"{min(ratios):.2f}-{max(ratios):.2f}x"
+        print(f"{name + ' k=' + str(k):12s} {base:26s} {o_tps:10.0f} {t_tps:11.0f} {speedup:7.2f}x {spread:>13s} "
               f"{o_mib:9.1f} {t_mib:9.1f} {o_mib / t_mib:7.3f} {gmib:9.1f} {(o_mib - gmib) / (t_mib - gmib):12.3f} "
               f"{gflop:10.2f} {o_gfs:8.1f} {of_peak:7.2f} {at_peak:6.1f}x"
               + (f"   (torch's per-token adapter weights alone: {wmib:.0f} MiB)" if wmib else ""), flush=True)

@@ -14,6 +14,7 @@
 #include "engine/cuda/allocator.h"
 #include "engine/cuda/runtime.h"
 #include "hmoe.h"
+#include "ops/moe/grouped_ffn.h"
 #include "ops/moe/grouped_gemm.h"
 #include "ops/moe/hyper_adapter.h"
 #include "ops/moe/router.h"
@@ -227,6 +228,17 @@ std::vector<Case> cases() {
                },
                differentiable([group_offsets](const std::vector<Tensor>& x) {
                  return moe::grouped_gemm(x[0], x[1], group_offsets(x[0].size(0), x[1].size(0)), Tensor(), x[2], x[3]);
+               }),
+               fl});
+  c.push_back({"grouped_ffn",  // the expert FFN: GELU fused into both GEMMs and into dh
+               [&](DType dt, uint64_t s, bool q) {
+                 const int64_t m = q ? 61 : 8195, d = q ? 24 : 256, f = q ? 40 : 1024, g = q ? 4 : 8;
+                 return std::vector<Tensor>{rnd({m, d}, s, dt, -1, 1), rnd({g, d, f}, s + 1, dt, -0.3, 0.3),
+                                            rnd({g, f}, s + 2, dt), rnd({g, f, d}, s + 3, dt, -0.3, 0.3),
+                                            rnd({g, d}, s + 4, dt)};
+               },
+               differentiable([group_offsets](const std::vector<Tensor>& x) {
+                 return moe::grouped_ffn(x[0], x[1], x[2], x[3], x[4], group_offsets(x[0].size(0), x[1].size(0)));
                }),
                fl});
   c.push_back({"moe_route_combine",
