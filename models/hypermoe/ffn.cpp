@@ -93,8 +93,8 @@ MoEFFN::MoEFFN(const train::ModelConfig& cfg, Generator& gen) : cfg_(cfg) {
   b2_ = param(*this, "b2", {N, d}, gen, 0.0);
 }
 
-MoEFFN::Routed MoEFFN::run_experts(const Tensor& x, FfnStats& stats, Generator& noise) {
-  const ProfileScope scope("moe_ffn", x.device());
+MoEFFN::Routing MoEFFN::route(const Tensor& x, FfnStats& stats, Generator& noise) {
+  const ProfileScope scope("moe_router", x.device());
   const int64_t N = cfg_.n_experts;
   Tensor xin = x;
   if (cfg_.router == "switch" && is_training() && cfg_.jitter > 0)
@@ -116,6 +116,13 @@ MoEFFN::Routed MoEFFN::run_experts(const Tensor& x, FfnStats& stats, Generator& 
 
   moe::Plan plan = moe::make_plan(r.expert_ids, N);
   stats.expert_counts.push_back(plan.counts.to(DType::i64).to_vector_as<int64_t>());
+  return {std::move(r), std::move(plan)};
+}
+
+Tensor MoEFFN::run_experts(const Tensor& x, const Routing& rt) {
+  const ProfileScope scope("moe_ffn", x.device());
+  const moe::RouterOutput& r = rt.r;
+  const moe::Plan& plan = rt.plan;
   // The experts read their rows straight from x through the plan (no permuted copy),
   // biases in the GEMMs' epilogues; only the pre-activation is kept for the backward.
   Tensor ys = moe::grouped_ffn(x, w1_, b1_, w2_, b2_, plan.offsets, moe::slot_tokens(plan), UnaryOp::gelu_erf);
@@ -125,10 +132,12 @@ MoEFFN::Routed MoEFFN::run_experts(const Tensor& x, FfnStats& stats, Generator& 
     Tensor keep = logical_not(r.dropped).unsqueeze(1);
     y = where(keep, y, x * r.gates.select(1, 0).unsqueeze(1).to(x.dtype()));
   }
-  return {y, r.expert_ids, r.dropped};
+  return y;
 }
 
-Tensor MoEFFN::forward(const Tensor& x, FfnStats& stats, Generator& noise) { return run_experts(x, stats, noise).y; }
+Tensor MoEFFN::forward(const Tensor& x, FfnStats& stats, Generator& noise) {
+  return run_experts(x, route(x, stats, noise));
+}
 
 HyperMoEFFN::HyperMoEFFN(const train::ModelConfig& cfg, int64_t moe_layer, std::shared_ptr<HyperNetwork> hyper,
                          Generator& gen)
@@ -175,9 +184,13 @@ Tensor HyperMoEFFN::hyper_expert_per_token(const Tensor& x, const Tensor& expert
 }
 
 Tensor HyperMoEFFN::forward(const Tensor& x, FfnStats& stats, Generator& noise) {
-  Routed r = run_experts(x, stats, noise);
+  const Routing rt = route(x, stats, noise);
   // The selection is the router's hard choice; no gradient reaches the router from here.
-  return r.y + hyper_expert(x, r.expert_ids);
+  // The HyperExpert runs before the experts so that its backward runs after theirs (the
+  // engine takes the latest node first): the experts' backward, where a step's memory
+  // peaks, then runs before the hypernetwork's gradients exist.
+  const Tensor he = hyper_expert(x, rt.r.expert_ids);
+  return run_experts(x, rt) + he;
 }
 
 }  // namespace hmoe::model

@@ -10,6 +10,8 @@
 #include "models/nn/layers.h"
 #include "models/nn/module.h"
 #include "models/train/config.h"
+#include "ops/moe/router.h"
+#include "ops/moe/token_dispatch.h"
 
 namespace hmoe::model {
 
@@ -62,12 +64,14 @@ class MoEFFN : public FeedForward {
   Tensor forward(const Tensor& x, FfnStats& stats, Generator& noise) override;
 
  protected:
-  struct Routed {
-    Tensor y;           // [T, d] expert output
-    Tensor expert_ids;  // i32 [T, k] hard selection
-    Tensor dropped;     // bool [T] (capacity); undefined when dropless
+  // The router's choice for x and its plan (aux losses and expert counts go to stats).
+  struct Routing {
+    moe::RouterOutput r;
+    moe::Plan plan;
   };
-  Routed run_experts(const Tensor& x, FfnStats& stats, Generator& noise);
+  Routing route(const Tensor& x, FfnStats& stats, Generator& noise);
+  // The experts' combined output [T, d] (tokens over capacity pass p_max * x).
+  Tensor run_experts(const Tensor& x, const Routing& rt);
 
   const train::ModelConfig cfg_;
   std::shared_ptr<nn::Linear> router_, noise_;
