@@ -140,7 +140,12 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
       HMOE_CHECK(g.shape() == m.shape, "backward of '", from, "' produced a gradient of shape ", shape_str(g.shape()),
                  " for an input of shape ", shape_str(m.shape));
       Tensor& slot = p.grads[e.input_nr];
-      slot = slot.defined() ? ops_seam::add(slot, g) : g;
+      if (!slot.defined())
+        slot = g;
+      else if (slot.is_sole_owner() && slot.dtype() == g.dtype())
+        ops_seam::add_into(slot, g);  // nothing else sees the sum so far: no third buffer
+      else
+        slot = ops_seam::add(slot, g);
     }
   };
 

@@ -73,6 +73,17 @@ TEST(Autograd, ABackwardOwnsTheGradientsItIsGiven) {
   expect_close(x.grad(), x.detach() * 8.0);
 }
 
+// Gradients reaching one tensor from several uses are summed into a buffer nothing else
+// can see (in place once the first sum exists), never into one the caller still holds.
+TEST(Autograd, GradientSumsNeverWriteIntoSharedTensors) {
+  Tensor x = full({3}, 1.0, {DType::f64, Device::cpu(), true});
+  Tensor y = x * 3.0;
+  Tensor g = full({3}, 2.0, {DType::f64});
+  (y + y + y).backward(g);  // y's node gets the caller's g three times
+  expect_close(x.grad(), {18, 18, 18});
+  expect_close(g, {2, 2, 2});
+}
+
 TEST(Autograd, NoGradAndDetach) {
   Tensor x = ones({2}, {DType::f64, Device::cpu(), true});
   {
