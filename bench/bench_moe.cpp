@@ -294,7 +294,7 @@ void BM_moe_ffn_ops(benchmark::State& st) {
 void BM_expert_ffn(benchmark::State& st) {
   constexpr int64_t T = 2048, D = 256, F = 1024, N = 8;
   const int64_t k = st.range(0), chunk = st.range(1);
-  const bool fused = st.range(2) != 0;
+  const bool fused = st.range(2) != 0, recompute = st.range(2) == 2;
   Generator g(5);
   auto r = moe::route_topk(normal({T, N}, g), k);
   const moe::Plan plan = moe::make_plan(r.expert_ids, N);
@@ -307,7 +307,7 @@ void BM_expert_ffn(benchmark::State& st) {
   for (auto _ : st) {
     cpu_cache_reset_peak();
     const size_t before = cpu_cache_stats().allocated;
-    Tensor ys = fused ? moe::grouped_ffn(x, w1, b1, w2, b2, plan.offsets, tok, UnaryOp::gelu_erf, chunk)
+    Tensor ys = fused ? moe::grouped_ffn(x, w1, b1, w2, b2, plan.offsets, tok, UnaryOp::gelu_erf, chunk, recompute)
                       : moe::grouped_gemm(gelu(moe::grouped_gemm(moe::permute_rows(x, plan), w1, plan.offsets,
                                                                  Tensor(), Tensor(), b1)),
                                           w2, plan.offsets, Tensor(), Tensor(), b2);
@@ -317,7 +317,7 @@ void BM_expert_ffn(benchmark::State& st) {
   }
   st.counters["tokens/s"] = benchmark::Counter(double(T), benchmark::Counter::kIsIterationInvariantRate);
   st.counters["peak_MiB"] = peak;  // the pool's (blocks >= 1 MiB) peak over a step, above its start
-  st.SetLabel(fused ? "grouped_ffn" : "composite");
+  st.SetLabel(recompute ? "grouped_ffn, h recomputed" : fused ? "grouped_ffn" : "composite");
 }
 
 // --- the model layers (models/hypermoe/ffn.h) at T = 2048, d = 256, d_ff = 1024 -------
@@ -328,8 +328,9 @@ void BM_expert_ffn(benchmark::State& st) {
 // then needs the baselines' N(0, 0.02) weights (use_baseline_router): hmoe zero-
 // initialises it, as the reference does, and without noise every token would tie
 // onto expert 0.
-train::ModelConfig layer_cfg(int64_t k) {
+train::ModelConfig layer_cfg(int64_t k, bool recompute) {
   train::ModelConfig c;
+  c.expert_recompute = recompute;
   c.d_model = 256;
   c.d_ff = 1024;
   c.n_experts = 8;
@@ -382,7 +383,10 @@ void run_layer(benchmark::State& st, Layer& layer, nn::Module* shared = nullptr)
   auto step = [&] {
     model::FfnStats stats;
     Tensor y = layer.forward(x, stats, noise);
-    sum(y * w).backward();
+    // The product dies before the backward, as PyTorch's (y * w).sum().backward() frees
+    // it once sum() returns (a C++ temporary in one expression would live through it).
+    Tensor loss = sum(y * w);
+    loss.backward();
     layer.zero_grad();
     if (shared) shared->zero_grad();
     x.zero_grad();
@@ -405,14 +409,14 @@ void run_layer(benchmark::State& st, Layer& layer, nn::Module* shared = nullptr)
 
 void BM_moe_layer(benchmark::State& st) {
   Generator g(3);
-  model::MoEFFN layer(layer_cfg(st.range(0)), g);
+  model::MoEFFN layer(layer_cfg(st.range(0), st.range(1) != 0), g);
   use_baseline_router(layer, g);
   run_layer(st, layer);
 }
 
 void BM_hypermoe_layer(benchmark::State& st) {
   Generator g(3);
-  auto c = layer_cfg(st.range(0));
+  auto c = layer_cfg(st.range(0), st.range(1) != 0);
   auto hyper = std::make_shared<model::HyperNetwork>(c, 1, g);
   model::HyperMoEFFN layer(c, 0, hyper, g);
   use_baseline_router(layer, g);
@@ -441,7 +445,8 @@ BENCHMARK(BM_choice_hand_blocked)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_moe_ffn_ops)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_expert_ffn)
     ->Args({1, 0, 0})->Args({1, 0, 1})->Args({1, 512, 1})->Args({2, 0, 0})->Args({2, 0, 1})->Args({2, 1024, 1})
-    ->ArgNames({"k", "chunk", "fused"})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_moe_layer)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_hypermoe_layer)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+    ->Args({1, 0, 2})->Args({2, 0, 2})->Args({2, 2048, 2})->Args({2, 512, 2})->ArgNames({"k", "chunk", "fused"})->Unit(benchmark::kMillisecond)->UseRealTime();
+// range(0) = top-k, range(1) = 1: the experts' pre-activation recomputed (expert_recompute).
+BENCHMARK(BM_moe_layer)->ArgsProduct({{1, 2}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_hypermoe_layer)->ArgsProduct({{1, 2}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();

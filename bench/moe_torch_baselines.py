@@ -11,6 +11,7 @@ step is also measured in GFLOP/s (the FLOPs of its kernels, from their cost mode
 one profiled step) against the machine's GEMM peak, measured in the same rounds (the
 faster of one dense 8192 x 512 x 2048 sgemm by OpenBLAS and by hmoe, on all threads);
 "at peak" is the speed-up hmoe would have if every FLOP of its step ran at that peak.
+"rc": hmoe recomputes the experts' pre-activation in the backward (model.expert_recompute).
 
 usage: /usr/bin/python3 bench/moe_torch_baselines.py [build/bench/bench_moe] [--threads 2] [--rounds 5]
 """
@@ -117,7 +118,9 @@ def main():
     if args.one:  # a child process: one PyTorch configuration, so its peak memory is its own
         print(json.dumps(torch_baseline(args.one[0], int(args.one[1]), args.reps)))
         return
-    configs = [("moe", 1), ("hypermoe", 1), ("moe", 2), ("hypermoe", 2)]
+    # (layer, k, recompute): hmoe's last row recomputes the experts' pre-activation in the
+    # backward (model.expert_recompute), against the same PyTorch baseline.
+    configs = [("moe", 1, 0), ("hypermoe", 1, 0), ("moe", 2, 0), ("hypermoe", 2, 0), ("hypermoe", 2, 1)]
     env = {**os.environ, "HMOE_NUM_THREADS": str(args.threads)}
     print(f"torch {torch.__version__}, {args.threads} thread(s); T = {T}, d = {D}, d_ff = {DFF}, N = {N}, r = {R}; "
           "forward + backward of one layer; each configuration in its own process")
@@ -131,8 +134,8 @@ def main():
                              check=True, capture_output=True, text=True, env=env).stdout
         return [b for b in json.loads(out)["benchmarks"] if b.get("run_type") == "iteration"]
 
-    def ours(name, k):
-        runs = bench(f"BM_{name}_layer/{k}/")
+    def ours(name, k, recompute):
+        runs = bench(f"BM_{name}_layer/{k}/{recompute}/")
         return (statistics.median(b["tokens/s"] for b in runs), max(b["peak_MiB"] for b in runs),
                 runs[0]["GFLOP"], statistics.median(b["GFLOP/s"] for b in runs))
 
@@ -147,8 +150,8 @@ def main():
     # This VM's speed drifts over seconds to minutes: each round measures both sides back to
     # back, and the speed-up is the median of the rounds' ratios ("of rounds": the lowest
     # and the highest of them).
-    for name, k in configs:
-        rounds = [(ours(name, k), theirs(name, k), gemm_peak()) for _ in range(args.rounds)]
+    for name, k, recompute in configs:
+        rounds = [(ours(name, k, recompute), theirs(name, k), gemm_peak()) for _ in range(args.rounds)]
         o_tps = statistics.median(r[0][0] for r in rounds)
         t_tps = statistics.median(r[1][0] for r in rounds)
         ratios = [r[0][0] / r[1][0] for r in rounds]
@@ -165,7 +168,8 @@ def main():
         # memory: the ratio of the peaks; beyond grads: of what each holds above the
         # gradients both must hold (grads / torch MiB is the least "memory" can be).
         spread = f"{min(ratios):.2f}-{max(ratios):.2f}x"
-        print(f"{name + ' k=' + str(k):12s} {base:26s} {o_tps:10.0f} {t_tps:11.0f} {speedup:7.2f}x {spread:>13s} "
+        label = name + " k=" + str(k) + (" rc" if recompute else "")
+        print(f"{label:12s} {base:26s} {o_tps:10.0f} {t_tps:11.0f} {speedup:7.2f}x {spread:>13s} "
               f"{o_mib:9.1f} {t_mib:9.1f} {o_mib / t_mib:7.3f} {gmib:9.1f} {(o_mib - gmib) / (t_mib - gmib):12.3f} "
               f"{gflop:10.2f} {o_gfs:8.1f} {of_peak:7.2f} {at_peak:6.1f}x"
               + (f"   (torch's per-token adapter weights alone: {wmib:.0f} MiB)" if wmib else ""), flush=True)

@@ -124,8 +124,10 @@ Tensor MoEFFN::run_experts(const Tensor& x, const Routing& rt) {
   const moe::RouterOutput& r = rt.r;
   const moe::Plan& plan = rt.plan;
   // The experts read their rows straight from x through the plan (no permuted copy),
-  // biases in the GEMMs' epilogues; only the pre-activation is kept for the backward.
-  Tensor ys = moe::grouped_ffn(x, w1_, b1_, w2_, b2_, plan.offsets, moe::slot_tokens(plan), UnaryOp::gelu_erf);
+  // biases in the GEMMs' epilogues; only the pre-activation is kept for the backward, or
+  // nothing but the inputs (expert_recompute).
+  Tensor ys = moe::grouped_ffn(x, w1_, b1_, w2_, b2_, plan.offsets, moe::slot_tokens(plan), UnaryOp::gelu_erf, 0,
+                               cfg_.expert_recompute);
   Tensor y = moe::combine(ys, r.gates, plan);
   if (r.dropped.defined()) {
     // Tokens over capacity skip the experts and pass p_max * x (the reference's choice).

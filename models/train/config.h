@@ -25,6 +25,10 @@ struct ModelConfig {
   double capacity_factor = 0.0;  // 0: dropless
   double jitter = 0.0;           // switch router input jitter
   double aux_cv_coef = 0.01, aux_lb_coef = 0.0, aux_z_coef = 0.0;
+  // Recompute the experts' pre-activation [tokens * k, d_ff] in the backward instead of
+  // keeping it from the forward: one more GEMM of the experts' six, for about d_ff / d
+  // times the layer's input in memory (moe::grouped_ffn's `recompute`).
+  bool expert_recompute = false;
   // HyperMoE
   int64_t expert_emb_dim = 128, selection_hidden = 128, hyper_in = 128, hyper_hidden = 128, layer_emb_dim = 10;
   int64_t adapter_rank = 16;

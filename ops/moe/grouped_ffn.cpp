@@ -1,13 +1,20 @@
 // The grouped FFN op: checks, a forward over chunks of whole groups (the activation
 // fused into the second GEMM's read of h), and a backward that recomputes the activation
-// from the saved pre-activation inside the GEMMs that need it, chunk by chunk, with the
-// same kernels as grouped_gemm.
+// from the pre-activation (saved, or made again) inside the GEMMs that need it, chunk by
+// chunk, with the same kernels as grouped_gemm; the chunks run in order or, on the CPU,
+// as tasks on the thread pool.
 #include "ops/moe/grouped_ffn.h"
 
 #include <algorithm>
+#include <functional>
+#include <limits>
+#include <mutex>
+#include <numeric>
 #include <vector>
 
 #include "autograd/node.h"
+#include "engine/profiler.h"
+#include "engine/thread_pool.h"
 #include "ops/moe/grouped_gemm.h"
 #include "ops/moe/moe_kernels.h"
 
@@ -52,13 +59,136 @@ struct ChunkView {
     x = index.defined() ? x_all : rows_of(x_all, c);
     args.x_rows = x.size(0);
   }
+
+  // Rows [p0, p1) of a one-group chunk, as a chunk of their own.
+  ChunkView part(int64_t p0, int64_t p1) const {
+    HMOE_CHECK(args.groups == 1, "grouped_ffn: only a one-group chunk is split into parts");
+    ChunkView v = *this;
+    v.c.r0 = c.r0 + p0;
+    v.c.r1 = c.r0 + p1;
+    v.args.rows = p1 - p0;
+    v.offsets = Tensor::empty({2}, {DType::i64});
+    v.offsets.data_ptr<int64_t>()[0] = 0;
+    v.offsets.data_ptr<int64_t>()[1] = p1 - p0;
+    v.index = index.defined() ? index.narrow(0, p0, p1 - p0) : index;
+    v.x = index.defined() ? x : x.narrow(0, p0, p1 - p0);
+    v.args.x_rows = v.x.size(0);
+    return v;
+  }
 };
+
+// The rows of each part when a chunk of `rows` is split into parts of at most `most`.
+int64_t part_rows(int64_t rows, int64_t most) {
+  if (rows <= most) return rows;
+  const int64_t parts = (rows + most - 1) / most;
+  return (rows + parts - 1) / parts;
+}
+
+// The grouped GEMM kernels a chunk calls. Chunks run in order call them as any op does;
+// chunks run as tasks call the kernel functions directly (the profiler records one
+// thread, not the pool's) and add their work to one event around all the tasks.
+struct ChunkKernels {
+  ops::BoundKernel<GroupedGemmKernel> gemm;
+  ops::BoundKernel<GroupedGemmDwKernel> gemm_dw;
+  bool tasks = false;
+  std::mutex* mu = nullptr;    // guards work, while tasks run
+  KernelWork* work = nullptr;  // the tasks' work, while profiled
+
+  template <typename K, typename... A>
+  void run(const K& k, const A&... a) const {
+    if (!tasks) return k(a...);
+    if (work && k.work) {  // whole numbers of FLOPs and bytes: any order sums them exactly
+      const KernelWork w = k.work(a...);
+      const std::lock_guard<std::mutex> lk(*mu);
+      work->flops += w.flops;
+      work->bytes += w.bytes;
+    }
+    k.fn(a...);
+  }
+  template <typename... A>
+  void gemm_call(const A&... a) const {
+    run(gemm, a...);
+  }
+  template <typename... A>
+  void dw_call(const A&... a) const {
+    run(gemm_dw, a...);
+  }
+};
+
+// Runs fn(view, step, kernels, scratch) for each chunk: in order, or as tasks on the
+// CPU's thread pool, largest first, each whole on one thread (the kernels then run inline
+// there). scratch: the chunk's rows of a [rows, scratch.cols] buffer, one buffer per chunk
+// running at once (one in order, at most one per thread as tasks), made before any runs.
+// A one-group chunk of more than scratch.most_rows rows runs as parts of that many rows
+// at most, in order, each a view of its own: its results' rows are the part's, and its
+// weight gradients must continue the sums of the parts before it (step.continues).
+struct ScratchSpec {
+  int64_t cols = 0;  // 0: none
+  TensorOptions options;
+  int64_t most_rows = std::numeric_limits<int64_t>::max();
+};
+
+struct ChunkStep {
+  bool last;       // the final chunk (and part) of an ordered run; never a task's
+  bool continues;  // a part after the first of its chunk
+};
+
+void for_chunks(const std::vector<ChunkView>& views, bool tasks, Device dev, const ScratchSpec& scratch,
+                const std::function<void(const ChunkView&, ChunkStep, const ChunkKernels&, const Tensor&)>& fn) {
+  ChunkKernels k{grouped_gemm_stub.get(dev), grouped_gemm_dw_stub.get(dev), tasks};
+  int64_t rows = 0;
+  for (const ChunkView& v : views) rows = std::max(rows, part_rows(v.args.rows, scratch.most_rows));
+  int64_t n_buf = 0;
+  if (scratch.cols > 0 && !views.empty()) n_buf = tasks ? std::min<int64_t>(num_threads(), int64_t(views.size())) : 1;
+  std::vector<Tensor> bufs;
+  for (int64_t i = 0; i < n_buf; ++i) bufs.push_back(Tensor::empty({rows, scratch.cols}, scratch.options));
+  auto run = [&](const ChunkView& v, bool last, const Tensor& buf) {
+    auto rows_for = [&](const ChunkView& p) { return buf.defined() ? buf.narrow(0, 0, p.args.rows) : buf; };
+    const int64_t step = part_rows(v.args.rows, scratch.most_rows);
+    if (step == v.args.rows) return fn(v, {last, false}, k, rows_for(v));
+    for (int64_t p0 = 0; p0 < v.args.rows; p0 += step) {
+      const ChunkView p = v.part(p0, std::min(v.args.rows, p0 + step));
+      fn(p, {last && p.c.r1 == v.c.r1, p0 > 0}, k, rows_for(p));
+    }
+  };
+  if (!tasks) {
+    const Tensor buf = bufs.empty() ? Tensor() : bufs[0];
+    for (size_t i = 0; i < views.size(); ++i) run(views[i], i + 1 == views.size(), buf);
+    return;
+  }
+  ProfileScope scope("grouped_ffn chunk tasks", dev);
+  std::mutex mu;
+  KernelWork work;
+  k.mu = &mu;
+  k.work = scope.active() ? &work : nullptr;
+  std::vector<size_t> order(views.size());
+  std::iota(order.begin(), order.end(), size_t(0));
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return views[a].args.rows > views[b].args.rows; });
+  // A range of chunks runs on one thread, and no more ranges run at once than there are
+  // threads: each takes a free buffer for its span.
+  std::vector<Tensor> free = bufs;
+  parallel_for(int64_t(order.size()), 1, [&](int64_t lo, int64_t hi) {
+    Tensor buf;
+    if (!bufs.empty()) {
+      const std::lock_guard<std::mutex> lk(mu);
+      buf = std::move(free.back());
+      free.pop_back();
+    }
+    for (int64_t i = lo; i < hi; ++i) run(views[order[size_t(i)]], false, buf);
+    if (buf.defined()) {
+      const std::lock_guard<std::mutex> lk(mu);
+      free.push_back(std::move(buf));
+    }
+  });
+  scope.set_work(work);
+}
 
 }  // namespace
 
 Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in, const Tensor& w2_in,
-                   const Tensor& b2_in, const Tensor& offsets, const Tensor& index_in, UnaryOp act,
-                   int64_t chunk_rows) {
+                   const Tensor& b2_in, const Tensor& offsets, const Tensor& index_in, UnaryOp act, int64_t chunk_rows,
+                   bool recompute) {
   HMOE_CHECK(x_in.defined() && w1_in.defined() && w2_in.defined() && x_in.dim() == 2 && w1_in.dim() == 3 &&
                  w2_in.dim() == 3 && is_floating(x_in.dtype()) && w1_in.dtype() == x_in.dtype() &&
                  w2_in.dtype() == x_in.dtype() && x_in.size(1) == w1_in.size(1) && w2_in.size(0) == w1_in.size(0) &&
@@ -92,94 +222,122 @@ Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in,
   const Tensor index = check_gather_index("grouped_ffn", index_in, M, x);
   const Tensor b1 = b1_in.defined() ? b1_in.to(ct).contiguous() : Tensor();
   const Tensor b2 = b2_in.defined() ? b2_in.to(ct).contiguous() : Tensor();
-  // Chunks of groups: the kernels make no [rows, f] temporary (dh goes over h), so by
-  // default all rows are one chunk; smaller chunks give the same bits.
-  const int64_t budget = chunk_rows > 0 ? chunk_rows : std::max<int64_t>(M, 1);
+  // Chunks of whole groups (any chunking gives the same bits). On the CPU, with groups
+  // enough to keep the threads evenly busy, every group is a chunk run as a task, its GEMMs
+  // on one thread (faster than sharing each GEMM's tiles out, and one group's temporaries
+  // per thread). Otherwise chunks run in order, the GEMMs' tiles shared: by default all
+  // rows in one chunk, as the kernels make no [rows, f] temporary (dh goes over h), or
+  // when recomputing (h is then made one chunk at a time) about a quarter of them.
+  const bool tasks = chunk_rows == 0 && dev.is_cpu() && G >= 2 * int64_t(num_threads());
+  const int64_t budget = chunk_rows > 0 ? chunk_rows
+                         : tasks        ? 1
+                         : recompute    ? std::max<int64_t>((M + 3) / 4, 1)
+                                        : std::max<int64_t>(M, 1);
 
   auto det = [](const Tensor& t) { return t.defined() ? t.detach() : t; };
   const Tensor xd = x.detach(), w1d = w1.detach(), w2d = w2.detach(), b1d = det(b1), b2d = det(b2);
   // The activation is fused into the GEMMs around it (read as act(h) while packing A,
   // dh made in the epilogue over h): no [M, f] buffer besides h, one pass over it less.
-  Tensor h = Tensor::empty({M, f}, {dt, dev});  // the pre-activation, saved for the backward
   Tensor y = Tensor::empty({M, e}, {dt, dev});
-  const auto& gemm = grouped_gemm_stub.get(dev);
   std::vector<ChunkView> views;
   for (const Chunk& c : make_chunks(off.data_ptr<int64_t>(), G, budget))
     views.emplace_back(c, off.data_ptr<int64_t>(), d, f, xd, index);
-  for (const ChunkView& v : views) {
-    const Chunk& c = v.c;
-    const Tensor hc = rows_of(h, c);
-    gemm(v.args, v.x, groups_of(w1d, c), v.offsets, v.index, Tensor(), groups_of(b1d, c), hc);
-    GroupedGemmArgs a2{v.args.groups, v.args.rows, f, e, v.args.rows, false};
-    a2.x_act = act;
-    gemm(a2, hc, groups_of(w2d, c), v.offsets, Tensor(), Tensor(), groups_of(b2d, c), rows_of(y, c));
-  }
+  // The pre-activation, saved whole for the backward unless it is recomputed there.
+  Tensor h = recompute ? Tensor() : Tensor::empty({M, f}, {dt, dev});
+  // The chunks' pre-activation, when not kept. In f32 on the CPU (whose f32 kernel sums a
+  // weight gradient over parts of the rows to the bits of one sum) a task's h is at most
+  // 2 MiB: the pool hands out memory in 2 MiB units, and a larger h per thread would cost
+  // the step new segments where 2 MiB blocks the step frees serve it.
+  ScratchSpec h_rows{recompute ? f : 0, {dt, dev}};
+  if (recompute && tasks && dt == DType::f32)
+    h_rows.most_rows = std::max<int64_t>(64, (int64_t(2) << 20) / (f * int64_t(sizeof(float))));
+  for_chunks(views, tasks, dev, h_rows,
+             [&](const ChunkView& v, ChunkStep, const ChunkKernels& k, const Tensor& scratch) {
+               const Chunk& c = v.c;
+               const Tensor hc = recompute ? scratch : rows_of(h, c);
+               k.gemm_call(v.args, v.x, groups_of(w1d, c), v.offsets, v.index, Tensor(), groups_of(b1d, c), hc);
+               GroupedGemmArgs a2{v.args.groups, v.args.rows, f, e, v.args.rows, false};
+               a2.x_act = act;
+               k.gemm_call(a2, hc, groups_of(w2d, c), v.offsets, Tensor(), Tensor(), groups_of(b2d, c), rows_of(y, c));
+             });
 
   const bool nx = x.requires_grad(), nw1 = w1.requires_grad(), nw2 = w2.requires_grad();
   const bool nb1 = b1.defined() && b1.requires_grad(), nb2 = b2.defined() && b2.requires_grad();
   autograd::record(
       "grouped_ffn", {x, w1, b1, w2, b2}, {y},
-      [xd, w1d, w2d, h, index, views, act, d, f, e, ct, nx, nw1, nw2, nb1, nb2](std::vector<Tensor> gr) mutable {
+      [xd, w1d, b1d, w2d, h, index, views, act, d, f, e, ct, nx, nw1, nw2, nb1, nb2, recompute, tasks,
+       h_rows](std::vector<Tensor> gr) mutable {
         const Device dv = xd.device();
         const DType dt = xd.dtype();
-        const int64_t M = h.size(0), G = w1d.size(0), X = xd.size(0);
+        const int64_t M = views.empty() ? 0 : views.back().c.r1, G = w1d.size(0), X = xd.size(0);
         // dy and h are dropped after their last use (h only when it dies with this call),
         // so that neither is alive when dX is gathered into dx.
         Tensor dy = gr[0].to(dt).contiguous();
         gr.clear();
         const bool expire = autograd::saved_tensors_expire();
-        // Results are made when first written, so that no buffer is alive before it must be.
+        // Results are made when first written, so that no buffer is alive before it must be
+        // (all at once before chunks run as tasks, which must not race to make them).
         struct Result {
           bool need;
           Shape shape;
           DType type;
         };
-        const Result spec[5] = {
-            {nx, {X, d}, dt}, {nw1, {G, d, f}, dt}, {nb1, {G, f}, ct}, {nw2, {G, f, e}, dt}, {nb2, {G, e}, ct}};
-        std::vector<Tensor> res(5);  // dx, dw1, db1, dw2, db2
+        const Result spec[6] = {{nx, {X, d}, dt},     {nw1, {G, d, f}, dt}, {nb1, {G, f}, ct},
+                                {nw2, {G, f, e}, dt}, {nb2, {G, e}, ct},    {nx, {M, d}, dt}};
+        std::vector<Tensor> res(6);  // dx, dw1, db1, dw2, db2, and dx's rows in slot order
+        // dx's rows go over dy's ([M, d] both, d = e): each chunk's dy rows are dead once its
+        // dh is made, before its dX GEMM writes them. Only into a dy nothing else holds.
+        if (nx && e == d && dy.is_sole_owner()) res[5] = dy;
         auto make = [&](size_t i) -> const Tensor& {
           if (spec[i].need && !res[i].defined()) res[i] = Tensor::empty(spec[i].shape, {spec[i].type, dv});
           return res[i];
         };
-        Tensor gx;  // dx rows in slot order
-        const auto& gemm = grouped_gemm_stub.get(dv);
-        const auto& gemm_dw = grouped_gemm_dw_stub.get(dv);
-        for (size_t ci = 0; ci < views.size(); ++ci) {
-          const ChunkView& v = views[ci];
-          const Chunk& c = v.c;
-          const int64_t gn = v.args.groups, rows = v.args.rows;
-          const bool last = ci + 1 == views.size();
-          Tensor hc = rows_of(h, c), dyc = rows_of(dy, c);
-          if (nw2 || nb2) {  // the activation, recomputed while packing, only for dW2
-            GroupedGemmArgs a{gn, rows, f, e, rows, false};
-            a.x_act = act;
-            gemm_dw(a, hc, Tensor(), dyc, v.offsets, groups_of(make(3), c), groups_of(make(4), c));
-          }
-          if (!(nx || nw1 || nb1)) continue;
-          // dh = (dy W2^T) * act'(h), over h itself when h dies with this call (no
-          // retain_graph; h is not read after this), else over a copy of h.
-          GroupedGemmArgs a{gn, rows, e, f, rows, true};
-          a.out_act_grad = act;
-          Tensor dh = expire ? hc : hc.clone();
-          gemm(a, dyc, groups_of(w2d, c), v.offsets, Tensor(), Tensor(), Tensor(), dh);
-          if (last) dy = dyc = Tensor();
-          if (nw1 || nb1) gemm_dw(v.args, v.x, v.index, dh, v.offsets, groups_of(make(1), c), groups_of(make(2), c));
-          if (nx) {
-            if (!gx.defined()) gx = Tensor::empty({M, d}, {dt, dv});
-            gemm(GroupedGemmArgs{gn, rows, f, d, rows, true}, dh, groups_of(w1d, c), v.offsets, Tensor(), Tensor(),
-                 Tensor(), rows_of(gx, c));
-          }
-          if (last && expire) h = hc = dh = Tensor();
-        }
-        for (size_t i = 1; i < 5; ++i) make(i);  // G = 0: no chunk wrote them
+        if (tasks)
+          for (size_t i = 1; i < 6; ++i) make(i);
+        for_chunks(views, tasks, dv, h_rows,
+                   [&](const ChunkView& v, ChunkStep step, const ChunkKernels& k, const Tensor& scratch) {
+                     const Chunk& c = v.c;
+                     const int64_t gn = v.args.groups, rows = v.args.rows;
+                     const bool last = step.last;
+                     Tensor hc = recompute ? scratch : rows_of(h, c), dyc = rows_of(dy, c);
+                     if (recompute)  // the forward's first GEMM again, to the same bits
+                       k.gemm_call(v.args, v.x, groups_of(w1d, c), v.offsets, v.index, Tensor(), groups_of(b1d, c), hc);
+                     if (nw2 || nb2) {  // the activation, recomputed while packing, only for dW2
+                       GroupedGemmArgs a{gn, rows, f, e, rows, false};
+                       a.x_act = act;
+                       a.accumulate = step.continues;
+                       k.dw_call(a, hc, Tensor(), dyc, v.offsets, groups_of(make(3), c), groups_of(make(4), c));
+                     }
+                     if (!(nx || nw1 || nb1)) return;
+                     // dh = (dy W2^T) * act'(h), over h itself when h dies with this call (no
+                     // retain_graph; h is not read after this) or is this chunk's recomputed rows,
+                     // else over a copy of h.
+                     GroupedGemmArgs a{gn, rows, e, f, rows, true};
+                     a.out_act_grad = act;
+                     Tensor dh = expire || recompute ? hc : hc.clone();
+                     k.gemm_call(a, dyc, groups_of(w2d, c), v.offsets, Tensor(), Tensor(), Tensor(), dh);
+                     if (last) dy = dyc = Tensor();
+                     if (nw1 || nb1) {
+                       GroupedGemmArgs a1 = v.args;
+                       a1.accumulate = step.continues;
+                       k.dw_call(a1, v.x, v.index, dh, v.offsets, groups_of(make(1), c), groups_of(make(2), c));
+                     }
+                     if (nx)
+                       k.gemm_call(GroupedGemmArgs{gn, rows, f, d, rows, true}, dh, groups_of(w1d, c), v.offsets,
+                                   Tensor(), Tensor(), Tensor(), rows_of(make(5), c));
+                     if (last && expire) h = hc = dh = Tensor();
+                   });
+        for (size_t i = 1; i < 6; ++i) make(i);  // G = 0: no chunk wrote them
+        dy = Tensor();
+        if (expire) h = Tensor();  // (tasks have no last chunk to drop it)
         if (nx) {
-          if (!gx.defined()) gx = Tensor::empty({M, d}, {dt, dv});
           if (index.defined()) {
-            scatter_rows_stub.get(dv)(gx, index, Tensor(), make(0));
+            scatter_rows_stub.get(dv)(res[5], index, Tensor(), make(0));
           } else {
-            res[0] = gx;
+            res[0] = res[5];
           }
         }
+        res.pop_back();
         return res;
       });
   return y;

@@ -76,6 +76,10 @@ struct GroupedGemmArgs {
   // and is overwritten with (xrow(r) op(W_g)) * act'(h), the FFN's dh made over h.
   // act: relu, gelu_erf, gelu_tanh or silu (each sends 0 to 0: a gathered -1 row stays 0).
   std::optional<UnaryOp> x_act, out_act_grad;
+  // GroupedGemmDw: add to dw and db instead of overwriting them, so a group's rows can be
+  // reduced in parts, each continuing the sums the parts before it left (the CPU's f32
+  // kernel then gives the bits of one call over all the rows). CPU only.
+  bool accumulate = false;
 };
 // out [M, n]: row r of group g (offsets[g] <= r < offsets[g+1]) =
 //   scale[r] * (xrow(r) op(W_g) + bias[g]),  xrow(r) = index ? x[index[r]] (zero row for

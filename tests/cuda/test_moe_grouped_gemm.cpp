@@ -345,6 +345,12 @@ TEST(CudaMoeGroupedGemm, Errors) {
                                                         i64({0, 2, 2, 7, 7}),
                                                         Tensor::empty({4, 2, 3}, {DType::bf16, kDev}), Tensor()),
                     "dw must be");
+  GroupedGemmArgs acc = a;  // adding to dw: the CPU's kernels only
+  acc.accumulate = true;
+  EXPECT_HMOE_ERROR(moe::grouped_gemm_dw_stub.get(kDev)(acc, xb, Tensor(), Tensor::empty({7, 2}, {DType::bf16, kDev}),
+                                                        i64({0, 2, 2, 7, 7}),
+                                                        Tensor::empty({4, 3, 2}, {DType::bf16, kDev}), Tensor()),
+                    "accumulate");
   // The grouped FFN's fused activation steps: an FFN activation only, and dh without a
   // scale or bias (as on the CPU).
   GroupedGemmArgs fused = a;
@@ -415,7 +421,7 @@ TEST(CudaMoeGroupedGemm, FusedActivationStepsGiveTheUnfusedBits) {
 
 // The grouped FFN on the device (its kernels, views of chunks of groups, the recomputed
 // activation, dh in place) against the CPU in f64, forward and every gradient; chunking
-// gives the same bits on the device too.
+// and recomputing the pre-activation give the same bits on the device too.
 TEST(CudaMoeGroupedGemm, GroupedFfnMatchesCpuAtAnyChunking) {
   HMOE_REQUIRE_CUDA();
   const std::vector<int64_t> off{0, 0, 37, 38, 100, 170};
@@ -427,10 +433,10 @@ TEST(CudaMoeGroupedGemm, GroupedFfnMatchesCpuAtAnyChunking) {
       const Tensor b1 = rand_cpu({G, f}, 3, dt), w2 = rand_cpu({G, f, e}, 4, dt, -0.5, 0.5);
       const Tensor b2 = rand_cpu({G, e}, 5, dt), g = rand_cpu({M, e}, 6, dt);
       const Tensor idx = i64(gather_index(M, XR, 3));
-      auto run = [&](Device dv, DType t, int64_t chunk) {
+      auto run = [&](Device dv, DType t, int64_t chunk, bool recompute = false) {
         std::vector<Tensor> in{leaf(x, dv, t), leaf(w1, dv, t), leaf(b1, dv, aux(t)), leaf(w2, dv, t),
                                leaf(b2, dv, aux(t))};
-        Tensor y = moe::grouped_ffn(in[0], in[1], in[2], in[3], in[4], i64(off), idx.to(dv), act, chunk);
+        Tensor y = moe::grouped_ffn(in[0], in[1], in[2], in[3], in[4], i64(off), idx.to(dv), act, chunk, recompute);
         y.backward(g.to(t).to(dv));
         std::vector<Tensor> out{y};
         for (const Tensor& l : in) out.push_back(l.grad());
@@ -442,11 +448,13 @@ TEST(CudaMoeGroupedGemm, GroupedFfnMatchesCpuAtAnyChunking) {
         const std::vector<Tensor> all = run(kDev, dt, 0);
         // The f32 bias gradients of a bf16 run sum bf16 values: bf16's bound for all.
         for (size_t i = 0; i < all.size(); ++i) expect_matches(all[i], want[i], testing::cuda::tolerance(dt), names[i]);
-        for (int64_t chunk : {1, 40}) {
-          const std::vector<Tensor> part = run(kDev, dt, chunk);
-          for (size_t i = 0; i < all.size(); ++i)
-            EXPECT_TRUE(bit_equal(part[i], all[i])) << names[i] << " chunk " << chunk;
-        }
+        for (int64_t chunk : {1, 40, 0})
+          for (bool recompute : {false, true}) {
+            if (chunk == 0 && !recompute) continue;  // that is `all`
+            const std::vector<Tensor> part = run(kDev, dt, chunk, recompute);
+            for (size_t i = 0; i < all.size(); ++i)
+              EXPECT_TRUE(bit_equal(part[i], all[i])) << names[i] << " chunk " << chunk << " recompute " << recompute;
+          }
       });
     }
 }

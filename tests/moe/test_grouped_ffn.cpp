@@ -1,7 +1,7 @@
 // Grouped FFN tests: bit-equality with the composite grouped_gemm -> activation ->
 // grouped_gemm (forward and every gradient) for every activation, with and without a
-// gather index and biases, at every chunking; gradcheck; empty groups; half types on the
-// CPU; errors; threads.
+// gather index and biases, at every chunking, keeping or recomputing the pre-activation;
+// gradcheck; empty groups; half types on the CPU; errors; threads.
 #include "ops/moe/grouped_ffn.h"
 #include "ops/moe/grouped_gemm.h"
 #include "tests/moe/moe_ref.h"
@@ -64,13 +64,15 @@ TEST(MoeGroupedFfn, BitEqualToTheCompositeAtAnyChunking) {
           return moe::grouped_gemm(moe_ref::ffn_activation(act, h), p.w2, p.offsets, Tensor(), Tensor(), p.b2);
         });
         // 0: the default; 1: every group its own chunk; 301: groups 0-3 then 4; 10^6: one chunk.
-        for (int64_t chunk : {0, 1, 301, 1000000}) {
-          SCOPED_TRACE("index " + std::to_string(with_index) + " bias " + std::to_string(with_bias) + " act " +
-                       std::to_string(int(act)) + " chunk " + std::to_string(chunk));
-          EXPECT_EQ(want, run(p, [&] {
-                      return moe::grouped_ffn(p.x, p.w1, p.b1, p.w2, p.b2, p.offsets, p.index, act, chunk);
-                    }));
-        }
+        for (int64_t chunk : {0, 1, 301, 1000000})
+          for (bool recompute : {false, true}) {
+            SCOPED_TRACE("index " + std::to_string(with_index) + " bias " + std::to_string(with_bias) + " act " +
+                         std::to_string(int(act)) + " chunk " + std::to_string(chunk) + " recompute " +
+                         std::to_string(recompute));
+            EXPECT_EQ(want, run(p, [&] {
+                        return moe::grouped_ffn(p.x, p.w1, p.b1, p.w2, p.b2, p.offsets, p.index, act, chunk, recompute);
+                      }));
+          }
       }
     }
 }
@@ -79,8 +81,9 @@ TEST(MoeGroupedFfn, BitEqualToTheCompositeAtAnyChunking) {
 // second backward must still find the pre-activation intact.
 TEST(MoeGroupedFfn, RetainGraphKeepsThePreActivation) {
   const Ffn p = make(true, true, DType::f32);
-  for (int64_t chunk : {0, 301}) {
-    Tensor y = moe::grouped_ffn(p.x, p.w1, p.b1, p.w2, p.b2, p.offsets, p.index, UnaryOp::gelu_erf, chunk);
+  for (int64_t chunk : {0, 301, -1}) {  // -1: recomputed
+    Tensor y = chunk < 0 ? moe::grouped_ffn(p.x, p.w1, p.b1, p.w2, p.b2, p.offsets, p.index, UnaryOp::gelu_erf, 0, true)
+                         : moe::grouped_ffn(p.x, p.w1, p.b1, p.w2, p.b2, p.offsets, p.index, UnaryOp::gelu_erf, chunk);
     std::vector<std::vector<double>> grads[2];
     for (int pass = 0; pass < 2; ++pass) {
       (y * p.dy).backward(ones(y.shape()), /*retain_graph=*/pass == 0);
@@ -102,6 +105,12 @@ TEST(MoeGroupedFfn, Gradcheck) {
       [&](const std::vector<Tensor>& in) {
         return moe::grouped_ffn(in[0], in[1], in[2], in[3], in[4], i64(off), i64({3, -1, 0, 3, 1}), UnaryOp::gelu_erf,
                                 2);
+      },
+      (std::vector<Tensor>{x, w1, b1, w2, b2}));
+  EXPECT_GRADCHECK(
+      [&](const std::vector<Tensor>& in) {
+        return moe::grouped_ffn(in[0], in[1], in[2], in[3], in[4], i64(off), i64({3, -1, 0, 3, 1}), UnaryOp::gelu_tanh,
+                                0, /*recompute=*/true);
       },
       (std::vector<Tensor>{x, w1, b1, w2, b2}));
   EXPECT_GRADCHECK(
@@ -141,13 +150,60 @@ TEST(MoeGroupedFfn, HalfOnTheCpuIsTheComposite) {
   EXPECT_EQ(max_abs_diff(yb, want), 0.0);
 }
 
-TEST(MoeGroupedFfn, DeterministicAcrossThreadCounts) {
-  const Ffn p = make(true, true, DType::f32);
-  auto go = [&] { return run(p, [&] { return moe::grouped_ffn(p.x, p.w1, p.b1, p.w2, p.b2, p.offsets, p.index); }); };
-  set_num_threads(1);
-  const auto a = go();
+// d = e (dx's rows then go over dy's) and f large enough that a recomputed group's h
+// exceeds 2 MiB, so its tasks split groups into parts of 128 rows whose weight gradients
+// continue each other's sums: still the composite's bits, in every schedule.
+TEST(MoeGroupedFfn, RecomputedInPartsGivesTheSameBits) {
+  const int64_t d = 16, f = 4096, G = 5;
+  const std::vector<int64_t> off{0, 300, 300, 301, 650, 700};
+  Ffn p;
+  p.offsets = i64(off);
+  p.x = randn_t({500, d}, 1, DType::f32, true);
+  std::vector<int64_t> idx(700);
+  for (int64_t r = 0; r < 700; ++r) idx[size_t(r)] = r % 97 == 5 ? -1 : (r * 37) % 500;
+  p.index = i64(idx);
+  p.w1 = (randn_t({G, d, f}, 2, DType::f32) * 0.2).detach().set_requires_grad(true);
+  p.w2 = (randn_t({G, f, d}, 3, DType::f32) * 0.05).detach().set_requires_grad(true);
+  p.b1 = randn_t({G, f}, 4, DType::f32, true);
+  p.b2 = randn_t({G, d}, 5, DType::f32, true);
+  p.dy = randn_t({700, d}, 6, DType::f32);
+  const auto want = run(p, [&] {
+    Tensor h = moe::grouped_gemm(p.x, p.w1, p.offsets, p.index, Tensor(), p.b1);
+    return moe::grouped_gemm(gelu(h), p.w2, p.offsets, Tensor(), Tensor(), p.b2);
+  });
+  for (int threads : {1, 2, 3})  // 1, 2: groups as tasks (in parts); 3: chunks in order
+    for (bool recompute : {false, true}) {
+      set_num_threads(threads);
+      EXPECT_EQ(want, run(p,
+                          [&] {
+                            return moe::grouped_ffn(p.x, p.w1, p.b1, p.w2, p.b2, p.offsets, p.index, UnaryOp::gelu_erf,
+                                                    0, recompute);
+                          }))
+          << "threads " << threads << " recompute " << recompute;
+    }
   set_num_threads(2);
-  EXPECT_EQ(a, go());
+}
+
+// Recomputing runs its chunks as tasks on the CPU (the kernels inline on one thread, their
+// tiles not split): the bits must not depend on that, on the thread count or on the type.
+TEST(MoeGroupedFfn, DeterministicAcrossThreadCountsAndRecompute) {
+  for (DType dt : {DType::f32, DType::f64}) {
+    const Ffn p = make(true, true, dt);
+    auto go = [&](bool recompute) {
+      return run(p, [&] {
+        return moe::grouped_ffn(p.x, p.w1, p.b1, p.w2, p.b2, p.offsets, p.index, UnaryOp::gelu_erf, 0, recompute);
+      });
+    };
+    set_num_threads(1);
+    const auto a = go(false);
+    EXPECT_EQ(a, go(true)) << dtype_name(dt);
+    for (int threads : {2, 3}) {
+      set_num_threads(threads);
+      EXPECT_EQ(a, go(false)) << dtype_name(dt) << " threads " << threads;
+      EXPECT_EQ(a, go(true)) << dtype_name(dt) << " threads " << threads;
+    }
+  }
+  set_num_threads(2);
 }
 
 TEST(MoeGroupedFfn, Errors) {

@@ -13,6 +13,7 @@
 #include <numeric>
 #include <vector>
 
+#include "engine/thread_pool.h"
 #include "ops/cpu/activation.h"
 #include "ops/cpu/gemm_kernel.h"
 #include "ops/moe/cpu/moe_cpu.h"
@@ -25,12 +26,12 @@ using moe::GroupedGemmArgs;
 
 template <typename T>
 void blas(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
-          int64_t ldc) {
+          int64_t ldc, T beta = T(0)) {
   const auto oa = ta ? CblasTrans : CblasNoTrans, ob = tb ? CblasTrans : CblasNoTrans;
   if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, oa, ob, int(m), int(n), int(k), 1.0f, a, int(lda), b, int(ldb), 0.0f, c, int(ldc));
+    cblas_sgemm(CblasRowMajor, oa, ob, int(m), int(n), int(k), 1.0f, a, int(lda), b, int(ldb), beta, c, int(ldc));
   else
-    cblas_dgemm(CblasRowMajor, oa, ob, int(m), int(n), int(k), 1.0, a, int(lda), b, int(ldb), 0.0, c, int(ldc));
+    cblas_dgemm(CblasRowMajor, oa, ob, int(m), int(n), int(k), 1.0, a, int(lda), b, int(ldb), beta, c, int(ldc));
 }
 
 // f32 runs on hmoe's packed kernel (the gather fused into its A pack); f64 on OpenBLAS.
@@ -53,24 +54,37 @@ int64_t even_block(int64_t n, int64_t max_block, int64_t align) {
   return std::min(n, round_up((n + parts - 1) / parts, align));
 }
 
+// A call runs on one thread inside a parallel region (the grouped FFN's chunk tasks) or
+// with a pool of one: nothing to share its tiles with, so none is split to make more.
+bool threads_to_share() { return num_threads() > 1 && !in_parallel_region(); }
+
 // Biggest tiles first: the pool hands out tasks in order, so the tail stays short.
 void order_tiles(std::vector<Tile>& tiles) {
   std::stable_sort(tiles.begin(), tiles.end(), [](const Tile& a, const Tile& b) { return a.cost > b.cost; });
 }
 
-std::vector<Tile> forward_tiles(const GroupedGemmArgs& a, const int64_t* off, const GroupedTiling& tl) {
+std::vector<Tile> forward_tiles(const GroupedGemmArgs& a, const int64_t* off, GroupedTiling tl) {
   std::vector<Tile> tiles;
-  for (int64_t g = 0; g < a.groups; ++g) {
-    const int64_t m = off[g + 1] - off[g];
-    if (m == 0 || a.n == 0) continue;
-    const int64_t bm = even_block(m, tl.max_m, 8);
-    int64_t bn = a.n;
-    while (bn > tl.max_n && 2.0 * double(bm) * double(bn) * double(a.k) > tl.split_flops) bn = round_up((bn + 1) / 2, 64);
-    for (int64_t r0 = 0; r0 < m; r0 += bm)
-      for (int64_t c0 = 0; c0 < a.n; c0 += bn) {
-        const int64_t rows = std::min(bm, m - r0), cols = std::min(bn, a.n - c0);
-        tiles.push_back({g, r0, rows, c0, cols, double(rows) * double(cols) * double(std::max<int64_t>(a.k, 1))});
-      }
+  for (;;) {
+    tiles.clear();
+    for (int64_t g = 0; g < a.groups; ++g) {
+      const int64_t m = off[g + 1] - off[g];
+      if (m == 0 || a.n == 0) continue;
+      const int64_t bm = even_block(m, tl.max_m, 8);
+      int64_t bn = a.n;
+      while (bn > tl.max_n && 2.0 * double(bm) * double(bn) * double(a.k) > tl.split_flops)
+        bn = round_up((bn + 1) / 2, 64);
+      for (int64_t r0 = 0; r0 < m; r0 += bm)
+        for (int64_t c0 = 0; c0 < a.n; c0 += bn) {
+          const int64_t rows = std::min(bm, m - r0), cols = std::min(bn, a.n - c0);
+          tiles.push_back({g, r0, rows, c0, cols, double(rows) * double(cols) * double(std::max<int64_t>(a.k, 1))});
+        }
+    }
+    // Too few tiles to share out (a call with one or two groups): narrower, then shorter ones.
+    if (int64_t(tiles.size()) >= tl.min_tiles || !threads_to_share()) break;
+    if (tl.max_n > tl.min_n) tl.max_n /= 2;
+    else if (tl.max_m > tl.min_m) tl.max_m /= 2;
+    else break;
   }
   order_tiles(tiles);
   return tiles;
@@ -177,16 +191,23 @@ void grouped_dw(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, 
   T* dbp = db.defined() ? db.data_ptr<T>() : nullptr;
   const int64_t K = a.k, N = a.n;
   // Tiles of dW_g over (k block, n block); each reduces over all m_g rows in one call.
-  const int64_t bk = dwp ? even_block(std::max<int64_t>(K, 1), tl.dw_max_k, 16) : std::max<int64_t>(K, 1);
-  const int64_t bn = even_block(std::max<int64_t>(N, 1), tl.dw_max_n, 16);
   std::vector<Tile> tiles;  // here r0 / rows are the k block
-  for (int64_t g = 0; g < a.groups; ++g) {
-    const int64_t m = off[g + 1] - off[g];
-    for (int64_t k0 = 0; k0 < std::max<int64_t>(K, 1); k0 += bk)
-      for (int64_t c0 = 0; c0 < N; c0 += bn) {
-        const int64_t rows = std::min(bk, K - k0), cols = std::min(bn, N - c0);
-        tiles.push_back({g, k0, std::max<int64_t>(rows, 0), c0, cols, double(m + 1) * double(rows) * double(cols)});
-      }
+  for (int64_t max_k = tl.dw_max_k, max_n = tl.dw_max_n;;) {
+    const int64_t bk = dwp ? even_block(std::max<int64_t>(K, 1), max_k, 16) : std::max<int64_t>(K, 1);
+    const int64_t bn = even_block(std::max<int64_t>(N, 1), max_n, 16);
+    tiles.clear();
+    for (int64_t g = 0; g < a.groups; ++g) {
+      const int64_t m = off[g + 1] - off[g];
+      for (int64_t k0 = 0; k0 < std::max<int64_t>(K, 1); k0 += bk)
+        for (int64_t c0 = 0; c0 < N; c0 += bn) {
+          const int64_t rows = std::min(bk, K - k0), cols = std::min(bn, N - c0);
+          tiles.push_back({g, k0, std::max<int64_t>(rows, 0), c0, cols, double(m + 1) * double(rows) * double(cols)});
+        }
+    }
+    if (int64_t(tiles.size()) >= tl.min_tiles || !threads_to_share()) break;  // as in forward_tiles
+    if (max_n > tl.min_n) max_n /= 2;
+    else if (dwp && max_k > tl.min_m) max_k /= 2;
+    else break;
   }
   order_tiles(tiles);
   const bool own = use_own_kernel<T>(tl);
@@ -200,21 +221,22 @@ void grouped_dw(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, 
       if (dwp && t.rows > 0) {
         T* c = dwp + t.g * K * N + t.r0 * N + t.c0;
         if (m == 0) {  // an empty group's gradient is zero (BLAS would not write it)
-          for (int64_t r = 0; r < t.rows; ++r) std::fill(c + r * N, c + r * N + t.cols, T(0));
+          if (!a.accumulate)
+            for (int64_t r = 0; r < t.rows; ++r) std::fill(c + r * N, c + r * N + t.cols, T(0));
         } else if (own) {  // act(x)^T packed straight from the gathered rows
           if constexpr (std::is_same_v<T, float>) {
             const GemmA ga{ix ? xp + t.r0 : xp + row0 * K + t.r0, K, true, ix ? ix + row0 : nullptr, act};
-            sgemm(t.rows, t.cols, m, 1.f, ga, GemmB{gy + row0 * N + t.c0, N, false}, 0.f, c, N);
+            sgemm(t.rows, t.cols, m, 1.f, ga, GemmB{gy + row0 * N + t.c0, N, false}, a.accumulate ? 1.f : 0.f, c, N);
           }
         } else {
           const T* ap = gathered_rows(xp, ix, row0, m, t.r0, t.rows, K, act, pack);
           const int64_t lda = ix || act ? t.rows : K;  // a dense copy, or x in place
-          blas<T>(true, false, t.rows, t.cols, m, ap, lda, gy + row0 * N + t.c0, N, c, N);
+          blas<T>(true, false, t.rows, t.cols, m, ap, lda, gy + row0 * N + t.c0, N, c, N, T(a.accumulate ? 1 : 0));
         }
       }
       if (dbp && t.r0 == 0) {  // db once per (group, column block), rows in order
         T* b = dbp + t.g * N + t.c0;
-        std::fill(b, b + t.cols, T(0));
+        if (!a.accumulate) std::fill(b, b + t.cols, T(0));
         for (int64_t r = 0; r < m; ++r) {
           const T* row = gy + (row0 + r) * N + t.c0;
           for (int64_t j = 0; j < t.cols; ++j) b[j] += row[j];

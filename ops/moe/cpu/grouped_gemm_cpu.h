@@ -24,6 +24,14 @@ struct GroupedTiling {
   // group (measured: 128 x 512 217 GFLOP/s, 256 x 512 232, 512 x 1024 258, 512 x 2048 255).
   int64_t dw_max_k = 512;
   int64_t dw_max_n = 1024;
+  // A call with fewer tiles than this (one or two groups, as the grouped FFN's chunks
+  // make) halves the column, then the row, limits (not below min_n / min_m) until it has
+  // them, so that every thread gets work; not where it runs on one thread (a pool of one,
+  // or inside a parallel region). The bits do not change: f32 on hmoe's kernel does not
+  // depend on the tiling, and f64's OpenBLAS calls were measured not to
+  // (MoeGroupedFfn.DeterministicAcrossThreadCountsAndRecompute).
+  int64_t min_tiles = 8;
+  int64_t min_n = 256, min_m = 128;
   // f32 through OpenBLAS on gathered copies (the previous path) instead of hmoe's kernel:
   // kept so bench/bench_moe.cpp can compare the two on the same tiles.
   bool f32_openblas = false;

@@ -283,6 +283,7 @@ void grouped_gemm_dw_cuda(const GroupedGemmArgs& a, const Tensor& x, const Tenso
                           const Tensor& offsets, const Tensor& dw, const Tensor& db) {
   constexpr const char* op = "grouped_gemm backward (dW)";
   check_args(op, a, offsets, {&x, &index, &dy, &dw, &db});
+  HMOE_CHECK(!a.accumulate, op, ": accumulate (adding to dw and db) is a CPU kernel's option, not the cuda device's");
   const DType dt = dy.dtype(), ct = compute_dtype(dt);
   check_shape(op, x, {index.defined() ? a.x_rows : a.rows, a.k}, dt, "x");
   check_shape(op, dy, {a.rows, a.n}, dt, "dy");
