@@ -240,8 +240,12 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
   if (opts.resume && fs::exists(ckpt_dir / kStateFile)) {
     const Config saved = checkpoint_config(ckpt_dir);
     Config a = saved, b = cfg;
-    a.train.steps = b.train.steps = 0;  // extending the run is allowed, and on another device
+    // Extending the run is allowed, on another device too, and so is changing what leaves
+    // the results as they are: the thread count, recomputing the experts' pre-activation.
+    a.train.steps = b.train.steps = 0;
     a.train.device = b.train.device = "cpu";
+    a.train.threads = b.train.threads = 0;
+    a.model.expert_recompute = b.model.expert_recompute = false;
     HMOE_CHECK(config_to_json(a) == config_to_json(b), "resume: the checkpoint in '", ckpt_dir.string(),
                "' was written with a different config");
     load_weights(m, ckpt_dir / kModelFile);
