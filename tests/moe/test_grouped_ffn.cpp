@@ -121,22 +121,30 @@ TEST(MoeGroupedFfn, Gradcheck) {
 }
 
 TEST(MoeGroupedFfn, EmptyGroupsAndNoRows) {
-  Tensor x = randn_t({0, 3}, 1, DType::f64, true), w1 = randn_t({2, 3, 4}, 2, DType::f64, true);
-  Tensor w2 = randn_t({2, 4, 5}, 3, DType::f64, true), b2 = randn_t({2, 5}, 4, DType::f64, true);
-  Tensor y = moe::grouped_ffn(x, w1, Tensor(), w2, b2, i64({0, 0, 0}));
-  EXPECT_EQ(y.shape(), (Shape{0, 5}));
-  sum(y).backward();
-  EXPECT_EQ(max_abs_diff(w1.grad(), zeros({2, 3, 4}, {DType::f64})), 0.0);  // no rows: zero weight gradients
-  EXPECT_EQ(max_abs_diff(w2.grad(), zeros({2, 4, 5}, {DType::f64})), 0.0);
-  EXPECT_EQ(max_abs_diff(b2.grad(), zeros({2, 5}, {DType::f64})), 0.0);
-  // x only feeds group 1: group 0's gradients are zero, every chunking.
-  Tensor x2 = randn_t({3, 3}, 5, DType::f64, true);
-  for (int64_t chunk : {0, 1}) {
-    sum(moe::grouped_ffn(x2, w1, Tensor(), w2, b2, i64({0, 0, 3}), Tensor(), UnaryOp::gelu_erf, chunk)).backward();
-    EXPECT_EQ(max_abs_diff(w1.grad().select(0, 0), zeros({3, 4}, {DType::f64})), 0.0);
-    EXPECT_GT(max_abs_diff(w1.grad().select(0, 1), zeros({3, 4}, {DType::f64})), 0.0);
-    w1.zero_grad();
-  }
+  // 1 thread: the groups run as tasks; 2: in order. Each recomputing or not.
+  for (int threads : {1, 2})
+    for (bool recompute : {false, true}) {
+      SCOPED_TRACE("threads " + std::to_string(threads) + " recompute " + std::to_string(recompute));
+      set_num_threads(threads);
+      Tensor x = randn_t({0, 3}, 1, DType::f64, true), w1 = randn_t({2, 3, 4}, 2, DType::f64, true);
+      Tensor w2 = randn_t({2, 4, 5}, 3, DType::f64, true), b2 = randn_t({2, 5}, 4, DType::f64, true);
+      Tensor y = moe::grouped_ffn(x, w1, Tensor(), w2, b2, i64({0, 0, 0}), Tensor(), UnaryOp::gelu_erf, 0, recompute);
+      EXPECT_EQ(y.shape(), (Shape{0, 5}));
+      sum(y).backward();
+      EXPECT_EQ(max_abs_diff(w1.grad(), zeros({2, 3, 4}, {DType::f64})), 0.0);  // no rows: zero weight gradients
+      EXPECT_EQ(max_abs_diff(w2.grad(), zeros({2, 4, 5}, {DType::f64})), 0.0);
+      EXPECT_EQ(max_abs_diff(b2.grad(), zeros({2, 5}, {DType::f64})), 0.0);
+      // x only feeds group 1: group 0's gradients are zero, every chunking.
+      Tensor x2 = randn_t({3, 3}, 5, DType::f64, true);
+      for (int64_t chunk : {0, 1}) {
+        sum(moe::grouped_ffn(x2, w1, Tensor(), w2, b2, i64({0, 0, 3}), Tensor(), UnaryOp::gelu_erf, chunk, recompute))
+            .backward();
+        EXPECT_EQ(max_abs_diff(w1.grad().select(0, 0), zeros({3, 4}, {DType::f64})), 0.0);
+        EXPECT_GT(max_abs_diff(w1.grad().select(0, 1), zeros({3, 4}, {DType::f64})), 0.0);
+        w1.zero_grad();
+      }
+    }
+  set_num_threads(2);
 }
 
 TEST(MoeGroupedFfn, HalfOnTheCpuIsTheComposite) {
