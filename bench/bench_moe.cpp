@@ -282,15 +282,18 @@ void BM_moe_ffn_ops(benchmark::State& st) {
 
 // --- the experts' FFN at the model layer's shapes (T = 2048, d = 256, d_ff = 1024, N = 8,
 // top-k 1 or 2), forward + backward: the fused grouped_ffn (gather fused, only the
-// pre-activation kept, the activation recomputed; range(1) = chunk rows, 0 = default)
-// against the composite it replaced (permuted copy, grouped_gemm, gelu, grouped_gemm).
-// The CPU pool's peak over the step (its blocks of 1 MiB and more) is reported beside the time.
+// pre-activation kept, the activation recomputed; range(1) = chunk rows, 0 = default;
+// range(2) = 2: the pre-activation itself recomputed) against the composite it replaced
+// (permuted copy, grouped_gemm, gelu, grouped_gemm). The CPU pool's peak over the step
+// (its blocks of 1 MiB and more) is reported beside the time.
 // Measured (2-core Zen 4 VM, 9 interleaved repetitions, min / median ms): k = 1 composite
 // 37.5 / 40.3, fused 38.5 / 40.3, the fused op on a permuted copy 37.4 / 39.7; k = 2
 // 72.7 / 76.4, 73.2 / 76.6, 73.2 / 76.3: the same speed (on the CPU a gathered A-load and
-// a contiguous copy pack alike). Peaks: k = 1 36 MiB each, k = 2 64 -> 56 MiB; 512-row
-// chunks cut k = 1 to 30 MiB but run ~40% slower (each call has too few groups to keep
-// two threads busy), hence the default of whole chunks up to 32 MiB of temporaries.
+// a contiguous copy pack alike). Peaks: k = 1 36 MiB each, k = 2 64 -> 56 MiB. Given chunk
+// rows run in order (the groups are tasks by default): 512-row chunks cut k = 1 to 30 MiB
+// but ran ~40% slower, before calls with few tiles split them. Recomputing at k = 2 (5
+// alternations): 40 -> 28 MiB, 71 -> 82-89 ms as tasks, 88-131 ms in ordered chunks of a
+// quarter of the rows.
 void BM_expert_ffn(benchmark::State& st) {
   constexpr int64_t T = 2048, D = 256, F = 1024, N = 8;
   const int64_t k = st.range(0), chunk = st.range(1);
@@ -445,7 +448,8 @@ BENCHMARK(BM_choice_hand_blocked)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_moe_ffn_ops)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_expert_ffn)
     ->Args({1, 0, 0})->Args({1, 0, 1})->Args({1, 512, 1})->Args({2, 0, 0})->Args({2, 0, 1})->Args({2, 1024, 1})
-    ->Args({1, 0, 2})->Args({2, 0, 2})->Args({2, 2048, 2})->Args({2, 512, 2})->ArgNames({"k", "chunk", "fused"})->Unit(benchmark::kMillisecond)->UseRealTime();
+    ->Args({1, 0, 2})->Args({2, 0, 2})->Args({2, 2048, 2})->Args({2, 512, 2})
+    ->ArgNames({"k", "chunk", "fused"})->Unit(benchmark::kMillisecond)->UseRealTime();
 // range(0) = top-k, range(1) = 1: the experts' pre-activation recomputed (expert_recompute).
 BENCHMARK(BM_moe_layer)->ArgsProduct({{1, 2}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_hypermoe_layer)->ArgsProduct({{1, 2}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
