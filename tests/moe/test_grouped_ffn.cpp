@@ -23,7 +23,7 @@ std::vector<double> run(const Ffn& p, const std::function<Tensor()>& fn) {
   sum(y * p.dy).backward();
   std::vector<double> out = y.to_vector();
   for (const Tensor* t : {&p.x, &p.w1, &p.b1, &p.w2, &p.b2}) {
-    if (!t->defined()) continue;
+    if (!t->defined() || !t->requires_grad()) continue;
     const auto g = t->grad().to_vector();
     out.insert(out.end(), g.begin(), g.end());
     const_cast<Tensor*>(t)->zero_grad();
@@ -187,6 +187,26 @@ TEST(MoeGroupedFfn, RecomputedInPartsGivesTheSameBits) {
                             return moe::grouped_ffn(p.x, p.w1, p.b1, p.w2, p.b2, p.offsets, p.index, UnaryOp::gelu_erf,
                                                     0, recompute);
                           }))
+          << "threads " << threads << " recompute " << recompute;
+    }
+  set_num_threads(2);
+}
+
+// Frozen experts (only x needs a gradient): dx alone, as tasks and in order.
+TEST(MoeGroupedFfn, FrozenWeightsGiveTheInputGradient) {
+  Ffn p = make(true, true, DType::f32);
+  for (Tensor* t : {&p.w1, &p.b1, &p.w2, &p.b2}) *t = t->detach();
+  const auto want = run(p, [&] {
+    Tensor h = moe::grouped_gemm(p.x, p.w1, p.offsets, p.index, Tensor(), p.b1);
+    return moe::grouped_gemm(gelu(h), p.w2, p.offsets, Tensor(), Tensor(), p.b2);
+  });
+  for (int threads : {1, 3})  // groups as tasks; chunks in order
+    for (bool recompute : {false, true}) {
+      set_num_threads(threads);
+      EXPECT_EQ(want, run(p, [&] {
+                  return moe::grouped_ffn(p.x, p.w1, p.b1, p.w2, p.b2, p.offsets, p.index, UnaryOp::gelu_erf, 0,
+                                          recompute);
+                }))
           << "threads " << threads << " recompute " << recompute;
     }
   set_num_threads(2);
