@@ -20,8 +20,8 @@ namespace {
 #define HMOE_FIELDS_MODEL(X)                                                                                        \
   X(preset) X(ffn) X(moe_every) X(n_layer) X(d_model) X(n_head) X(d_ff) X(block_size) X(vocab_size) X(dropout)    \
   X(dtype) X(n_experts) X(top_k) X(router) X(renormalize) X(noisy) X(capacity_factor) X(jitter) X(aux_cv_coef)    \
-  X(aux_lb_coef) X(aux_z_coef) X(expert_recompute) X(expert_emb_dim) X(selection_hidden) X(hyper_in) X(hyper_hidden) X(layer_emb_dim) \
-  X(adapter_rank)
+  X(aux_lb_coef) X(aux_z_coef) X(expert_recompute) X(expert_emb_dim) X(selection_hidden) X(hyper_in)            \
+  X(hyper_hidden) X(layer_emb_dim) X(adapter_rank)
 #define HMOE_FIELDS_DATA(X) X(text) X(tokens) X(token_width) X(val_fraction)
 #define HMOE_FIELDS_TRAIN(X)                                                                                       \
   X(steps) X(batch_size) X(grad_accum) X(lr) X(min_lr) X(warmup) X(weight_decay) X(beta1) X(beta2) X(eps) X(clip) \

@@ -90,13 +90,12 @@ int64_t part_rows(int64_t rows, int64_t most) {
 struct ChunkKernels {
   ops::BoundKernel<GroupedGemmKernel> gemm;
   ops::BoundKernel<GroupedGemmDwKernel> gemm_dw;
-  bool tasks = false;
-  std::mutex* mu = nullptr;    // guards work, while tasks run
+  std::mutex* mu = nullptr;    // set while chunks run as tasks; guards work
   KernelWork* work = nullptr;  // the tasks' work, while profiled
 
   template <typename K, typename... A>
   void run(const K& k, const A&... a) const {
-    if (!tasks) return k(a...);
+    if (!mu) return k(a...);
     if (work && k.work) {  // whole numbers of FLOPs and bytes: any order sums them exactly
       const KernelWork w = k.work(a...);
       const std::lock_guard<std::mutex> lk(*mu);
@@ -135,7 +134,7 @@ struct ChunkStep {
 
 void for_chunks(const std::vector<ChunkView>& views, bool tasks, Device dev, const ScratchSpec& scratch,
                 const std::function<void(const ChunkView&, ChunkStep, const ChunkKernels&, const Tensor&)>& fn) {
-  ChunkKernels k{grouped_gemm_stub.get(dev), grouped_gemm_dw_stub.get(dev), tasks};
+  ChunkKernels k{grouped_gemm_stub.get(dev), grouped_gemm_dw_stub.get(dev)};
   int64_t rows = 0;
   for (const ChunkView& v : views) rows = std::max(rows, part_rows(v.args.rows, scratch.most_rows));
   int64_t n_buf = 0;
@@ -167,10 +166,10 @@ void for_chunks(const std::vector<ChunkView>& views, bool tasks, Device dev, con
                    [&](size_t a, size_t b) { return views[a].args.rows > views[b].args.rows; });
   // A range of chunks runs on one thread, and no more ranges run at once than there are
   // threads: each takes a free buffer for its span.
-  std::vector<Tensor> free = bufs;
+  std::vector<Tensor> free = std::move(bufs);
   parallel_for(int64_t(order.size()), 1, [&](int64_t lo, int64_t hi) {
     Tensor buf;
-    if (!bufs.empty()) {
+    if (n_buf > 0) {
       const std::lock_guard<std::mutex> lk(mu);
       buf = std::move(free.back());
       free.pop_back();

@@ -31,6 +31,12 @@ std::vector<double> run(const Ffn& p, const std::function<Tensor()>& fn) {
   return out;
 }
 
+// The composite grouped_ffn must equal: grouped_gemm -> activation -> grouped_gemm.
+Tensor composite(const Ffn& p, UnaryOp act = UnaryOp::gelu_erf) {
+  Tensor h = moe::grouped_gemm(p.x, p.w1, p.offsets, p.index, Tensor(), p.b1);
+  return moe::grouped_gemm(moe_ref::ffn_activation(act, h), p.w2, p.offsets, Tensor(), Tensor(), p.b2);
+}
+
 Ffn make(bool with_index, bool with_bias, DType dt) {
   const int64_t d = 48, f = 96, e = 40, G = 5;
   const std::vector<int64_t> off{0, 300, 300, 301, 650, 700};  // group 1 empty, group 2 one row
@@ -59,10 +65,7 @@ TEST(MoeGroupedFfn, BitEqualToTheCompositeAtAnyChunking) {
     for (bool with_bias : {true, false}) {
       const Ffn p = make(with_index, with_bias, DType::f32);
       for (UnaryOp act : {UnaryOp::gelu_erf, UnaryOp::gelu_tanh, UnaryOp::relu, UnaryOp::silu}) {
-        const auto want = run(p, [&] {
-          Tensor h = moe::grouped_gemm(p.x, p.w1, p.offsets, p.index, Tensor(), p.b1);
-          return moe::grouped_gemm(moe_ref::ffn_activation(act, h), p.w2, p.offsets, Tensor(), Tensor(), p.b2);
-        });
+        const auto want = run(p, [&] { return composite(p, act); });
         // 0: the default; 1: every group its own chunk; 301: groups 0-3 then 4; 10^6: one chunk.
         for (int64_t chunk : {0, 1, 301, 1000000})
           for (bool recompute : {false, true}) {
@@ -175,10 +178,7 @@ TEST(MoeGroupedFfn, RecomputedInPartsGivesTheSameBits) {
   p.b1 = randn_t({G, f}, 4, DType::f32, true);
   p.b2 = randn_t({G, d}, 5, DType::f32, true);
   p.dy = randn_t({700, d}, 6, DType::f32);
-  const auto want = run(p, [&] {
-    Tensor h = moe::grouped_gemm(p.x, p.w1, p.offsets, p.index, Tensor(), p.b1);
-    return moe::grouped_gemm(gelu(h), p.w2, p.offsets, Tensor(), Tensor(), p.b2);
-  });
+  const auto want = run(p, [&] { return composite(p); });
   for (int threads : {1, 2, 3})  // 1, 2: groups as tasks (in parts); 3: chunks in order
     for (bool recompute : {false, true}) {
       set_num_threads(threads);
@@ -196,10 +196,7 @@ TEST(MoeGroupedFfn, RecomputedInPartsGivesTheSameBits) {
 TEST(MoeGroupedFfn, FrozenWeightsGiveTheInputGradient) {
   Ffn p = make(true, true, DType::f32);
   for (Tensor* t : {&p.w1, &p.b1, &p.w2, &p.b2}) *t = t->detach();
-  const auto want = run(p, [&] {
-    Tensor h = moe::grouped_gemm(p.x, p.w1, p.offsets, p.index, Tensor(), p.b1);
-    return moe::grouped_gemm(gelu(h), p.w2, p.offsets, Tensor(), Tensor(), p.b2);
-  });
+  const auto want = run(p, [&] { return composite(p); });
   for (int threads : {1, 3})  // groups as tasks; chunks in order
     for (bool recompute : {false, true}) {
       set_num_threads(threads);

@@ -58,6 +58,22 @@ int64_t even_block(int64_t n, int64_t max_block, int64_t align) {
 // with a pool of one: nothing to share its tiles with, so none is split to make more.
 bool threads_to_share() { return num_threads() > 1 && !in_parallel_region(); }
 
+// A call with fewer tiles than tl.min_tiles, and threads to share them with, gets narrower
+// (then shorter) ones: halves max_n, else max_m (when rows may split), down to their
+// floors. False when the tiles stay as they are.
+bool split_tiles_further(int64_t tiles, int64_t& max_n, int64_t& max_m, bool rows_split, const GroupedTiling& tl) {
+  if (tiles >= tl.min_tiles || !threads_to_share()) return false;
+  if (max_n > tl.min_n) {
+    max_n /= 2;
+    return true;
+  }
+  if (rows_split && max_m > tl.min_m) {
+    max_m /= 2;
+    return true;
+  }
+  return false;
+}
+
 // Biggest tiles first: the pool hands out tasks in order, so the tail stays short.
 void order_tiles(std::vector<Tile>& tiles) {
   std::stable_sort(tiles.begin(), tiles.end(), [](const Tile& a, const Tile& b) { return a.cost > b.cost; });
@@ -81,10 +97,7 @@ std::vector<Tile> forward_tiles(const GroupedGemmArgs& a, const int64_t* off, Gr
         }
     }
     // Too few tiles to share out (a call with one or two groups): narrower, then shorter ones.
-    if (int64_t(tiles.size()) >= tl.min_tiles || !threads_to_share()) break;
-    if (tl.max_n > tl.min_n) tl.max_n /= 2;
-    else if (tl.max_m > tl.min_m) tl.max_m /= 2;
-    else break;
+    if (!split_tiles_further(int64_t(tiles.size()), tl.max_n, tl.max_m, true, tl)) break;
   }
   order_tiles(tiles);
   return tiles;
@@ -204,10 +217,7 @@ void grouped_dw(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, 
           tiles.push_back({g, k0, std::max<int64_t>(rows, 0), c0, cols, double(m + 1) * double(rows) * double(cols)});
         }
     }
-    if (int64_t(tiles.size()) >= tl.min_tiles || !threads_to_share()) break;  // as in forward_tiles
-    if (max_n > tl.min_n) max_n /= 2;
-    else if (dwp && max_k > tl.min_m) max_k /= 2;
-    else break;
+    if (!split_tiles_further(int64_t(tiles.size()), max_n, max_k, dwp != nullptr, tl)) break;
   }
   order_tiles(tiles);
   const bool own = use_own_kernel<T>(tl);
