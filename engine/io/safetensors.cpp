@@ -169,6 +169,16 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   ::close(fd);
   HMOE_CHECK(ok, "safetensors: fsync of '", tmp, "' failed");
   std::filesystem::rename(tmp, path);
+  fsync_directory(std::filesystem::absolute(path).parent_path().string());
+}
+
+void fsync_directory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  HMOE_CHECK(fd >= 0, "fsync: cannot open the directory '", dir, "': ", std::strerror(errno));
+  const bool ok = ::fsync(fd) == 0;
+  const int err = errno;
+  ::close(fd);
+  HMOE_CHECK(ok, "fsync of the directory '", dir, "' failed: ", std::strerror(err));
 }
 
 }  // namespace hmoe::io

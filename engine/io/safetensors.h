@@ -24,8 +24,11 @@ SafeTensors load_safetensors(const std::string& path);
 // The file image of these tensors (any device or layout; copied as needed).
 std::vector<uint8_t> serialize_safetensors(const std::vector<std::pair<std::string, Tensor>>& tensors,
                                            const std::map<std::string, std::string>& metadata = {});
-// Writes atomically: a temporary file in the same directory, fsync, then rename.
+// Writes atomically and durably: a temporary file in the same directory, fsync, rename,
+// then fsync of the directory (so the rename itself survives a crash).
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
+// fsync of a directory: makes the entries created, renamed or removed in it durable.
+void fsync_directory(const std::string& dir);
 
 }  // namespace hmoe::io

@@ -37,6 +37,7 @@ TokenDataset TokenDataset::from_text_files(const std::vector<std::string>& paths
       std::vector<std::string> inner;
       for (const auto& e : fs::directory_iterator(p))
         if (e.is_regular_file()) inner.push_back(e.path().string());
+      HMOE_CHECK(!inner.empty(), "dataset: the directory '", p, "' holds no files");
       std::sort(inner.begin(), inner.end());
       files.insert(files.end(), inner.begin(), inner.end());
     } else {
@@ -49,7 +50,7 @@ TokenDataset TokenDataset::from_text_files(const std::vector<std::string>& paths
     tokens.insert(tokens.end(), reinterpret_cast<const unsigned char*>(s.data()),
                   reinterpret_cast<const unsigned char*>(s.data()) + s.size());
   }
-  HMOE_CHECK(!tokens.empty(), "dataset: the text files are empty");
+  HMOE_CHECK(!tokens.empty(), "dataset: the text files are empty (", files.size(), " file(s), 0 bytes)");
   return TokenDataset(std::move(tokens), 256);
 }
 

@@ -104,6 +104,26 @@ LmOutput LanguageModel::forward(const Tensor& ids, Generator& noise) {
   return out;
 }
 
-int64_t count_parameters(const train::ModelConfig& cfg) { return LanguageModel(cfg, 0).num_parameters(); }
+int64_t count_parameters(const train::ModelConfig& c) {
+  auto linear = [](int64_t in, int64_t out, bool bias) { return in * out + (bias ? out : 0); };
+  const int64_t d = c.d_model, f = c.d_ff, N = c.n_experts, r = c.adapter_rank, b = c.hyper_hidden;
+  const int64_t norm = 2 * d;  // LayerNorm: weight and bias
+  const int64_t attention = linear(d, 3 * d, true) + linear(d, d, true);
+  const int64_t dense = linear(d, f, true) + linear(f, d, true);
+  const int64_t router = linear(d, N, false) * (c.router == "topk" && c.noisy ? 2 : 1);
+  const int64_t moe = router + N * (d * f + f + f * d + d);
+  const int64_t hyper_layer = moe + N * c.expert_emb_dim + linear(c.expert_emb_dim, c.selection_hidden, true) +
+                              linear(c.selection_hidden, c.hyper_in, true);
+  int64_t n = c.vocab_size * d + c.block_size * d + norm, n_moe = 0;
+  for (int64_t i = 0; i < c.n_layer; ++i) {
+    const bool is_moe = layer_is_moe(c, i);
+    n_moe += is_moe;
+    n += 2 * norm + attention + (!is_moe ? dense : c.ffn == "moe" ? moe : hyper_layer);
+  }
+  if (c.ffn == "hypermoe" && n_moe > 0)
+    n += n_moe * c.layer_emb_dim + linear(c.hyper_in + c.layer_emb_dim, b, true) + linear(b, d * r, true) +
+         linear(b, r * d, true) + linear(b, r, true) + linear(b, d, true);
+  return n;
+}
 
 }  // namespace hmoe::model

@@ -75,8 +75,10 @@ const char* kind(const json& v) {
   return "null";
 }
 
-// Checks `v` can stand where `schema` stands; integers are accepted for floats.
+// Checks `v` can stand where `schema` stands; integers are accepted for floats, and one
+// string for a list of strings (data.text=file.txt).
 void check_type(const std::string& key, const json& schema, json& v) {
+  if (schema.is_array() && v.is_string()) v = json::array({v});
   const bool ok = (schema.is_boolean() && v.is_boolean()) ||
                   (schema.is_number_integer() && v.is_number_integer()) ||
                   (schema.is_number_float() && v.is_number()) || (schema.is_string() && v.is_string()) ||

@@ -141,7 +141,9 @@ const char* kStateFile = "state.safetensors";
 
 void save_checkpoint(const fs::path& dir, const Config& cfg, model::LanguageModel& m,
                      const std::vector<ParamGroup>& groups, const TrainState& st) {
-  // Write into a fresh directory, then swap it in: a crash leaves the old checkpoint whole.
+  // Write into a fresh directory, then swap it in. A crash at any point leaves one whole
+  // checkpoint: the previous in `dir`, or in `<dir>.old` between the two renames (resume
+  // puts it back), or the new one.
   const fs::path tmp = dir.string() + ".tmp", old = dir.string() + ".old";
   fs::remove_all(tmp);
   fs::create_directories(tmp);
@@ -157,10 +159,23 @@ void save_checkpoint(const fs::path& dir, const Config& cfg, model::LanguageMode
     smeta[g.name + "_steps"] = std::to_string(g.opt->step_count());
   }
   io::save_safetensors((tmp / kStateFile).string(), state, smeta);
-  fs::remove_all(old);
-  if (fs::exists(dir)) fs::rename(dir, old);
+  if (fs::exists(dir)) {
+    fs::remove_all(old);
+    fs::rename(dir, old);
+  }
   fs::rename(tmp, dir);
+  io::fsync_directory(fs::absolute(dir).parent_path().string());
   fs::remove_all(old);
+}
+
+// A save interrupted between its two renames leaves no `dir` and the last checkpoint
+// whole in `<dir>.old`: put it back. True if it did.
+bool restore_interrupted_save(const fs::path& dir) {
+  const fs::path old = dir.string() + ".old";
+  if (fs::exists(dir) || !fs::exists(old / kModelFile) || !fs::exists(old / kStateFile)) return false;
+  fs::rename(old, dir);
+  io::fsync_directory(fs::absolute(dir).parent_path().string());
+  return true;
 }
 
 uint64_t meta_u64(const std::map<std::string, std::string>& m, const std::string& key, const std::string& file) {
@@ -183,7 +198,11 @@ void load_weights(model::LanguageModel& m, const fs::path& file) {
 
 Config checkpoint_config(const fs::path& dir) {
   const fs::path f = dir / kModelFile;
-  HMOE_CHECK(fs::exists(f), "checkpoint: '", f.string(), "' does not exist");
+  const fs::path old = dir.string() + ".old";
+  HMOE_CHECK(fs::exists(f), "checkpoint: '", f.string(), "' does not exist",
+             fs::exists(old / kModelFile) ? " (an interrupted save left the last checkpoint in '" + old.string() +
+                                                "'; `hmoe train --resume` puts it back)"
+                                          : std::string());
   io::SafeTensors st = io::load_safetensors(f.string());
   auto it = st.metadata.find("config");
   HMOE_CHECK(it != st.metadata.end(), "checkpoint: '", f.string(), "' has no config in its metadata");
@@ -237,7 +256,12 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
   Generator noise(uint64_t(cfg.train.seed) + 1);
   TrainState st;
 
-  if (opts.resume && fs::exists(ckpt_dir / kStateFile)) {
+  if (opts.resume) {
+    if (restore_interrupted_save(ckpt_dir) && !opts.quiet)
+      std::printf("an interrupted save left the last checkpoint in %s.old: restored\n", ckpt_dir.string().c_str());
+    // Nothing to continue is an error, not a fresh start over the run's metrics.
+    HMOE_CHECK(fs::exists(ckpt_dir / kStateFile), "resume: no checkpoint to continue: '",
+               (ckpt_dir / kStateFile).string(), "' does not exist (run without --resume to start afresh)");
     const Config saved = checkpoint_config(ckpt_dir);
     Config a = saved, b = cfg;
     // Extending the run is allowed, on another device too, and so is changing what leaves
@@ -260,8 +284,14 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
       by_group[group].emplace_back(n.substr(dot + 1), t);
     }
     const std::string sf = (ckpt_dir / kStateFile).string();
-    for (ParamGroup& g : groups)
-      g.opt->load_state(by_group[g.name], int64_t(meta_u64(s.metadata, g.name + "_steps", sf)));
+    for (ParamGroup& g : groups) {
+      try {
+        g.opt->load_state(by_group[g.name], int64_t(meta_u64(s.metadata, g.name + "_steps", sf)));
+      } catch (const Error& e) {
+        HMOE_FAIL("resume: the training state '", sf, "' does not fit this model's parameter group '", g.name,
+                  "': ", e.what());
+      }
+    }
     st.step = int64_t(meta_u64(s.metadata, "step", sf));
     st.sampler_position = meta_u64(s.metadata, "sampler_position", sf);
     st.noise_offset = meta_u64(s.metadata, "noise_offset", sf);
@@ -274,14 +304,15 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
   TrainResult res;
   res.num_parameters = m.num_parameters();
   res.last_val_loss = std::nan("");
-  if (!opts.quiet)
-    std::printf(
-        "model: %s ffn, %lld layers, d=%lld, %lld experts (top-%lld), %lld parameters; data: %lld train / %lld "
-        "val tokens\n",
-        cfg.model.ffn.c_str(), static_cast<long long>(cfg.model.n_layer), static_cast<long long>(cfg.model.d_model),
-        static_cast<long long>(cfg.model.n_experts), static_cast<long long>(cfg.model.top_k),
-        static_cast<long long>(res.num_parameters), static_cast<long long>(d.train.size()),
-        static_cast<long long>(d.val.size()));
+  if (!opts.quiet) {
+    const std::string experts = cfg.model.ffn == "dense" ? std::string()
+                                                         : ", " + std::to_string(cfg.model.n_experts) +
+                                                               " experts (top-" + std::to_string(cfg.model.top_k) + ")";
+    std::printf("model: %s ffn, %lld layers, d=%lld%s, %lld parameters; data: %lld train / %lld val tokens\n",
+                cfg.model.ffn.c_str(), static_cast<long long>(cfg.model.n_layer),
+                static_cast<long long>(cfg.model.d_model), experts.c_str(), static_cast<long long>(res.num_parameters),
+                static_cast<long long>(d.train.size()), static_cast<long long>(d.val.size()));
+  }
 
   std::ofstream metrics(out_dir / "metrics.jsonl", st.step > 0 ? std::ios::app : std::ios::trunc);
   const int64_t tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.model.block_size;

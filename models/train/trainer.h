@@ -12,7 +12,7 @@
 namespace hmoe::train {
 
 struct RunOptions {
-  bool resume = false;        // continue from <out_dir>/checkpoint if present
+  bool resume = false;        // continue from <out_dir>/checkpoint (an error if there is none)
   bool progress_tty = false;  // rewrite one progress line instead of printing lines
   bool quiet = false;         // no progress output at all
   int64_t stop_at = -1;       // stop (and checkpoint) after this many total steps; -1: train.steps

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "models/hypermoe/lm.h"
 #include "models/train/trainer.h"
 #include "tests/model/trainer_test_util.h"
 #include "tests/test_util.h"
@@ -110,6 +111,9 @@ TEST(Trainer, BadConfigsAndCheckpoints) {
   const auto ok = train::load_config("", {"model.preset=small", "train.steps=5"});
   EXPECT_EQ(ok.model.d_model, 256);
   EXPECT_EQ(ok.train.steps, 5);
+  // One file where a list of them stands.
+  EXPECT_EQ(train::load_config("", {"data.text=a.txt"}).data.text, std::vector<std::string>{"a.txt"});
+  EXPECT_HMOE_ERROR(train::load_config("", {"data.text=[1]"}), "'data.text' must be a list");
 
   // Empty data.
   train::Config c = tiny(dir, "moe");
@@ -118,6 +122,9 @@ TEST(Trainer, BadConfigsAndCheckpoints) {
   train::RunOptions q;
   q.quiet = true;
   EXPECT_HMOE_ERROR(train::run_training(c, q), "empty");
+  fs::create_directories(dir / "no_files");
+  c.data.text = {(dir / "no_files").string()};
+  EXPECT_HMOE_ERROR(train::run_training(c, q), "holds no files");
   c.data.text = {(dir / "missing.txt").string()};
   EXPECT_HMOE_ERROR(train::run_training(c, q), "does not exist");
 
@@ -208,5 +215,69 @@ TEST(Trainer, ProfilesStepsWithoutChangingThem) {
   q.profile_path = (dir / "trace.json").string();
   q.profile_steps = 0;
   EXPECT_HMOE_ERROR(train::run_training(c, q), "must be > 0");
+  fs::remove_all(dir);
+}
+
+// A crash between the checkpoint's two renames leaves the last checkpoint whole in
+// checkpoint.old: resume puts it back and continues exactly. With no checkpoint at all,
+// --resume is an error that leaves the run's metrics as they were.
+TEST(Trainer, ResumeRestoresAnInterruptedSaveAndRefusesNothing) {
+  fs::path dir = scratch("interrupted");
+  train::Config c = tiny(dir, "moe");
+  train::RunOptions q;
+  q.quiet = true;
+  c.train.steps = 4;
+  const auto straight = train::run_training(c, q);
+  c.train.out_dir = (dir / "run2").string();
+  q.stop_at = 2;
+  train::run_training(c, q);
+  const fs::path ckpt = fs::path(c.train.out_dir) / "checkpoint", old = ckpt.string() + ".old";
+  fs::rename(ckpt, old);  // the state a crash between the renames leaves
+  EXPECT_HMOE_ERROR(train::generate_text(ckpt.string(), {}), "interrupted save");
+  q.stop_at = -1;
+  q.resume = true;
+  const auto rest = train::run_training(c, q);
+  ASSERT_EQ(rest.train_losses.size(), 2u);
+  EXPECT_EQ(rest.train_losses[0], straight.train_losses[2]);
+  EXPECT_EQ(rest.train_losses[1], straight.train_losses[3]);
+  EXPECT_TRUE(fs::exists(ckpt / "state.safetensors"));
+  EXPECT_FALSE(fs::exists(old));
+
+  fs::remove_all(ckpt);
+  const fs::path metrics = fs::path(c.train.out_dir) / "metrics.jsonl";
+  auto read = [](const fs::path& p) {
+    std::ifstream f(p);
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  };
+  const std::string before = read(metrics);
+  ASSERT_FALSE(before.empty());
+  EXPECT_HMOE_ERROR(train::run_training(c, q), "no checkpoint to continue");
+  EXPECT_EQ(read(metrics), before);
+  fs::remove_all(dir);
+}
+
+// The counts `hmoe presets` prints come from the config alone; they must be the built
+// models' counts for every FFN kind and the settings that change the shapes.
+TEST(Trainer, ParameterCountsMatchBuiltModels) {
+  const fs::path dir = scratch("counts");
+  for (std::string ffn : {"dense", "moe", "hypermoe"})
+    for (const char* router : {"topk", "switch"})
+      for (int64_t every : {1, 2})
+        for (bool noisy : {true, false}) {
+          train::Config c = tiny(dir, ffn);
+          c.model.router = router;
+          c.model.top_k = std::string(router) == "switch" ? 1 : 2;
+          c.model.moe_every = every;
+          c.model.noisy = noisy;
+          c.model.n_layer = 3;
+          c.model.vocab_size = 256;
+          SCOPED_TRACE(ffn + " " + router + " every " + std::to_string(every) + (noisy ? " noisy" : ""));
+          EXPECT_EQ(model::count_parameters(c.model), model::LanguageModel(c.model, 0).num_parameters());
+        }
+  // The shipped tiny preset (the README's main job), at its documented size.
+  train::ModelConfig m = train::load_config("", {"model.ffn=hypermoe", "model.adapter_rank=16"}).model;
+  m.vocab_size = 256;
+  EXPECT_EQ(model::count_parameters(m), 5239608);
+  EXPECT_EQ(model::count_parameters(m), model::LanguageModel(m, 0).num_parameters());
   fs::remove_all(dir);
 }

@@ -1,4 +1,4 @@
-// The hmoe command line: train, eval, generate, and (in builds with the CUDA backend)
+// The hmoe command line: train, presets, eval, generate, and (in builds with the CUDA backend)
 // selftest and bench kernels. Parses flags with CLI11 and hands everything else to
 // the library.
 #include <unistd.h>
@@ -9,6 +9,7 @@
 
 #include "engine/error.h"
 #include "engine/thread_pool.h"
+#include "models/hypermoe/lm.h"
 #include "models/train/trainer.h"
 #include "tools/hmoe/selftest.h"
 #if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
@@ -25,6 +26,29 @@ int run_train(const std::string& config_path, const std::vector<std::string>& ov
   std::printf("done: %lld steps, last validation loss %.4f, %.0f tokens/s, %lld parameters\n",
               static_cast<long long>(r.steps), r.last_val_loss, r.tokens_per_second,
               static_cast<long long>(r.num_parameters));
+  return 0;
+}
+
+// Each preset's shape and parameter count with each FFN kind, under the config's other
+// settings (experts, top-k, adapter rank, moe_every, vocabulary).
+int run_presets(const std::string& config_path, const std::vector<std::string>& overrides) {
+  using namespace hmoe::train;
+  std::printf("%-6s %7s %7s %6s %6s %6s %12s %12s %12s\n", "preset", "layers", "d_model", "heads", "d_ff", "block",
+              "dense", "moe", "hypermoe");
+  for (const char* preset : {"tiny", "small", "base"}) {
+    std::vector<std::string> o = overrides;
+    o.push_back(std::string("model.preset=") + preset);
+    const ModelConfig m = load_config(config_path, o).model;
+    std::printf("%-6s %7lld %7lld %6lld %6lld %6lld", preset, static_cast<long long>(m.n_layer),
+                static_cast<long long>(m.d_model), static_cast<long long>(m.n_head), static_cast<long long>(m.d_ff),
+                static_cast<long long>(m.block_size));
+    for (const char* ffn : {"dense", "moe", "hypermoe"}) {
+      ModelConfig k = m;
+      k.ffn = ffn;
+      std::printf(" %12lld", static_cast<long long>(hmoe::model::count_parameters(k)));
+    }
+    std::printf("\n");
+  }
   return 0;
 }
 
@@ -49,6 +73,11 @@ int main(int argc, char** argv) {
   train->add_option("--profile", topts.profile_path,
                     "profile steps from the second on: Chrome trace JSON to this file, per-op time and memory printed");
   train->add_option("--profile-steps", topts.profile_steps, "steps to profile (default 5)")->check(CLI::PositiveNumber);
+
+  auto* presets = app.add_subcommand("presets", "the model presets' shapes and parameter counts per FFN kind");
+  presets->add_option("--config", config_path, "config file whose other model settings apply")
+      ->check(CLI::ExistingFile);
+  presets->add_option("overrides", overrides, "section.key=value overrides, e.g. model.n_experts=16");
 
   auto* eval = app.add_subcommand("eval", "loss and perplexity of a checkpoint on data");
   std::string ckpt;
@@ -97,6 +126,7 @@ int main(int argc, char** argv) {
   try {
     if (threads > 0) hmoe::set_num_threads(threads);
     if (*train) return run_train(config_path, overrides, topts);
+    if (*presets) return run_presets(config_path, overrides);
     if (*eval) {
       const auto r = hmoe::train::evaluate_checkpoint(ckpt, data, tokens, tokens.empty() ? 0 : width, max_batches);
       std::printf("loss %.4f  perplexity %.3f  (%lld tokens)\n", r.loss, r.perplexity,
