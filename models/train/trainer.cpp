@@ -178,6 +178,28 @@ bool restore_interrupted_save(const fs::path& dir) {
   return true;
 }
 
+// On resume: the metrics of the steps after the checkpoint's (logged before a crash, to be
+// run again) are dropped, and so is a line cut short, so no step is logged twice.
+void trim_metrics(const fs::path& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept;
+  for (std::string line; std::getline(in, line);) {
+    const std::string key = "{\"step\": ";
+    if (line.rfind(key, 0) != 0 || line.back() != '}') continue;
+    const int64_t s = std::strtoll(line.c_str() + key.size(), nullptr, 10);
+    if (s <= step) kept += line + "\n";
+  }
+  in.close();
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << kept;
+    HMOE_CHECK(out.good(), "metrics: cannot write '", tmp.string(), "'");
+  }
+  fs::rename(tmp, path);
+}
+
 uint64_t meta_u64(const std::map<std::string, std::string>& m, const std::string& key, const std::string& file) {
   auto it = m.find(key);
   HMOE_CHECK(it != m.end(), "checkpoint: '", file, "' lacks metadata '", key, "'");
@@ -297,6 +319,7 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
     st.noise_offset = meta_u64(s.metadata, "noise_offset", sf);
     sampler.set_position(st.sampler_position);
     noise.set_state(noise.seed(), st.noise_offset);
+    trim_metrics(out_dir / "metrics.jsonl", st.step);
     if (!opts.quiet)
       std::printf("resumed from %s at step %lld\n", ckpt_dir.string().c_str(), static_cast<long long>(st.step));
   }

@@ -234,6 +234,14 @@ TEST(Trainer, ResumeRestoresAnInterruptedSaveAndRefusesNothing) {
   const fs::path ckpt = fs::path(c.train.out_dir) / "checkpoint", old = ckpt.string() + ".old";
   fs::rename(ckpt, old);  // the state a crash between the renames leaves
   EXPECT_HMOE_ERROR(train::generate_text(ckpt.string(), {}), "interrupted save");
+  const fs::path metrics = fs::path(c.train.out_dir) / "metrics.jsonl";
+  auto read = [](const fs::path& p) {
+    std::ifstream f(p);
+    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  };
+  const std::string logged = read(metrics);
+  std::ofstream(metrics, std::ios::app) << "{\"step\": 3, \"lm_loss\": 1}\n{\"step\": 4, \"lm";  // logged, not saved
+  EXPECT_NE(read(metrics), logged);
   q.stop_at = -1;
   q.resume = true;
   const auto rest = train::run_training(c, q);
@@ -242,13 +250,17 @@ TEST(Trainer, ResumeRestoresAnInterruptedSaveAndRefusesNothing) {
   EXPECT_EQ(rest.train_losses[1], straight.train_losses[3]);
   EXPECT_TRUE(fs::exists(ckpt / "state.safetensors"));
   EXPECT_FALSE(fs::exists(old));
+  // The metrics: those of the first run's steps, then the resumed steps', once each.
+  const std::string all = read(metrics);
+  EXPECT_EQ(all.substr(0, logged.size()), logged);
+  for (int i = 1; i <= 4; ++i) {
+    const std::string step = "{\"step\": " + std::to_string(i) + ", \"lm_loss\"";
+    const size_t at = all.find(step);
+    EXPECT_NE(at, std::string::npos) << step;
+    EXPECT_EQ(all.find(step, at + 1), std::string::npos) << step;
+  }
 
   fs::remove_all(ckpt);
-  const fs::path metrics = fs::path(c.train.out_dir) / "metrics.jsonl";
-  auto read = [](const fs::path& p) {
-    std::ifstream f(p);
-    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  };
   const std::string before = read(metrics);
   ASSERT_FALSE(before.empty());
   EXPECT_HMOE_ERROR(train::run_training(c, q), "no checkpoint to continue");
