@@ -40,6 +40,8 @@ def main():
     ap.add_argument("--out", default="runs/compare")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
+    if len(args.seeds) < 3:
+        print(f"note: {len(args.seeds)} seed(s): the spread is not meaningful below 3", file=sys.stderr)
 
     rows = []
     for ffn in ["dense", "moe", "hypermoe"]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # README command 1: set up, build, train a tiny HyperMoE language model on the default
 # corpus (Debian's fortunes), then sample from it. Extra arguments are config
-# overrides, e.g. `bash tools/run_main.sh train.steps=100 data.text='["my.txt"]'`.
+# overrides, e.g. `bash tools/run_main.sh train.steps=100 data.text=my.txt`.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bash "$root/tools/setup.sh"

@@ -338,6 +338,18 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
   }
 
   std::ofstream metrics(out_dir / "metrics.jsonl", st.step > 0 ? std::ios::app : std::ios::trunc);
+  // Validation loss after `done` steps (reads no generator: training continues the same).
+  auto validate = [&](int64_t done) {
+    const double vl = evaluate(m, d.val, cfg.model.block_size, cfg.train.batch_size, cfg.train.eval_batches);
+    res.last_val_loss = vl;
+    metrics << "{\"step\": " << done << ", \"val_loss\": " << vl << ", \"val_perplexity\": " << std::exp(vl) << "}\n";
+    if (opts.quiet) return;
+    if (opts.progress_tty && done > 0) std::printf("\n");
+    std::printf("step %5lld | validation loss %.4f | perplexity %.2f\n", static_cast<long long>(done), vl,
+                std::exp(vl));
+  };
+  // Where a fresh run starts from, for its later evaluations to be read against.
+  if (st.step == 0 && cfg.train.eval_every > 0) validate(0);
   const int64_t tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.model.block_size;
   const auto t0 = std::chrono::steady_clock::now();
   int64_t steps_this_run = 0;
@@ -411,16 +423,7 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
       std::fflush(stdout);
     }
     const bool last = done == stop;
-    if ((cfg.train.eval_every > 0 && done % cfg.train.eval_every == 0) || last) {
-      const double vl = evaluate(m, d.val, cfg.model.block_size, cfg.train.batch_size, cfg.train.eval_batches);
-      res.last_val_loss = vl;
-      metrics << "{\"step\": " << done << ", \"val_loss\": " << vl << ", \"val_perplexity\": " << std::exp(vl) << "}\n";
-      if (!opts.quiet) {
-        if (opts.progress_tty) std::printf("\n");
-        std::printf("step %5lld | validation loss %.4f | perplexity %.2f\n", static_cast<long long>(done), vl,
-                    std::exp(vl));
-      }
-    }
+    if ((cfg.train.eval_every > 0 && done % cfg.train.eval_every == 0) || last) validate(done);
     metrics.flush();
     if ((cfg.train.checkpoint_every > 0 && done % cfg.train.checkpoint_every == 0) || last) {
       TrainState save = st;

@@ -228,6 +228,12 @@ TEST(Trainer, ResumeRestoresAnInterruptedSaveAndRefusesNothing) {
   q.quiet = true;
   c.train.steps = 4;
   const auto straight = train::run_training(c, q);
+  {  // evaluating (at steps 0 and 4 here) changes no step
+    train::Config c0 = c;
+    c0.train.eval_every = 0;
+    c0.train.out_dir = (dir / "run0").string();
+    EXPECT_EQ(train::run_training(c0, q).train_losses, straight.train_losses);
+  }
   c.train.out_dir = (dir / "run2").string();
   q.stop_at = 2;
   train::run_training(c, q);
@@ -240,6 +246,7 @@ TEST(Trainer, ResumeRestoresAnInterruptedSaveAndRefusesNothing) {
     return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   };
   const std::string logged = read(metrics);
+  EXPECT_EQ(logged.rfind("{\"step\": 0, \"val_loss\"", 0), 0u) << logged;  // where the run started from
   std::ofstream(metrics, std::ios::app) << "{\"step\": 3, \"lm_loss\": 1}\n{\"step\": 4, \"lm";  // logged, not saved
   EXPECT_NE(read(metrics), logged);
   q.stop_at = -1;
