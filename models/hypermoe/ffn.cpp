@@ -164,6 +164,9 @@ Tensor unselected_mask(const std::vector<int64_t>& patterns, int64_t N, const Te
 }
 }  // namespace
 
+// The hypernetwork runs once per distinct pattern of this layer, here rather than for all
+// layers in one pass (the spec's step 3): a layer's patterns exist only once its router
+// has seen the previous layer's output. The arithmetic is the same.
 Tensor HyperMoEFFN::hyper_expert(const Tensor& x, const Tensor& expert_ids) {
   const ProfileScope scope("hyper_expert", x.device());
   moe::Patterns pat = moe::selection_patterns(expert_ids, cfg_.n_experts);
