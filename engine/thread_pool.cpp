@@ -25,9 +25,17 @@ class ThreadPool {
   int size() const { return int(workers_.size()) + 1; }
 
   void resize(int n) {
+    const std::lock_guard<std::mutex> run_lock(run_mutex_);  // not while a job runs
     stop_workers();
-    stop_ = false;
-    for (int i = 0; i + 1 < n; ++i) workers_.emplace_back([this] { worker_loop(); });
+    uint64_t now = 0;
+    {
+      const std::lock_guard<std::mutex> lk(mutex_);
+      stop_ = false;
+      now = generation_;
+    }
+    // New workers wait for the next job: one that took the last job's generation for a
+    // new one would drain nothing and count itself done, unbalancing pending_workers_.
+    for (int i = 0; i + 1 < n; ++i) workers_.emplace_back([this, now] { worker_loop(now); });
   }
 
   void run(int64_t n_chunks, const std::function<void(int64_t)>& body) {
@@ -66,8 +74,7 @@ class ThreadPool {
     t_in_parallel = false;
   }
 
-  void worker_loop() {
-    uint64_t seen = 0;
+  void worker_loop(uint64_t seen) {
     for (;;) {
       {
         std::unique_lock<std::mutex> lk(mutex_);
