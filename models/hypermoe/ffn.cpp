@@ -100,6 +100,7 @@ MoEFFN::Routing MoEFFN::route(const Tensor& x, FfnStats& stats, Generator& noise
   if (cfg_.router == "switch" && is_training() && cfg_.jitter > 0)
     xin = x * uniform(x.shape(), noise, 1.0 - cfg_.jitter, 1.0 + cfg_.jitter, {x.dtype(), x.device()});
   Tensor logits = router_->forward(xin).to(DType::f32);
+  const Tensor clean = logits;  // the smooth load of the cv loss compares them with the noisy ones
   Tensor noise_std;
   if (noise_ && is_training()) {
     noise_std = softplus(noise_->forward(x).to(DType::f32)) + 0.01;
@@ -110,7 +111,7 @@ MoEFFN::Routing MoEFFN::route(const Tensor& x, FfnStats& stats, Generator& noise
   rc.renormalize = cfg_.renormalize == "auto" ? cfg_.top_k > 1 : cfg_.renormalize == "true";
   rc.capacity_factor = cfg_.capacity_factor;
   moe::RouterOutput r = moe::route(logits, rc);
-  if (cfg_.aux_cv_coef > 0) stats.add_aux(moe::cv_squared_loss(r, noise_std) * cfg_.aux_cv_coef);
+  if (cfg_.aux_cv_coef > 0) stats.add_aux(moe::cv_squared_loss(r, noise_std, clean) * cfg_.aux_cv_coef);
   if (cfg_.aux_lb_coef > 0) stats.add_aux(moe::load_balancing_loss(r) * cfg_.aux_lb_coef);
   if (cfg_.aux_z_coef > 0) stats.add_aux(moe::router_z_loss(logits) * cfg_.aux_z_coef);
 

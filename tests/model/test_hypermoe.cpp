@@ -1,6 +1,7 @@
 // HyperMoE layers and the LM: the pattern-grouped HyperExpert equals the per-token
-// formulation of the reference (forward and every gradient) for k = 1 and k = 2;
-// the initialisation follows the spec; the LM runs for every FFN kind.
+// formulation of the reference (forward and every gradient, the shared hypernetwork's
+// included, with two layers on it) for k = 1 and k = 2; the initialisation follows the
+// spec; the LM runs for every FFN kind.
 #include "models/hypermoe/lm.h"
 #include "tests/test_util.h"
 
@@ -27,64 +28,94 @@ train::ModelConfig small_cfg(int64_t k) {
   return c;
 }
 
-// Grads of every parameter of `m` (and of x) after backward of sum(y * w).
-std::vector<Tensor> grads_of(nn::Module& m, const Tensor& x) {
-  std::vector<Tensor> g;
-  for (auto& [n, p] : m.named_parameters()) g.push_back(p.grad().defined() ? p.grad() : zeros_like(p));
-  g.push_back(x.grad());
+// Every gradient the backward of sum(y * w) leaves: each parameter of `ms` (named, zeros
+// when undefined) and x's.
+using NamedGrads = std::vector<std::pair<std::string, Tensor>>;
+NamedGrads grads_of(const std::vector<std::pair<std::string, nn::Module*>>& ms, const Tensor& x) {
+  NamedGrads g;
+  for (const auto& [prefix, m] : ms)
+    for (auto& [n, p] : m->named_parameters())
+      g.emplace_back(prefix + n, p.grad().defined() ? p.grad() : zeros_like(p));
+  g.emplace_back("x", x.grad());
   return g;
+}
+
+// k distinct experts for each of T tokens, every pattern shape, repeats included.
+Tensor random_selection(int64_t T, int64_t k, int64_t N, uint64_t seed) {
+  std::vector<int32_t> ids;
+  Generator sel(seed);
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<int32_t> chosen;
+    while (int64_t(chosen.size()) < k) {
+      const int32_t e = int32_t(philox_uniform(seed, sel.advance(1), 0) * float(N)) % int32_t(N);
+      if (std::find(chosen.begin(), chosen.end(), e) == chosen.end()) chosen.push_back(e);
+    }
+    ids.insert(ids.end(), chosen.begin(), chosen.end());
+  }
+  return from_vector(ids, {T, k});
 }
 }  // namespace
 
 class HyperExpertEquivalence : public ::testing::TestWithParam<int64_t> {};
 
+// Two HyperMoE layers share one hypernetwork (as in the LM), so the gradients of the
+// hypernetwork's parameters, each layer's row of the layer embedding included, are the
+// sums over both layers; all of them are compared, not only the layers' own.
 TEST_P(HyperExpertEquivalence, GroupedMatchesPerTokenForwardAndGradients) {
   const int64_t k = GetParam();
   train::ModelConfig cfg = small_cfg(k);
   Generator gen(3);
   auto hyper = std::make_shared<model::HyperNetwork>(cfg, 2, gen);
-  model::HyperMoEFFN ffn(cfg, 1, hyper, gen);
+  model::HyperMoEFFN ffn0(cfg, 0, hyper, gen), ffn1(cfg, 1, hyper, gen);
   // Make the hypernetwork's heads large enough that the adapters matter numerically.
   {
     NoGradGuard ng;
     for (auto& [n, p] : hyper->named_parameters()) p.copy_(normal(p.shape(), gen, 0.0, 0.3));
   }
   const int64_t T = 23;
-  // Random selections with every pattern shape, including repeated ones.
-  std::vector<int32_t> ids;
-  Generator sel(9);
-  for (int64_t t = 0; t < T; ++t) {
-    std::vector<int32_t> chosen;
-    while (int64_t(chosen.size()) < k) {
-      const int32_t e = int32_t(philox_uniform(9, sel.advance(1), 0) * float(cfg.n_experts)) % int32_t(cfg.n_experts);
-      if (std::find(chosen.begin(), chosen.end(), e) == chosen.end()) chosen.push_back(e);
-    }
-    ids.insert(ids.end(), chosen.begin(), chosen.end());
-  }
-  Tensor expert_ids = from_vector(ids, {T, k});
-  Tensor w = randn_t({T, cfg.d_model}, 5, DType::f32);
+  const Tensor ids0 = random_selection(T, k, cfg.n_experts, 9), ids1 = random_selection(T, k, cfg.n_experts, 10);
+  const Tensor w0 = randn_t({T, cfg.d_model}, 5, DType::f32), w1 = randn_t({T, cfg.d_model}, 6, DType::f32);
+  const std::vector<std::pair<std::string, nn::Module*>> modules{
+      {"layer0.", &ffn0}, {"layer1.", &ffn1}, {"hyper.", hyper.get()}};
+  auto run = [&](const Tensor& x, bool grouped) {
+    auto he = [&](model::HyperMoEFFN& f, const Tensor& ids) {
+      return grouped ? f.hyper_expert(x, ids) : f.hyper_expert_per_token(x, ids);
+    };
+    const Tensor y0 = he(ffn0, ids0), y1 = he(ffn1, ids1);
+    sum(y0 * w0 + y1 * w1).backward();
+    return std::make_pair(cat({y0, y1}, 0), grads_of(modules, x));
+  };
 
   Tensor x1 = randn_t({T, cfg.d_model}, 4, DType::f32, true);
-  Tensor y1 = ffn.hyper_expert(x1, expert_ids);
-  sum(y1 * w).backward();
-  std::vector<Tensor> g1 = grads_of(ffn, x1);
-  for (auto& [n, p] : ffn.named_parameters()) p.zero_grad();
-  for (auto& [n, p] : hyper->named_parameters()) p.zero_grad();
-
-  Tensor x2 = x1.detach().clone().set_requires_grad(true);
-  Tensor y2 = ffn.hyper_expert_per_token(x2, expert_ids);
-  sum(y2 * w).backward();
-  std::vector<Tensor> g2 = grads_of(ffn, x2);
+  const auto [y1, g1] = run(x1, true);
+  for (const auto& [p, m] : modules) m->zero_grad();
+  const auto [y2, g2] = run(x1.detach().clone().set_requires_grad(true), false);
 
   EXPECT_GT(max_abs_diff(y1, zeros_like(y1)), 1e-3);  // the branch is not trivially zero
   expect_close(y1, y2, 2e-5);
   ASSERT_EQ(g1.size(), g2.size());
-  const auto names = ffn.named_parameters();
+  int64_t hyper_grads = 0;
+  Tensor emb_grad;
   for (size_t i = 0; i < g1.size(); ++i) {
-    SCOPED_TRACE(i < names.size() ? names[i].first : "x");
-    const double scale = 1 + max_abs_diff(g2[i], zeros_like(g2[i]));
-    EXPECT_LE(max_abs_diff(g1[i], g2[i]), 2e-5 * scale);
+    const auto& [name, g] = g1[i];
+    SCOPED_TRACE(name);
+    ASSERT_EQ(name, g2[i].first);
+    const double scale = 1 + max_abs_diff(g2[i].second, zeros_like(g2[i].second));
+    EXPECT_LE(max_abs_diff(g, g2[i].second), 2e-5 * scale);
+    // Every parameter on the HyperExpert's path gets a gradient (the experts and the
+    // router are not on it), so no comparison above is zeros against zeros.
+    const bool on_path = name.find("hyper.") == 0 || name.find("expert_emb") != std::string::npos ||
+                         name.find(".sel") != std::string::npos || name == "x";
+    if (on_path) {
+      EXPECT_GT(max_abs_diff(g, zeros_like(g)), 0.0);
+    }
+    hyper_grads += name.find("hyper.") == 0;
+    if (name == "hyper.layer_emb") emb_grad = g;
   }
+  EXPECT_EQ(hyper_grads, int64_t(hyper->named_parameters().size()));
+  // Each layer's row of the shared layer embedding gets its own gradient.
+  ASSERT_TRUE(emb_grad.defined());
+  for (int64_t l = 0; l < 2; ++l) EXPECT_GT(max_abs_diff(emb_grad.select(0, l), zeros({cfg.layer_emb_dim})), 0.0) << l;
 }
 
 INSTANTIATE_TEST_SUITE_P(TopK, HyperExpertEquivalence, ::testing::Values(1, 2));

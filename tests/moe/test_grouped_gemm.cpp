@@ -1,7 +1,7 @@
 // Grouped GEMM and hyper adapter tests: values against per-row loops (gather index,
-// scale, bias, empty groups, tiling), the grouped FFN's fused activation steps against the
-// unfused kernels, gradients, errors, determinism; an MoE layer built from the ops against
-// a per-token loop.
+// scale, bias, empty groups, a single row, tiling), the grouped FFN's fused activation
+// steps against the unfused kernels, gradients, errors, determinism; an MoE layer built
+// from the ops against a per-token loop.
 #include "ops/moe/grouped_gemm.h"
 
 #include "ops/moe/cpu/grouped_gemm_cpu.h"
@@ -68,6 +68,58 @@ TEST(MoeGroupedGemm, EdgeShapes) {
   expect_close(moe::grouped_gemm(zeros({2, 0}, {DType::f64}), zeros({1, 0, 3}, {DType::f64}), i64({0, 2}), Tensor(),
                                  Tensor(), full({1, 3}, 2.0, {DType::f64})),
                std::vector<double>(6, 2.0));
+}
+
+// T = 1: one row (M = 1) in one of three groups, read directly or gathered from a larger
+// x, with and without a per-row scale and a bias; forward and every gradient against the
+// loops, in f64 and in f32 (whose one-row GEMMs take the skinny path), and gradcheck.
+TEST(MoeGroupedGemm, SingleRow) {
+  const int64_t K = 5, N = 130, G = 3;
+  const std::vector<int64_t> off{0, 0, 1, 1};  // the row in group 1, groups 0 and 2 empty
+  for (DType dt : {DType::f64, DType::f32})
+    for (bool gather : {false, true})
+      for (bool scaled : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << dtype_name(dt) << " gather " << gather << " scaled " << scaled);
+        const int64_t X = gather ? 4 : 1, src = gather ? 2 : 0;
+        const std::vector<int64_t> idx = gather ? std::vector<int64_t>{src} : std::vector<int64_t>{};
+        Tensor x = rand_t({X, K}, 1, -1, 1, dt, true), w = rand_t({G, K, N}, 2, -1, 1, dt, true);
+        Tensor s = rand_t({1}, 3, 0.5, 1.5, dt, true), b = rand_t({G, N}, 4, -1, 1, dt, true);
+        const Tensor dy = rand_t({1, N}, 5, -1, 1, dt);
+        const auto xv = x.to_vector(), wv = w.to_vector(), sv = s.to_vector(), bv = b.to_vector(), dyv = dy.to_vector();
+        const double tol = dt == DType::f64 ? 1e-12 : 1e-5;
+        Tensor y = moe::grouped_gemm(x, w, i64(off), gather ? i64(idx) : Tensor(), scaled ? s : Tensor(), b);
+        const auto want = ref::grouped_gemm(xv, wv, off, idx, scaled ? sv : std::vector<double>{}, bv, K, N);
+        expect_close(y, want, tol);
+        sum(y * dy).backward();
+        // y = sc * (x[src] W_1 + b_1): dx[src] = sc * W_1 dy, dW_1 = sc * x[src]^T dy,
+        // db_1 = sc * dy, ds = dy . (x[src] W_1 + b_1); nothing for other rows and groups.
+        const double sc = scaled ? sv[0] : 1.0;
+        std::vector<double> dx(size_t(X * K), 0.0), dw(size_t(G * K * N), 0.0), db(size_t(G * N), 0.0);
+        double ds = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          db[size_t(N + n)] = sc * dyv[size_t(n)];
+          ds += dyv[size_t(n)] * want[size_t(n)] / sc;
+          for (int64_t c = 0; c < K; ++c) {
+            dx[size_t(src * K + c)] += sc * wv[size_t((K + c) * N + n)] * dyv[size_t(n)];
+            dw[size_t((K + c) * N + n)] = sc * xv[size_t(src * K + c)] * dyv[size_t(n)];
+          }
+        }
+        expect_close(x.grad(), dx, tol);
+        expect_close(w.grad(), dw, tol);
+        expect_close(b.grad(), db, tol);
+        if (scaled) {
+          expect_close(s.grad(), {ds}, tol * 10);
+        } else {
+          EXPECT_FALSE(s.grad().defined());
+        }
+      }
+  Tensor x = rand_t({4, K}, 1, -1, 1, DType::f64, true), w = rand_t({G, K, N}, 2, -1, 1, DType::f64, true);
+  Tensor s = rand_t({1}, 3, 0.5, 1.5, DType::f64, true), b = rand_t({G, N}, 4, -1, 1, DType::f64, true);
+  EXPECT_GRADCHECK(
+      [&](const std::vector<Tensor>& in) { return moe::grouped_gemm(in[0], in[1], i64(off), i64({2}), in[2], in[3]); },
+      (std::vector<Tensor>{x, w, s, b}));
+  EXPECT_GRADCHECK([&](const std::vector<Tensor>& in) { return moe::grouped_gemm(in[0], in[1], i64(off)); },
+                   (std::vector<Tensor>{x.narrow(0, 1, 1).detach().clone().set_requires_grad(true), w}));
 }
 
 TEST(MoeGroupedGemm, TiledF32AndHalfMatchLoops) {
