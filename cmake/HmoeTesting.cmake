@@ -12,3 +12,20 @@ function(hmoe_add_gtest name)
   endif()
   set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT})
 endfunction()
+
+# hmoe_add_cuda_tests(prefix): every test_<stem>.cpp in the calling folder becomes its own
+# binary test_cuda_<prefix><stem>, labelled "cuda;kernels" and part of hmoe_cuda_tests.
+# Only in the real or emulated CUDA build; without a GPU the real build's tests skip
+# (HMOE_REQUIRE_CUDA).
+function(hmoe_add_cuda_tests prefix)
+  if(HMOE_GPU_RESOLVED STREQUAL "off")
+    return()
+  endif()
+  file(GLOB srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/test_*.cpp)
+  foreach(src ${srcs})
+    get_filename_component(stem ${src} NAME_WE)
+    string(REGEX REPLACE "^test_" "" stem ${stem})
+    hmoe_add_gtest(test_cuda_${prefix}${stem} SOURCES ${src} LABELS "cuda;kernels")
+    add_dependencies(hmoe_cuda_tests test_cuda_${prefix}${stem})
+  endforeach()
+endfunction()

@@ -1,0 +1,10 @@
+// Compiled by nvcc only (ctest emu_nvcc_compile): proves engine/cuda/device_code.h and
+// the sample kernels build for real, including the portable launch helper.
+#include "tests/engine/emu/sample_kernels.cuh"
+
+void hmoe_sample_launch_all(const float* in, int n, float* total, unsigned* hist, const __nv_bfloat16* a,
+                            const __nv_bfloat16* b, float* c, __nv_bfloat16* out, int* count, cudaStream_t s) {
+  HMOE_LAUNCH(hmoe_sample::reduce_and_histogram, dim3(4), dim3(256), 0, s, in, n, total, hist);
+  HMOE_LAUNCH(hmoe_sample::wmma_tile, dim3(1), dim3(32), 1024, s, a, b, c);
+  HMOE_LAUNCH(hmoe_sample::convert_and_vote, dim3((n + 127) / 128), dim3(128), 0, s, in, out, count, n);
+}
