@@ -130,15 +130,6 @@ std::vector<GemmIsa> isas() {
   return v;
 }
 
-class ThreadsGuard {
- public:
-  ThreadsGuard() : saved_(num_threads()) {}
-  ~ThreadsGuard() { set_num_threads(saved_); }
-
- private:
-  int saved_;
-};
-
 }  // namespace
 
 TEST(GemmKernel, EveryIsaMatchesTheFmaChainAndDouble) {
@@ -277,7 +268,7 @@ TEST(GemmKernel, EmptyAndSpecialValues) {
 }
 
 TEST(GemmKernel, GemmOpSameBitsFor1And2Threads) {
-  ThreadsGuard guard;
+  ThreadScope restore(num_threads());
   // Big enough for a grid of several tiles; transposes and beta through GemmArgs.
   const Tensor a = rand_t({300, 513}, 1, -1, 1, DType::f32), b = rand_t({700, 300}, 2, -1, 1, DType::f32);
   const Tensor c0 = rand_t({513, 700}, 3, -1, 1, DType::f32);
@@ -311,7 +302,7 @@ TEST(GemmKernel, GemmOpSameBitsFor1And2Threads) {
 }
 
 TEST(GemmKernel, GroupedGemmGatherEqualsGatheredMatmul) {
-  ThreadsGuard guard;
+  ThreadScope restore(num_threads());
   // Forward with the gather fused into the A pack = matmul of explicitly gathered rows,
   // bit for bit; forward and backward the same for 1 and 2 threads.
   const int64_t T = 300, K = 96, N = 200, G = 3;

@@ -6,9 +6,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -123,5 +125,50 @@ inline void expect_matches(const Tensor& out, const Tensor& ref, double tol = -1
   const double err = rel_error(out, ref);
   EXPECT_LE(err, bound) << what << ": relative error " << err << " (bound " << bound << ") for " << out.meta_str();
 }
+
+// Opt-in bandwidth reports on a real GPU, inside the device tests: they run only when
+// HMOE_KERNEL_BENCH is set and the device is not emulated, and assert nothing about speed
+// (`HMOE_KERNEL_BENCH=1 build/tests/ops/cuda/test_cuda_softmax --gtest_filter=*Bench*`).
+#define HMOE_REQUIRE_KERNEL_BENCH()                                                                 \
+  do {                                                                                              \
+    HMOE_REQUIRE_CUDA();                                                                            \
+    if (::hmoe::cuda::is_emulated() || !std::getenv("HMOE_KERNEL_BENCH"))                           \
+      GTEST_SKIP() << "set HMOE_KERNEL_BENCH=1 on a GPU";                                           \
+    ::hmoe::cuda::set_poison_allocations(false);                                                    \
+  } while (0)
+
+// Median milliseconds of fn on the current stream over 20 timed runs (CUDA events around
+// each), after 3 warm-up runs (allocator, first launch).
+inline double device_median_ms(const std::function<void()>& fn) {
+  ::hmoe::cuda::Stream& s = ::hmoe::cuda::current_stream(0);
+  for (int i = 0; i < 3; ++i) fn();
+  std::vector<float> ms;
+  for (int i = 0; i < 20; ++i) {
+    ::hmoe::cuda::Event a(0), b(0);
+    a.record(s);
+    fn();
+    b.record(s);
+    b.synchronize();
+    ms.push_back(a.elapsed_ms(b));
+  }
+  std::sort(ms.begin(), ms.end());
+  return double(ms[ms.size() / 2]);
+}
+
+// The first schedule's bits of each named output; later schedules must reproduce them.
+class SameBits {
+ public:
+  void check(const std::string& key, const Tensor& t) {
+    const Tensor h = host(t).contiguous().clone();
+    const auto it = first_.find(key);
+    if (it == first_.end())
+      first_.emplace(key, h);
+    else
+      EXPECT_TRUE(bit_equal(h, it->second)) << key << ": differs between schedules";
+  }
+
+ private:
+  std::map<std::string, Tensor> first_;
+};
 
 }  // namespace hmoe::testing

@@ -495,31 +495,11 @@ TEST(CudaElementwise, Where) {
 namespace hmoe {
 namespace {
 
-// Bandwidth of the elementwise kernels on a real GPU (CUDA events, median of 20 runs,
-// minimum bytes moved). Runs only when HMOE_KERNEL_BENCH is set and the device is not
-// emulated: `HMOE_KERNEL_BENCH=1 tests/ops/cuda/test_cuda_elementwise --gtest_filter=*Bench*`.
-double median_ms(const std::function<void()>& fn) {
-  cuda::Stream& s = cuda::current_stream(0);
-  for (int i = 0; i < 3; ++i) fn();
-  std::vector<float> ms;
-  for (int i = 0; i < 20; ++i) {
-    cuda::Event a(0), b(0);
-    a.record(s);
-    fn();
-    b.record(s);
-    b.synchronize();
-    ms.push_back(a.elapsed_ms(b));
-  }
-  std::sort(ms.begin(), ms.end());
-  return double(ms[ms.size() / 2]);
-}
-
+// Bandwidth of the elementwise kernels on a real GPU (minimum bytes moved).
 TEST(CudaElementwiseBench, Bandwidth) {
-  HMOE_REQUIRE_CUDA();
-  if (cuda::is_emulated() || !std::getenv("HMOE_KERNEL_BENCH")) GTEST_SKIP() << "set HMOE_KERNEL_BENCH on a GPU";
-  cuda::set_poison_allocations(false);
+  HMOE_REQUIRE_KERNEL_BENCH();
   auto report = [](const char* what, double bytes, const std::function<void()>& fn) {
-    const double ms = median_ms(fn);
+    const double ms = device_median_ms(fn);
     std::printf("%-44s %9.4f ms %8.1f GB/s\n", what, ms, bytes / ms / 1e6);
   };
   for (DType dt : {DType::f32, DType::bf16}) {

@@ -210,20 +210,9 @@ TEST(CudaNorm, DeterministicAcrossSchedules) {
   }
 }
 
-// Achieved bandwidth on a real GPU (opt-in: HMOE_CUDA_PERF=1; skipped when emulated).
-double time_ms(const std::function<void()>& fn, int reps = 20) {
-  fn();
-  cuda::Event start(0), end(0);
-  start.record(cuda::current_stream(0));
-  for (int i = 0; i < reps; ++i) fn();
-  end.record(cuda::current_stream(0));
-  end.synchronize();
-  return double(start.elapsed_ms(end)) / reps;
-}
-
-TEST(CudaNormPerf, Bandwidth) {
-  HMOE_REQUIRE_CUDA();
-  if (cuda::is_emulated() || std::getenv("HMOE_CUDA_PERF") == nullptr) GTEST_SKIP() << "set HMOE_CUDA_PERF=1 on a GPU";
+// Bandwidth of the norm kernels on a real GPU (bytes of x).
+TEST(CudaNormBench, Bandwidth) {
+  HMOE_REQUIRE_KERNEL_BENCH();
   for (DType dt : {DType::bf16, DType::f32})
     for (const Shape& s : {Shape{16384, 1024}, Shape{8192, 4096}, Shape{4096, 8192}, Shape{1024, 32768}}) {
       const Tensor x = dev(rand_cpu(s, 1, dt, -3, 3)), g = dev(rand_cpu(s, 2, dt));
@@ -233,9 +222,9 @@ TEST(CudaNormPerf, Bandwidth) {
       const Tensor mean = Tensor::empty({s[0]}, {DType::f32, kDev}), rstd = Tensor::empty({s[0]}, {DType::f32, kDev});
       const Tensor dw = Tensor::empty({s[1]}, {dt, kDev}), db = Tensor::empty({s[1]}, {dt, kDev});
       const double bytes = double(x.nbytes());
-      const double f = time_ms([&] { norm_stub.get(kDev)(x, w, b, 1e-5, false, y, mean, rstd); });
-      const double r = time_ms([&] { norm_stub.get(kDev)(x, w, Tensor(), 1e-6, true, y, Tensor(), rstd); });
-      const double fb = time_ms([&] { norm_backward_stub.get(kDev)(g, x, w, mean, rstd, false, dx, dw, db); });
+      const double f = device_median_ms([&] { norm_stub.get(kDev)(x, w, b, 1e-5, false, y, mean, rstd); });
+      const double r = device_median_ms([&] { norm_stub.get(kDev)(x, w, Tensor(), 1e-6, true, y, Tensor(), rstd); });
+      const double fb = device_median_ms([&] { norm_backward_stub.get(kDev)(g, x, w, mean, rstd, false, dx, dw, db); });
       std::printf(
           "%-5s %-13s layer_norm fwd %7.1f us %6.0f GB/s | rms_norm fwd %7.1f us %6.0f GB/s | layer_norm "
           "bwd %7.1f us (%6.0f GB/s: x, g read, dx written)\n",

@@ -289,36 +289,16 @@ TEST(CudaReduce, Errors) {
 namespace hmoe {
 namespace {
 
-// Bandwidth of the reduce kernels on a real GPU (CUDA events, median of 20 runs, bytes
-// read). Runs only when HMOE_KERNEL_BENCH is set and the device is not emulated:
-// `HMOE_KERNEL_BENCH=1 tests/ops/cuda/test_cuda_reduce --gtest_filter=*Bench*`.
-double median_ms(const std::function<void()>& fn) {
-  cuda::Stream& s = cuda::current_stream(0);
-  for (int i = 0; i < 3; ++i) fn();
-  std::vector<float> ms;
-  for (int i = 0; i < 20; ++i) {
-    cuda::Event a(0), b(0);
-    a.record(s);
-    fn();
-    b.record(s);
-    b.synchronize();
-    ms.push_back(a.elapsed_ms(b));
-  }
-  std::sort(ms.begin(), ms.end());
-  return double(ms[ms.size() / 2]);
-}
-
+// Bandwidth of the reduce kernels on a real GPU (bytes read).
 TEST(CudaReduceBench, Bandwidth) {
-  HMOE_REQUIRE_CUDA();
-  if (cuda::is_emulated() || !std::getenv("HMOE_KERNEL_BENCH")) GTEST_SKIP() << "set HMOE_KERNEL_BENCH on a GPU";
-  cuda::set_poison_allocations(false);
+  HMOE_REQUIRE_KERNEL_BENCH();
   for (DType dt : {DType::f32, DType::bf16}) {
     const std::string d(dtype_name(dt));
     const double e = double(dtype_size(dt));
     Generator g(1);
     const Tensor a = uniform({int64_t(1) << 26}, g, -1, 1, {dt, kDev});
     auto report = [&](const std::string& what, const Tensor& x, const std::function<void()>& fn) {
-      const double ms = median_ms(fn);
+      const double ms = device_median_ms(fn);
       std::printf("%-44s %9.4f ms %8.1f GB/s\n", (d + " " + what).c_str(), ms, e * double(x.numel()) / ms / 1e6);
     };
     const Tensor rows = a.reshape({16384, 4096}), wide = a.reshape({4096, 16384}), tall = a.reshape({1 << 20, 64});

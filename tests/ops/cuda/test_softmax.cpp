@@ -334,21 +334,9 @@ TEST(CudaCrossEntropy, OutOfRangeTargetIsAnError) {
   });
 }
 
-// Achieved bandwidth on a real GPU (opt-in: HMOE_CUDA_PERF=1; skipped when emulated).
-// Prints GB/s of the minimal traffic per kernel; asserts nothing about speed.
-double time_ms(const std::function<void()>& fn, int reps = 20) {
-  fn();  // warm-up (allocator, first launch)
-  cuda::Event start(0), end(0);
-  start.record(cuda::current_stream(0));
-  for (int i = 0; i < reps; ++i) fn();
-  end.record(cuda::current_stream(0));
-  end.synchronize();
-  return double(start.elapsed_ms(end)) / reps;
-}
-
-TEST(CudaSoftmaxPerf, Bandwidth) {
-  HMOE_REQUIRE_CUDA();
-  if (cuda::is_emulated() || std::getenv("HMOE_CUDA_PERF") == nullptr) GTEST_SKIP() << "set HMOE_CUDA_PERF=1 on a GPU";
+// Bandwidth of the softmax kernels on a real GPU (minimal traffic per kernel).
+TEST(CudaSoftmaxBench, Bandwidth) {
+  HMOE_REQUIRE_KERNEL_BENCH();
   NoGradGuard ng;
   for (DType dt : {DType::bf16, DType::f32})
     for (const Shape& s :
@@ -358,10 +346,10 @@ TEST(CudaSoftmaxPerf, Bandwidth) {
       const Tensor x = dev(rand_cpu(s, 1, dt, -4, 4)), g = dev(rand_cpu(s, 2, dt));
       const Tensor y = Tensor::empty(s, {dt, kDev}), gx = Tensor::empty(s, {dt, kDev});
       const double bytes = double(x.nbytes());
-      const double f = time_ms([&] { softmax_stub.get(kDev)(x, y, s[0], s[1], 1, false); });
-      const double b = time_ms([&] { softmax_backward_stub.get(kDev)(y, g, gx, s[0], s[1], 1, false); });
+      const double f = device_median_ms([&] { softmax_stub.get(kDev)(x, y, s[0], s[1], 1, false); });
+      const double b = device_median_ms([&] { softmax_backward_stub.get(kDev)(y, g, gx, s[0], s[1], 1, false); });
       const Tensor t = dev(rand_ids({s[0]}, 0, s[1], 3));
-      const double c = time_ms([&] { (void)cross_entropy(x, t, -100, Reduction::none); });
+      const double c = device_median_ms([&] { (void)cross_entropy(x, t, -100, Reduction::none); });
       std::printf("%-5s %-14s softmax fwd %7.1f us %6.0f GB/s | bwd %7.1f us %6.0f GB/s | ce fwd %7.1f us %6.0f GB/s\n",
                   std::string(dtype_name(dt)).c_str(), shape_str(s).c_str(), f * 1e3, 2 * bytes / f / 1e6, b * 1e3,
                   3 * bytes / b / 1e6, c * 1e3, bytes / c / 1e6);

@@ -30,22 +30,6 @@ void expect_exact(const Tensor& out, const Tensor& ref, const std::string& what)
   EXPECT_TRUE(bit_equal(host(out), host(ref))) << what << ": device " << host(out).str() << "\ncpu " << ref.str();
 }
 
-// The first schedule's bits of each named output; later schedules must reproduce them.
-class SameBits {
- public:
-  void check(const std::string& key, const Tensor& t) {
-    const Tensor h = host(t).contiguous().clone();
-    const auto it = first_.find(key);
-    if (it == first_.end())
-      first_.emplace(key, h);
-    else
-      EXPECT_TRUE(bit_equal(h, it->second)) << key << ": differs between schedules";
-  }
-
- private:
-  std::map<std::string, Tensor> first_;
-};
-
 // Distinct expert ids per row (as a router gives): the top-k of random scores.
 Tensor distinct_ids(int64_t T, int64_t N, int64_t k, uint64_t seed, DType it) {
   return topk(testing::rand_t({T, N}, seed), k, 1).second.to(it);

@@ -29,22 +29,6 @@ void expect_exact(const Tensor& out, const Tensor& ref, const std::string& what)
   EXPECT_TRUE(bit_equal(host(out), ref)) << what << ": device " << host(out).str() << "\ncpu " << ref.str();
 }
 
-// The first schedule's bits of each named output; later schedules must reproduce them.
-class SameBits {
- public:
-  void check(const std::string& key, const Tensor& t) {
-    const Tensor h = host(t).contiguous().clone();
-    const auto it = first_.find(key);
-    if (it == first_.end())
-      first_.emplace(key, h);
-    else
-      EXPECT_TRUE(bit_equal(h, it->second)) << key << ": differs between schedules";
-  }
-
- private:
-  std::map<std::string, Tensor> first_;
-};
-
 // route_topk forward (probs, gates within tolerance, ids exactly) and the logits gradient
 // of sum(gates * wg) + sum(probs * wp) (either term optional), device against CPU.
 void check_route(const Tensor& logits, int64_t k, bool renorm, bool via_gates, bool via_probs, SameBits& bits,
