@@ -49,16 +49,12 @@ Data load_data(const Config& c) {
   return {std::move(tr), std::move(va)};
 }
 
-DType model_dtype(const Config& c) {
-  return c.model.dtype == "bf16" ? DType::bf16 : c.model.dtype == "f16" ? DType::f16 : DType::f32;
-}
-
 // The model in the config's precision on the config's device (parameters are created
 // in f32 on the CPU from the seed, so every device and precision starts from the same
 // weights, rounded).
 void place_model(model::LanguageModel& m, const Config& c) {
-  if (model_dtype(c) != DType::f32) m.to(model_dtype(c));
-  m.to(parse_device(c.train.device));
+  if (c.model.dtype != DType::f32) m.to(c.model.dtype);
+  m.to(c.train.device.device);
 }
 
 double lm_loss_value(model::LanguageModel& m, const data::Batch& b, Generator& noise, Tensor* loss_out, Tensor* aux_out,
@@ -289,7 +285,7 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
     // Extending the run is allowed, on another device too, and so is changing what leaves
     // the results as they are: the thread count, recomputing the experts' pre-activation.
     a.train.steps = b.train.steps = 0;
-    a.train.device = b.train.device = "cpu";
+    a.train.device = b.train.device = DeviceSetting{};
     a.train.threads = b.train.threads = 0;
     a.model.expert_recompute = b.model.expert_recompute = false;
     HMOE_CHECK(config_to_json(a) == config_to_json(b), "resume: the checkpoint in '", ckpt_dir.string(),
@@ -328,11 +324,12 @@ TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
   res.num_parameters = m.num_parameters();
   res.last_val_loss = std::nan("");
   if (!opts.quiet) {
-    const std::string experts = cfg.model.ffn == "dense" ? std::string()
-                                                         : ", " + std::to_string(cfg.model.n_experts) +
-                                                               " experts (top-" + std::to_string(cfg.model.top_k) + ")";
+    const std::string experts =
+        cfg.model.ffn == model::FfnKind::dense
+            ? std::string()
+            : ", " + std::to_string(cfg.model.n_experts) + " experts (top-" + std::to_string(cfg.model.top_k) + ")";
     std::printf("model: %s ffn, %lld layers, d=%lld%s, %lld parameters; data: %lld train / %lld val tokens\n",
-                cfg.model.ffn.c_str(), static_cast<long long>(cfg.model.n_layer),
+                std::string(model::name(cfg.model.ffn)).c_str(), static_cast<long long>(cfg.model.n_layer),
                 static_cast<long long>(cfg.model.d_model), experts.c_str(), static_cast<long long>(res.num_parameters),
                 static_cast<long long>(d.train.size()), static_cast<long long>(d.val.size()));
   }

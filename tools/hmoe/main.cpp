@@ -9,7 +9,7 @@
 
 #include "engine/error.h"
 #include "engine/thread_pool.h"
-#include "models/hypermoe/lm.h"
+#include "models/hypermoe/shapes.h"
 #include "models/train/trainer.h"
 #include "tools/hmoe/selftest.h"
 #if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
@@ -33,17 +33,18 @@ int run_train(const std::string& config_path, const std::vector<std::string>& ov
 // settings (experts, top-k, adapter rank, moe_every, vocabulary).
 int run_presets(const std::string& config_path, const std::vector<std::string>& overrides) {
   using namespace hmoe::train;
+  using hmoe::model::FfnKind;
   std::printf("%-6s %7s %7s %6s %6s %6s %12s %12s %12s\n", "preset", "layers", "d_model", "heads", "d_ff", "block",
               "dense", "moe", "hypermoe");
   for (const char* preset : {"tiny", "small", "base"}) {
     std::vector<std::string> o = overrides;
     o.push_back(std::string("model.preset=") + preset);
-    const ModelConfig m = load_config(config_path, o).model;
+    const hmoe::model::ModelConfig m = load_config(config_path, o).model;
     std::printf("%-6s %7lld %7lld %6lld %6lld %6lld", preset, static_cast<long long>(m.n_layer),
                 static_cast<long long>(m.d_model), static_cast<long long>(m.n_head), static_cast<long long>(m.d_ff),
                 static_cast<long long>(m.block_size));
-    for (const char* ffn : {"dense", "moe", "hypermoe"}) {
-      ModelConfig k = m;
+    for (FfnKind ffn : {FfnKind::dense, FfnKind::moe, FfnKind::hypermoe}) {
+      hmoe::model::ModelConfig k = m;
       k.ffn = ffn;
       std::printf(" %12lld", static_cast<long long>(hmoe::model::count_parameters(k)));
     }
