@@ -6,6 +6,8 @@
 
 #include "models/hypermoe/lm.h"
 #include "models/hypermoe/shapes.h"
+#include "models/train/evaluate.h"
+#include "models/train/generate.h"
 #include "models/train/trainer.h"
 #include "tests/model/trainer_test_util.h"
 #include "tests/test_util.h"

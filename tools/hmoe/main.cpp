@@ -10,6 +10,8 @@
 #include "engine/error.h"
 #include "engine/thread_pool.h"
 #include "models/hypermoe/shapes.h"
+#include "models/train/evaluate.h"
+#include "models/train/generate.h"
 #include "models/train/trainer.h"
 #include "tools/hmoe/selftest.h"
 #if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
