@@ -220,8 +220,8 @@ void Communicator::all_to_all_v(const Tensor& send, std::span<const int64_t> sen
       const int64_t sig[] = {int64_t(send.dtype()), row_elems, layout.chunks};
       verify_same_call("all_to_all_v", sig);
     }
-    std::vector<int64_t> offsets(2 * n);  // the send buffer's, then the receive buffer's
-    const std::span<int64_t> send_off(offsets.data(), n), recv_off(offsets.data() + n, n);
+    offsets_.resize(2 * n);  // the send buffer's, then the receive buffer's
+    const std::span<int64_t> send_off(offsets_.data(), n), recv_off(offsets_.data() + n, n);
     detail::block_offsets(send_rows, size_, layout.chunks, layout.send_chunk_major, send_off);
     detail::block_offsets(recv_rows, size_, layout.chunks, layout.recv_chunk_major, recv_off);
     const AllToAllPlan plan{send,     recv,     send_rows,     recv_rows,

@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "engine/tensor.h"
 
@@ -196,6 +197,7 @@ class Communicator {
   std::string name_;
   Options options_;
   uint64_t sequence_ = 0;
+  std::vector<int64_t> offsets_;  // all_to_all_v's block offsets, kept to save an allocation per call
   std::unique_ptr<Watchdog> watchdog_;
 };
 

@@ -76,8 +76,7 @@ void MpiCommunicator::all_to_all_v_impl(const AllToAllPlan& plan) {
   const char* send = static_cast<const char*>(host_data(plan.send));
   char* recv = static_cast<char*>(host_data(plan.recv));
   const MPI_Datatype row = row_type(plan.row_bytes);
-  mpi::Exchange x(comm_);
-  x.reserve(2 * size_t(size()) * size_t(plan.chunks));
+  mpi::Exchange& x = exchange_;
   // Peers in a staggered order (rank + s, rank - s), so that not every rank's first
   // message goes to rank 0. Zero blocks are skipped on both sides alike.
   for (int s = 1; s < size(); ++s) {

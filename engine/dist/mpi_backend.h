@@ -47,6 +47,7 @@ class MpiCommunicator : public Communicator {
   std::shared_ptr<mpi::Runtime> runtime_;  // outlives comm_ and ops_ (declared first)
   mpi::ReduceOps ops_;
   mpi::Comm comm_;
+  mpi::Exchange exchange_{comm_};
   std::vector<std::pair<size_t, mpi::Datatype>> row_types_;  // the most recent last
 };
 

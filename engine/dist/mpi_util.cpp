@@ -260,16 +260,19 @@ void Exchange::recv(void* p, int64_t count, MPI_Datatype t, size_t extent, int p
 }
 
 void Exchange::wait() {
-  std::vector<MPI_Status> status(requests_.size());
-  const int rc = MPI_Waitall(int(requests_.size()), requests_.data(), status.data());
+  status_.resize(requests_.size());
+  const int rc = MPI_Waitall(int(requests_.size()), requests_.data(), status_.data());
+  int failed = MPI_SUCCESS, peer = -1;
   if (rc == MPI_ERR_IN_STATUS)
-    for (size_t i = 0; i < status.size(); ++i)
-      if (status[i].MPI_ERROR != MPI_SUCCESS && status[i].MPI_ERROR != MPI_ERR_PENDING)
-        HMOE_FAIL("MPI_Waitall failed on a message with rank ", peers_[i], ": ", error_string(status[i].MPI_ERROR),
-                  " (do the two ranks' counts match?)");
-  check(rc, "MPI_Waitall");
+    for (size_t i = 0; i < requests_.size() && failed == MPI_SUCCESS; ++i)
+      if (status_[i].MPI_ERROR != MPI_SUCCESS && status_[i].MPI_ERROR != MPI_ERR_PENDING)
+        failed = status_[i].MPI_ERROR, peer = peers_[i];
   requests_.clear();
   peers_.clear();
+  if (failed != MPI_SUCCESS)
+    HMOE_FAIL("MPI_Waitall failed on a message with rank ", peer, ": ", error_string(failed),
+              " (do the two ranks' counts match?)");
+  check(rc, "MPI_Waitall");
 }
 
 }  // namespace hmoe::dist::mpi

@@ -109,17 +109,14 @@ void all_gather(const Comm& c, const void* in, void* out, int64_t rows, MPI_Data
 void broadcast(const Comm& c, void* data, size_t nbytes, int root);
 void barrier(const Comm& c);
 
-// The point-to-point messages of one exchange: posted non-blocking (each in pieces of
+// The point-to-point messages of an exchange: posted non-blocking (each in pieces of
 // at most max_count elements of its type, matched in order since MPI does not let
 // messages with one source, tag and communicator overtake each other), then completed
-// together by wait().
+// together by wait(). Reusable: a communicator keeps one, so that an exchange
+// allocates nothing once its buffers have grown.
 class Exchange {
  public:
   explicit Exchange(const Comm& c) : c_(c) {}
-  void reserve(size_t messages) {
-    requests_.reserve(messages);
-    peers_.reserve(messages);
-  }
   void send(const void* p, int64_t count, MPI_Datatype t, size_t extent, int peer);
   void recv(void* p, int64_t count, MPI_Datatype t, size_t extent, int peer);
   void wait();
@@ -129,6 +126,7 @@ class Exchange {
   const Comm& c_;
   std::vector<MPI_Request> requests_;
   std::vector<int> peers_;  // of each request, for error messages
+  std::vector<MPI_Status> status_;
 };
 
 }  // namespace hmoe::dist::mpi

@@ -1,6 +1,7 @@
-// The communicator watchdog: one thread per watched communicator that wakes a few
-// times per timeout, drops completed asynchronous calls, polls the backend for errors
-// and ends the job when the oldest unfinished call is older than the timeout.
+// The communicator watchdog: one thread per watched communicator that wakes 20 times
+// per timeout, stamps the call on the host when it first sees it, drops completed
+// asynchronous calls, polls the backend for errors and ends the job when the oldest
+// unfinished call is older than the timeout.
 #include "engine/dist/watchdog.h"
 
 #include <algorithm>
@@ -30,26 +31,38 @@ Watchdog::~Watchdog() {
 }
 
 void Watchdog::begin(const char* op, uint64_t seq, double bytes) {
-  std::lock_guard<std::mutex> lk(mu_);
-  drop_completed();  // keeps the queue short when nobody waits on the stream for a while
-  active_ = Call{op, seq, bytes, Clock::now(), {}};
+  active_op_.store(op, std::memory_order_relaxed);
+  active_bytes_.store(bytes, std::memory_order_relaxed);
+  active_seq_.store(seq, std::memory_order_release);
 }
 
-void Watchdog::end() {
-  std::lock_guard<std::mutex> lk(mu_);
-  active_.reset();
-}
+void Watchdog::end() { active_seq_.store(0, std::memory_order_release); }
 
 void Watchdog::until_done(std::function<bool()> done) {
+  const uint64_t seq = active_seq_.load(std::memory_order_relaxed);
+  if (seq == 0) return;
   std::lock_guard<std::mutex> lk(mu_);
-  if (!active_) return;
-  Call c = *active_;
-  c.done = std::move(done);
-  queued_.push_back(std::move(c));
+  drop_completed();  // keeps the queue short when nobody waits on the stream for a while
+  queued_.push_back(Call{active_op_.load(std::memory_order_relaxed), seq, active_bytes_.load(std::memory_order_relaxed),
+                         Clock::now(), std::move(done)});
 }
 
 void Watchdog::drop_completed() {
   while (!queued_.empty() && queued_.front().done()) queued_.pop_front();
+}
+
+std::optional<Watchdog::Call> Watchdog::host_call(Clock::time_point now) {
+  const uint64_t seq = active_seq_.load(std::memory_order_acquire);
+  if (seq == 0) return std::nullopt;
+  const char* op = active_op_.load(std::memory_order_relaxed);
+  const double bytes = active_bytes_.load(std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (active_seq_.load(std::memory_order_relaxed) != seq) return std::nullopt;  // it ended meanwhile
+  if (seq != seen_seq_) {
+    seen_seq_ = seq;
+    seen_at_ = now;
+  }
+  return Call{op, seq, bytes, seen_at_, {}};
 }
 
 void Watchdog::loop() {
@@ -58,8 +71,10 @@ void Watchdog::loop() {
     cv_.wait_for(lk, period_);
     if (stop_) break;
     drop_completed();
+    const auto now = Clock::now();
+    const std::optional<Call> host = host_call(now);
     // Queued calls started before the one on the host now.
-    const Call* oldest = !queued_.empty() ? &queued_.front() : (active_ ? &*active_ : nullptr);
+    const Call* oldest = !queued_.empty() ? &queued_.front() : (host ? &*host : nullptr);
     const auto describe = [&](const Call& c) {
       std::ostringstream os;
       os << c.op << " #" << c.seq << " (" << c.bytes << " bytes";
@@ -73,7 +88,7 @@ void Watchdog::loop() {
         fire("the backend reported an asynchronous error during " +
              (oldest ? describe(*oldest) : std::string("no collective (idle)")) + ": " + error);
     }
-    if (oldest && Clock::now() - oldest->start > timeout_) {
+    if (oldest && now - oldest->start > timeout_) {
       std::ostringstream os;
       os << describe(*oldest) << " has not completed after " << std::chrono::duration<double>(timeout_).count()
          << " s (Options::timeout_s): a rank did not join it, or joined another collective";

@@ -4,6 +4,7 @@
 // number. Internal to engine/dist.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -33,7 +34,9 @@ class Watchdog {
   Watchdog(const Watchdog&) = delete;
   Watchdog& operator=(const Watchdog&) = delete;
 
-  // The host side of a call: watched from begin to end.
+  // The host side of a call, watched from begin to end. Lock-free and without a clock
+  // read (a small collective takes about a microsecond): the watchdog's thread stamps
+  // a call when it first sees it, so a timeout fires up to one wake-up late.
   void begin(const char* op, uint64_t seq, double bytes);
   void end();
   // The current call (between begin and end) stays watched after end until done()
@@ -52,16 +55,24 @@ class Watchdog {
   };
   void loop();
   void drop_completed();  // with mu_ held
+  // The call on the host now, if any, as the watchdog's thread sees it.
+  std::optional<Call> host_call(Clock::time_point now);
   [[noreturn]] void fire(const std::string& what);
 
   std::string who_;
   Clock::duration timeout_, period_;
   WatchdogActions actions_;
+  // The call on the host: written by begin/end, read by the watchdog's thread (seq 0:
+  // none; op and bytes are valid while seq reads the same before and after them).
+  std::atomic<uint64_t> active_seq_{0};
+  std::atomic<const char*> active_op_{nullptr};
+  std::atomic<double> active_bytes_{0};
+  uint64_t seen_seq_ = 0;  // the watchdog thread's: the call it stamped, and when
+  Clock::time_point seen_at_{};
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
-  std::optional<Call> active_;  // the call on the host now
-  std::deque<Call> queued_;     // asynchronous calls not yet complete, oldest first
+  std::deque<Call> queued_;  // asynchronous calls not yet complete, oldest first
   std::thread thread_;
 };
 
