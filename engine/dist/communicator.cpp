@@ -168,6 +168,7 @@ void Communicator::all_reduce(const Tensor& t, ReduceOp op) {
       verify_same_call("all_reduce", sig);
     }
     if (t.numel() > 0) all_reduce_impl(t, op);
+    t.storage()->bump_version();  // written in place: autograd's saved-tensor check sees it
   });
 }
 
@@ -183,6 +184,7 @@ void Communicator::all_gather(const Tensor& in, const Tensor& out) {
       verify_same_call("all_gather", sig);
     }
     if (in.numel() > 0) all_gather_impl(in, out);
+    out.storage()->bump_version();
   });
 }
 
@@ -228,6 +230,7 @@ void Communicator::all_to_all_v(const Tensor& send, std::span<const int64_t> sen
                             send_off, recv_off, layout.chunks, size_t(row_elems) * send.element_size()};
     if (options_.verify && size_ > 1) verify_counts(plan);
     if (plan.row_bytes > 0) all_to_all_v_impl(plan);
+    recv.storage()->bump_version();
   });
 }
 
@@ -252,6 +255,7 @@ void Communicator::broadcast(const Tensor& t, int root) {
       verify_same_call("broadcast", sig);
     }
     if (t.numel() > 0) broadcast_impl(t, root);
+    t.storage()->bump_version();
   });
 }
 

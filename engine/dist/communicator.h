@@ -81,8 +81,10 @@ struct ChunkLayout {
 //      refused (use nccl).
 //    single: copies are queued on that stream.
 // Collectives of zero elements return at once; all_to_all_v with nothing to send or
-// receive still takes part (its peers may exchange among themselves). Errors are
-// hmoe::Error naming the backend, the rank, the group, the collective and its number.
+// receive still takes part (its peers may exchange among themselves). The collectives
+// are not differentiable (the expert-parallel layer wraps them); a tensor they write
+// has its storage's version bumped, as in-place ops do. Errors are hmoe::Error naming
+// the backend, the rank, the group, the collective and its number.
 class Communicator {
  public:
   virtual ~Communicator();

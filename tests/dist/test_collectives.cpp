@@ -108,6 +108,27 @@ TEST(Dist, BarrierAndSequenceNumbers) {
   EXPECT_EQ(w.sequence(), s + 3);
 }
 
+TEST(Dist, WrittenTensorsHaveTheirVersionBumped) {
+  // Autograd refuses a saved tensor modified in place; a collective's writes count.
+  Communicator& w = world();
+  Tensor t = make(values(w.rank(), 6, DType::f32), {6}, DType::f32, Device::cpu());
+  uint64_t v = t.storage()->version();
+  w.all_reduce(t);
+  EXPECT_GT(t.storage()->version(), v);
+  v = t.storage()->version();
+  w.broadcast(t, 0);
+  EXPECT_GT(t.storage()->version(), v);
+  Tensor out = Tensor::empty({6 * int64_t(w.size())}, {DType::f32});
+  v = out.storage()->version();
+  w.all_gather(t, out);
+  EXPECT_GT(out.storage()->version(), v);
+  const std::vector<int64_t> none(size_t(w.size()), 0);
+  Tensor empty = Tensor::empty({0, 3}, {DType::f32});
+  v = empty.storage()->version();
+  w.all_to_all_v(empty, none, empty.clone(), none);
+  EXPECT_EQ(empty.storage()->version(), v);  // the send side is only read
+}
+
 TEST(Dist, ErrorsNameTheRankTheGroupAndTheCall) {
   Communicator& w = world();
   const std::string who = "rank " + std::to_string(w.rank()) + " of " + std::to_string(w.size()) + " in world";
