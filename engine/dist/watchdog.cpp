@@ -31,8 +31,9 @@ Watchdog::~Watchdog() {
 }
 
 void Watchdog::begin(const char* op, uint64_t seq, double bytes) {
-  active_op_.store(op, std::memory_order_relaxed);
-  active_bytes_.store(bytes, std::memory_order_relaxed);
+  // Release stores throughout: a reader that sees this op has seen the previous end().
+  active_op_.store(op, std::memory_order_release);
+  active_bytes_.store(bytes, std::memory_order_release);
   active_seq_.store(seq, std::memory_order_release);
 }
 
@@ -54,10 +55,11 @@ void Watchdog::drop_completed() {
 std::optional<Watchdog::Call> Watchdog::host_call(Clock::time_point now) {
   const uint64_t seq = active_seq_.load(std::memory_order_acquire);
   if (seq == 0) return std::nullopt;
-  const char* op = active_op_.load(std::memory_order_relaxed);
-  const double bytes = active_bytes_.load(std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_acquire);
-  if (active_seq_.load(std::memory_order_relaxed) != seq) return std::nullopt;  // it ended meanwhile
+  // An op or bytes of a later call carry that call's preceding end(), so the second
+  // read of seq then differs: equal reads mean op and bytes are this call's.
+  const char* op = active_op_.load(std::memory_order_acquire);
+  const double bytes = active_bytes_.load(std::memory_order_acquire);
+  if (active_seq_.load(std::memory_order_acquire) != seq) return std::nullopt;  // it ended meanwhile
   if (seq != seen_seq_) {
     seen_seq_ = seq;
     seen_at_ = now;
