@@ -43,7 +43,8 @@ struct Options {
   // Every collective first checks, with small extra collectives, that all ranks called
   // the same one (same sequence number) with agreeing arguments, and all_to_all_v that
   // the counts match pairwise; a disagreement throws on every rank instead of hanging
-  // or corrupting memory. Costs two or three small collectives per call.
+  // or corrupting memory. Costs a small all-reduce per call (all_to_all_v: also a small
+  // all-to-all and another all-reduce).
   bool verify = false;
   // nccl: this rank's CUDA device (-1: its rank among the processes on its node,
   // modulo the visible devices).
