@@ -23,6 +23,20 @@ bool device_available();
 // Throws hmoe::Error naming the device when it does not exist.
 void check_device(int device);
 
+// Makes `device` the calling thread's current device for a scope, then restores the
+// previous one. Code in this layer does it for every call; code that calls a library
+// working on the current device (NCCL creates a communicator on it) needs it too.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0, device_ = 0;
+};
+
 struct DeviceProperties {
   std::string name;
   int major = 0, minor = 0;  // compute capability

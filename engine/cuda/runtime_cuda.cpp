@@ -28,24 +28,6 @@ using backend::kMaxDevices;
     if (hmoe_e_ != cudaSuccess) fail(hmoe_e_, #call); \
   } while (0)
 
-// Makes `device` current for a scope (the runtime API works on the current device).
-class DeviceGuard {
- public:
-  explicit DeviceGuard(int device) {
-    HMOE_CUDA_CHECK(cudaGetDevice(&previous_));
-    if (previous_ != device) HMOE_CUDA_CHECK(cudaSetDevice(device));
-    device_ = device;
-  }
-  ~DeviceGuard() {
-    if (previous_ != device_) cudaSetDevice(previous_);
-  }
-  DeviceGuard(const DeviceGuard&) = delete;
-  DeviceGuard& operator=(const DeviceGuard&) = delete;
-
- private:
-  int previous_ = 0, device_ = 0;
-};
-
 int count_devices() {
   static const int n = [] {
     int c = 0;
@@ -67,6 +49,16 @@ bool sync_every_launch() {
 }
 
 }  // namespace
+
+// The runtime API works on the current device.
+DeviceGuard::DeviceGuard(int device) {
+  HMOE_CUDA_CHECK(cudaGetDevice(&previous_));
+  if (previous_ != device) HMOE_CUDA_CHECK(cudaSetDevice(device));
+  device_ = device;
+}
+DeviceGuard::~DeviceGuard() {
+  if (previous_ != device_) cudaSetDevice(previous_);
+}
 
 bool is_emulated() { return false; }
 int device_count() { return count_devices(); }

@@ -71,6 +71,9 @@ void check_device(int device) {
   HMOE_CHECK(device == 0, "cuda:", device, " does not exist: the emulated build has exactly one device (cuda:0)");
 }
 
+DeviceGuard::DeviceGuard(int device) : previous_(0), device_(device) { check_device(device); }
+DeviceGuard::~DeviceGuard() = default;
+
 const DeviceProperties& properties(int device) {
   check_device(device);
   static const DeviceProperties props = [] {

@@ -1,0 +1,73 @@
+// Shared by the communicator's tests: the world made by test_dist_main.cpp, the devices
+// a backend takes, deterministic per-rank data (small integers, so sums are exact in
+// every dtype) and tensors built from it.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/dist/communicator.h"
+#include "hmoe.h"
+#if defined(HMOE_WITH_CUDA_BACKEND)
+#include "engine/cuda/runtime.h"
+#endif
+
+namespace hmoe::testing::dist {
+
+using hmoe::dist::Communicator;
+
+// The world communicator of this test process (test_dist_main.cpp).
+Communicator& world();
+std::shared_ptr<Communicator> world_ptr();
+
+// The devices this backend's collectives take: the CPU, plus the cuda device where it
+// exists and the backend takes it (nccl; mpi only where device memory is host memory).
+inline std::vector<Device> devices() {
+  std::vector<Device> out{Device::cpu()};
+#if defined(HMOE_WITH_CUDA_BACKEND)
+  const bool takes_cuda = world().backend() != hmoe::dist::Backend::mpi || cuda::is_emulated();
+  if (cuda::device_available() && takes_cuda) out.push_back(Device::cuda(0));
+#endif
+  return out;
+}
+
+inline const std::vector<DType>& reducible_dtypes() {
+  static const std::vector<DType> d{DType::f32, DType::f64, DType::bf16, DType::f16, DType::i32, DType::i64};
+  return d;
+}
+inline const std::vector<DType>& all_dtypes() {
+  static const std::vector<DType> d{DType::f32, DType::f64, DType::bf16, DType::f16, DType::i32, DType::i64, DType::b8};
+  return d;
+}
+
+// Element i of rank r's data (seed tells tests apart): integers in [-8, 8], exact in
+// every dtype even summed over a few ranks; 0 or 1 for bool.
+inline double value(int r, int64_t i, DType dt, int64_t seed = 0) {
+  const int64_t h = (int64_t(r) * 7 + i * 3 + seed * 11) % 17;
+  return dt == DType::b8 ? double(h % 2) : double(h - 8);
+}
+
+inline std::vector<double> values(int r, int64_t n, DType dt, int64_t seed = 0) {
+  std::vector<double> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[size_t(i)] = value(r, i, dt, seed);
+  return v;
+}
+
+inline Tensor make(const std::vector<double>& v, const Shape& shape, DType dt, Device dev) {
+  return from_vector(v, shape, {dt, dev});
+}
+
+inline std::string where(Device dev, DType dt) { return dev.str() + " " + std::string(dtype_name(dt)); }
+
+// Each checks one collective on c against the serial reference (every rank's data is a
+// function of its rank in c), on every device and the dtypes it takes; seed varies data.
+void check_all_reduce(Communicator& c, int64_t seed);
+void check_all_gather(Communicator& c, int64_t seed);
+void check_broadcast(Communicator& c, int64_t seed);
+void check_all_to_all_v(Communicator& c, int64_t seed);
+
+}  // namespace hmoe::testing::dist

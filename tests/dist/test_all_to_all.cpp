@@ -1,0 +1,163 @@
+// all_to_all_v against a serial reference: count patterns with zero blocks, a rank that
+// sends nothing, a rank that receives everything, large blocks; chunked layouts (the
+// expert-parallel dispatch and its reverse, which must give the input back); every
+// dtype, wide rows (the nested row datatype under the test knob), 1-d and 3-d rows;
+// bad counts refused on every rank without a hang.
+#include <algorithm>
+#include <string>
+
+#include "tests/dist/dist_test_util.h"
+
+namespace hmoe::testing::dist {
+namespace {
+
+using hmoe::dist::ChunkLayout;
+
+enum class Pattern { uneven, silent_first_rank, all_to_rank_0, large, empty };
+
+// Rows that rank `src` sends rank `dst` in chunk c (known to every rank).
+int64_t count(Pattern p, int src, int dst, int c, int size) {
+  const int64_t h = (int64_t(src) * 5 + int64_t(dst) * 3 + int64_t(c) * 7) % 5;
+  switch (p) {
+    case Pattern::uneven:
+      return h;  // 0..4, zeros included
+    case Pattern::silent_first_rank:
+      return src == 0 || dst == size - 1 ? 0 : h + 1;
+    case Pattern::all_to_rank_0:
+      return dst == 0 ? h + 2 : 0;
+    case Pattern::large:
+      return 3000 + 500 * h;
+    case Pattern::empty:
+      return 0;
+  }
+  return 0;
+}
+
+// Element k of row j of the block src sends dst in chunk c: a small integer, so every
+// dtype holds it exactly.
+double element(int src, int dst, int c, int64_t j, int64_t k, DType dt) {
+  const int64_t h = (int64_t(src) * 31 + int64_t(dst) * 17 + int64_t(c) * 13 + j * 7 + k) % 200 - 100;
+  return dt == DType::b8 ? double(h & 1) : double(h);
+}
+
+struct Case {
+  Pattern pattern;
+  int chunks;
+  bool send_chunk_major, recv_chunk_major;
+  DType dtype;
+  Shape row;  // the shape after dim 0
+};
+
+// The blocks of one buffer in memory order: (peer, chunk) pairs as the layout orders them.
+std::vector<std::pair<int, int>> block_order(int size, int chunks, bool chunk_major) {
+  std::vector<std::pair<int, int>> out;
+  for (int a = 0; a < (chunk_major ? chunks : size); ++a)
+    for (int b = 0; b < (chunk_major ? size : chunks); ++b) out.emplace_back(chunk_major ? b : a, chunk_major ? a : b);
+  return out;
+}
+
+// The rows of a buffer holding, for each (peer, chunk) block in layout order, the block
+// from `src(peer)` to `dst(peer)`.
+template <typename Src, typename Dst>
+std::vector<double> buffer(const Case& k, int size, bool chunk_major, Src src, Dst dst, int64_t row_elems) {
+  std::vector<double> v;
+  for (auto [peer, c] : block_order(size, k.chunks, chunk_major)) {
+    const int s = src(peer), d = dst(peer);
+    for (int64_t j = 0; j < count(k.pattern, s, d, c, size); ++j)
+      for (int64_t e = 0; e < row_elems; ++e) v.push_back(element(s, d, c, j, e, k.dtype));
+  }
+  return v;
+}
+
+void check_case(Communicator& comm, const Case& k, Device dev) {
+  const int me = comm.rank(), size = comm.size();
+  std::vector<int64_t> send_rows, recv_rows;
+  for (int p = 0; p < size; ++p)
+    for (int c = 0; c < k.chunks; ++c) {
+      send_rows.push_back(count(k.pattern, me, p, c, size));
+      recv_rows.push_back(count(k.pattern, p, me, c, size));
+    }
+  const int64_t row_elems = shape_numel(k.row);
+  const auto shape_of = [&](const std::vector<int64_t>& rows) {
+    Shape s{0};
+    for (int64_t r : rows) s[0] += r;
+    s.insert(s.end(), k.row.begin(), k.row.end());
+    return s;
+  };
+  const auto self = [&](int) { return me; };
+  const auto peer = [&](int p) { return p; };
+  const std::vector<double> send_v = buffer(k, size, k.send_chunk_major, self, peer, row_elems);
+  const std::vector<double> want = buffer(k, size, k.recv_chunk_major, peer, self, row_elems);
+  const Tensor send = make(send_v, shape_of(send_rows), k.dtype, dev);
+  const ChunkLayout layout{k.chunks, k.send_chunk_major, k.recv_chunk_major};
+  const Tensor recv = comm.all_to_all_v(send, send_rows, recv_rows, layout);
+  const std::string what = where(dev, k.dtype) + " pattern " + std::to_string(int(k.pattern)) + ", " +
+                           std::to_string(k.chunks) + " chunks, send " + (k.send_chunk_major ? "chunk" : "peer") +
+                           "-major, recv " + (k.recv_chunk_major ? "chunk" : "peer") + "-major, row " +
+                           shape_str(k.row) + " on " + comm.name();
+  EXPECT_EQ(recv.shape(), shape_of(recv_rows)) << what;
+  EXPECT_EQ(recv.to_vector(), want) << what;
+  // The reverse exchange (counts and layouts swapped) gives the input back.
+  const Tensor back = comm.all_to_all_v(recv, recv_rows, send_rows, {k.chunks, k.recv_chunk_major, k.send_chunk_major});
+  EXPECT_EQ(back.to_vector(), send_v) << what << ", reversed";
+}
+
+}  // namespace
+
+void check_all_to_all_v(Communicator& c, int64_t seed) {
+  const Pattern patterns[] = {Pattern::uneven, Pattern::silent_first_rank, Pattern::all_to_rank_0, Pattern::large,
+                              Pattern::empty};
+  for (Device dev : devices()) {
+    for (Pattern p : patterns) check_case(c, {p, 1, false, false, DType::f32, {8}}, dev);
+    // The expert-parallel layouts: dispatch (peer-major in, chunk-major out) and the others.
+    for (int layout = 0; layout < 4; ++layout)
+      for (Pattern p : {Pattern::uneven, Pattern::silent_first_rank, Pattern::all_to_rank_0})
+        check_case(c, {p, 3, (layout & 1) != 0, (layout & 2) != 0, DType::f32, {4}}, dev);
+    for (DType dt : all_dtypes()) check_case(c, {Pattern::uneven, 2, false, true, dt, {3}}, dev);
+    // Rows wider than the test knob's 100 (nested row types: with and without a tail),
+    // 1-d rows (elements) and 3-d rows.
+    check_case(c, {Pattern::uneven, 1, false, false, DType::f32, {37}}, dev);
+    check_case(c, {Pattern::uneven, 1, false, false, DType::f64, {50}}, dev);
+    check_case(c, {Pattern::large, 1, false, false, DType::i64, {}}, dev);
+    check_case(c, {Pattern::silent_first_rank, 2, true, false, DType::bf16, {2, 3}}, dev);
+  }
+  (void)seed;
+}
+
+TEST(Dist, AllToAllV) { check_all_to_all_v(world(), 4); }
+
+TEST(Dist, AllToAllVRefusesBadCountsOnEveryRank) {
+  Communicator& w = world();
+  const int size = w.size();
+  const std::vector<int64_t> ones(size_t(size), 1);
+  Tensor send = Tensor::empty({int64_t(size), 2}, {DType::f32});
+  send.fill_(1);
+  const auto expect_error = [&](const std::function<void()>& f, const std::string& what) {
+    try {
+      f();
+      ADD_FAILURE() << "no error: " << what;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("all_to_all_v #"), std::string::npos) << e.what();
+    }
+  };
+  expect_error([&] { w.all_to_all_v(send, std::vector<int64_t>(size_t(size) + 1, 1), ones); }, "entries");
+  std::vector<int64_t> negative = ones;
+  negative[0] = -1;
+  expect_error([&] { w.all_to_all_v(send, negative, ones); }, "negative");
+  expect_error([&] { w.all_to_all_v(send, std::vector<int64_t>(size_t(size), 2), ones); }, "add up to");
+  Tensor other = Tensor::empty({int64_t(size), 3}, {DType::f32});
+  expect_error([&] { w.all_to_all_v(send, ones, other, ones); }, "rows (dim 0) of one shape");
+  if (size > 1) {
+    // Rank 0 expects one row more from rank 1 than rank 1 sends: Options::verify finds
+    // it and every rank throws, instead of a hang or a truncated message.
+    std::vector<int64_t> expect = ones;
+    if (w.rank() == 0) expect[1] = 2;
+    int64_t total = 0;
+    for (int64_t r : expect) total += r;
+    Tensor recv = Tensor::empty({total, 2}, {DType::f32});
+    expect_error([&] { w.all_to_all_v(send, ones, recv, expect); }, "do not match pairwise");
+  }
+}
+
+}  // namespace hmoe::testing::dist
