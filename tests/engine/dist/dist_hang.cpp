@@ -1,4 +1,4 @@
-// A job that goes wrong on purpose, for the fault tests (tests/dist/expect_abort.sh):
+// A job that goes wrong on purpose, for the fault tests (tests/engine/dist/expect_abort.sh):
 //   --mode=skip   world rank 1 never joins an all_reduce the others wait in: their
 //                 watchdog must end the job (exit 124) naming the collective and number.
 //   --mode=throw  world rank 1 throws while the others wait in an all_reduce: its
@@ -16,7 +16,7 @@
 
 #include "engine/dist/communicator.h"
 #include "hmoe.h"
-#include "tests/dist/skip.h"
+#include "tests/engine/dist/skip.h"
 
 namespace {
 

@@ -3,7 +3,7 @@
 // ranks that call different collectives; the backend names and the factory's choice.
 #include <string>
 
-#include "tests/dist/dist_test_util.h"
+#include "tests/engine/dist/dist_test_util.h"
 
 namespace hmoe::testing::dist {
 namespace {

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "engine/profiler.h"
-#include "tests/dist/dist_test_util.h"
+#include "tests/engine/dist/dist_test_util.h"
 
 namespace hmoe::testing::dist {
 namespace {

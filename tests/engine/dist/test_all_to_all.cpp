@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <string>
 
-#include "tests/dist/dist_test_util.h"
+#include "tests/engine/dist/dist_test_util.h"
 
 namespace hmoe::testing::dist {
 namespace {

@@ -6,8 +6,8 @@
 #include <cstring>
 #include <string>
 
-#include "tests/dist/dist_test_util.h"
-#include "tests/dist/skip.h"
+#include "tests/engine/dist/dist_test_util.h"
+#include "tests/engine/dist/skip.h"
 
 namespace hmoe::testing::dist {
 namespace {
