@@ -29,3 +29,28 @@ function(hmoe_add_cuda_tests prefix)
     add_dependencies(hmoe_cuda_tests test_cuda_${prefix}${stem})
   endforeach()
 endfunction()
+
+# Programs run on several ranks under OpenMPI's launcher (HMOE_DIST=mpi builds): more
+# ranks than cores, no core binding (shared machines), allowed to run as root (CI
+# containers), one thread per rank. HMOE_MPIRUN ends with the rank-count flag.
+if(HMOE_DIST_RESOLVED STREQUAL "mpi")
+  set(HMOE_MPIRUN ${MPIEXEC_EXECUTABLE} --oversubscribe --bind-to none ${MPIEXEC_PREFLAGS} ${MPIEXEC_NUMPROC_FLAG})
+  set(HMOE_MPI_ENV OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 HMOE_NUM_THREADS=1)
+  if(HMOE_SANITIZE)
+    # OpenMPI's own allocations live until exit: suppressed by library (see the file).
+    list(APPEND HMOE_MPI_ENV
+         "LSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/engine/dist/lsan_openmpi.supp:fast_unwind_on_malloc=0:print_suppressions=0")
+  endif()
+endif()
+
+# hmoe_add_mpi_test(name ranks [LABELS l...] [TIMEOUT s] [ENV VAR=value...] COMMAND exe args...):
+# the command on `ranks` ranks under mpirun; exit 77 means skipped.
+function(hmoe_add_mpi_test name ranks)
+  cmake_parse_arguments(ARG "" "TIMEOUT" "LABELS;ENV;COMMAND" ${ARGN})
+  if(NOT ARG_TIMEOUT)
+    set(ARG_TIMEOUT 300)
+  endif()
+  add_test(NAME ${name} COMMAND ${HMOE_MPIRUN} ${ranks} ${ARG_COMMAND})
+  set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT} SKIP_RETURN_CODE 77
+                       ENVIRONMENT "${HMOE_MPI_ENV};${ARG_ENV}")
+endfunction()

@@ -82,6 +82,14 @@ class Generator {
     offset_ += n;
     return o;
   }
+  // A draw of `total_rows` rows of `row_numel` values, of which the caller makes only
+  // rows [first_row, ...): a generator positioned at first_row's values, this one advanced
+  // past every row. A process holding part of a batch thus draws exactly the values one
+  // process holding the whole batch draws for those rows.
+  Generator take_rows(uint64_t first_row, uint64_t row_numel, uint64_t total_rows) {
+    const uint64_t o = advance(total_rows * row_numel);
+    return Generator(seed_, o + first_row * row_numel);
+  }
 
  private:
   uint64_t seed_;

@@ -5,6 +5,7 @@
 
 #include "engine/profiler.h"
 #include "models/hypermoe/shapes.h"
+#include "ops/dist.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"
 #include "ops/index.h"
@@ -29,6 +30,26 @@ Tensor param(nn::Module& m, const std::string& name, const Shape& shape, Generat
   Tensor t = zeros(shape);
   if (std > 0) init_normal(t, gen, std);
   return m.register_parameter(name, t);
+}
+// Rows `shard` of a parameter of shape `whole` drawn N(0, std) (zeros for std 0): the
+// values one process holding the whole tensor draws for those rows.
+Tensor sharded_param(nn::Module& m, const std::string& name, Shape whole, const nn::RowShard& shard, int64_t rows,
+                     Generator& gen, double std) {
+  const int64_t row_numel = shape_numel(whole) / whole[0];
+  Shape local = whole;
+  local[0] = rows;
+  Tensor t = zeros(local);
+  if (std > 0) {
+    Generator g = gen.take_rows(uint64_t(shard.first), uint64_t(row_numel), uint64_t(whole[0]));
+    NoGradGuard ng;
+    t.copy_(normal(local, g, 0.0, std));
+  }
+  return m.register_parameter(name, t, shard);
+}
+// Tokens over capacity skip the experts and pass p_max * x (the reference's choice).
+Tensor pass_dropped(const Tensor& y, const Tensor& x, const moe::RouterOutput& r) {
+  if (!r.dropped.defined()) return y;
+  return where(logical_not(r.dropped).unsqueeze(1), y, x * r.gates.select(1, 0).unsqueeze(1).to(x.dtype()));
 }
 // U(-a, a) for the hypernetwork heads ("hyperfanin").
 void init_uniform(const Tensor& t, Generator& gen, double a) {
@@ -78,7 +99,9 @@ AdapterWeights HyperNetwork::generate(const Tensor& s, int64_t layer) {
           head_up_->forward(h).reshape({P, r_, d_}), head_bup_->forward(h)};
 }
 
-MoEFFN::MoEFFN(const ModelConfig& cfg, Generator& gen) : cfg_(cfg) {
+MoEFFN::MoEFFN(const ModelConfig& cfg, Generator& gen, const nn::Parallel& par) : cfg_(cfg), par_(par) {
+  HMOE_CHECK(cfg.n_experts % par.ep_size() == 0, "MoE layer: ", cfg.n_experts, " experts cannot be shared by ",
+             par.ep_size(), " expert-parallel ranks (dist.ep must divide n_experts)");
   const MoEShapes s = moe_shapes(cfg);
   router_ = register_module("router", std::make_shared<nn::Linear>(s.router, gen));
   {
@@ -90,33 +113,72 @@ MoEFFN::MoEFFN(const ModelConfig& cfg, Generator& gen) : cfg_(cfg) {
     NoGradGuard ng;
     noise_->weight.zero_();
   }
-  w1_ = param(*this, "w1", s.w1, gen, 0.02);
-  b1_ = param(*this, "b1", s.b1, gen, 0.0);
-  w2_ = param(*this, "w2", s.w2, gen, 0.02 / std::sqrt(2.0 * double(cfg.n_layer)));
-  b2_ = param(*this, "b2", s.b2, gen, 0.0);
+  if (!par.experts_sharded()) {
+    w1_ = param(*this, "w1", s.w1, gen, 0.02);
+    b1_ = param(*this, "b1", s.b1, gen, 0.0);
+    w2_ = param(*this, "w2", s.w2, gen, 0.02 / std::sqrt(2.0 * double(cfg.n_layer)));
+    b2_ = param(*this, "b2", s.b2, gen, 0.0);
+    return;
+  }
+  const nn::RowShard mine = par.experts(cfg.n_experts);
+  const int64_t E = par.local_experts(cfg.n_experts);
+  w1_ = sharded_param(*this, "w1", s.w1, mine, E, gen, 0.02);
+  b1_ = sharded_param(*this, "b1", s.b1, mine, E, gen, 0.0);
+  w2_ = sharded_param(*this, "w2", s.w2, mine, E, gen, 0.02 / std::sqrt(2.0 * double(cfg.n_layer)));
+  b2_ = sharded_param(*this, "b2", s.b2, mine, E, gen, 0.0);
+}
+
+Tensor MoEFFN::batch_capacity_drops(const Tensor& expert_ids) const {
+  const int64_t N = cfg_.n_experts, T = expert_ids.size(0), k = expert_ids.size(1);
+  const int W = par_.world_size(), me = par_.world_rank();
+  const std::vector<int64_t> ids = expert_ids.to(Device::cpu()).to(DType::i64).to_vector_as<int64_t>();
+  std::vector<int64_t> first(size_t(N), 0);
+  for (int64_t t = 0; t < T; ++t) ++first[size_t(ids[size_t(t * k)])];
+  // Every rank's first choices per expert; the tokens of lower ranks come first.
+  const std::vector<int64_t> all = par_.world->all_gather(from_vector(first, {N})).to_vector_as<int64_t>();
+  std::vector<int64_t> before(size_t(N), 0);
+  for (int q = 0; q < me; ++q)
+    for (int64_t e = 0; e < N; ++e) before[size_t(e)] += all[size_t(q * N + e)];
+  return moe::capacity_drops(expert_ids, N, moe::capacity_of(cfg_.capacity_factor, T * W, N), from_vector(before, {N}));
+}
+
+moe::RankSum MoEFFN::over_ranks() const {
+  if (par_.world_size() == 1) return {};
+  return [world = par_.world](const Tensor& t) { return dist::sum_over_ranks(world, t); };
 }
 
 MoEFFN::Routing MoEFFN::route(const Tensor& x, FfnStats& stats, Generator& noise) {
   const ProfileScope scope("moe_router", x.device());
-  const int64_t N = cfg_.n_experts;
+  const int64_t N = cfg_.n_experts, T = x.size(0);
+  // Random draws by the token's row in the whole batch (rank r holds rows [r T, (r + 1) T)).
+  auto my_rows = [&](int64_t row_numel) {
+    return noise.take_rows(uint64_t(par_.world_rank() * T), uint64_t(row_numel), uint64_t(par_.world_size() * T));
+  };
   Tensor xin = x;
-  if (cfg_.router == RouterKind::switch_ && is_training() && cfg_.jitter > 0)
-    xin = x * uniform(x.shape(), noise, 1.0 - cfg_.jitter, 1.0 + cfg_.jitter, {x.dtype(), x.device()});
+  if (cfg_.router == RouterKind::switch_ && is_training() && cfg_.jitter > 0) {
+    Generator g = my_rows(x.size(1));
+    xin = x * uniform(x.shape(), g, 1.0 - cfg_.jitter, 1.0 + cfg_.jitter, {x.dtype(), x.device()});
+  }
   Tensor logits = router_->forward(xin).to(DType::f32);
   const Tensor clean = logits;  // the smooth load of the cv loss compares them with the noisy ones
   Tensor noise_std;
   if (noise_ && is_training()) {
     noise_std = softplus(noise_->forward(x).to(DType::f32)) + 0.01;
-    logits = logits + normal(logits.shape(), noise, 0.0, 1.0, {DType::f32, logits.device()}) * noise_std;
+    Generator g = my_rows(N);
+    logits = logits + normal(logits.shape(), g, 0.0, 1.0, {DType::f32, logits.device()}) * noise_std;
   }
   moe::RouterConfig rc;
   rc.k = cfg_.top_k;
   rc.renormalize = cfg_.renormalize;
-  rc.capacity_factor = cfg_.capacity_factor;
+  // Over several ranks the capacity is the whole batch's, its positions in the batch's order.
+  const bool batch_capacity = cfg_.capacity_factor > 0 && par_.world_size() > 1;
+  rc.capacity_factor = batch_capacity ? 0.0 : cfg_.capacity_factor;
   moe::RouterOutput r = moe::route(logits, rc);
-  if (cfg_.aux_cv_coef > 0) stats.add_aux(moe::cv_squared_loss(r, noise_std, clean) * cfg_.aux_cv_coef);
-  if (cfg_.aux_lb_coef > 0) stats.add_aux(moe::load_balancing_loss(r) * cfg_.aux_lb_coef);
-  if (cfg_.aux_z_coef > 0) stats.add_aux(moe::router_z_loss(logits) * cfg_.aux_z_coef);
+  if (batch_capacity) r.dropped = batch_capacity_drops(r.expert_ids);
+  const moe::RankSum over = over_ranks();
+  if (cfg_.aux_cv_coef > 0) stats.add_aux(moe::cv_squared_loss(r, noise_std, clean, over) * cfg_.aux_cv_coef);
+  if (cfg_.aux_lb_coef > 0) stats.add_aux(moe::load_balancing_loss(r, over) * cfg_.aux_lb_coef);
+  if (cfg_.aux_z_coef > 0) stats.add_aux(moe::router_z_loss(logits, over) * cfg_.aux_z_coef);
 
   moe::Plan plan = moe::make_plan(r.expert_ids, N);
   stats.expert_counts.push_back(plan.counts.to(DType::i64).to_vector_as<int64_t>());
@@ -124,6 +186,7 @@ MoEFFN::Routing MoEFFN::route(const Tensor& x, FfnStats& stats, Generator& noise
 }
 
 Tensor MoEFFN::run_experts(const Tensor& x, const Routing& rt) {
+  if (par_.experts_sharded()) return run_experts_sharded(x, rt);
   const ProfileScope scope("moe_ffn", x.device());
   const moe::RouterOutput& r = rt.r;
   const moe::Plan& plan = rt.plan;
@@ -132,21 +195,61 @@ Tensor MoEFFN::run_experts(const Tensor& x, const Routing& rt) {
   // nothing but the inputs (expert_recompute).
   Tensor ys = moe::grouped_ffn(x, w1_, b1_, w2_, b2_, plan.offsets, moe::slot_tokens(plan), UnaryOp::gelu_erf, 0,
                                cfg_.expert_recompute);
-  Tensor y = moe::combine(ys, r.gates, plan);
+  return pass_dropped(moe::combine(ys, r.gates, plan), x, r);
+}
+
+// Experts in contiguous blocks over the P ranks of par_.ep, E per rank. The plan orders
+// the routed rows by global expert, so by destination rank and, within it, by that rank's
+// local expert: the send buffer is peer-major with E chunks per peer. The receiver gets
+// them chunk-major (local expert first, source rank second, each source's rows in its
+// token order), which is the grouped FFN's input order: no second permute. Tokens over
+// capacity stay home (a group N after the experts' that is not sent).
+Tensor MoEFFN::run_experts_sharded(const Tensor& x, const Routing& rt) {
+  const ProfileScope scope("moe_ffn", x.device());
+  const moe::RouterOutput& r = rt.r;
+  const int64_t N = cfg_.n_experts, P = par_.ep_size(), E = par_.local_experts(N), d = x.size(1);
+  moe::Plan dropped_plan;
   if (r.dropped.defined()) {
-    // Tokens over capacity skip the experts and pass p_max * x (the reference's choice).
-    Tensor keep = logical_not(r.dropped).unsqueeze(1);
-    y = where(keep, y, x * r.gates.select(1, 0).unsqueeze(1).to(x.dtype()));
+    const int64_t T = r.expert_ids.size(0), k = r.expert_ids.size(1);
+    std::vector<int64_t> ids = r.expert_ids.to(Device::cpu()).to(DType::i64).to_vector_as<int64_t>();
+    const std::vector<int64_t> drop = r.dropped.to(Device::cpu()).to(DType::i64).to_vector_as<int64_t>();
+    for (int64_t t = 0; t < T; ++t)
+      if (drop[size_t(t)])
+        for (int64_t j = 0; j < k; ++j) ids[size_t(t * k + j)] = N;
+    dropped_plan = moe::make_plan(from_vector(ids, {T, k}, {DType::i64, x.device()}), N + 1);
   }
-  return y;
+  const moe::Plan& plan = r.dropped.defined() ? dropped_plan : rt.plan;
+  // Counts first: what each peer sends to each of this rank's experts.
+  std::vector<int64_t> send_rows = plan.counts.to(Device::cpu()).to(DType::i64).to_vector_as<int64_t>();
+  const int64_t stay = r.dropped.defined() ? send_rows[size_t(N)] : 0;
+  send_rows.resize(size_t(N));
+  const std::vector<int64_t> per_peer(size_t(P), E);
+  const std::vector<int64_t> recv_rows =
+      par_.ep->all_to_all_v(from_vector(send_rows, {N}), per_peer, per_peer).to_vector_as<int64_t>();
+  std::vector<int64_t> offsets(size_t(E) + 1, 0);
+  for (int64_t e = 0; e < E; ++e) {
+    offsets[size_t(e) + 1] = offsets[size_t(e)];
+    for (int64_t p = 0; p < P; ++p) offsets[size_t(e) + 1] += recv_rows[size_t(p * E + e)];
+  }
+  Tensor xs = moe::permute_rows(x, plan);
+  if (stay) xs = xs.narrow(0, 0, xs.size(0) - stay);
+  const Tensor xin = dist::exchange_rows(par_.ep, xs, send_rows, recv_rows, {int(E), false, true});
+  // Every rank runs its experts, with no rows too, so that the backward's exchanges meet.
+  const Tensor ys_local = moe::grouped_ffn(xin, w1_, b1_, w2_, b2_,
+                                           from_vector(offsets, {E + 1}, {DType::i64, x.device()}), Tensor(),
+                                           UnaryOp::gelu_erf, 0, cfg_.expert_recompute);
+  Tensor ys = dist::exchange_rows(par_.ep, ys_local, recv_rows, send_rows, {int(E), true, false});
+  if (stay) ys = cat({ys, zeros({stay, d}, {ys.dtype(), ys.device()})}, 0);  // replaced below
+  return pass_dropped(moe::combine(ys, r.gates, plan), x, r);
 }
 
 Tensor MoEFFN::forward(const Tensor& x, FfnStats& stats, Generator& noise) {
   return run_experts(x, route(x, stats, noise));
 }
 
-HyperMoEFFN::HyperMoEFFN(const ModelConfig& cfg, int64_t moe_layer, std::shared_ptr<HyperNetwork> hyper, Generator& gen)
-    : MoEFFN(cfg, gen), layer_(moe_layer), hyper_(std::move(hyper)) {
+HyperMoEFFN::HyperMoEFFN(const ModelConfig& cfg, int64_t moe_layer, std::shared_ptr<HyperNetwork> hyper, Generator& gen,
+                         const nn::Parallel& par)
+    : MoEFFN(cfg, gen, par), layer_(moe_layer), hyper_(std::move(hyper)) {
   const HyperExpertShapes s = hyper_expert_shapes(cfg);
   expert_emb_ = param(*this, "expert_emb", s.expert_emb, gen, 1.0);
   sel1_ = register_module("sel1", std::make_shared<nn::Linear>(s.sel1, gen));

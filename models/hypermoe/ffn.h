@@ -10,6 +10,7 @@
 #include "models/hypermoe/config.h"
 #include "models/nn/layers.h"
 #include "models/nn/module.h"
+#include "models/nn/parallel.h"
 #include "ops/moe/router.h"
 #include "ops/moe/token_dispatch.h"
 
@@ -58,9 +59,13 @@ class HyperNetwork : public nn::Module {
   std::shared_ptr<nn::Linear> wh_, head_down_, head_up_, head_bdown_, head_bup_;
 };
 
+// With par.experts_sharded(), this rank holds a contiguous block of the experts (its w1,
+// b1, w2, b2 are those rows, registered as RowShards of the whole) and its tokens reach
+// the other blocks through par.ep; the routers and their aux-loss statistics are over the
+// whole batch (par.world), so the layer computes what one process computes on it.
 class MoEFFN : public FeedForward {
  public:
-  MoEFFN(const ModelConfig& cfg, Generator& gen);
+  MoEFFN(const ModelConfig& cfg, Generator& gen, const nn::Parallel& par = {});
   Tensor forward(const Tensor& x, FfnStats& stats, Generator& noise) override;
 
  protected:
@@ -74,13 +79,24 @@ class MoEFFN : public FeedForward {
   Tensor run_experts(const Tensor& x, const Routing& rt);
 
   const ModelConfig cfg_;
+  const nn::Parallel par_;
   std::shared_ptr<nn::Linear> router_, noise_;
-  Tensor w1_, b1_, w2_, b2_;  // [N, d, d_ff], [N, d_ff], [N, d_ff, d], [N, d]
+  Tensor w1_, b1_, w2_, b2_;  // [E, d, d_ff], [E, d_ff], [E, d_ff, d], [E, d]: this rank's E experts
+
+ private:
+  // run_experts with the experts on the ranks of par_.ep: rows out, the grouped FFN over
+  // the local experts, rows back.
+  Tensor run_experts_sharded(const Tensor& x, const Routing& rt);
+  // Sums a per-rank router statistic over the world (unset in one process).
+  moe::RankSum over_ranks() const;
+  // Switch's capacity over the whole batch (a world of several ranks): the tokens over it.
+  Tensor batch_capacity_drops(const Tensor& expert_ids) const;
 };
 
 class HyperMoEFFN : public MoEFFN {
  public:
-  HyperMoEFFN(const ModelConfig& cfg, int64_t moe_layer, std::shared_ptr<HyperNetwork> hyper, Generator& gen);
+  HyperMoEFFN(const ModelConfig& cfg, int64_t moe_layer, std::shared_ptr<HyperNetwork> hyper, Generator& gen,
+              const nn::Parallel& par = {});
   Tensor forward(const Tensor& x, FfnStats& stats, Generator& noise) override;
   // The HyperExpert's output for given hard selections (used by tests too).
   Tensor hyper_expert(const Tensor& x, const Tensor& expert_ids);

@@ -33,8 +33,8 @@ Tensor CausalSelfAttention::forward(const Tensor& x) {
 }
 
 Block::Block(const ModelConfig& cfg, FfnKind ffn, int64_t moe_layer, std::shared_ptr<HyperNetwork> hyper,
-             Generator& gen)
-    : dropout_(cfg.dropout) {
+             Generator& gen, const nn::Parallel& par)
+    : dropout_(cfg.dropout), par_(par) {
   const int64_t norm = lm_shapes(cfg).norm;
   ln1_ = register_module("ln1", std::make_shared<nn::LayerNorm>(norm));
   attn_ = register_module("attn", std::make_shared<CausalSelfAttention>(cfg, gen));
@@ -44,10 +44,10 @@ Block::Block(const ModelConfig& cfg, FfnKind ffn, int64_t moe_layer, std::shared
       ffn_ = std::make_shared<DenseFFN>(cfg, gen);
       break;
     case FfnKind::moe:
-      ffn_ = std::make_shared<MoEFFN>(cfg, gen);
+      ffn_ = std::make_shared<MoEFFN>(cfg, gen, par);
       break;
     case FfnKind::hypermoe:
-      ffn_ = std::make_shared<HyperMoEFFN>(cfg, moe_layer, std::move(hyper), gen);
+      ffn_ = std::make_shared<HyperMoEFFN>(cfg, moe_layer, std::move(hyper), gen, par);
       break;
   }
   register_module("ffn", ffn_);
@@ -55,16 +55,21 @@ Block::Block(const ModelConfig& cfg, FfnKind ffn, int64_t moe_layer, std::shared
 
 Tensor Block::forward(const Tensor& x, FfnStats& stats, Generator& noise) {
   const bool drop = is_training() && dropout_ > 0;
+  const int64_t B = x.size(0), T = x.size(1), d = x.size(2);
+  // This rank's sequences' masks of the whole batch's draw.
+  auto drop_rows = [&](const Tensor& t) {
+    Generator g = noise.take_rows(uint64_t(par_.world_rank() * B), uint64_t(T * d), uint64_t(par_.world_size() * B));
+    return dropout(t, dropout_, true, g);
+  };
   Tensor a = attn_->forward(ln1_->forward(x));
-  if (drop) a = dropout(a, dropout_, true, noise);
+  if (drop) a = drop_rows(a);
   Tensor h = x + a;
-  const int64_t B = h.size(0), T = h.size(1), d = h.size(2);
   Tensor f = ffn_->forward(ln2_->forward(h).reshape({B * T, d}), stats, noise).reshape({B, T, d});
-  if (drop) f = dropout(f, dropout_, true, noise);
+  if (drop) f = drop_rows(f);
   return h + f;
 }
 
-LanguageModel::LanguageModel(const ModelConfig& cfg, uint64_t seed) : cfg_(cfg) {
+LanguageModel::LanguageModel(const ModelConfig& cfg, uint64_t seed, const nn::Parallel& par) : cfg_(cfg), par_(par) {
   validate(cfg);
   const LmShapes s = lm_shapes(cfg);
   Generator gen(seed);
@@ -80,7 +85,7 @@ LanguageModel::LanguageModel(const ModelConfig& cfg, uint64_t seed) : cfg_(cfg) 
   for (size_t i = 0; i < s.blocks.size(); ++i) {
     const bool moe = s.blocks[i] != FfnKind::dense;
     blocks_.push_back(register_module("blocks." + std::to_string(i),
-                                      std::make_shared<Block>(cfg, s.blocks[i], moe ? moe_index : -1, hyper_, gen)));
+                                      std::make_shared<Block>(cfg, s.blocks[i], moe ? moe_index : -1, hyper_, gen, par)));
     moe_index += moe;
   }
   ln_f_ = register_module("ln_f", std::make_shared<nn::LayerNorm>(s.norm));

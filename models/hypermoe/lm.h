@@ -12,6 +12,7 @@
 #include "models/hypermoe/ffn.h"
 #include "models/nn/layers.h"
 #include "models/nn/module.h"
+#include "models/nn/parallel.h"
 
 namespace hmoe::model {
 
@@ -28,7 +29,8 @@ class CausalSelfAttention : public nn::Module {
 class Block : public nn::Module {
  public:
   // moe_layer: the block's index among the MoE blocks (HyperMoE's layer embedding).
-  Block(const ModelConfig& cfg, FfnKind ffn, int64_t moe_layer, std::shared_ptr<HyperNetwork> hyper, Generator& gen);
+  Block(const ModelConfig& cfg, FfnKind ffn, int64_t moe_layer, std::shared_ptr<HyperNetwork> hyper, Generator& gen,
+        const nn::Parallel& par = {});
   // Adds the FFN's aux loss and routing counts to `out`.
   Tensor forward(const Tensor& x, FfnStats& stats, Generator& noise);
 
@@ -37,6 +39,7 @@ class Block : public nn::Module {
   std::shared_ptr<CausalSelfAttention> attn_;
   std::shared_ptr<FeedForward> ffn_;
   double dropout_;
+  nn::Parallel par_;
 };
 
 struct LmOutput {
@@ -47,13 +50,20 @@ struct LmOutput {
 
 class LanguageModel : public nn::Module {
  public:
-  LanguageModel(const ModelConfig& cfg, uint64_t seed);
-  // ids: i64 [B, T] with T <= block_size. `noise` draws router noise and dropout.
+  // With `par`, the model is one rank's part of a model spread over processes (see
+  // nn::Parallel): every parameter is built with the values one process builds, and its
+  // MoE layers hold this rank's experts.
+  LanguageModel(const ModelConfig& cfg, uint64_t seed, const nn::Parallel& par = {});
+  // ids: i64 [B, T] with T <= block_size. `noise` draws router noise and dropout; in a
+  // world of W ranks each holds B of the batch's W * B sequences (rank r: from r * B on)
+  // and draws the values one process draws for them.
   LmOutput forward(const Tensor& ids, Generator& noise);
   const ModelConfig& config() const { return cfg_; }
+  const nn::Parallel& parallel() const { return par_; }
 
  private:
   ModelConfig cfg_;
+  nn::Parallel par_;
   std::shared_ptr<nn::Embedding> wte_, wpe_;
   std::vector<std::shared_ptr<Block>> blocks_;
   std::shared_ptr<nn::LayerNorm> ln_f_;

@@ -17,6 +17,15 @@ Tensor Module::register_parameter(const std::string& name, Tensor t) {
   return t;
 }
 
+Tensor Module::register_parameter(const std::string& name, Tensor t, RowShard shard) {
+  HMOE_CHECK(t.defined() && t.dim() >= 1 && shard.first >= 0 && shard.first + t.size(0) <= shard.total,
+             "Module: parameter '", name, "' cannot be rows [", shard.first, ", ", shard.first + (t.dim() ? t.size(0) : 0),
+             ") of ", shard.total);
+  register_parameter(name, t);
+  shards_[name] = shard;
+  return t;
+}
+
 Tensor Module::register_buffer(const std::string& name, Tensor t) {
   check_name(name);
   buffers_.emplace_back(name, t);
@@ -34,6 +43,17 @@ void Module::collect(const std::string& prefix, bool buffers, std::vector<std::p
   if (buffers)
     for (const auto& [n, t] : buffers_) out.emplace_back(prefix + n, t);
   for (const auto& [n, c] : children_) c->collect(prefix + n + ".", buffers, out);
+}
+
+void Module::collect_shards(const std::string& prefix, std::map<std::string, RowShard>& out) const {
+  for (const auto& [n, sh] : shards_) out.emplace(prefix + n, sh);
+  for (const auto& [n, c] : children_) c->collect_shards(prefix + n + ".", out);
+}
+
+std::map<std::string, RowShard> Module::parameter_shards() const {
+  std::map<std::string, RowShard> out;
+  collect_shards("", out);
+  return out;
 }
 
 std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {

@@ -13,6 +13,15 @@
 
 namespace hmoe::nn {
 
+// A parameter of which this process holds rows [first, first + its rows) along dim 0 of
+// the whole, `total` rows long, the other rows living on other processes (expert
+// parallelism: each rank holds a contiguous block of every MoE layer's experts). Its
+// state-dict entry is the local rows; checkpoints gather and slice by this.
+struct RowShard {
+  int64_t first = 0;
+  int64_t total = 0;
+};
+
 class Module {
  public:
   Module() = default;
@@ -22,6 +31,8 @@ class Module {
 
   // Registers t (made to require grad) as a parameter; returns it.
   Tensor register_parameter(const std::string& name, Tensor t);
+  // The same for t holding rows of a larger parameter.
+  Tensor register_parameter(const std::string& name, Tensor t, RowShard shard);
   // Registers a tensor saved in the state dict but not trained.
   Tensor register_buffer(const std::string& name, Tensor t);
   template <typename M>
@@ -36,7 +47,9 @@ class Module {
   std::vector<std::pair<std::string, Tensor>> state_dict() const;  // parameters and buffers
   // strict: every key must be present and match in shape and dtype, and no key may be unknown.
   void load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true);
-  int64_t num_parameters() const;
+  int64_t num_parameters() const;  // of this process's tensors
+  // The sharded parameters by hierarchical name (empty when every parameter is whole).
+  std::map<std::string, RowShard> parameter_shards() const;
   void zero_grad();
 
   // Moves every parameter and buffer to d, or casts the floating ones to dt, in place:
@@ -54,11 +67,13 @@ class Module {
  private:
   void add_child(const std::string& name, std::shared_ptr<Module> m);
   void collect(const std::string& prefix, bool buffers, std::vector<std::pair<std::string, Tensor>>& out) const;
+  void collect_shards(const std::string& prefix, std::map<std::string, RowShard>& out) const;
   static void check_name(const std::string& name);
 
   bool training_ = true;
   std::vector<std::pair<std::string, Tensor>> params_;
   std::vector<std::pair<std::string, Tensor>> buffers_;
+  std::map<std::string, RowShard> shards_;  // by parameter name
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
 };
 

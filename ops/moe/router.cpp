@@ -2,6 +2,7 @@
 // flags, dense gates, smooth load and the auxiliary losses.
 #include "ops/moe/router.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -60,17 +61,30 @@ RouterOutput route_topk(const Tensor& logits_in, int64_t k, const RouterConfig& 
                      router_backward_stub.get(p.device())(p, ids, g, renorm, dg, dp, dl);
                      return std::vector<Tensor>{dl};
                    });
-  if (cfg.capacity_factor > 0) {
-    // Position priority on the top-1 choice (Switch): a token's rank among the tokens with
-    // the same first choice is its slot in a stable k = 1 plan minus its expert's start, so
-    // the flags stay on the device (the plan reads back only its N + 1 offsets).
-    const int64_t cap = int64_t(std::ceil(cfg.capacity_factor * double(T) / double(N)));
-    const Tensor first = r.expert_ids.select(1, 0).contiguous();
-    const Plan plan = make_plan(first, N);
-    const Tensor rank = plan.inverse - index_select(plan.offsets.to(dev), 0, first);
-    r.dropped = ge(rank, scalar_like(double(cap), rank));
-  }
+  if (cfg.capacity_factor > 0)
+    r.dropped = capacity_drops(r.expert_ids, N, capacity_of(cfg.capacity_factor, T, N));
   return r;
+}
+
+int64_t capacity_of(double capacity_factor, int64_t tokens, int64_t num_experts) {
+  return int64_t(std::ceil(capacity_factor * double(tokens) / double(num_experts)));
+}
+
+Tensor capacity_drops(const Tensor& expert_ids, int64_t num_experts, int64_t capacity, const Tensor& before) {
+  check_ids_like("capacity_drops", expert_ids, expert_ids.size(0));
+  const Device dev = expert_ids.device();
+  // Position priority on the top-1 choice (Switch): a token's rank among the tokens with
+  // the same first choice is its slot in a stable k = 1 plan minus its expert's start, so
+  // the flags stay on the device (the plan reads back only its N + 1 offsets).
+  const Tensor first = expert_ids.select(1, 0).contiguous();
+  const Plan plan = make_plan(first, num_experts);
+  Tensor rank = plan.inverse - index_select(plan.offsets.to(dev), 0, first);
+  if (before.defined()) {
+    HMOE_CHECK(before.dim() == 1 && before.size(0) == num_experts && before.dtype() == DType::i64,
+               "capacity_drops: before must be i64 [", num_experts, "], got ", before.meta_str());
+    rank = rank + index_select(before.to(dev), 0, first);
+  }
+  return ge(rank, scalar_like(double(capacity), rank));
 }
 
 RouterOutput route(const Tensor& logits, const RouterConfig& cfg) { return route_topk(logits, cfg.k, cfg); }
@@ -131,25 +145,43 @@ Tensor cv_squared(const Tensor& v) {
   return var(v, {0}, false, 0) / (square(mean(v)) + 1e-10);
 }
 
-Tensor load_balancing_loss(const RouterOutput& r) {
-  const Tensor f = expert_counts(r) / double(std::max<int64_t>(1, r.expert_ids.numel()));
-  const Tensor P = mean(r.probs, {0});
+namespace {
+// A count summed over the ranks (at least 1, a divisor), read back to the host.
+double total_count(int64_t n, const RankSum& over_ranks) {
+  return std::max(1.0, over_ranks(full({}, double(n), {DType::f64})).item());
+}
+}  // namespace
+
+Tensor load_balancing_loss(const RouterOutput& r, const RankSum& over_ranks) {
+  if (!over_ranks) {
+    const Tensor f = expert_counts(r) / double(std::max<int64_t>(1, r.expert_ids.numel()));
+    const Tensor P = mean(r.probs, {0});
+    return sum(f * P) * double(r.num_experts);
+  }
+  const Tensor f = over_ranks(expert_counts(r)) / total_count(r.expert_ids.numel(), over_ranks);
+  const Tensor P = over_ranks(sum(r.probs, {0})) / total_count(r.probs.size(0), over_ranks);
   return sum(f * P) * double(r.num_experts);
 }
 
-Tensor cv_squared_loss(const RouterOutput& r, const Tensor& noise_std, const Tensor& clean_logits) {
-  const Tensor importance = sum(dense_gates(r.gates, r.expert_ids, r.num_experts), {0});
-  const Tensor load = noise_std.defined() && clean_logits.defined()
-                          ? smooth_load(clean_logits, r.logits, noise_std, r.k)
-                          : expert_counts(r);
+Tensor cv_squared_loss(const RouterOutput& r, const Tensor& noise_std, const Tensor& clean_logits,
+                       const RankSum& over_ranks) {
+  Tensor importance = sum(dense_gates(r.gates, r.expert_ids, r.num_experts), {0});
+  Tensor load = noise_std.defined() && clean_logits.defined() ? smooth_load(clean_logits, r.logits, noise_std, r.k)
+                                                              : expert_counts(r);
+  if (over_ranks) {
+    importance = over_ranks(importance);
+    load = over_ranks(load);
+  }
   return cv_squared(importance) + cv_squared(load.to(importance.dtype()));
 }
 
-Tensor router_z_loss(const Tensor& logits) {
+Tensor router_z_loss(const Tensor& logits, const RankSum& over_ranks) {
   HMOE_CHECK(logits.defined() && logits.dim() == 2 && is_floating(logits.dtype()),
              "router_z_loss: logits must be a float [T, N] tensor, got ",
              logits.defined() ? logits.meta_str() : "undefined");
-  return mean(square(logsumexp(router_precision(logits), {1})));
+  const Tensor z2 = square(logsumexp(router_precision(logits), {1}));
+  if (!over_ranks) return mean(z2);
+  return over_ranks(sum(z2)) / total_count(logits.size(0), over_ranks);
 }
 
 }  // namespace hmoe::moe

@@ -2,6 +2,7 @@
 // and their auxiliary losses, all in f32 (f64 stays f64). See shared/spec/hypermoe.md §1.
 #pragma once
 
+#include <functional>
 #include <optional>
 
 #include "engine/tensor.h"
@@ -31,9 +32,21 @@ struct RouterOutput {
   int64_t k = 0;
 };
 
+// Sums a per-rank statistic over the ranks that each route part of one batch (data or
+// expert parallelism), differentiably (ops/dist.h's sum_over_ranks). With it, the aux
+// losses below are those of the whole batch: their counts, sums and token totals are
+// summed over the ranks before the loss is formed. Unset: this process has the batch.
+using RankSum = std::function<Tensor(const Tensor&)>;
+
 // logits [T, N] (any float dtype; computed in f32, f64 stays f64), 1 <= k <= N.
 RouterOutput route_topk(const Tensor& logits, int64_t k, const RouterConfig& cfg = {});
 RouterOutput route(const Tensor& logits, const RouterConfig& cfg);  // route_topk(logits, cfg.k, cfg)
+// Switch's capacity: C = ceil(capacity_factor * tokens / num_experts) per expert.
+int64_t capacity_of(double capacity_factor, int64_t tokens, int64_t num_experts);
+// b8 [T]: the tokens of expert_ids [T, k] whose first choice already has `capacity` tokens
+// before them, in token order. before (i64 [N], optional): per expert, the tokens of the
+// batch that come before these (other ranks' parts of it) and chose it first.
+Tensor capacity_drops(const Tensor& expert_ids, int64_t num_experts, int64_t capacity, const Tensor& before = Tensor());
 
 // [T, N] with gates[t, j] at column ids[t, j], zero elsewhere (differentiable in gates).
 Tensor dense_gates(const Tensor& gates, const Tensor& expert_ids, int64_t num_experts);
@@ -51,13 +64,13 @@ Tensor smooth_load(const Tensor& clean_logits, const Tensor& noisy_logits, const
 Tensor cv_squared(const Tensor& v);
 // N * sum_i f_i P_i (Switch): f_i = fraction of routed slots on expert i (no gradient),
 // P_i = mean router probability of i.
-Tensor load_balancing_loss(const RouterOutput& r);
+Tensor load_balancing_loss(const RouterOutput& r, const RankSum& over_ranks = {});
 // cv^2(importance) + cv^2(load): importance_i = sum_t of token t's gate on i. load: the
 // smooth load when noise_std and clean_logits are given (training with noisy top-k;
 // r.logits are the noisy logits), else the hard counts (evaluation; no gradient).
-Tensor cv_squared_loss(const RouterOutput& r, const Tensor& noise_std = Tensor(),
-                       const Tensor& clean_logits = Tensor());
+Tensor cv_squared_loss(const RouterOutput& r, const Tensor& noise_std = Tensor(), const Tensor& clean_logits = Tensor(),
+                       const RankSum& over_ranks = {});
 // mean over tokens of logsumexp(logits)^2 (ST-MoE), in f32 / f64.
-Tensor router_z_loss(const Tensor& logits);
+Tensor router_z_loss(const Tensor& logits, const RankSum& over_ranks = {});
 
 }  // namespace hmoe::moe

@@ -16,7 +16,7 @@
 
 #include "engine/dist/communicator.h"
 #include "hmoe.h"
-#include "tests/engine/dist/skip.h"
+#include "tests/support/dist_skip.h"
 
 namespace {
 

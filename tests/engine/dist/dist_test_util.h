@@ -1,4 +1,4 @@
-// Shared by the communicator's tests: the world made by test_dist_main.cpp, the devices
+// Shared by the communicator's tests: the world made by tests/support/dist_main.cpp, the devices
 // a backend takes, deterministic per-rank data (small integers, so sums are exact in
 // every dtype) and tensors built from it.
 #pragma once
@@ -12,6 +12,7 @@
 
 #include "engine/dist/communicator.h"
 #include "hmoe.h"
+#include "tests/support/dist_world.h"
 #if defined(HMOE_WITH_CUDA_BACKEND)
 #include "engine/cuda/runtime.h"
 #endif
@@ -19,10 +20,6 @@
 namespace hmoe::testing::dist {
 
 using hmoe::dist::Communicator;
-
-// The world communicator of this test process (test_dist_main.cpp).
-Communicator& world();
-std::shared_ptr<Communicator> world_ptr();
 
 // The devices this backend's collectives take: the CPU, plus the cuda device where it
 // exists and the backend takes it (nccl; mpi only where device memory is host memory).
