@@ -132,13 +132,17 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
   std::priority_queue<std::shared_ptr<Node>, std::vector<std::shared_ptr<Node>>, decltype(later_first)> ready(
       later_first);
 
-  auto deliver = [&](const Edge& e, const Tensor& g, const char* from) {
+  auto deliver = [&](const Edge& e, const Tensor& g_in, const char* from) {
     Pending& p = pending[e.node.get()];
     if (p.grads.empty()) p.grads.resize(e.node->outputs.size());
-    if (g.defined()) {
+    if (g_in.defined()) {
       const OutputMeta& m = e.node->outputs[e.input_nr];
-      HMOE_CHECK(g.shape() == m.shape, "backward of '", from, "' produced a gradient of shape ", shape_str(g.shape()),
-                 " for an input of shape ", shape_str(m.shape));
+      HMOE_CHECK(g_in.shape() == m.shape, "backward of '", from, "' produced a gradient of shape ",
+                 shape_str(g_in.shape()), " for an input of shape ", shape_str(m.shape));
+      // Every node gets its outputs' gradients in their dtypes: an op that promoted its
+      // inputs (f32 + f64) hands the narrower one a wider gradient, which that input's
+      // backward kernel would otherwise read as its own dtype.
+      const Tensor g = g_in.dtype() == m.dtype ? g_in : ops_seam::to_dtype(g_in, m.dtype);
       Tensor& slot = p.grads[e.input_nr];
       if (!slot.defined())
         slot = g;

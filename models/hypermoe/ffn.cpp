@@ -159,13 +159,15 @@ MoEFFN::Routing MoEFFN::route(const Tensor& x, FfnStats& stats, Generator& noise
     Generator g = my_rows(x.size(1));
     xin = x * uniform(x.shape(), g, 1.0 - cfg_.jitter, 1.0 + cfg_.jitter, {x.dtype(), x.device()});
   }
-  Tensor logits = router_->forward(xin).to(DType::f32);
+  // Router math in f32 (f64 for an f64 layer), whatever the layer's precision below that.
+  const DType rdt = x.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  Tensor logits = router_->forward(xin).to(rdt);
   const Tensor clean = logits;  // the smooth load of the cv loss compares them with the noisy ones
   Tensor noise_std;
   if (noise_ && is_training()) {
-    noise_std = softplus(noise_->forward(x).to(DType::f32)) + 0.01;
+    noise_std = softplus(noise_->forward(x).to(rdt)) + 0.01;
     Generator g = my_rows(N);
-    logits = logits + normal(logits.shape(), g, 0.0, 1.0, {DType::f32, logits.device()}) * noise_std;
+    logits = logits + normal(logits.shape(), g, 0.0, 1.0, {rdt, logits.device()}) * noise_std;
   }
   moe::RouterConfig rc;
   rc.k = cfg_.top_k;

@@ -144,6 +144,19 @@ TEST(Autograd, DtypeConversionIsDifferentiable) {
   expect_close(x.grad(), {2, 2});
 }
 
+// An op that promotes its inputs (f32 * f64) hands the f32 side an f64 gradient; every
+// node must still get its outputs' gradients in their own dtypes (sigmoid's f32 backward
+// kernel read an f64 gradient as f32: garbage, 1e37, seen in the MoE router's noise).
+TEST(Autograd, EachNodeGetsGradientsInItsOutputsDtype) {
+  const Tensor x = rand_t({5, 7}, 1, -2, 2, DType::f32, true);
+  const Tensor w = rand_t({5, 7}, 2, -1, 1, DType::f64);
+  const Tensor s = sigmoid(x);
+  (sum(s * w) + sum(square(s)) * 0.5).backward();
+  ASSERT_EQ(x.grad().dtype(), DType::f32);
+  const Tensor sd = sigmoid(x.detach().to(DType::f64));
+  expect_close(x.grad(), (w + sd) * sd * (1.0 - sd), 1e-6);
+}
+
 TEST(Autograd, CustomFunctionAndGradcheckCatchesWrongBackward) {
   // A differentiable function defined in one place: forward, then record() its backward.
   auto cube = [](const Tensor& x, double wrong) {
