@@ -33,11 +33,11 @@ Tensor param(nn::Module& m, const std::string& name, const Shape& shape, Generat
 }
 // Rows `shard` of a parameter of shape `whole` drawn N(0, std) (zeros for std 0): the
 // values one process holding the whole tensor draws for those rows.
-Tensor sharded_param(nn::Module& m, const std::string& name, Shape whole, const nn::RowShard& shard, int64_t rows,
-                     Generator& gen, double std) {
+Tensor sharded_param(nn::Module& m, const std::string& name, Shape whole, const nn::RowShard& shard, Generator& gen,
+                     double std) {
   const int64_t row_numel = shape_numel(whole) / whole[0];
   Shape local = whole;
-  local[0] = rows;
+  local[0] = shard.rows;
   Tensor t = zeros(local);
   if (std > 0) {
     Generator g = gen.take_rows(uint64_t(shard.first), uint64_t(row_numel), uint64_t(whole[0]));
@@ -121,11 +121,10 @@ MoEFFN::MoEFFN(const ModelConfig& cfg, Generator& gen, const nn::Parallel& par) 
     return;
   }
   const nn::RowShard mine = par.experts(cfg.n_experts);
-  const int64_t E = par.local_experts(cfg.n_experts);
-  w1_ = sharded_param(*this, "w1", s.w1, mine, E, gen, 0.02);
-  b1_ = sharded_param(*this, "b1", s.b1, mine, E, gen, 0.0);
-  w2_ = sharded_param(*this, "w2", s.w2, mine, E, gen, 0.02 / std::sqrt(2.0 * double(cfg.n_layer)));
-  b2_ = sharded_param(*this, "b2", s.b2, mine, E, gen, 0.0);
+  w1_ = sharded_param(*this, "w1", s.w1, mine, gen, 0.02);
+  b1_ = sharded_param(*this, "b1", s.b1, mine, gen, 0.0);
+  w2_ = sharded_param(*this, "w2", s.w2, mine, gen, 0.02 / std::sqrt(2.0 * double(cfg.n_layer)));
+  b2_ = sharded_param(*this, "b2", s.b2, mine, gen, 0.0);
 }
 
 Tensor MoEFFN::batch_capacity_drops(const Tensor& expert_ids) const {

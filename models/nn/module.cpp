@@ -18,9 +18,10 @@ Tensor Module::register_parameter(const std::string& name, Tensor t) {
 }
 
 Tensor Module::register_parameter(const std::string& name, Tensor t, RowShard shard) {
-  HMOE_CHECK(t.defined() && t.dim() >= 1 && shard.first >= 0 && shard.first + t.size(0) <= shard.total,
-             "Module: parameter '", name, "' cannot be rows [", shard.first, ", ", shard.first + (t.dim() ? t.size(0) : 0),
-             ") of ", shard.total);
+  HMOE_CHECK(t.defined() && t.dim() >= 1 && t.size(0) == shard.rows && shard.first >= 0 &&
+                 shard.first + shard.rows <= shard.total,
+             "Module: parameter '", name, "' (", t.defined() ? t.meta_str() : "undefined", ") cannot be rows [",
+             shard.first, ", ", shard.first + shard.rows, ") of ", shard.total);
   register_parameter(name, t);
   shards_[name] = shard;
   return t;

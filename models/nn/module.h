@@ -13,12 +13,13 @@
 
 namespace hmoe::nn {
 
-// A parameter of which this process holds rows [first, first + its rows) along dim 0 of
-// the whole, `total` rows long, the other rows living on other processes (expert
+// A parameter of which this process holds rows [first, first + rows) along dim 0 of the
+// whole, `total` rows long, the other rows living on other processes (expert
 // parallelism: each rank holds a contiguous block of every MoE layer's experts). Its
 // state-dict entry is the local rows; checkpoints gather and slice by this.
 struct RowShard {
   int64_t first = 0;
+  int64_t rows = 0;
   int64_t total = 0;
 };
 

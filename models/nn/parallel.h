@@ -7,7 +7,11 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "engine/dist/communicator.h"
 #include "models/nn/module.h"
@@ -29,8 +33,32 @@ struct Parallel {
   bool experts_sharded() const { return ep_size() > 1; }
 
   // This rank's block of n experts (ep_size() divides n).
-  RowShard experts(int64_t n) const { return {n / ep_size() * ep_rank(), n}; }
+  RowShard experts(int64_t n) const { return {n / ep_size() * ep_rank(), n / ep_size(), n}; }
   int64_t local_experts(int64_t n) const { return n / ep_size(); }
 };
+
+// After every rank's backward: each gradient summed over the ranks holding its parameter
+// (the world for replicated ones, the expert-data-parallel group for expert shards) and
+// divided by the world size. With each rank's loss the mean over its equal part of the
+// batch, that is the gradient one process gets on the whole batch. Undefined gradients
+// take part as zeros (every rank must send the same buffers). Buckets of at most
+// bucket_bytes per collective. Nothing to do in one process.
+void average_gradients(const Module& m, const Parallel& par, size_t bucket_bytes = size_t(64) << 20);
+
+// Global-norm clipping over every rank's parameters (replicated gradients counted once,
+// expert shards summed over their expert-parallel group): scales the gradients so that
+// the norm of the whole model's gradient is at most max_norm; returns it before
+// clipping. The same on every rank, and equal to one process's clip_grad_norm_.
+double clip_grad_norm(const Module& m, const Parallel& par, double max_norm);
+
+// The whole model's state from every rank's parts: each sharded entry (keyed as
+// parameter_shards() keys it) gathered in rank order over the expert-parallel group into
+// its whole tensor; the others as they are. Collective over par.ep; every rank gets all.
+std::vector<std::pair<std::string, Tensor>> gather_shards(const std::vector<std::pair<std::string, Tensor>>& local,
+                                                          const std::map<std::string, RowShard>& shards,
+                                                          const Parallel& par);
+// This rank's part of a whole model's state: each sharded entry's rows of this rank.
+std::map<std::string, Tensor> slice_shards(const std::map<std::string, Tensor>& whole,
+                                           const std::map<std::string, RowShard>& shards);
 
 }  // namespace hmoe::nn
