@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "autograd/grad_mode.h"
+#include "engine/io/file.h"
 #include "engine/io/safetensors.h"
 #include "engine/profiler.h"
 #include "engine/thread_pool.h"

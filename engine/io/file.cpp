@@ -1,0 +1,105 @@
+// Whole-file reads and atomic, durable writes on POSIX descriptors.
+#include "engine/io/file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "engine/error.h"
+
+namespace hmoe::io {
+
+namespace {
+
+// Closes a descriptor on every path out of a scope.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  // Closes now, reporting the error a deferred write may only show here.
+  int close() {
+    const int r = ::close(fd_);
+    fd_ = -1;
+    return r;
+  }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+std::vector<uint8_t> read_file(const std::string& path, const std::string& what, size_t max_bytes) {
+  // O_NONBLOCK: opening a FIFO with no writer must not block; regular files ignore it.
+  Fd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  HMOE_CHECK(fd.get() >= 0, what, ": cannot open '", path, "': ", std::strerror(errno));
+  struct stat st {};
+  HMOE_CHECK(::fstat(fd.get(), &st) == 0, what, ": cannot stat '", path, "': ", std::strerror(errno));
+  HMOE_CHECK(S_ISREG(st.st_mode), what, ": '", path, "' is not a regular file");
+  const size_t size = size_t(st.st_size);
+  HMOE_CHECK(size <= max_bytes, what, ": '", path, "' is ", size, " bytes, more than the ", max_bytes, " allowed");
+  std::vector<uint8_t> buf(size);
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::read(fd.get(), buf.data() + done, size - done);
+    if (n < 0 && errno == EINTR) continue;
+    HMOE_CHECK(n >= 0, what, ": reading '", path, "' failed: ", std::strerror(errno));
+    HMOE_CHECK(n > 0, what, ": '", path, "' ended after ", done, " of ", size, " bytes (changed while read?)");
+    done += size_t(n);
+  }
+  return buf;
+}
+
+std::string read_text_file(const std::string& path, const std::string& what, size_t max_bytes) {
+  const std::vector<uint8_t> b = read_file(path, what, max_bytes);
+  return std::string(b.begin(), b.end());
+}
+
+void write_file_atomic(const std::string& path, std::string_view bytes, const std::string& what) {
+  const std::string tmp = path + ".tmp";
+  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  HMOE_CHECK(fd.get() >= 0, what, ": cannot write '", tmp, "': ", std::strerror(errno));
+  auto fail = [&](const char* step, int err) {
+    fd.close();
+    std::remove(tmp.c_str());
+    HMOE_FAIL(what, ": ", step, " '", tmp, "' failed: ", std::strerror(err));
+  };
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("writing", n < 0 ? errno : ENOSPC);
+    done += size_t(n);
+  }
+  if (::fsync(fd.get()) != 0) fail("fsync of", errno);
+  if (fd.close() != 0) {
+    const int err = errno;
+    std::remove(tmp.c_str());
+    HMOE_FAIL(what, ": closing '", tmp, "' failed: ", std::strerror(err));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::remove(tmp.c_str());
+    HMOE_FAIL(what, ": renaming '", tmp, "' to '", path, "' failed: ", ec.message());
+  }
+  fsync_directory(std::filesystem::absolute(path).parent_path().string());
+}
+
+void fsync_directory(const std::string& dir) {
+  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  HMOE_CHECK(fd.get() >= 0, "fsync: cannot open the directory '", dir, "': ", std::strerror(errno));
+  HMOE_CHECK(::fsync(fd.get()) == 0, "fsync of the directory '", dir, "' failed: ", std::strerror(errno));
+}
+
+}  // namespace hmoe::io
