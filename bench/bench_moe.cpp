@@ -331,8 +331,8 @@ void BM_expert_ffn(benchmark::State& st) {
 // then needs the baselines' N(0, 0.02) weights (use_baseline_router): hmoe zero-
 // initialises it, as the reference does, and without noise every token would tie
 // onto expert 0.
-train::ModelConfig layer_cfg(int64_t k, bool recompute) {
-  train::ModelConfig c;
+model::ModelConfig layer_cfg(int64_t k, bool recompute) {
+  model::ModelConfig c;
   c.expert_recompute = recompute;
   c.d_model = 256;
   c.d_ff = 1024;

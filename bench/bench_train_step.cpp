@@ -8,9 +8,9 @@
 #include "engine/profiler.h"
 #include "hmoe.h"
 #include "models/hypermoe/lm.h"
+#include "models/hypermoe/shapes.h"
 #include "models/nn/layers.h"
 #include "models/optim/optimizer.h"
-#include "models/train/config.h"
 
 namespace {
 
@@ -19,8 +19,8 @@ using namespace hmoe;
 constexpr int64_t kBatch = 16;
 
 void BM_train_step(benchmark::State& st, const std::string& ffn, int64_t top_k) {
-  train::ModelConfig cfg;  // the tiny preset: 4 layers, d 128, 4 heads, d_ff 512, block 128, 8 experts
-  cfg.ffn = ffn;
+  model::ModelConfig cfg;  // the tiny preset: 4 layers, d 128, 4 heads, d_ff 512, block 128, 8 experts
+  cfg.ffn = model::parse_ffn_kind(ffn);
   cfg.top_k = top_k;
   model::LanguageModel m(cfg, 1337);
   m.train();

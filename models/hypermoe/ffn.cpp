@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "engine/profiler.h"
+#include "models/hypermoe/shapes.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"
 #include "ops/index.h"
@@ -37,11 +38,12 @@ void init_uniform(const Tensor& t, Generator& gen, double a) {
 }
 }  // namespace
 
-DenseFFN::DenseFFN(int64_t d, int64_t d_ff, int64_t n_layer, Generator& gen) {
-  fc_ = register_module("fc", std::make_shared<nn::Linear>(d, d_ff, true, gen));
-  proj_ = register_module("proj", std::make_shared<nn::Linear>(d_ff, d, true, gen));
+DenseFFN::DenseFFN(const ModelConfig& cfg, Generator& gen) {
+  const DenseFfnShapes s = dense_ffn_shapes(cfg);
+  fc_ = register_module("fc", std::make_shared<nn::Linear>(s.fc, gen));
+  proj_ = register_module("proj", std::make_shared<nn::Linear>(s.proj, gen));
   init_normal(fc_->weight, gen, 0.02);
-  init_normal(proj_->weight, gen, 0.02 / std::sqrt(2.0 * double(n_layer)));
+  init_normal(proj_->weight, gen, 0.02 / std::sqrt(2.0 * double(cfg.n_layer)));
   NoGradGuard ng;
   fc_->bias.zero_();
   proj_->bias.zero_();
@@ -49,15 +51,16 @@ DenseFFN::DenseFFN(int64_t d, int64_t d_ff, int64_t n_layer, Generator& gen) {
 
 Tensor DenseFFN::forward(const Tensor& x, FfnStats&, Generator&) { return proj_->forward(gelu(fc_->forward(x))); }
 
-HyperNetwork::HyperNetwork(const train::ModelConfig& c, int64_t n_moe_layers, Generator& gen)
+HyperNetwork::HyperNetwork(const ModelConfig& c, int64_t n_moe_layers, Generator& gen)
     : d_(c.d_model), r_(c.adapter_rank) {
+  const HyperNetworkShapes s = hypernetwork_shapes(c, n_moe_layers);
   const int64_t b = c.hyper_hidden;
-  layer_emb_ = param(*this, "layer_emb", {n_moe_layers, c.layer_emb_dim}, gen, 1.0);
-  wh_ = register_module("wh", std::make_shared<nn::Linear>(c.hyper_in + c.layer_emb_dim, b, true, gen));
-  head_down_ = register_module("head_down", std::make_shared<nn::Linear>(b, d_ * r_, true, gen));
-  head_up_ = register_module("head_up", std::make_shared<nn::Linear>(b, r_ * d_, true, gen));
-  head_bdown_ = register_module("head_bdown", std::make_shared<nn::Linear>(b, r_, true, gen));
-  head_bup_ = register_module("head_bup", std::make_shared<nn::Linear>(b, d_, true, gen));
+  layer_emb_ = param(*this, "layer_emb", s.layer_emb, gen, 1.0);
+  wh_ = register_module("wh", std::make_shared<nn::Linear>(s.wh, gen));
+  head_down_ = register_module("head_down", std::make_shared<nn::Linear>(s.head_down, gen));
+  head_up_ = register_module("head_up", std::make_shared<nn::Linear>(s.head_up, gen));
+  head_bdown_ = register_module("head_bdown", std::make_shared<nn::Linear>(s.head_bdown, gen));
+  head_bup_ = register_module("head_bup", std::make_shared<nn::Linear>(s.head_bup, gen));
   // Hyperfanin: the generated adapter starts near zero, so training starts from the plain MoE.
   init_uniform(head_up_->weight, gen, 1e-3 * std::sqrt(3.0 / double(b * r_)));
   init_uniform(head_down_->weight, gen, 1e-3 * std::sqrt(3.0 / double(b * d_)));
@@ -75,29 +78,29 @@ AdapterWeights HyperNetwork::generate(const Tensor& s, int64_t layer) {
           head_up_->forward(h).reshape({P, r_, d_}), head_bup_->forward(h)};
 }
 
-MoEFFN::MoEFFN(const train::ModelConfig& cfg, Generator& gen) : cfg_(cfg) {
-  const int64_t N = cfg.n_experts, d = cfg.d_model, f = cfg.d_ff;
-  router_ = register_module("router", std::make_shared<nn::Linear>(d, N, false, gen));
+MoEFFN::MoEFFN(const ModelConfig& cfg, Generator& gen) : cfg_(cfg) {
+  const MoEShapes s = moe_shapes(cfg);
+  router_ = register_module("router", std::make_shared<nn::Linear>(s.router, gen));
   {
     NoGradGuard ng;
     router_->weight.zero_();  // zero-initialised as in the reference
   }
-  if (cfg.router == "topk" && cfg.noisy) {
-    noise_ = register_module("noise", std::make_shared<nn::Linear>(d, N, false, gen));
+  if (s.noise) {
+    noise_ = register_module("noise", std::make_shared<nn::Linear>(*s.noise, gen));
     NoGradGuard ng;
     noise_->weight.zero_();
   }
-  w1_ = param(*this, "w1", {N, d, f}, gen, 0.02);
-  b1_ = param(*this, "b1", {N, f}, gen, 0.0);
-  w2_ = param(*this, "w2", {N, f, d}, gen, 0.02 / std::sqrt(2.0 * double(cfg.n_layer)));
-  b2_ = param(*this, "b2", {N, d}, gen, 0.0);
+  w1_ = param(*this, "w1", s.w1, gen, 0.02);
+  b1_ = param(*this, "b1", s.b1, gen, 0.0);
+  w2_ = param(*this, "w2", s.w2, gen, 0.02 / std::sqrt(2.0 * double(cfg.n_layer)));
+  b2_ = param(*this, "b2", s.b2, gen, 0.0);
 }
 
 MoEFFN::Routing MoEFFN::route(const Tensor& x, FfnStats& stats, Generator& noise) {
   const ProfileScope scope("moe_router", x.device());
   const int64_t N = cfg_.n_experts;
   Tensor xin = x;
-  if (cfg_.router == "switch" && is_training() && cfg_.jitter > 0)
+  if (cfg_.router == RouterKind::switch_ && is_training() && cfg_.jitter > 0)
     xin = x * uniform(x.shape(), noise, 1.0 - cfg_.jitter, 1.0 + cfg_.jitter, {x.dtype(), x.device()});
   Tensor logits = router_->forward(xin).to(DType::f32);
   const Tensor clean = logits;  // the smooth load of the cv loss compares them with the noisy ones
@@ -108,7 +111,7 @@ MoEFFN::Routing MoEFFN::route(const Tensor& x, FfnStats& stats, Generator& noise
   }
   moe::RouterConfig rc;
   rc.k = cfg_.top_k;
-  rc.renormalize = cfg_.renormalize == "auto" ? cfg_.top_k > 1 : cfg_.renormalize == "true";
+  rc.renormalize = cfg_.renormalize;
   rc.capacity_factor = cfg_.capacity_factor;
   moe::RouterOutput r = moe::route(logits, rc);
   if (cfg_.aux_cv_coef > 0) stats.add_aux(moe::cv_squared_loss(r, noise_std, clean) * cfg_.aux_cv_coef);
@@ -142,12 +145,12 @@ Tensor MoEFFN::forward(const Tensor& x, FfnStats& stats, Generator& noise) {
   return run_experts(x, route(x, stats, noise));
 }
 
-HyperMoEFFN::HyperMoEFFN(const train::ModelConfig& cfg, int64_t moe_layer, std::shared_ptr<HyperNetwork> hyper,
-                         Generator& gen)
+HyperMoEFFN::HyperMoEFFN(const ModelConfig& cfg, int64_t moe_layer, std::shared_ptr<HyperNetwork> hyper, Generator& gen)
     : MoEFFN(cfg, gen), layer_(moe_layer), hyper_(std::move(hyper)) {
-  expert_emb_ = param(*this, "expert_emb", {cfg.n_experts, cfg.expert_emb_dim}, gen, 1.0);
-  sel1_ = register_module("sel1", std::make_shared<nn::Linear>(cfg.expert_emb_dim, cfg.selection_hidden, true, gen));
-  sel2_ = register_module("sel2", std::make_shared<nn::Linear>(cfg.selection_hidden, cfg.hyper_in, true, gen));
+  const HyperExpertShapes s = hyper_expert_shapes(cfg);
+  expert_emb_ = param(*this, "expert_emb", s.expert_emb, gen, 1.0);
+  sel1_ = register_module("sel1", std::make_shared<nn::Linear>(s.sel1, gen));
+  sel2_ = register_module("sel2", std::make_shared<nn::Linear>(s.sel2, gen));
 }
 
 Tensor HyperMoEFFN::selection_embedding(const Tensor& unselected_mask) {

@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "engine/rng.h"
+#include "models/hypermoe/config.h"
 #include "models/nn/layers.h"
 #include "models/nn/module.h"
-#include "models/train/config.h"
 #include "ops/moe/router.h"
 #include "ops/moe/token_dispatch.h"
 
@@ -30,7 +30,7 @@ class FeedForward : public nn::Module {
 
 class DenseFFN : public FeedForward {
  public:
-  DenseFFN(int64_t d_model, int64_t d_ff, int64_t n_layer, Generator& gen);
+  DenseFFN(const ModelConfig& cfg, Generator& gen);
   Tensor forward(const Tensor& x, FfnStats& stats, Generator& noise) override;
 
  private:
@@ -48,7 +48,7 @@ struct AdapterWeights {
 // One per model: z = [s, LayerEmb[l]] -> h = ReLU(Wh z + bh) -> the four heads.
 class HyperNetwork : public nn::Module {
  public:
-  HyperNetwork(const train::ModelConfig& cfg, int64_t n_moe_layers, Generator& gen);
+  HyperNetwork(const ModelConfig& cfg, int64_t n_moe_layers, Generator& gen);
   // s: [P, hyper_in] selection embeddings of layer `layer`.
   AdapterWeights generate(const Tensor& s, int64_t layer);
 
@@ -60,7 +60,7 @@ class HyperNetwork : public nn::Module {
 
 class MoEFFN : public FeedForward {
  public:
-  MoEFFN(const train::ModelConfig& cfg, Generator& gen);
+  MoEFFN(const ModelConfig& cfg, Generator& gen);
   Tensor forward(const Tensor& x, FfnStats& stats, Generator& noise) override;
 
  protected:
@@ -73,15 +73,14 @@ class MoEFFN : public FeedForward {
   // The experts' combined output [T, d] (tokens over capacity pass p_max * x).
   Tensor run_experts(const Tensor& x, const Routing& rt);
 
-  const train::ModelConfig cfg_;
+  const ModelConfig cfg_;
   std::shared_ptr<nn::Linear> router_, noise_;
   Tensor w1_, b1_, w2_, b2_;  // [N, d, d_ff], [N, d_ff], [N, d_ff, d], [N, d]
 };
 
 class HyperMoEFFN : public MoEFFN {
  public:
-  HyperMoEFFN(const train::ModelConfig& cfg, int64_t moe_layer, std::shared_ptr<HyperNetwork> hyper,
-              Generator& gen);
+  HyperMoEFFN(const ModelConfig& cfg, int64_t moe_layer, std::shared_ptr<HyperNetwork> hyper, Generator& gen);
   Tensor forward(const Tensor& x, FfnStats& stats, Generator& noise) override;
   // The HyperExpert's output for given hard selections (used by tests too).
   Tensor hyper_expert(const Tensor& x, const Tensor& expert_ids);

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "models/hypermoe/shapes.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"
 #include "ops/index.h"
@@ -12,13 +13,13 @@
 
 namespace hmoe::model {
 
-CausalSelfAttention::CausalSelfAttention(int64_t d, int64_t n_head, int64_t n_layer, Generator& gen)
-    : n_head_(n_head) {
-  qkv_ = register_module("qkv", std::make_shared<nn::Linear>(d, 3 * d, true, gen));
-  proj_ = register_module("proj", std::make_shared<nn::Linear>(d, d, true, gen));
+CausalSelfAttention::CausalSelfAttention(const ModelConfig& cfg, Generator& gen) : n_head_(cfg.n_head) {
+  const AttentionShapes s = attention_shapes(cfg);
+  qkv_ = register_module("qkv", std::make_shared<nn::Linear>(s.qkv, gen));
+  proj_ = register_module("proj", std::make_shared<nn::Linear>(s.proj, gen));
   NoGradGuard ng;
   qkv_->weight.copy_(normal(qkv_->weight.shape(), gen, 0.0, 0.02));
-  proj_->weight.copy_(normal(proj_->weight.shape(), gen, 0.0, 0.02 / std::sqrt(2.0 * double(n_layer))));
+  proj_->weight.copy_(normal(proj_->weight.shape(), gen, 0.0, 0.02 / std::sqrt(2.0 * double(cfg.n_layer))));
   qkv_->bias.zero_();
   proj_->bias.zero_();
 }
@@ -31,17 +32,25 @@ Tensor CausalSelfAttention::forward(const Tensor& x) {
   return proj_->forward(y.permute({0, 2, 1, 3}).reshape({B, T, d}));
 }
 
-Block::Block(const train::ModelConfig& cfg, int64_t layer, bool moe, std::shared_ptr<HyperNetwork> hyper,
+Block::Block(const ModelConfig& cfg, FfnKind ffn, int64_t moe_layer, std::shared_ptr<HyperNetwork> hyper,
              Generator& gen)
     : dropout_(cfg.dropout) {
-  ln1_ = register_module("ln1", std::make_shared<nn::LayerNorm>(cfg.d_model));
-  attn_ = register_module("attn", std::make_shared<CausalSelfAttention>(cfg.d_model, cfg.n_head, cfg.n_layer, gen));
-  ln2_ = register_module("ln2", std::make_shared<nn::LayerNorm>(cfg.d_model));
-  std::shared_ptr<FeedForward> ffn;
-  if (!moe) ffn = std::make_shared<DenseFFN>(cfg.d_model, cfg.d_ff, cfg.n_layer, gen);
-  else if (cfg.ffn == "moe") ffn = std::make_shared<MoEFFN>(cfg, gen);
-  else ffn = std::make_shared<HyperMoEFFN>(cfg, layer, std::move(hyper), gen);
-  ffn_ = register_module("ffn", ffn);
+  const int64_t norm = lm_shapes(cfg).norm;
+  ln1_ = register_module("ln1", std::make_shared<nn::LayerNorm>(norm));
+  attn_ = register_module("attn", std::make_shared<CausalSelfAttention>(cfg, gen));
+  ln2_ = register_module("ln2", std::make_shared<nn::LayerNorm>(norm));
+  switch (ffn) {
+    case FfnKind::dense:
+      ffn_ = std::make_shared<DenseFFN>(cfg, gen);
+      break;
+    case FfnKind::moe:
+      ffn_ = std::make_shared<MoEFFN>(cfg, gen);
+      break;
+    case FfnKind::hypermoe:
+      ffn_ = std::make_shared<HyperMoEFFN>(cfg, moe_layer, std::move(hyper), gen);
+      break;
+  }
+  register_module("ffn", ffn_);
 }
 
 Tensor Block::forward(const Tensor& x, FfnStats& stats, Generator& noise) {
@@ -55,35 +64,26 @@ Tensor Block::forward(const Tensor& x, FfnStats& stats, Generator& noise) {
   return h + f;
 }
 
-namespace {
-bool layer_is_moe(const train::ModelConfig& cfg, int64_t i) {
-  if (cfg.ffn == "dense") return false;
-  return cfg.moe_every == 1 || i % 2 == 1;
-}
-}  // namespace
-
-LanguageModel::LanguageModel(const train::ModelConfig& cfg, uint64_t seed) : cfg_(cfg) {
-  train::validate(train::Config{cfg, train::DataConfig{}, train::OptimConfig{}});
+LanguageModel::LanguageModel(const ModelConfig& cfg, uint64_t seed) : cfg_(cfg) {
+  validate(cfg);
+  const LmShapes s = lm_shapes(cfg);
   Generator gen(seed);
-  wte_ = register_module("wte", std::make_shared<nn::Embedding>(cfg.vocab_size, cfg.d_model, gen));
-  wpe_ = register_module("wpe", std::make_shared<nn::Embedding>(cfg.block_size, cfg.d_model, gen));
+  wte_ = register_module("wte", std::make_shared<nn::Embedding>(s.wte[0], s.wte[1], gen));
+  wpe_ = register_module("wpe", std::make_shared<nn::Embedding>(s.wpe[0], s.wpe[1], gen));
   {
     NoGradGuard ng;
     wte_->weight.copy_(normal(wte_->weight.shape(), gen, 0.0, 0.02));
     wpe_->weight.copy_(normal(wpe_->weight.shape(), gen, 0.0, 0.01));
   }
-  int64_t n_moe = 0;
-  for (int64_t i = 0; i < cfg.n_layer; ++i) n_moe += layer_is_moe(cfg, i);
-  if (cfg.ffn == "hypermoe" && n_moe > 0)
-    hyper_ = register_module("hyper", std::make_shared<HyperNetwork>(cfg, n_moe, gen));
+  if (s.has_hypernetwork()) hyper_ = register_module("hyper", std::make_shared<HyperNetwork>(cfg, s.moe_layers(), gen));
   int64_t moe_index = 0;
-  for (int64_t i = 0; i < cfg.n_layer; ++i) {
-    const bool moe = layer_is_moe(cfg, i);
+  for (size_t i = 0; i < s.blocks.size(); ++i) {
+    const bool moe = s.blocks[i] != FfnKind::dense;
     blocks_.push_back(register_module("blocks." + std::to_string(i),
-                                      std::make_shared<Block>(cfg, moe ? moe_index : -1, moe, hyper_, gen)));
+                                      std::make_shared<Block>(cfg, s.blocks[i], moe ? moe_index : -1, hyper_, gen)));
     moe_index += moe;
   }
-  ln_f_ = register_module("ln_f", std::make_shared<nn::LayerNorm>(cfg.d_model));
+  ln_f_ = register_module("ln_f", std::make_shared<nn::LayerNorm>(s.norm));
 }
 
 LmOutput LanguageModel::forward(const Tensor& ids, Generator& noise) {
@@ -102,28 +102,6 @@ LmOutput LanguageModel::forward(const Tensor& ids, Generator& noise) {
   out.aux_loss = stats.aux_loss.defined() ? stats.aux_loss : zeros({}, {DType::f32, h.device()});
   out.expert_counts = std::move(stats.expert_counts);
   return out;
-}
-
-int64_t count_parameters(const train::ModelConfig& c) {
-  auto linear = [](int64_t in, int64_t out, bool bias) { return in * out + (bias ? out : 0); };
-  const int64_t d = c.d_model, f = c.d_ff, N = c.n_experts, r = c.adapter_rank, b = c.hyper_hidden;
-  const int64_t norm = 2 * d;  // LayerNorm: weight and bias
-  const int64_t attention = linear(d, 3 * d, true) + linear(d, d, true);
-  const int64_t dense = linear(d, f, true) + linear(f, d, true);
-  const int64_t router = linear(d, N, false) * (c.router == "topk" && c.noisy ? 2 : 1);
-  const int64_t moe = router + N * (d * f + f + f * d + d);
-  const int64_t hyper_layer = moe + N * c.expert_emb_dim + linear(c.expert_emb_dim, c.selection_hidden, true) +
-                              linear(c.selection_hidden, c.hyper_in, true);
-  int64_t n = c.vocab_size * d + c.block_size * d + norm, n_moe = 0;
-  for (int64_t i = 0; i < c.n_layer; ++i) {
-    const bool is_moe = layer_is_moe(c, i);
-    n_moe += is_moe;
-    n += 2 * norm + attention + (!is_moe ? dense : c.ffn == "moe" ? moe : hyper_layer);
-  }
-  if (c.ffn == "hypermoe" && n_moe > 0)
-    n += n_moe * c.layer_emb_dim + linear(c.hyper_in + c.layer_emb_dim, b, true) + linear(b, d * r, true) +
-         linear(b, r * d, true) + linear(b, r, true) + linear(b, d, true);
-  return n;
 }
 
 }  // namespace hmoe::model

@@ -8,16 +8,16 @@
 #include <vector>
 
 #include "engine/rng.h"
+#include "models/hypermoe/config.h"
 #include "models/hypermoe/ffn.h"
 #include "models/nn/layers.h"
 #include "models/nn/module.h"
-#include "models/train/config.h"
 
 namespace hmoe::model {
 
 class CausalSelfAttention : public nn::Module {
  public:
-  CausalSelfAttention(int64_t d_model, int64_t n_head, int64_t n_layer, Generator& gen);
+  CausalSelfAttention(const ModelConfig& cfg, Generator& gen);
   Tensor forward(const Tensor& x);  // [B, T, d]
 
  private:
@@ -27,7 +27,8 @@ class CausalSelfAttention : public nn::Module {
 
 class Block : public nn::Module {
  public:
-  Block(const train::ModelConfig& cfg, int64_t layer, bool moe, std::shared_ptr<HyperNetwork> hyper, Generator& gen);
+  // moe_layer: the block's index among the MoE blocks (HyperMoE's layer embedding).
+  Block(const ModelConfig& cfg, FfnKind ffn, int64_t moe_layer, std::shared_ptr<HyperNetwork> hyper, Generator& gen);
   // Adds the FFN's aux loss and routing counts to `out`.
   Tensor forward(const Tensor& x, FfnStats& stats, Generator& noise);
 
@@ -46,22 +47,17 @@ struct LmOutput {
 
 class LanguageModel : public nn::Module {
  public:
-  LanguageModel(const train::ModelConfig& cfg, uint64_t seed);
+  LanguageModel(const ModelConfig& cfg, uint64_t seed);
   // ids: i64 [B, T] with T <= block_size. `noise` draws router noise and dropout.
   LmOutput forward(const Tensor& ids, Generator& noise);
-  const train::ModelConfig& config() const { return cfg_; }
+  const ModelConfig& config() const { return cfg_; }
 
  private:
-  train::ModelConfig cfg_;
+  ModelConfig cfg_;
   std::shared_ptr<nn::Embedding> wte_, wpe_;
   std::vector<std::shared_ptr<Block>> blocks_;
   std::shared_ptr<nn::LayerNorm> ln_f_;
   std::shared_ptr<HyperNetwork> hyper_;  // shared by all HyperMoE layers (null otherwise)
 };
-
-// The parameter count of the model a config describes, from the shapes the constructors
-// above register (a test checks it against built models), without building it: the base
-// preset's weights alone are 2 GB.
-int64_t count_parameters(const train::ModelConfig& cfg);
 
 }  // namespace hmoe::model

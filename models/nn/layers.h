@@ -7,10 +7,18 @@
 
 namespace hmoe::nn {
 
+// A Linear layer's size: weight [out, in], and bias [out] if `bias`.
+struct LinearShape {
+  int64_t in = 0, out = 0;
+  bool bias = true;
+  int64_t numel() const { return in * out + (bias ? out : 0); }
+};
+
 class Linear : public Module {
  public:
   // weight [out, in] and bias [out] ~ U(-1/sqrt(in), 1/sqrt(in)).
   Linear(int64_t in, int64_t out, bool bias, Generator& gen);
+  Linear(const LinearShape& s, Generator& gen) : Linear(s.in, s.out, s.bias, gen) {}
   Tensor forward(const Tensor& x) const;
   Tensor weight, bias;
 };

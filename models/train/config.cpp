@@ -1,6 +1,6 @@
 // Config loading: merges defaults, a preset, a TOML/JSON file and overrides into one
 // JSON document checked key by key against the defaults' schema, then reads it into
-// the typed structs.
+// the typed structs (parsing the names of kinds, dtypes and devices).
 #include "models/train/config.h"
 
 #include <fstream>
@@ -27,15 +27,37 @@ namespace {
   X(steps) X(batch_size) X(grad_accum) X(lr) X(min_lr) X(warmup) X(weight_decay) X(beta1) X(beta2) X(eps) X(clip) \
   X(hyper_lr_scale) X(eval_every) X(eval_batches) X(log_every) X(checkpoint_every) X(seed) X(threads) X(device) X(out_dir)
 
+// A field's value as the file writes it (kinds, dtypes and devices by name), and back:
+// names are parsed here, once, with errors naming the key.
+template <typename T>
+const T& file_value(const T& v) {
+  return v;
+}
+std::string file_value(model::FfnKind k) { return std::string(model::name(k)); }
+std::string file_value(model::RouterKind k) { return std::string(model::name(k)); }
+std::string file_value(std::optional<bool> renormalize) { return std::string(model::renormalize_name(renormalize)); }
+std::string file_value(DType t) { return std::string(dtype_name(t)); }
+std::string file_value(const DeviceSetting& d) { return d.str(); }
+
+template <typename T>
+void read_value(const json& v, T& out) {
+  v.get_to(out);
+}
+void read_value(const json& v, model::FfnKind& out) { out = model::parse_ffn_kind(v.get<std::string>()); }
+void read_value(const json& v, model::RouterKind& out) { out = model::parse_router_kind(v.get<std::string>()); }
+void read_value(const json& v, std::optional<bool>& out) { out = model::parse_renormalize(v.get<std::string>()); }
+void read_value(const json& v, DType& out) { out = model::parse_model_dtype(v.get<std::string>()); }
+void read_value(const json& v, DeviceSetting& out) { out = parse_device_setting(v.get<std::string>()); }
+
 json to_json(const Config& c) {
   json j;
-#define X(f) j["model"][#f] = c.model.f;
+#define X(f) j["model"][#f] = file_value(c.model.f);
   HMOE_FIELDS_MODEL(X)
 #undef X
-#define X(f) j["data"][#f] = c.data.f;
+#define X(f) j["data"][#f] = file_value(c.data.f);
   HMOE_FIELDS_DATA(X)
 #undef X
-#define X(f) j["train"][#f] = c.train.f;
+#define X(f) j["train"][#f] = file_value(c.train.f);
   HMOE_FIELDS_TRAIN(X)
 #undef X
   return j;
@@ -43,13 +65,13 @@ json to_json(const Config& c) {
 
 Config from_json(const json& j) {
   Config c;
-#define X(f) j.at("model").at(#f).get_to(c.model.f);
+#define X(f) read_value(j.at("model").at(#f), c.model.f);
   HMOE_FIELDS_MODEL(X)
 #undef X
-#define X(f) j.at("data").at(#f).get_to(c.data.f);
+#define X(f) read_value(j.at("data").at(#f), c.data.f);
   HMOE_FIELDS_DATA(X)
 #undef X
-#define X(f) j.at("train").at(#f).get_to(c.train.f);
+#define X(f) read_value(j.at("train").at(#f), c.train.f);
   HMOE_FIELDS_TRAIN(X)
 #undef X
   return c;
@@ -207,30 +229,18 @@ Config parse_config_json(const std::string& text) {
   return from_json(result);
 }
 
+DeviceSetting parse_device_setting(const std::string& s) {
+  try {
+    return {parse_device(s), s.find(':') != std::string::npos};
+  } catch (const Error& e) {
+    HMOE_FAIL("config: train.device: ", e.what());
+  }
+}
+
+std::string DeviceSetting::str() const { return numbered || device.is_cpu() ? device.str() : "cuda"; }
+
 void validate(const Config& c) {
-  const auto& m = c.model;
-  HMOE_CHECK(m.ffn == "dense" || m.ffn == "moe" || m.ffn == "hypermoe", "config: model.ffn must be dense, moe or ",
-             "hypermoe, got '", m.ffn, "'");
-  HMOE_CHECK(m.router == "topk" || m.router == "switch", "config: model.router must be topk or switch, got '",
-             m.router, "'");
-  HMOE_CHECK(m.renormalize == "auto" || m.renormalize == "true" || m.renormalize == "false",
-             "config: model.renormalize must be auto, true or false");
-  HMOE_CHECK(m.n_layer >= 1 && m.d_model >= 1 && m.n_head >= 1 && m.d_ff >= 1 && m.block_size >= 1,
-             "config: model sizes must be positive");
-  HMOE_CHECK(m.d_model % m.n_head == 0, "config: model.d_model (", m.d_model, ") must be divisible by model.n_head (",
-             m.n_head, ")");
-  HMOE_CHECK(m.moe_every == 1 || m.moe_every == 2, "config: model.moe_every must be 1 or 2");
-  HMOE_CHECK(m.n_experts >= 1 && m.n_experts <= 64, "config: model.n_experts must be in [1, 64], got ", m.n_experts);
-  HMOE_CHECK(m.top_k >= 1 && m.top_k <= m.n_experts, "config: model.top_k (", m.top_k, ") must be in [1, n_experts = ",
-             m.n_experts, "]");
-  HMOE_CHECK(m.router != "switch" || m.top_k == 1, "config: the switch router is top-1; set model.top_k = 1");
-  HMOE_CHECK(m.dropout >= 0 && m.dropout < 1, "config: model.dropout must be in [0, 1)");
-  HMOE_CHECK(m.dtype == "f32" || m.dtype == "bf16" || m.dtype == "f16", "config: model.dtype must be f32, bf16 or ",
-             "f16, got '", m.dtype, "'");
-  HMOE_CHECK(m.capacity_factor >= 0, "config: model.capacity_factor must be >= 0 (0 = dropless)");
-  HMOE_CHECK(m.adapter_rank >= 1 && m.expert_emb_dim >= 1 && m.selection_hidden >= 1 && m.hyper_in >= 1 &&
-                 m.hyper_hidden >= 1 && m.layer_emb_dim >= 1,
-             "config: HyperMoE sizes must be positive");
+  model::validate(c.model);
   const auto& t = c.train;
   HMOE_CHECK(t.steps >= 0 && t.batch_size >= 1 && t.grad_accum >= 1, "config: train.steps >= 0, batch_size >= 1, ",
              "grad_accum >= 1 required");
@@ -242,11 +252,6 @@ void validate(const Config& c) {
              "config: bad optimiser settings (betas in [0, 1), eps > 0, clip >= 0, weight_decay >= 0)");
   HMOE_CHECK(t.hyper_lr_scale > 0, "config: train.hyper_lr_scale must be > 0, got ", t.hyper_lr_scale);
   HMOE_CHECK(t.threads >= 0, "config: train.threads must be >= 0");
-  try {
-    (void)parse_device(t.device);
-  } catch (const Error& e) {
-    HMOE_FAIL("config: train.device: ", e.what());
-  }
   HMOE_CHECK(c.data.token_width == 2 || c.data.token_width == 4, "config: data.token_width must be 2 or 4");
   HMOE_CHECK(c.data.val_fraction > 0 && c.data.val_fraction < 1, "config: data.val_fraction must be in (0, 1)");
   HMOE_CHECK(c.data.tokens.empty() || c.data.text.empty(), "config: give data.text or data.tokens, not both");

@@ -1,6 +1,6 @@
-// The training application's library side: train a language model from a Config
-// (with evaluation, metrics, checkpoints and exact resume), evaluate a checkpoint,
-// and sample text from one.
+// Training a language model from a Config: the step loop (AdamW, warm-up + cosine,
+// clipping, accumulation) with periodic evaluation, metrics, checkpoints and exact
+// resume. Evaluating a checkpoint: evaluate.h; sampling from one: generate.h.
 #pragma once
 
 #include <cstdint>
@@ -32,24 +32,5 @@ struct TrainResult {
 };
 
 TrainResult run_training(const Config& config, const RunOptions& opts);
-
-struct EvalResult {
-  double loss = 0, perplexity = 0;
-  int64_t tokens = 0;
-};
-// Loss and perplexity of the checkpoint's model on data (text files, or token file
-// when token_width > 0).
-EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::vector<std::string>& text_files,
-                               const std::string& token_file, int token_width, int64_t max_batches);
-
-struct GenerateOptions {
-  std::string prompt;
-  int64_t max_tokens = 200;
-  double temperature = 0.8;
-  int64_t top_k = 40;  // 0: no top-k filter
-  uint64_t seed = 0;
-};
-// The prompt followed by the sampled continuation, as bytes.
-std::string generate_text(const std::string& checkpoint_dir, const GenerateOptions& opts);
 
 }  // namespace hmoe::train

@@ -9,8 +9,8 @@ using namespace hmoe;
 using namespace hmoe::testing;
 
 namespace {
-train::ModelConfig small_cfg(int64_t k) {
-  train::ModelConfig c;
+model::ModelConfig small_cfg(int64_t k) {
+  model::ModelConfig c;
   c.n_layer = 2;
   c.d_model = 16;
   c.n_head = 2;
@@ -63,7 +63,7 @@ class HyperExpertEquivalence : public ::testing::TestWithParam<int64_t> {};
 // sums over both layers; all of them are compared, not only the layers' own.
 TEST_P(HyperExpertEquivalence, GroupedMatchesPerTokenForwardAndGradients) {
   const int64_t k = GetParam();
-  train::ModelConfig cfg = small_cfg(k);
+  model::ModelConfig cfg = small_cfg(k);
   Generator gen(3);
   auto hyper = std::make_shared<model::HyperNetwork>(cfg, 2, gen);
   model::HyperMoEFFN ffn0(cfg, 0, hyper, gen), ffn1(cfg, 1, hyper, gen);
@@ -121,7 +121,7 @@ TEST_P(HyperExpertEquivalence, GroupedMatchesPerTokenForwardAndGradients) {
 INSTANTIATE_TEST_SUITE_P(TopK, HyperExpertEquivalence, ::testing::Values(1, 2));
 
 TEST(HyperNetwork, HyperfaninInitStartsNearZero) {
-  train::ModelConfig cfg = small_cfg(1);
+  model::ModelConfig cfg = small_cfg(1);
   cfg.d_model = 32;
   cfg.adapter_rank = 8;
   cfg.hyper_hidden = 16;
@@ -144,8 +144,8 @@ TEST(LanguageModel, EveryFfnKindRunsForwardAndBackward) {
   for (std::string ffn : {"dense", "moe", "hypermoe"}) {
     for (int64_t k : {1, 2}) {
       SCOPED_TRACE(ffn + " k=" + std::to_string(k));
-      train::ModelConfig cfg = small_cfg(k);
-      cfg.ffn = ffn;
+      model::ModelConfig cfg = small_cfg(k);
+      cfg.ffn = model::parse_ffn_kind(ffn);
       cfg.moe_every = 2;
       model::LanguageModel m(cfg, 11);
       m.train();

@@ -18,8 +18,8 @@ namespace {
 using Params = std::map<std::string, Tensor>;
 const TensorOptions kF64{DType::f64};
 
-train::ModelConfig layer_cfg(int64_t N, int64_t k) {
-  train::ModelConfig c;
+model::ModelConfig layer_cfg(int64_t N, int64_t k) {
+  model::ModelConfig c;
   c.n_layer = 2;
   c.d_model = 8;
   c.d_ff = 12;
@@ -48,7 +48,7 @@ struct Layer {
 // Random parameters: the router and the noise weights are zero-initialised and the
 // adapters start near zero, so at init the routing would be trivial and the
 // HyperExpert negligible.
-Layer make_layer(const train::ModelConfig& c, bool hyper, uint64_t seed = 3) {
+Layer make_layer(const model::ModelConfig& c, bool hyper, uint64_t seed = 3) {
   Generator gen(seed);
   Layer l;
   if (hyper) {
@@ -75,13 +75,14 @@ Params f64_copies(const nn::Module& m) {
 struct Draws {
   Tensor jitter, eps;
 };
-Draws draws_of(const train::ModelConfig& c, bool training, int64_t T, uint64_t seed) {
+Draws draws_of(const model::ModelConfig& c, bool training, int64_t T, uint64_t seed) {
   Draws d;
   Generator g(seed);
   if (!training) return d;
-  if (c.router == "switch" && c.jitter > 0)
+  if (c.router == model::RouterKind::switch_ && c.jitter > 0)
     d.jitter = uniform({T, c.d_model}, g, 1 - c.jitter, 1 + c.jitter, {DType::f32}).to(DType::f64);
-  if (c.router == "topk" && c.noisy) d.eps = normal({T, c.n_experts}, g, 0.0, 1.0, {DType::f32}).to(DType::f64);
+  if (c.router == model::RouterKind::topk && c.noisy)
+    d.eps = normal({T, c.n_experts}, g, 0.0, 1.0, {DType::f32}).to(DType::f64);
   return d;
 }
 
@@ -93,7 +94,7 @@ struct Reference {
 };
 
 // The layer per spec/hypermoe.md §1-4, in f64. hp: the hypernetwork's parameters (HyperMoE).
-Reference reference(const train::ModelConfig& c, const Params& p, const Params* hp, const Tensor& x, const Draws& dr) {
+Reference reference(const model::ModelConfig& c, const Params& p, const Params* hp, const Tensor& x, const Draws& dr) {
   const int64_t T = x.size(0), N = c.n_experts, k = c.top_k, d = c.d_model;
   Reference r;
   const Tensor clean = linear(dr.jitter.defined() ? x * dr.jitter : x, p.at("router.weight"));
@@ -131,7 +132,7 @@ Reference reference(const train::ModelConfig& c, const Params& p, const Params* 
   }
   const Tensor S = from_vector(sel, {T, N}, kF64);
   const Tensor ps = probs * S;
-  const bool renorm = c.renormalize == "auto" ? k > 1 : c.renormalize == "true";
+  const bool renorm = c.renormalize.value_or(k > 1);
   const Tensor gates = renorm ? ps / sum(ps, {1}, true) : ps;  // [T, N], zero off the selection
 
   Tensor y = zeros({T, d}, kF64);
@@ -193,7 +194,7 @@ Reference reference(const train::ModelConfig& c, const Params& p, const Params* 
   return r;
 }
 
-Tensor weighted_aux(const train::ModelConfig& c, const Reference& r) {
+Tensor weighted_aux(const model::ModelConfig& c, const Reference& r) {
   Tensor a = zeros({}, kF64);
   if (c.aux_cv_coef > 0) a = a + r.cv * c.aux_cv_coef;
   if (c.aux_lb_coef > 0) a = a + r.lb * c.aux_lb_coef;
@@ -212,7 +213,7 @@ struct Outcome {
 // and checks its output, aux loss, expert counts and the gradients of the loss
 // sum(y * w) + aux (of every parameter of the layer and of its hypernetwork, and of x)
 // against the reference. y_weight = 0 checks the aux losses' gradients alone.
-Outcome expect_matches_reference(const train::ModelConfig& c, const Layer& l, int64_t T, uint64_t noise_seed = 7,
+Outcome expect_matches_reference(const model::ModelConfig& c, const Layer& l, int64_t T, uint64_t noise_seed = 7,
                                  double y_weight = 1.0) {
   for (nn::Module* m : l.modules()) m->zero_grad();
   Tensor x = randn_t({T, c.d_model}, 21, DType::f32, true);
@@ -255,8 +256,8 @@ Outcome expect_matches_reference(const train::ModelConfig& c, const Layer& l, in
 TEST(MoeFfnLayer, SwitchCapacityDropsToScaledInput) {
   for (bool hyper : {false, true}) {
     SCOPED_TRACE(hyper ? "hypermoe" : "moe");
-    train::ModelConfig c = layer_cfg(4, 1);
-    c.router = "switch";
+    model::ModelConfig c = layer_cfg(4, 1);
+    c.router = model::RouterKind::switch_;
     c.aux_lb_coef = 0.3;
     c.aux_z_coef = 0.02;
     c.capacity_factor = 0.75;  // C = 3 of 16 tokens on 4 experts: at least 4 dropped
@@ -269,12 +270,12 @@ TEST(MoeFfnLayer, SwitchCapacityDropsToScaledInput) {
 // No capacity unless configured: with a zero router every token goes to expert 0 and all
 // of them run it; a capacity of cf = 1 would drop all but T / N of them.
 TEST(MoeFfnLayer, DroplessIsTheDefault) {
-  EXPECT_EQ(train::ModelConfig{}.capacity_factor, 0.0);
+  EXPECT_EQ(model::ModelConfig{}.capacity_factor, 0.0);
   for (bool hyper : {false, true})
     for (double cf : {0.0, 1.0}) {
       SCOPED_TRACE(::testing::Message() << (hyper ? "hypermoe" : "moe") << " cf " << cf);
-      train::ModelConfig c = layer_cfg(4, 1);
-      c.router = "switch";
+      model::ModelConfig c = layer_cfg(4, 1);
+      c.router = model::RouterKind::switch_;
       c.capacity_factor = cf;
       Layer l = make_layer(c, hyper);
       for (auto& [n, t] : l.ffn->named_parameters())
@@ -294,10 +295,10 @@ TEST(MoeFfnLayer, DroplessIsTheDefault) {
 // another seed.
 TEST(MoeFfnLayer, RouterNoiseOnlyInTrainingAndReproducible) {
   for (bool hyper : {false, true})
-    for (const char* router : {"topk", "switch"}) {
-      SCOPED_TRACE(::testing::Message() << (hyper ? "hypermoe " : "moe ") << router);
-      const bool sw = std::string(router) == "switch";
-      train::ModelConfig c = layer_cfg(5, sw ? 1 : 2);
+    for (model::RouterKind router : {model::RouterKind::topk, model::RouterKind::switch_}) {
+      SCOPED_TRACE(::testing::Message() << (hyper ? "hypermoe " : "moe ") << model::name(router));
+      const bool sw = router == model::RouterKind::switch_;
+      model::ModelConfig c = layer_cfg(5, sw ? 1 : 2);
       c.router = router;
       c.jitter = sw ? 0.05 : 0.0;
       c.aux_lb_coef = 0.1;
@@ -327,14 +328,14 @@ TEST(MoeFfnLayer, RouterNoiseOnlyInTrainingAndReproducible) {
 // task loss's gradient left out) times its coefficient: twice the coefficient, twice
 // the loss; zero, no loss; all three, the sum. In training (noisy top-k: smooth load) and in eval.
 TEST(MoeFfnLayer, AuxLossesFollowTheirCoefficients) {
-  using Coef = double train::ModelConfig::*;
-  const std::pair<const char*, Coef> coefs[] = {{"cv", &train::ModelConfig::aux_cv_coef},
-                                                {"lb", &train::ModelConfig::aux_lb_coef},
-                                                {"z", &train::ModelConfig::aux_z_coef}};
+  using Coef = double model::ModelConfig::*;
+  const std::pair<const char*, Coef> coefs[] = {{"cv", &model::ModelConfig::aux_cv_coef},
+                                                {"lb", &model::ModelConfig::aux_lb_coef},
+                                                {"z", &model::ModelConfig::aux_z_coef}};
   for (bool training : {true, false}) {
-    train::ModelConfig none = layer_cfg(5, 2);
+    model::ModelConfig none = layer_cfg(5, 2);
     for (const auto& [name, coef] : coefs) none.*coef = 0.0;
-    auto aux_of = [&](const train::ModelConfig& c) {
+    auto aux_of = [&](const model::ModelConfig& c) {
       Layer l = make_layer(c, false);
       l.ffn->train(training);
       return expect_matches_reference(c, l, 11, 7, 0.0).aux;
@@ -342,10 +343,10 @@ TEST(MoeFfnLayer, AuxLossesFollowTheirCoefficients) {
     SCOPED_TRACE(training ? "training" : "eval");
     EXPECT_FALSE(aux_of(none).defined());
     double total = 0;
-    train::ModelConfig all = none;
+    model::ModelConfig all = none;
     for (const auto& [name, coef] : coefs) {
       SCOPED_TRACE(name);
-      train::ModelConfig c = none;
+      model::ModelConfig c = none;
       c.*coef = 0.7;
       all.*coef = 0.7;
       const double one = aux_of(c).item();
@@ -363,17 +364,21 @@ TEST(MoeFfnLayer, AuxLossesFollowTheirCoefficients) {
 TEST(MoeFfnLayer, EdgeShapes) {
   struct Case {
     int64_t N, k, T;
-    const char* router;
+    model::RouterKind router;
     double cf;
   };
-  const Case cases[] = {{1, 1, 9, "topk", 0}, {4, 4, 9, "topk", 0},     {4, 2, 1, "topk", 0},    {1, 1, 1, "topk", 0},
-                        {4, 4, 1, "topk", 0}, {1, 1, 9, "switch", 1.0}, {4, 1, 1, "switch", 1.0}};
+  using model::RouterKind;
+  const Case cases[] = {{1, 1, 9, RouterKind::topk, 0},     {4, 4, 9, RouterKind::topk, 0},
+                        {4, 2, 1, RouterKind::topk, 0},     {1, 1, 1, RouterKind::topk, 0},
+                        {4, 4, 1, RouterKind::topk, 0},     {1, 1, 9, RouterKind::switch_, 1.0},
+                        {4, 1, 1, RouterKind::switch_, 1.0}};
   for (bool hyper : {false, true})
     for (const Case& cs : cases)
       for (bool training : {true, false}) {
-        SCOPED_TRACE(::testing::Message() << (hyper ? "hypermoe" : "moe") << " N " << cs.N << " k " << cs.k << " T "
-                                          << cs.T << " " << cs.router << (training ? " training" : " eval"));
-        train::ModelConfig c = layer_cfg(cs.N, cs.k);
+        SCOPED_TRACE(::testing::Message()
+                     << (hyper ? "hypermoe" : "moe") << " N " << cs.N << " k " << cs.k << " T " << cs.T << " "
+                     << model::name(cs.router) << (training ? " training" : " eval"));
+        model::ModelConfig c = layer_cfg(cs.N, cs.k);
         c.router = cs.router;
         c.capacity_factor = cs.cf;
         c.aux_lb_coef = 0.2;

@@ -5,6 +5,9 @@
 #include <iterator>
 
 #include "models/hypermoe/lm.h"
+#include "models/hypermoe/shapes.h"
+#include "models/train/evaluate.h"
+#include "models/train/generate.h"
 #include "models/train/trainer.h"
 #include "tests/support/trainer_util.h"
 #include "tests/support/test_util.h"
@@ -158,7 +161,7 @@ TEST(Trainer, BadConfigsAndCheckpoints) {
 TEST(Trainer, Bf16ModelTrainsAndResumesExactly) {
   fs::path dir = scratch("bf16");
   train::Config c = tiny(dir, "moe");
-  c.model.dtype = "bf16";
+  c.model.dtype = DType::bf16;
   c.train.steps = 30;
   c.train.eval_every = 0;
   train::RunOptions q;
@@ -189,7 +192,7 @@ TEST(Trainer, Bf16ModelTrainsAndResumesExactly) {
 TEST(Trainer, DtypeAndDeviceConfigErrors) {
   EXPECT_HMOE_ERROR(train::load_config("", {"model.dtype=f8"}), "model.dtype");
   EXPECT_HMOE_ERROR(train::load_config("", {"train.device=tpu"}), "train.device");
-  EXPECT_EQ(train::load_config("", {"train.device=cuda:1"}).train.device, "cuda:1");
+  EXPECT_EQ(train::load_config("", {"train.device=cuda:1"}).train.device.str(), "cuda:1");
 }
 
 // --profile: the profiled steps' trace holds the HyperMoE layer's ops, forward and
@@ -284,8 +287,8 @@ TEST(Trainer, ParameterCountsMatchBuiltModels) {
       for (int64_t every : {1, 2})
         for (bool noisy : {true, false}) {
           train::Config c = tiny(dir, ffn);
-          c.model.router = router;
-          c.model.top_k = std::string(router) == "switch" ? 1 : 2;
+          c.model.router = model::parse_router_kind(router);
+          c.model.top_k = c.model.router == model::RouterKind::switch_ ? 1 : 2;
           c.model.moe_every = every;
           c.model.noisy = noisy;
           c.model.n_layer = 3;
@@ -294,7 +297,7 @@ TEST(Trainer, ParameterCountsMatchBuiltModels) {
           EXPECT_EQ(model::count_parameters(c.model), model::LanguageModel(c.model, 0).num_parameters());
         }
   // The shipped tiny preset (the README's main job), at its documented size.
-  train::ModelConfig m = train::load_config("", {"model.ffn=hypermoe", "model.adapter_rank=16"}).model;
+  model::ModelConfig m = train::load_config("", {"model.ffn=hypermoe", "model.adapter_rank=16"}).model;
   m.vocab_size = 256;
   EXPECT_EQ(model::count_parameters(m), 5239608);
   EXPECT_EQ(model::count_parameters(m), model::LanguageModel(m, 0).num_parameters());

@@ -29,7 +29,7 @@ inline std::filesystem::path write_corpus(const std::filesystem::path& dir) {
 
 inline train::Config tiny(const std::filesystem::path& dir, const std::string& ffn) {
   train::Config c = train::load_config("", {});
-  c.model.ffn = ffn;
+  c.model.ffn = model::parse_ffn_kind(ffn);
   c.model.n_layer = 2;
   c.model.d_model = 32;
   c.model.n_head = 2;

@@ -53,58 +53,57 @@ Tensor rnd(const Shape& sh, uint64_t seed, DType dt) {
   return uniform(sh, g, -1, 1, {dt, Device::cuda(0)});
 }
 
-}  // namespace
+// C [m, n] = A [m, k] B [k, n], all row-major and contiguous.
+cuda::blas::Gemm row_major_gemm(DType dt, int64_t m, int64_t n, int64_t k) {
+  return {.dtype = dt, .m = m, .n = n, .k = k, .lda = k, .ldb = n, .ldc = n};
+}
 
-int run_bench_kernels(const BenchOptions& o) {
-  const cuda::DeviceProperties& p = cuda::properties(0);
-  const bool emu = cuda::is_emulated();
-  std::printf("hmoe bench kernels on %s%s\n", p.str().c_str(), emu ? " (emulated: timings are not GPU timings)" : "");
-  // Enough input sets that one pass over them exceeds twice the L2 cache.
-  const size_t l2 = std::max<size_t>(p.l2_cache, 1 << 20);
-  auto sets_for = [&](double bytes) { return std::clamp(int(2.0 * double(l2) / std::max(bytes, 1.0)) + 1, 1, 16); };
-  const int64_t scale = emu ? 16 : 1;  // the emulator runs everything ~1e4x slower
+struct Peaks {
+  double gbs = 0, bf16_tflops = 0, f32_tflops = 0;
+};
 
-  // Peaks measured here.
+// TFLOP/s of one square GEMM of size n through the BLAS layer.
+double gemm_tflops(const BenchOptions& o, DType dt, int64_t n, uint64_t seed) {
+  Tensor a = rnd({n, n}, seed, dt), b = rnd({n, n}, seed + 1, dt), c = rnd({n, n}, seed + 2, dt);
+  const cuda::blas::Gemm g = row_major_gemm(dt, n, n, n);
+  const double ms = time_ms(o, 1, [&](int) {
+    cuda::blas::gemm(g, a.data_ptr<void>(), b.data_ptr<void>(), c.data_ptr<void>(), cuda::current_stream(0));
+  });
+  return 2.0 * double(n) * double(n) * double(n) / (ms * 1e9);
+}
+
+// The device's copy bandwidth and GEMM throughput (bf16 on tensor cores, f32 on CUDA
+// cores without TF32), measured here and printed.
+Peaks measure_peaks(const BenchOptions& o, bool emu) {
+  Peaks p;
   const size_t copy_bytes = emu ? (8u << 20) : (1u << 30);
-  std::vector<Tensor> bufs{rnd({int64_t(copy_bytes / 4)}, 1, DType::f32),
-                           rnd({int64_t(copy_bytes / 4)}, 2, DType::f32)};
-  const double copy_ms = time_ms(o, 1, [&](int) {
-    cuda::memcpy_async(bufs[1].data_ptr<void>(), bufs[0].data_ptr<void>(), copy_bytes, cuda::CopyKind::device_to_device,
-                       cuda::current_stream(0));
-  });
-  const double peak_gbs = 2.0 * double(copy_bytes) / (copy_ms * 1e6);
-  const int64_t gn = emu ? 256 : 8192;
-  Tensor ga = rnd({gn, gn}, 3, DType::bf16), gb = rnd({gn, gn}, 4, DType::bf16), gc = rnd({gn, gn}, 5, DType::bf16);
-  cuda::blas::Gemm g;
-  g.dtype = DType::bf16;
-  g.m = g.n = g.k = gn;
-  g.lda = g.ldb = g.ldc = gn;
-  const double gemm_ms = time_ms(o, 1, [&](int) {
-    cuda::blas::gemm(g, ga.data_ptr<void>(), gb.data_ptr<void>(), gc.data_ptr<void>(), cuda::current_stream(0));
-  });
-  const double peak_tflops = 2.0 * double(gn) * double(gn) * double(gn) / (gemm_ms * 1e9);
-  const int64_t fn = emu ? 128 : 4096;
-  Tensor fa = rnd({fn, fn}, 6, DType::f32), fb = rnd({fn, fn}, 7, DType::f32), fc = rnd({fn, fn}, 8, DType::f32);
-  cuda::blas::Gemm gf;
-  gf.dtype = DType::f32;
-  gf.m = gf.n = gf.k = fn;
-  gf.lda = gf.ldb = gf.ldc = fn;
-  const double gemm_f32_ms = time_ms(o, 1, [&](int) {
-    cuda::blas::gemm(gf, fa.data_ptr<void>(), fb.data_ptr<void>(), fc.data_ptr<void>(), cuda::current_stream(0));
-  });
-  const double peak_f32_tflops = 2.0 * double(fn) * double(fn) * double(fn) / (gemm_f32_ms * 1e9);
+  {
+    const Tensor src = rnd({int64_t(copy_bytes / 4)}, 1, DType::f32),
+                 dst = rnd({int64_t(copy_bytes / 4)}, 2, DType::f32);
+    const double copy_ms = time_ms(o, 1, [&](int) {
+      cuda::memcpy_async(dst.data_ptr<void>(), src.data_ptr<void>(), copy_bytes, cuda::CopyKind::device_to_device,
+                         cuda::current_stream(0));
+    });
+    p.gbs = 2.0 * double(copy_bytes) / (copy_ms * 1e6);
+  }
+  const int64_t gn = emu ? 256 : 8192, fn = emu ? 128 : 4096;
+  p.bf16_tflops = gemm_tflops(o, DType::bf16, gn, 3);
+  p.f32_tflops = gemm_tflops(o, DType::f32, fn, 6);
   std::printf(
       "measured peaks: %.0f GB/s (device-to-device copy of %zu MiB), %.1f TFLOP/s (bf16 GEMM %lld^3), %.1f TFLOP/s "
       "(f32 GEMM %lld^3)\n",
-      peak_gbs, copy_bytes >> 20, peak_tflops, static_cast<long long>(gn), peak_f32_tflops, static_cast<long long>(fn));
-  bufs.clear();
+      p.gbs, copy_bytes >> 20, p.bf16_tflops, static_cast<long long>(gn), p.f32_tflops, static_cast<long long>(fn));
+  return p;
+}
 
-  std::vector<KernelBench> benches;
+// Row-wise ops (elementwise, reductions, norms, losses) on [16384 / scale, 4096] inputs,
+// rotated through enough sets to exceed twice the L2 cache.
+void add_row_benches(std::vector<KernelBench>& benches, size_t l2, int64_t scale) {
   auto add_rows = [&](const std::string& name, int64_t rows, int64_t cols, DType dt, double bytes_per_elem,
                       double flops_per_elem, std::function<void(const Tensor&)> op) {
     rows /= scale;
     const double bytes = double(rows * cols) * bytes_per_elem;
-    const int sets = sets_for(bytes);
+    const int sets = std::clamp(int(2.0 * double(l2) / std::max(bytes, 1.0)) + 1, 1, 16);
     auto xs = std::make_shared<std::vector<Tensor>>();
     for (int i = 0; i < sets; ++i) xs->push_back(rnd({rows, cols}, 10 + uint64_t(i), dt));
     benches.push_back({name + "/" + std::string(dtype_name(dt)), bytes, flops_per_elem * double(rows * cols),
@@ -121,71 +120,80 @@ int run_bench_kernels(const BenchOptions& o) {
     Tensor tgt = zeros({16384 / scale}, {DType::i64, Device::cuda(0)});
     add_rows("cross_entropy", 16384, 4096, dt, e, 0, [tgt](const Tensor& x) { cross_entropy(x, tgt); });
   }
+}
+
+void add_matmul_benches(std::vector<KernelBench>& benches, bool emu) {
   {
     const int64_t n = emu ? 128 : 4096;
     auto a = rnd({n, n}, 20, DType::bf16), b = rnd({n, n}, 21, DType::bf16);
     benches.push_back({"matmul/bf16", 3.0 * double(n * n) * 2, 2.0 * double(n) * double(n) * double(n),
                        [a, b](int) { matmul(a, b); }});
   }
-  {
-    const int64_t B = 4, H = 16, T = emu ? 64 : 2048, D = 64;
-    auto q = rnd({B, H, T, D}, 30, DType::bf16), k = rnd({B, H, T, D}, 31, DType::bf16),
-         v = rnd({B, H, T, D}, 32, DType::bf16);
-    // Causal: half of the 4 B H T^2 D flops of the two products.
-    benches.push_back({"causal_attention/bf16", 4.0 * double(B * H * T * D) * 2,
-                       2.0 * double(B * H) * double(T) * double(T) * double(D),
-                       [q, k, v](int) { causal_attention(q, k, v); }});
-  }
+  const int64_t B = 4, H = 16, T = emu ? 64 : 2048, D = 64;
+  auto q = rnd({B, H, T, D}, 30, DType::bf16), k = rnd({B, H, T, D}, 31, DType::bf16),
+       v = rnd({B, H, T, D}, 32, DType::bf16);
+  // Causal: half of the 4 B H T^2 D flops of the two products.
+  benches.push_back({"causal_attention/bf16", 4.0 * double(B * H * T * D) * 2,
+                     2.0 * double(B * H) * double(T) * double(T) * double(D),
+                     [q, k, v](int) { causal_attention(q, k, v); }});
+}
 
-  {
-    // The MoE expert GEMM: G experts, skewed group sizes (one expert gets no token),
-    // W [G, K, N]; minimum bytes = x read once, every W_g read once, out written once.
-    const int64_t G = emu ? 4 : 64, M = emu ? 512 : 32768, K = emu ? 128 : 2048, N = emu ? 128 : 1536;
-    std::vector<int64_t> off{0};
-    int64_t weight_sum = 0;
-    for (int64_t g = 0; g < G; ++g) weight_sum += g == 1 ? 0 : 1 + (g * 7) % 5;
-    for (int64_t g = 0, acc = 0; g < G; ++g) {
-      acc += g == 1 ? 0 : 1 + (g * 7) % 5;
-      off.push_back(g + 1 == G ? M : M * acc / weight_sum);
-    }
-    const Tensor offs = from_vector(off, {G + 1});
-    for (DType dt : {DType::bf16, DType::f32}) {
-      const double e = double(dtype_size(dt));
-      Tensor x = rnd({M, K}, 40, dt), w = rnd({G, K, N}, 41, dt);
-      Tensor out = Tensor::empty({M, N}, {dt, Device::cuda(0)});
-      const double flops = 2.0 * double(M) * double(N) * double(K);
-      const double bytes = (double(M * K) + double(G * K * N) + double(M * N)) * e;
-      const std::string name = "grouped_gemm/" + std::string(dtype_name(dt));
-      const moe::GroupedGemmArgs args{G, M, K, N, M, false};
-      benches.push_back({name + " cublas-loop", bytes, flops,
-                         [x, w, out, off, K, N, dt](int) {
-                           cuda::blas::Gemm bg;
-                           bg.dtype = dt;
-                           bg.n = N;
-                           bg.k = K;
-                           bg.lda = K;
-                           bg.ldb = N;
-                           bg.ldc = N;
-                           auto* xp = static_cast<const char*>(x.data_ptr<void>());
-                           auto* wp = static_cast<const char*>(w.data_ptr<void>());
-                           auto* op = static_cast<char*>(out.data_ptr<void>());
-                           const int64_t es = int64_t(dtype_size(dt)), groups = int64_t(off.size()) - 1;
-                           for (int64_t g = 0; g < groups; ++g) {
-                             bg.m = off[size_t(g) + 1] - off[size_t(g)];
-                             if (bg.m == 0) continue;  // cuBLAS rejects m = 0
-                             cuda::blas::gemm(bg, xp + off[size_t(g)] * K * es, wp + g * K * N * es,
-                                              op + off[size_t(g)] * N * es, cuda::current_stream(0));
-                           }
-                         },
-                         dt == DType::f32});
-      benches.push_back({name, bytes, flops,
-                         [x, w, out, offs, args](int) {
-                           moe::grouped_gemm_stub.get(Device::cuda(0))(args, x, w, offs, Tensor(), Tensor(), Tensor(),
-                                                                       out);
-                         },
-                         dt == DType::f32, name + " cublas-loop"});
-    }
+// The MoE expert GEMM: G experts, skewed group sizes (one expert gets no token),
+// W [G, K, N]; minimum bytes = x read once, every W_g read once, out written once. Each
+// dtype runs after its peer, a loop of one BLAS GEMM per group.
+void add_grouped_gemm_benches(std::vector<KernelBench>& benches, bool emu) {
+  const int64_t G = emu ? 4 : 64, M = emu ? 512 : 32768, K = emu ? 128 : 2048, N = emu ? 128 : 1536;
+  std::vector<int64_t> off{0};
+  int64_t weight_sum = 0;
+  for (int64_t g = 0; g < G; ++g) weight_sum += g == 1 ? 0 : 1 + (g * 7) % 5;
+  for (int64_t g = 0, acc = 0; g < G; ++g) {
+    acc += g == 1 ? 0 : 1 + (g * 7) % 5;
+    off.push_back(g + 1 == G ? M : M * acc / weight_sum);
   }
+  const Tensor offs = from_vector(off, {G + 1});
+  for (DType dt : {DType::bf16, DType::f32}) {
+    const double e = double(dtype_size(dt));
+    Tensor x = rnd({M, K}, 40, dt), w = rnd({G, K, N}, 41, dt);
+    Tensor out = Tensor::empty({M, N}, {dt, Device::cuda(0)});
+    const double flops = 2.0 * double(M) * double(N) * double(K);
+    const double bytes = (double(M * K) + double(G * K * N) + double(M * N)) * e;
+    const std::string name = "grouped_gemm/" + std::string(dtype_name(dt));
+    const moe::GroupedGemmArgs args{G, M, K, N, M, false};
+    benches.push_back({name + " cublas-loop", bytes, flops,
+                       [x, w, out, off, K, N, dt](int) {
+                         auto* xp = static_cast<const char*>(x.data_ptr<void>());
+                         auto* wp = static_cast<const char*>(w.data_ptr<void>());
+                         auto* op = static_cast<char*>(out.data_ptr<void>());
+                         const int64_t es = int64_t(dtype_size(dt)), groups = int64_t(off.size()) - 1;
+                         for (int64_t g = 0; g < groups; ++g) {
+                           const int64_t m = off[size_t(g) + 1] - off[size_t(g)];
+                           if (m == 0) continue;  // cuBLAS rejects m = 0
+                           cuda::blas::gemm(row_major_gemm(dt, m, N, K), xp + off[size_t(g)] * K * es,
+                                            wp + g * K * N * es, op + off[size_t(g)] * N * es, cuda::current_stream(0));
+                         }
+                       },
+                       dt == DType::f32});
+    benches.push_back({name, bytes, flops,
+                       [x, w, out, offs, args](int) {
+                         moe::grouped_gemm_stub.get(Device::cuda(0))(args, x, w, offs, Tensor(), Tensor(), Tensor(),
+                                                                     out);
+                       },
+                       dt == DType::f32, name + " cublas-loop"});
+  }
+}
+
+}  // namespace
+
+int run_bench_kernels(const BenchOptions& o) {
+  const cuda::DeviceProperties& p = cuda::properties(0);
+  const bool emu = cuda::is_emulated();
+  std::printf("hmoe bench kernels on %s%s\n", p.str().c_str(), emu ? " (emulated: timings are not GPU timings)" : "");
+  const Peaks peak = measure_peaks(o, emu);
+  std::vector<KernelBench> benches;
+  // The emulator runs everything ~1e4x slower: a sixteenth of the rows there.
+  add_row_benches(benches, std::max<size_t>(p.l2_cache, 1 << 20), emu ? 16 : 1);
+  add_matmul_benches(benches, emu);
+  add_grouped_gemm_benches(benches, emu);
 
   std::printf("%-30s %10s %10s %8s %10s %8s\n", "kernel", "median ms", "GB/s", "% peak", "TFLOP/s", "% peak");
   std::map<std::string, double> times;
@@ -194,8 +202,8 @@ int run_bench_kernels(const BenchOptions& o) {
     const double ms = time_ms(o, 16, kb.run);
     times[kb.name] = ms;
     const double gbs = kb.bytes / (ms * 1e6), tf = kb.flops / (ms * 1e9);
-    std::printf("%-30s %10.4f %10.1f %7.1f%% %10.2f %7.1f%%%s\n", kb.name.c_str(), ms, gbs, 100 * gbs / peak_gbs, tf,
-                100 * tf / (kb.f32_peak ? peak_f32_tflops : peak_tflops), kb.f32_peak ? " (of f32 peak)" : "");
+    std::printf("%-30s %10.4f %10.1f %7.1f%% %10.2f %7.1f%%%s\n", kb.name.c_str(), ms, gbs, 100 * gbs / peak.gbs, tf,
+                100 * tf / (kb.f32_peak ? peak.f32_tflops : peak.bf16_tflops), kb.f32_peak ? " (of f32 peak)" : "");
     if (!kb.peer.empty() && times.count(kb.peer))
       std::printf("%-30s %10.2fx the speed of %s (same inputs, same run)\n", "", times[kb.peer] / ms, kb.peer.c_str());
   }

@@ -102,14 +102,17 @@ std::string output_label(const Case& cs, size_t i) {
   return cs.exact || cs.outputs_only ? "out" + std::to_string(i) : "grad" + std::to_string(i - 1);
 }
 
-std::vector<Case> cases() {
-  const std::vector<DType> fl{DType::f32, DType::bf16};
-  auto rows = [](bool q) { return q ? int64_t(37) : int64_t(4099); };
-  auto cols = [](bool q) { return q ? int64_t(45) : int64_t(1000); };
-  std::vector<Case> c;
+// Case input shapes: a matrix with odd sizes (small ones with --quick).
+int64_t rows(bool quick) { return quick ? 37 : 4099; }
+int64_t cols(bool quick) { return quick ? 45 : 1000; }
+std::vector<Tensor> matrix(DType dt, uint64_t seed, bool quick) { return {rnd({rows(quick), cols(quick)}, seed, dt)}; }
+std::vector<DType> floats() { return {DType::f32, DType::bf16}; }
+
+// Elementwise maps, broadcasts and reductions over a [rows, cols] matrix.
+void add_elementwise_cases(std::vector<Case>& c) {
+  const std::vector<DType> fl = floats();
   auto unary = [&](const char* name, std::function<Tensor(const Tensor&)> f) {
-    c.push_back({name, [&](DType dt, uint64_t s, bool q) { return std::vector<Tensor>{rnd({rows(q), cols(q)}, s, dt)}; },
-                 differentiable([f](const std::vector<Tensor>& x) { return f(x[0]); }), fl});
+    c.push_back({name, matrix, differentiable([f](const std::vector<Tensor>& x) { return f(x[0]); }), fl});
   };
   unary("exp", [](const Tensor& x) { return exp(x); });
   unary("gelu", [](const Tensor& x) { return gelu(x); });
@@ -125,7 +128,7 @@ std::vector<Case> cases() {
   unary("transpose_copy", [](const Tensor& x) { return x.transpose(0, 1).contiguous(); });
   auto binary = [&](const char* name, std::function<Tensor(const Tensor&, const Tensor&)> f) {
     c.push_back({name,
-                 [&](DType dt, uint64_t s, bool q) {
+                 [](DType dt, uint64_t s, bool q) {
                    return std::vector<Tensor>{rnd({rows(q), cols(q)}, s, dt), rnd({cols(q)}, s + 1, dt, 0.5, 2)};
                  },
                  differentiable([f](const std::vector<Tensor>& x) { return f(x[0], x[1]); }), fl});
@@ -133,64 +136,71 @@ std::vector<Case> cases() {
   binary("add_broadcast", [](const Tensor& a, const Tensor& b) { return add(a, b); });
   binary("mul_broadcast", [](const Tensor& a, const Tensor& b) { return mul(a, b); });
   binary("div_broadcast", [](const Tensor& a, const Tensor& b) { return div(a, b); });
-  c.push_back({"argmax", [&](DType dt, uint64_t s, bool q) { return std::vector<Tensor>{rnd({rows(q), cols(q)}, s, dt)}; },
-               forward_only([](const std::vector<Tensor>& x) { return std::vector<Tensor>{argmax(x[0], 1)}; }), fl, true});
+  c.push_back({"argmax", matrix,
+               forward_only([](const std::vector<Tensor>& x) { return std::vector<Tensor>{argmax(x[0], 1)}; }), fl,
+               true});
+}
+
+// Norms, losses, indexing, sorting, scans and dropout.
+void add_nn_cases(std::vector<Case>& c) {
+  const std::vector<DType> fl = floats();
   c.push_back({"layer_norm",
-               [&](DType dt, uint64_t s, bool q) {
+               [](DType dt, uint64_t s, bool q) {
                  return std::vector<Tensor>{rnd({rows(q), cols(q)}, s, dt), rnd({cols(q)}, s + 1, dt),
                                             rnd({cols(q)}, s + 2, dt)};
                },
                differentiable([](const std::vector<Tensor>& x) { return layer_norm(x[0], x[1], x[2]); }), fl});
   c.push_back({"rms_norm",
-               [&](DType dt, uint64_t s, bool q) {
+               [](DType dt, uint64_t s, bool q) {
                  return std::vector<Tensor>{rnd({rows(q), cols(q)}, s, dt), rnd({cols(q)}, s + 1, dt)};
                },
                differentiable([](const std::vector<Tensor>& x) { return rms_norm(x[0], x[1]); }), fl});
   c.push_back({"cross_entropy",
-               [&](DType dt, uint64_t s, bool q) {
+               [](DType dt, uint64_t s, bool q) {
                  return std::vector<Tensor>{rnd({rows(q), cols(q)}, s, dt), ids({rows(q)}, s + 1, cols(q))};
                },
                differentiable([](const std::vector<Tensor>& x) { return cross_entropy(x[0], x[1]); }), fl});
   c.push_back({"embedding",
-               [&](DType dt, uint64_t s, bool q) {
+               [](DType dt, uint64_t s, bool q) {
                  return std::vector<Tensor>{rnd({q ? 50 : 32000, q ? 16 : 256}, s, dt), ids({q ? 64 : 8192}, s + 1, q ? 50 : 32000)};
                },
                differentiable([](const std::vector<Tensor>& x) { return embedding(x[0], x[1]); }), fl});
   c.push_back({"gather",
-               [&](DType dt, uint64_t s, bool q) {
+               [](DType dt, uint64_t s, bool q) {
                  return std::vector<Tensor>{rnd({rows(q), cols(q)}, s, dt), ids({rows(q), 8}, s + 1, cols(q))};
                },
                differentiable([](const std::vector<Tensor>& x) { return gather(x[0], 1, x[1]); }), fl});
-  c.push_back({"topk_8",
-               [&](DType dt, uint64_t s, bool q) { return std::vector<Tensor>{rnd({rows(q), cols(q)}, s, dt)}; },
-               forward_only([](const std::vector<Tensor>& x) {
+  c.push_back({"topk_8", matrix, forward_only([](const std::vector<Tensor>& x) {
                  auto [v, i] = topk(x[0], 8, -1);
                  return std::vector<Tensor>{v, i};
                }),
                fl, true});
-  c.push_back({"cumsum", [&](DType dt, uint64_t s, bool q) { return std::vector<Tensor>{rnd({rows(q), cols(q)}, s, dt)}; },
-               differentiable([](const std::vector<Tensor>& x) { return cumsum(x[0], 1); }), {DType::f32}});
-  c.push_back({"dropout_mask",
-               [&](DType dt, uint64_t s, bool q) { return std::vector<Tensor>{rnd({rows(q), cols(q)}, s, dt)}; },
-               forward_only([](const std::vector<Tensor>& x) {
+  c.push_back(
+      {"cumsum", matrix, differentiable([](const std::vector<Tensor>& x) { return cumsum(x[0], 1); }), {DType::f32}});
+  c.push_back({"dropout_mask", matrix, forward_only([](const std::vector<Tensor>& x) {
                  Generator g(1234);
                  return std::vector<Tensor>{dropout(x[0], 0.25, true, g)};
                }),
                fl, true});
+}
+
+// Dense products and the optimiser's kernels.
+void add_matmul_optim_cases(std::vector<Case>& c) {
+  const std::vector<DType> fl = floats();
   c.push_back({"matmul",
-               [&](DType dt, uint64_t s, bool q) {
+               [](DType dt, uint64_t s, bool q) {
                  const int64_t n = q ? 33 : 1024;
                  return std::vector<Tensor>{rnd({n, n + 3}, s, dt), rnd({n + 3, n - 1}, s + 1, dt)};
                },
                differentiable([](const std::vector<Tensor>& x) { return matmul(x[0], x[1]); }), fl});
   c.push_back({"causal_attention",
-               [&](DType dt, uint64_t s, bool q) {
+               [](DType dt, uint64_t s, bool q) {
                  const Shape sh{2, q ? 2 : 8, q ? 19 : 256, q ? 16 : 64};
                  return std::vector<Tensor>{rnd(sh, s, dt, -1, 1), rnd(sh, s + 1, dt, -1, 1), rnd(sh, s + 2, dt, -1, 1)};
                },
                differentiable([](const std::vector<Tensor>& x) { return causal_attention(x[0], x[1], x[2]); }), fl});
   c.push_back({"adamw_update",
-               [&](DType dt, uint64_t s, bool q) {
+               [](DType dt, uint64_t s, bool q) {
                  const int64_t n = q ? 1001 : (int64_t(1) << 22) + 3;
                  return std::vector<Tensor>{rnd({n}, s, DType::f32, -1, 1), rnd({n}, s + 1, DType::f32, -0.1, 0.1),
                                             rnd({n}, s + 2, DType::f32, 1e-4, 1e-2), rnd({n}, s + 3, dt, -1, 1),
@@ -210,18 +220,22 @@ std::vector<Case> cases() {
                }),
                fl, false, true});
   c.push_back({"sum_squares",
-               [&](DType dt, uint64_t s, bool q) { return std::vector<Tensor>{rnd({q ? 5000 : (1 << 24) + 7}, s, dt)}; },
-               forward_only([](const std::vector<Tensor>& x) { return std::vector<Tensor>{sum_squares(x[0])}; }),
-               fl, false, true});
-  // MoE kernels. Uneven groups with an empty one; offsets live on the host by contract.
-  auto group_offsets = [](int64_t rows, int64_t groups) {
+               [](DType dt, uint64_t s, bool q) { return std::vector<Tensor>{rnd({q ? 5000 : (1 << 24) + 7}, s, dt)}; },
+               forward_only([](const std::vector<Tensor>& x) { return std::vector<Tensor>{sum_squares(x[0])}; }), fl,
+               false, true});
+}
+
+// MoE kernels. Uneven groups with an empty one; offsets live on the host by contract.
+void add_moe_cases(std::vector<Case>& c) {
+  const std::vector<DType> fl = floats();
+  auto group_offsets = [](int64_t n_rows, int64_t groups) {
     std::vector<int64_t> off(size_t(groups) + 1, 0);
-    for (int64_t g = 0; g < groups; ++g) off[size_t(g) + 1] = g == 1 ? off[size_t(g)] : rows * (g + 1) / groups;
-    off.back() = rows;
+    for (int64_t g = 0; g < groups; ++g) off[size_t(g) + 1] = g == 1 ? off[size_t(g)] : n_rows * (g + 1) / groups;
+    off.back() = n_rows;
     return from_vector(off, {groups + 1});
   };
   c.push_back({"grouped_gemm",
-               [&](DType dt, uint64_t s, bool q) {
+               [](DType dt, uint64_t s, bool q) {
                  const int64_t m = q ? 61 : 8195, k = q ? 24 : 512, n = q ? 40 : 1024, g = q ? 4 : 8;
                  return std::vector<Tensor>{rnd({m, k}, s, dt, -1, 1), rnd({g, k, n}, s + 1, dt, -1, 1),
                                             rnd({m}, s + 2, dt, 0.5, 1.5), rnd({g, n}, s + 3, dt)};
@@ -231,7 +245,7 @@ std::vector<Case> cases() {
                }),
                fl});
   c.push_back({"grouped_ffn",  // the expert FFN: GELU fused into both GEMMs and into dh
-               [&](DType dt, uint64_t s, bool q) {
+               [](DType dt, uint64_t s, bool q) {
                  const int64_t m = q ? 61 : 8195, d = q ? 24 : 256, f = q ? 40 : 1024, g = q ? 4 : 8;
                  return std::vector<Tensor>{rnd({m, d}, s, dt, -1, 1), rnd({g, d, f}, s + 1, dt, -0.3, 0.3),
                                             rnd({g, f}, s + 2, dt), rnd({g, f, d}, s + 3, dt, -0.3, 0.3),
@@ -242,7 +256,7 @@ std::vector<Case> cases() {
                }),
                fl});
   c.push_back({"moe_route_combine",
-               [&](DType dt, uint64_t s, bool q) {
+               [](DType dt, uint64_t s, bool q) {
                  const int64_t t = q ? 53 : 8191, e = q ? 6 : 64;
                  return std::vector<Tensor>{rnd({t, e}, s, dt), rnd({t, q ? 20 : 256}, s + 1, dt)};
                },
@@ -260,16 +274,24 @@ std::vector<Case> cases() {
                }),
                fl});
   c.push_back({"hyper_adapter",
-               [&](DType dt, uint64_t s, bool q) {
+               [](DType dt, uint64_t s, bool q) {
                  const int64_t t = q ? 45 : 4097, d = q ? 24 : 256, r = q ? 8 : 32, p = q ? 5 : 28;
                  return std::vector<Tensor>{rnd({t, d}, s, dt, -1, 1), ids({t}, s + 1, p), rnd({p, d, r}, s + 2, dt, -0.3, 0.3),
                                             rnd({p, r}, s + 3, dt), rnd({p, r, d}, s + 4, dt, -0.3, 0.3),
                                             rnd({p, d}, s + 5, dt)};
                },
-               differentiable([](const std::vector<Tensor>& x) {
-                 return moe::hyper_adapter(x[0], x[1], x[2], x[3], x[4], x[5]);
-               }),
+               differentiable(
+                   [](const std::vector<Tensor>& x) { return moe::hyper_adapter(x[0], x[1], x[2], x[3], x[4], x[5]); }),
                fl});
+}
+
+// Every case, in the order the table prints them.
+std::vector<Case> cases() {
+  std::vector<Case> c;
+  add_elementwise_cases(c);
+  add_nn_cases(c);
+  add_matmul_optim_cases(c);
+  add_moe_cases(c);
   return c;
 }
 

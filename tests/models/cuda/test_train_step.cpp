@@ -21,9 +21,9 @@ namespace {
 
 using namespace testing;
 
-train::ModelConfig small_config(const std::string& ffn) {
-  train::ModelConfig c;
-  c.ffn = ffn;
+model::ModelConfig small_config(const std::string& ffn) {
+  model::ModelConfig c;
+  c.ffn = model::parse_ffn_kind(ffn);
   c.n_layer = 2;
   c.d_model = 32;
   c.n_head = 2;
@@ -90,7 +90,7 @@ optim::AdamW make_optimizer(model::LanguageModel& m) {
 // Two steps of the same model in dtype on the CPU and on the device.
 void compare_steps(const std::string& ffn, DType dt, double loss_tol, double grad_tol, double param_tol) {
   SCOPED_TRACE(ffn + " " + std::string(dtype_name(dt)));
-  const train::ModelConfig cfg = small_config(ffn);
+  const model::ModelConfig cfg = small_config(ffn);
   model::LanguageModel mc(cfg, 7), md(cfg, 7);
   if (dt != DType::f32) {
     mc.to(dt);
@@ -193,7 +193,7 @@ TEST(CudaTrainStep, TrainerOnDeviceTracksCpuAndResumesExactly) {
   train::RunOptions q;
   q.quiet = true;
   const auto cpu = train::run_training(c, q);
-  c.train.device = "cuda";
+  c.train.device = train::parse_device_setting("cuda");
   c.train.out_dir = (dir / "cuda").string();
   const auto dev = train::run_training(c, q);
   ASSERT_EQ(dev.train_losses.size(), cpu.train_losses.size());

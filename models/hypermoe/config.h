@@ -1,0 +1,60 @@
+// The language model's configuration (the [model] section of a training config): sizes,
+// the FFN kind, the router and its losses, precision and the HyperMoE settings, with the
+// kinds as enums and their names as config files write them.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "engine/dtype.h"
+
+namespace hmoe::model {
+
+enum class FfnKind : uint8_t { dense, moe, hypermoe };
+// topk: softmax top-k, noisy in training when ModelConfig::noisy; switch_: Switch top-1.
+enum class RouterKind : uint8_t { topk, switch_ };
+
+struct ModelConfig {
+  std::string preset = "tiny";  // tiny | small | base: defaults for the sizes below
+  FfnKind ffn = FfnKind::hypermoe;
+  int64_t moe_every = 1;  // 1: every block's FFN is MoE; 2: every other block
+  int64_t n_layer = 4, d_model = 128, n_head = 4, d_ff = 512, block_size = 128;
+  int64_t vocab_size = 256;  // set from the data
+  double dropout = 0.0;
+  DType dtype = DType::f32;  // f32 | bf16 | f16: parameters and activations (bf16/f16 keep f32 master weights)
+  // MoE
+  int64_t n_experts = 8, top_k = 1;
+  RouterKind router = RouterKind::topk;
+  std::optional<bool> renormalize;  // unset ("auto"): off for k = 1, on otherwise (moe::RouterConfig)
+  bool noisy = true;
+  double capacity_factor = 0.0;  // 0: dropless
+  double jitter = 0.0;           // switch router input jitter
+  double aux_cv_coef = 0.01, aux_lb_coef = 0.0, aux_z_coef = 0.0;
+  // Recompute the experts' pre-activation [tokens * k, d_ff] in the backward instead of
+  // keeping it from the forward: one more GEMM of the experts' six, for about d_ff / d
+  // times the layer's input in memory (moe::grouped_ffn's `recompute`).
+  bool expert_recompute = false;
+  // HyperMoE
+  int64_t expert_emb_dim = 128, selection_hidden = 128, hyper_in = 128, hyper_hidden = 128, layer_emb_dim = 10;
+  int64_t adapter_rank = 16;
+};
+
+// The names config files use, and back; a name not in the list is an hmoe::Error that
+// names the key and the accepted values.
+std::string_view name(FfnKind k);
+std::string_view name(RouterKind k);
+std::string_view renormalize_name(std::optional<bool> r);  // auto | true | false
+FfnKind parse_ffn_kind(std::string_view s);
+RouterKind parse_router_kind(std::string_view s);
+std::optional<bool> parse_renormalize(std::string_view s);
+DType parse_model_dtype(std::string_view s);  // f32 | bf16 | f16 (written back with dtype_name)
+
+// Checks value ranges and consistency (d_model divisible by n_head, k <= N, ...).
+void validate(const ModelConfig& c);
+
+// Whether block `layer` has the config's MoE / HyperMoE FFN (else a dense one).
+bool layer_is_moe(const ModelConfig& c, int64_t layer);
+
+}  // namespace hmoe::model

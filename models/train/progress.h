@@ -1,0 +1,30 @@
+// What a training run prints on stdout (nothing when quiet): the model and data summary,
+// a progress line every train.log_every steps (rewritten in place on a terminal), the
+// validation losses, resume notes and the profile summary.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "engine/profiler.h"
+#include "models/hypermoe/config.h"
+#include "models/train/metrics.h"
+
+namespace hmoe::train {
+
+class Progress {
+ public:
+  Progress(bool quiet, bool tty) : quiet_(quiet), tty_(tty) {}
+  void restored(const std::filesystem::path& checkpoint_dir) const;
+  void resumed(const std::filesystem::path& checkpoint_dir, int64_t step) const;
+  void summary(const model::ModelConfig& m, int64_t parameters, int64_t train_tokens, int64_t val_tokens) const;
+  void step(const StepMetrics& s, int64_t total_steps, double eta_seconds) const;
+  void validation(int64_t step, double loss) const;
+  void profile(const Profiler& p, const std::string& trace_path, int64_t steps) const;
+
+ private:
+  bool quiet_, tty_;
+};
+
+}  // namespace hmoe::train
