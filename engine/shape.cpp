@@ -20,6 +20,12 @@ int64_t checked_mul(int64_t a, int64_t b, const char* what) {
   return r;
 }
 
+int64_t checked_add(int64_t a, int64_t b, const char* what) {
+  int64_t r = 0;
+  HMOE_CHECK(!__builtin_add_overflow(a, b, &r), what, ": ", a, " + ", b, " overflows a 64-bit count");
+  return r;
+}
+
 Shape contiguous_strides(const Shape& s) {
   Shape st(s.size());
   int64_t acc = 1;

@@ -1,8 +1,11 @@
-// Whole-file reads and atomic, durable writes on POSIX descriptors.
+// Whole-file reads, atomic and durable writes, checked appends and flock locks on POSIX
+// descriptors.
 #include "engine/io/file.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -32,10 +35,29 @@ class Fd {
     fd_ = -1;
     return r;
   }
+  // Hands the descriptor to the caller, who closes it.
+  int release() {
+    const int f = fd_;
+    fd_ = -1;
+    return f;
+  }
 
  private:
   int fd_;
 };
+
+// Writes all of bytes at the descriptor's position, retrying short writes and EINTR;
+// returns 0 or the errno of the failure (ENOSPC for a write that wrote nothing).
+int write_all(int fd, std::string_view bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? errno : ENOSPC;
+    done += size_t(n);
+  }
+  return 0;
+}
 
 }  // namespace
 
@@ -74,13 +96,7 @@ void write_file_atomic(const std::string& path, std::string_view bytes, const st
     std::remove(tmp.c_str());
     HMOE_FAIL(what, ": ", step, " '", tmp, "' failed: ", std::strerror(err));
   };
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) fail("writing", n < 0 ? errno : ENOSPC);
-    done += size_t(n);
-  }
+  if (const int err = write_all(fd.get(), bytes)) fail("writing", err);
   if (::fsync(fd.get()) != 0) fail("fsync of", errno);
   if (fd.close() != 0) {
     const int err = errno;
@@ -100,6 +116,61 @@ void fsync_directory(const std::string& dir) {
   Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   HMOE_CHECK(fd.get() >= 0, "fsync: cannot open the directory '", dir, "': ", std::strerror(errno));
   HMOE_CHECK(::fsync(fd.get()) == 0, "fsync of the directory '", dir, "' failed: ", std::strerror(errno));
+}
+
+AppendFile::AppendFile(const std::string& path, bool truncate, const std::string& what)
+    : fd_(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0), 0644)),
+      path_(path),
+      what_(what) {
+  HMOE_CHECK(fd_ >= 0, what, ": cannot write '", path, "': ", std::strerror(errno));
+}
+
+AppendFile::~AppendFile() { ::close(fd_); }
+
+void AppendFile::write(std::string_view bytes) {
+  const int err = write_all(fd_, bytes);
+  HMOE_CHECK(err == 0, what_, ": writing '", path_, "' failed: ", std::strerror(err));
+}
+
+void AppendFile::sync() {
+  HMOE_CHECK(::fsync(fd_) == 0, what_, ": fsync of '", path_, "' failed: ", std::strerror(errno));
+}
+
+FileLock::FileLock(const std::string& path, Mode mode, bool wait, bool create, const std::string& what)
+    : path_(path), what_(what) {
+  Fd fd(::open(path.c_str(), (create ? O_RDWR | O_CREAT : O_RDONLY) | O_CLOEXEC, 0644));
+  if (fd.get() < 0 && !create && errno == ENOENT) return;
+  HMOE_CHECK(fd.get() >= 0, what, ": cannot open the lock file '", path, "': ", std::strerror(errno));
+  const int op = (mode == Mode::exclusive ? LOCK_EX : LOCK_SH) | (wait ? 0 : LOCK_NB);
+  int r;
+  while ((r = ::flock(fd.get(), op)) != 0 && errno == EINTR) {
+  }
+  if (r != 0 && errno == EWOULDBLOCK) return;
+  HMOE_CHECK(r == 0, what, ": cannot lock '", path, "': ", std::strerror(errno));
+  fd_ = fd.release();
+}
+
+FileLock::~FileLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing the last descriptor releases the lock
+}
+
+FileLock::FileLock(FileLock&& o) noexcept : fd_(o.fd_), path_(std::move(o.path_)), what_(std::move(o.what_)) {
+  o.fd_ = -1;
+}
+
+void FileLock::write_contents(std::string_view text) {
+  HMOE_CHECK(held(), what_, ": the lock on '", path_, "' is not held");
+  HMOE_CHECK(::ftruncate(fd_, 0) == 0 && ::lseek(fd_, 0, SEEK_SET) == 0, what_, ": cannot write '", path_,
+             "': ", std::strerror(errno));
+  const int err = write_all(fd_, text);
+  HMOE_CHECK(err == 0, what_, ": writing '", path_, "' failed: ", std::strerror(err));
+}
+
+uint64_t free_bytes(const std::string& path, const std::string& what) {
+  struct statvfs st {};
+  HMOE_CHECK(::statvfs(path.c_str(), &st) == 0, what, ": cannot read the free space of '", path,
+             "': ", std::strerror(errno));
+  return uint64_t(st.f_bavail) * uint64_t(st.f_frsize);
 }
 
 }  // namespace hmoe::io

@@ -71,24 +71,38 @@ const std::string kMetadataDigestKey = std::string(kDigestPrefix) + "__metadata_
 
 bool is_digest_key(const std::string& k) { return k.rfind(kDigestPrefix, 0) == 0; }
 
-// Moves the digest entries out of `metadata` and checks each against what was read.
-void verify_digests(SafeTensors& out, const std::map<std::string, std::string>& tensor_digests) {
+// Moves the digest entries out of `metadata`: the recorded digests by name (a tensor's,
+// or "__metadata__").
+std::map<std::string, std::string> take_digests(std::map<std::string, std::string>& metadata) {
   std::map<std::string, std::string> recorded;
-  for (auto it = out.metadata.begin(); it != out.metadata.end();) {
+  for (auto it = metadata.begin(); it != metadata.end();) {
     if (is_digest_key(it->first)) {
       recorded.emplace(it->first.substr(std::strlen(kDigestPrefix)), it->second);
-      it = out.metadata.erase(it);
+      it = metadata.erase(it);
     } else {
       ++it;
     }
   }
+  return recorded;
+}
+
+// Checks the metadata (digests taken out) against its recorded digest, when the file
+// records digests at all (files of other tools do not).
+void verify_metadata_digest(const std::map<std::string, std::string>& metadata,
+                            const std::map<std::string, std::string>& recorded) {
+  if (recorded.empty()) return;
+  const auto want = recorded.find("__metadata__");
+  HMOE_CHECK(want != recorded.end(), "safetensors: the metadata has no recorded digest, while the tensors do");
+  HMOE_CHECK(map_digest(metadata) == want->second, "safetensors: the metadata is damaged (its digest is ",
+             map_digest(metadata), ", the file recorded ", json_brief(json(want->second)), ")");
+}
+
+// Moves the digest entries out of `metadata` and checks each against what was read.
+void verify_digests(SafeTensors& out, const std::map<std::string, std::string>& tensor_digests) {
+  const std::map<std::string, std::string> recorded = take_digests(out.metadata);
   if (recorded.empty()) return;  // written by another tool
   for (const auto& [name, want] : recorded) {
-    if (name == "__metadata__") {
-      HMOE_CHECK(map_digest(out.metadata) == want, "safetensors: the metadata is damaged (its digest is ",
-                 map_digest(out.metadata), ", the file recorded ", json_brief(json(want)), ")");
-      continue;
-    }
+    if (name == "__metadata__") continue;
     const auto got = tensor_digests.find(name);
     HMOE_CHECK(got != tensor_digests.end(), "safetensors: a digest is recorded for '", json_brief(json(name)),
                "', which the file does not hold");
@@ -97,40 +111,59 @@ void verify_digests(SafeTensors& out, const std::map<std::string, std::string>& 
   }
   for (const auto& [name, d] : tensor_digests)
     HMOE_CHECK(recorded.count(name), "safetensors: tensor '", name, "' has no recorded digest, while others do");
-  HMOE_CHECK(recorded.count("__metadata__"), "safetensors: the metadata has no recorded digest, while the tensors do");
+  verify_metadata_digest(out.metadata, recorded);
 }
 
 std::string combined_digest(const std::map<std::string, std::string>& tensor_digests) {
   return map_digest(tensor_digests);
 }
 
-}  // namespace
-
-SafeTensors parse_safetensors(const uint8_t* data, size_t size) {
+// The header's JSON object and its length (the data begin at 8 + the length).
+std::pair<json, uint64_t> parse_header(const uint8_t* data, size_t size) {
   HMOE_CHECK(size >= 8, "safetensors: file of ", size, " bytes is too short for the 8-byte header length");
   uint64_t hlen = 0;
   for (int i = 7; i >= 0; --i) hlen = (hlen << 8) | data[i];
   HMOE_CHECK(hlen <= size - 8, "safetensors: header length ", hlen, " runs past the end of a ", size, "-byte file");
   HMOE_CHECK(hlen <= (100u << 20), "safetensors: header length ", hlen, " exceeds 100 MB");
-  const json header =
+  json header =
       parse_json(std::string_view(reinterpret_cast<const char*>(data) + 8, size_t(hlen)), "safetensors: the header");
   HMOE_CHECK(header.is_object(), "safetensors: the header must be a JSON object");
+  return {std::move(header), hlen};
+}
+
+// The "__metadata__" string map of a header (digest entries included), empty if none.
+std::map<std::string, std::string> header_metadata(const json& header) {
+  std::map<std::string, std::string> out;
+  const auto it = header.find("__metadata__");
+  if (it == header.end()) return out;
+  HMOE_CHECK(it->is_object(), "safetensors: __metadata__ must be an object of strings");
+  for (auto m = it->begin(); m != it->end(); ++m) {
+    HMOE_CHECK(m.value().is_string(), "safetensors: metadata '", json_brief(json(m.key())), "' is not a string");
+    out[m.key()] = m.value().get<std::string>();
+  }
+  return out;
+}
+
+}  // namespace
+
+std::map<std::string, std::string> parse_safetensors_metadata(const uint8_t* data, size_t size) {
+  std::map<std::string, std::string> metadata = header_metadata(parse_header(data, size).first);
+  verify_metadata_digest(metadata, take_digests(metadata));
+  return metadata;
+}
+
+SafeTensors parse_safetensors(const uint8_t* data, size_t size) {
+  const auto [header, hlen] = parse_header(data, size);
   const uint8_t* body = data + 8 + hlen;
   const uint64_t body_size = size - 8 - hlen;
   SafeTensors out;
+  out.metadata = header_metadata(header);
   std::map<std::string, std::string> digests;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
   for (auto it = header.begin(); it != header.end(); ++it) {
     const std::string& name = it.key();
     const json& v = it.value();
-    if (name == "__metadata__") {
-      HMOE_CHECK(v.is_object(), "safetensors: __metadata__ must be an object of strings");
-      for (auto m = v.begin(); m != v.end(); ++m) {
-        HMOE_CHECK(m.value().is_string(), "safetensors: metadata '", m.key(), "' is not a string");
-        out.metadata[m.key()] = m.value().get<std::string>();
-      }
-      continue;
-    }
+    if (name == "__metadata__") continue;
     HMOE_CHECK(v.is_object() && v.contains("dtype") && v.contains("shape") && v.contains("data_offsets"),
                "safetensors: tensor '", name, "' needs dtype, shape and data_offsets");
     HMOE_CHECK(v["dtype"].is_string(), "safetensors: tensor '", name, "' dtype is not a string");

@@ -33,6 +33,9 @@ std::string safetensors_digest(const std::vector<std::pair<std::string, Tensor>>
 // Parses a whole file image; throws hmoe::Error naming what is malformed, or the tensor
 // whose bytes do not match its recorded digest.
 SafeTensors parse_safetensors(const uint8_t* data, size_t size);
+// Only the header's metadata (digests removed, its own digest checked), allocating no
+// tensor: what a reader needs to learn, say, the size of the model a file claims to hold.
+std::map<std::string, std::string> parse_safetensors_metadata(const uint8_t* data, size_t size);
 SafeTensors load_safetensors(const std::string& path);
 // The file image of these tensors (any device or layout; copied as needed).
 std::vector<uint8_t> serialize_safetensors(const std::vector<std::pair<std::string, Tensor>>& tensors,
