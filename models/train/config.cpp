@@ -158,8 +158,76 @@ json toml_to_json(const toml::node& n, int depth = 0) {
   HMOE_FAIL("config: unsupported TOML value (dates and times are not config values)");
 }
 
+// TOML allows characters beyond ASCII only in strings and comments. Elsewhere toml++ 3.3
+// (Debian 12's) classifies them with tables that reach __builtin_unreachable for some code
+// points (U+014A, say: undefined behaviour, found by fuzz_config), and so does the
+// whitespace skipped after a backslash in a multi-line string. Such text is refused here,
+// naming the line, before the parser sees it. A quote opens a string only at the start of
+// a token, as for toml++: inside a bare value (`10"""..."""`, `+1.'...'`) it is part of
+// it. So this follows keys and values: in a key, = and . end a token; in a value, only
+// whitespace, commas and closing brackets do.
+void check_toml_ascii(std::string_view t, const std::string& name) {
+  size_t line = 1, i = 0;
+  bool in_token = false;  // inside a bare token (a key, number, date, ...)
+  bool value = false;     // in a value (after = or in an array), else in a key
+  std::string nest;       // open brackets: [ an array, h a table header, { an inline table
+  auto at = [&](size_t k, std::string_view s) { return t.substr(k, s.size()) == s; };
+  auto blank = [&](size_t k) { return k < t.size() && (t[k] == ' ' || t[k] == '\t' || t[k] == '\r' || t[k] == '\n'); };
+  auto refuse_beyond_ascii = [&](size_t k) {
+    HMOE_CHECK(k >= t.size() || static_cast<unsigned char>(t[k]) < 0x80, "config: '", name, "' line ", line,
+               ": a character beyond ASCII outside a string or comment");
+  };
+  // One character outside strings and comments.
+  auto bare = [&](char c) {
+    const bool ends = blank(i) || c == ',' || c == ']' || c == '}' || (!value && (c == '=' || c == '.'));
+    if (c == '\n' && nest.empty()) value = false;
+    if (!in_token && c == '[') nest += value ? '[' : 'h';
+    if (!in_token && c == '{' && value) nest += '{', value = false;
+    if (c == '=' && !value) value = true;
+    if (c == ',' && !nest.empty()) value = nest.back() != '{';
+    if ((c == ']' || c == '}') && !nest.empty()) {
+      value = nest.back() != 'h';
+      nest.pop_back();
+    }
+    in_token = !(ends || (!in_token && (c == '[' || c == '{')));
+  };
+  while (i < t.size()) {
+    const char c = t[i];
+    const bool quote = (c == '"' || c == '\'') && !in_token;
+    if (c == '#') {
+      while (i < t.size() && t[i] != '\n') ++i;
+    } else if (quote && (at(i, "\"\"\"") || at(i, "'''"))) {  // a multi-line string
+      const std::string_view close = t.substr(i, 3);
+      for (i += 3; i < t.size() && !at(i, close); ++i) {
+        if (t[i] == '\n') ++line;
+        if (close[0] != '"' || t[i] != '\\') continue;
+        if (blank(i + 1)) {  // a line-ending backslash
+          while (blank(i + 1)) line += t[++i] == '\n';
+          refuse_beyond_ascii(i + 1);
+        } else {  // an escape: the escaped character is skipped
+          refuse_beyond_ascii(++i);
+        }
+      }
+      i += 3;
+      for (int extra = 0; extra < 2 && i < t.size() && t[i] == close[0]; ++extra) ++i;  // quotes ending the text
+      in_token = true;   // what follows a string must end it (a blank, a comma, ...)
+    } else if (quote) {  // a one-line string
+      for (++i; i < t.size() && t[i] != c && t[i] != '\n'; ++i)
+        if (c == '"' && t[i] == '\\') refuse_beyond_ascii(++i);
+      if (i < t.size() && t[i] == c) ++i;
+      in_token = true;
+    } else {
+      refuse_beyond_ascii(i);
+      bare(c);
+      line += c == '\n';
+      ++i;
+    }
+  }
+}
+
 json parse_text(std::string_view text, ConfigFormat format, const std::string& name) {
   if (format == ConfigFormat::toml) {
+    check_toml_ascii(text, name);
     try {
       return toml_to_json(toml::parse(text, name));
     } catch (const toml::parse_error& e) {
