@@ -10,13 +10,11 @@
 #include <map>
 #include <optional>
 
-#include "autograd/grad_mode.h"
 #include "engine/error.h"
 #include "engine/io/file.h"
 #include "engine/io/json.h"
+#include "models/optim/optimizer.h"
 #include "models/train/memory.h"
-#include "ops/elementwise.h"
-#include "ops/optim.h"
 
 namespace hmoe::train {
 
@@ -54,26 +52,15 @@ int64_t meta_step(const std::map<std::string, std::string>& m, const std::string
   return int64_t(meta_uint(m, key, file, uint64_t(std::numeric_limits<int64_t>::max())));
 }
 
-// The first tensor holding a value that is not finite, or none. One host read per device
-// for the lot (the sum of squares in f64 is finite exactly when every value is: the
-// largest half or float squared is far below f64's range); names only when one is bad.
+// The first tensor holding a value that is not finite, or none: one sum of squares for
+// the lot (optim::sum_of_squares), tensor by tensor only when it is not finite.
 std::optional<std::string> first_nonfinite(const std::vector<std::pair<std::string, Tensor>>& tensors) {
-  NoGradGuard ng;
-  std::vector<std::pair<Device, Tensor>> totals;
-  for (const auto& [name, t] : tensors) {
-    if (!is_floating(t.dtype()) || t.numel() == 0) continue;
-    const Tensor ss = sum_squares(t.detach());
-    auto it = std::find_if(totals.begin(), totals.end(), [&](const auto& d) { return d.first == ss.device(); });
-    if (it == totals.end())
-      totals.emplace_back(ss.device(), ss);
-    else
-      it->second = it->second + ss;
-  }
-  double total = 0;
-  for (const auto& [d, t] : totals) total += t.item();
-  if (std::isfinite(total)) return std::nullopt;
+  std::vector<Tensor> floats;
   for (const auto& [name, t] : tensors)
-    if (is_floating(t.dtype()) && t.numel() > 0 && !std::isfinite(sum_squares(t.detach()).item())) return name;
+    if (is_floating(t.dtype())) floats.push_back(t);
+  if (std::isfinite(optim::sum_of_squares(floats))) return std::nullopt;
+  for (const auto& [name, t] : tensors)
+    if (is_floating(t.dtype()) && !std::isfinite(optim::sum_of_squares({t}))) return name;
   return "?";
 }
 
