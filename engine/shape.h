@@ -13,7 +13,12 @@ using Shape = std::vector<int64_t>;
 
 inline constexpr int kMaxRank = 8;
 
+// Elements of a shape; an hmoe::Error when the product overflows int64.
 int64_t shape_numel(const Shape& s);
+// a * b for sizes and counts (configs, files, the CLI), or an hmoe::Error naming `what`
+// when the product does not fit in int64 (a wrapped product would size a buffer wrongly).
+int64_t checked_mul(int64_t a, int64_t b, const char* what);
+int64_t checked_add(int64_t a, int64_t b, const char* what);  // the same for sums of such sizes
 Shape contiguous_strides(const Shape& s);
 std::string shape_str(const Shape& s);  // "[2, 3]"
 

@@ -13,8 +13,8 @@ TensorImpl::~TensorImpl() = default;
 Tensor Tensor::empty(const Shape& shape, TensorOptions opts) {
   HMOE_CHECK(shape.size() <= size_t(kMaxRank), "empty: rank ", shape.size(), " exceeds the maximum of ", kMaxRank);
   for (int64_t d : shape) HMOE_CHECK(d >= 0, "empty: negative dimension in shape ", shape_str(shape));
-  const int64_t n = shape_numel(shape);
-  auto storage = std::make_shared<Storage>(size_t(n) * dtype_size(opts.dtype), opts.device);
+  const int64_t bytes = checked_mul(shape_numel(shape), int64_t(dtype_size(opts.dtype)), "empty: bytes of the tensor");
+  auto storage = std::make_shared<Storage>(size_t(bytes), opts.device);
   Tensor t(std::make_shared<TensorImpl>(std::move(storage), shape, contiguous_strides(shape), 0, opts.dtype));
   if (opts.requires_grad) t.set_requires_grad(true);
   return t;

@@ -18,7 +18,7 @@ import sys
 
 def run(hmoe, config, ffn, seed, steps, out_root, extra):
     out_dir = os.path.join(out_root, f"{ffn}_seed{seed}")
-    cmd = [hmoe, "train", "--quiet", "--config", config,
+    cmd = [hmoe, "train", "--quiet", "--overwrite", "--config", config,
            f"model.ffn={ffn}", f"train.seed={seed}", f"train.steps={steps}",
            f"train.eval_every={steps}", f"train.out_dir={out_dir}"] + extra
     out = subprocess.run(cmd, capture_output=True, text=True)

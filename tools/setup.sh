@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config
-  libopenblas-dev libboost-context-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
+  libopenblas-dev libboost-context-dev libxxhash-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin
   clang libclang-rt-14-dev

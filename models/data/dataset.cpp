@@ -3,8 +3,8 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 
+#include "engine/io/file.h"
 #include "engine/rng.h"
 #include "ops/factory.h"
 
@@ -14,22 +14,15 @@ namespace fs = std::filesystem;
 
 TokenDataset::TokenDataset(std::vector<uint32_t> tokens, int64_t vocab_size)
     : tokens_(std::move(tokens)), vocab_size_(vocab_size) {
-  for (uint32_t t : tokens_)
-    HMOE_CHECK(int64_t(t) < vocab_size_, "dataset: token ", t, " is outside the vocabulary of ", vocab_size_);
+  HMOE_CHECK(vocab_size_ >= 1, "dataset: the vocabulary must hold at least one token, got ", vocab_size_);
+  for (size_t i = 0; i < tokens_.size(); ++i)
+    HMOE_CHECK(int64_t(tokens_[i]) < vocab_size_, "dataset: token ", tokens_[i], " (at position ", i,
+               ") is outside the vocabulary of ", vocab_size_);
 }
 
-namespace {
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  HMOE_CHECK(f.good(), "dataset: cannot open '", path, "'");
-  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  HMOE_CHECK(!f.bad(), "dataset: error reading '", path, "'");
-  return s;
-}
-}  // namespace
-
-TokenDataset TokenDataset::from_text_files(const std::vector<std::string>& paths) {
+TokenDataset TokenDataset::from_text_files(const std::vector<std::string>& paths, int64_t vocab_size) {
   HMOE_CHECK(!paths.empty(), "dataset: no text files given");
+  HMOE_CHECK(vocab_size >= 1, "dataset: the vocabulary must hold at least one token, got ", vocab_size);
   std::vector<std::string> files;
   for (const std::string& p : paths) {
     HMOE_CHECK(fs::exists(p), "dataset: '", p, "' does not exist");
@@ -46,32 +39,34 @@ TokenDataset TokenDataset::from_text_files(const std::vector<std::string>& paths
   }
   std::vector<uint32_t> tokens;
   for (const std::string& f : files) {
-    const std::string s = read_file(f);
-    tokens.insert(tokens.end(), reinterpret_cast<const unsigned char*>(s.data()),
-                  reinterpret_cast<const unsigned char*>(s.data()) + s.size());
+    const std::vector<uint8_t> bytes = io::read_file(f, "dataset");
+    for (size_t i = 0; i < bytes.size(); ++i)
+      HMOE_CHECK(int64_t(bytes[i]) < vocab_size, "dataset: '", f, "' holds byte ", int(bytes[i]), " at offset ", i,
+                 ", outside model.vocab_size = ", vocab_size);
+    tokens.insert(tokens.end(), bytes.begin(), bytes.end());
   }
   HMOE_CHECK(!tokens.empty(), "dataset: the text files are empty (", files.size(), " file(s), 0 bytes)");
-  return TokenDataset(std::move(tokens), 256);
+  return TokenDataset(std::move(tokens), vocab_size);
 }
 
 TokenDataset TokenDataset::from_token_file(const std::string& path, int width, int64_t vocab_size) {
   HMOE_CHECK(width == 2 || width == 4, "dataset: token width must be 2 (uint16) or 4 (uint32), got ", width);
-  const std::string s = read_file(path);
+  HMOE_CHECK(vocab_size >= 0, "dataset: the vocabulary size must be >= 0 (0: from the data), got ", vocab_size);
+  const std::vector<uint8_t> s = io::read_file(path, "dataset");
   HMOE_CHECK(s.size() % size_t(width) == 0, "dataset: '", path, "' has ", s.size(),
              " bytes, not a whole number of ", width, "-byte tokens");
   HMOE_CHECK(!s.empty(), "dataset: '", path, "' is empty");
   std::vector<uint32_t> tokens(s.size() / size_t(width));
-  const auto* b = reinterpret_cast<const unsigned char*>(s.data());
   uint32_t mx = 0;
   for (size_t i = 0; i < tokens.size(); ++i) {
     uint32_t v = 0;
-    for (int j = width - 1; j >= 0; --j) v = (v << 8) | b[i * size_t(width) + size_t(j)];
+    for (int j = width - 1; j >= 0; --j) v = (v << 8) | s[i * size_t(width) + size_t(j)];
+    HMOE_CHECK(vocab_size == 0 || int64_t(v) < vocab_size, "dataset: '", path, "' holds token ", v, " at byte offset ",
+               i * size_t(width), ", outside model.vocab_size = ", vocab_size);
     tokens[i] = v;
     mx = std::max(mx, v);
   }
   if (vocab_size == 0) vocab_size = int64_t(mx) + 1;
-  HMOE_CHECK(int64_t(mx) < vocab_size, "dataset: '", path, "' holds token ", mx, " but the vocabulary has ",
-             vocab_size, " entries");
   return TokenDataset(std::move(tokens), vocab_size);
 }
 
@@ -94,6 +89,7 @@ WindowSampler::WindowSampler(const TokenDataset& data, int64_t block_size, uint6
 
 Batch WindowSampler::next(int64_t batch_size) {
   HMOE_CHECK(batch_size > 0, "sampler: batch size must be positive");
+  checked_mul(batch_size, block_, "sampler: batch_size x block_size");  // before sizing a buffer by it
   Tensor in = Tensor::empty({batch_size, block_}, {DType::i64});
   Tensor tg = Tensor::empty({batch_size, block_}, {DType::i64});
   int64_t* pi = in.data_ptr<int64_t>();
@@ -114,6 +110,7 @@ Batch WindowSampler::next(int64_t batch_size) {
 std::vector<Batch> sequential_batches(const TokenDataset& data, int64_t block, int64_t batch_size,
                                       int64_t max_batches) {
   HMOE_CHECK(data.size() > block, "eval: ", data.size(), " tokens are too few for windows of ", block + 1);
+  checked_mul(batch_size, block, "eval: batch_size x block_size");
   std::vector<int64_t> starts;
   for (int64_t s = 0; s + block < data.size(); s += block) starts.push_back(s);
   std::vector<Batch> out;

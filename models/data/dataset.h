@@ -16,11 +16,13 @@ class TokenDataset {
   TokenDataset() = default;
   TokenDataset(std::vector<uint32_t> tokens, int64_t vocab_size);
 
-  // Concatenates the bytes of each file (vocab 256). A directory adds its regular
-  // files in name order. Empty or unreadable input is an error.
-  static TokenDataset from_text_files(const std::vector<std::string>& paths);
-  // Little-endian uint16 (width 2) or uint32 (width 4) tokens; vocab = max + 1
-  // unless given.
+  // Concatenates the bytes of each file (a vocabulary of 256 unless given). A directory
+  // adds its regular files in name order. Empty or unreadable input, and a byte at or
+  // beyond the vocabulary (named with its file and offset), are errors.
+  static TokenDataset from_text_files(const std::vector<std::string>& paths, int64_t vocab_size = 256);
+  // Little-endian uint16 (width 2) or uint32 (width 4) tokens. With vocab_size 0 the
+  // vocabulary is the largest id + 1; else an id at or beyond it is an error naming its
+  // byte offset.
   static TokenDataset from_token_file(const std::string& path, int width, int64_t vocab_size = 0);
 
   // Splits off the last `fraction` of the stream (at least block + 1 tokens each).

@@ -3,6 +3,9 @@
 #include "models/hypermoe/config.h"
 
 #include <array>
+#include <cmath>
+#include <limits>
+#include <sstream>
 #include <string>
 
 #include "engine/error.h"
@@ -60,9 +63,27 @@ std::optional<bool> parse_renormalize(std::string_view s) {
 
 DType parse_model_dtype(std::string_view s) { return parse_named("model.dtype", s, kModelDTypes, dtype_name); }
 
+void check_float_option(std::string_view key, double v, double lo, double hi, bool lo_open, bool hi_open) {
+  const bool ok = std::isfinite(v) && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+  if (ok) return;
+  std::ostringstream range;
+  range << (lo_open ? "(" : "[") << lo << ", ";
+  if (std::isinf(hi))
+    range << "inf)";
+  else
+    range << hi << (hi_open ? ")" : "]");
+  HMOE_FAIL("config: ", key, " must be a finite number in ", range.str(), ", got ", v);
+}
+
 void validate(const ModelConfig& m) {
+  // Counts that size loops and vectors before any tensor: bounded, so that a huge value
+  // is an error here and not a long allocation.
+  constexpr int64_t kMaxLayers = 4096;
   HMOE_CHECK(m.n_layer >= 1 && m.d_model >= 1 && m.n_head >= 1 && m.d_ff >= 1 && m.block_size >= 1,
              "config: model sizes must be positive");
+  HMOE_CHECK(m.n_layer <= kMaxLayers, "config: model.n_layer must be at most ", kMaxLayers, ", got ", m.n_layer);
+  HMOE_CHECK(m.vocab_size >= 0 && m.vocab_size <= (int64_t(1) << 32), "config: model.vocab_size must be in [0, 2^32] ",
+             "(0: from the data), got ", m.vocab_size);
   HMOE_CHECK(m.d_model % m.n_head == 0, "config: model.d_model (", m.d_model, ") must be divisible by model.n_head (",
              m.n_head, ")");
   HMOE_CHECK(m.moe_every == 1 || m.moe_every == 2, "config: model.moe_every must be 1 or 2");
@@ -71,8 +92,13 @@ void validate(const ModelConfig& m) {
              ") must be in [1, n_experts = ", m.n_experts, "]");
   HMOE_CHECK(m.router != RouterKind::switch_ || m.top_k == 1,
              "config: the switch router is top-1; set model.top_k = 1");
-  HMOE_CHECK(m.dropout >= 0 && m.dropout < 1, "config: model.dropout must be in [0, 1)");
-  HMOE_CHECK(m.capacity_factor >= 0, "config: model.capacity_factor must be >= 0 (0 = dropless)");
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  check_float_option("model.dropout", m.dropout, 0, 1, false, true);
+  check_float_option("model.capacity_factor", m.capacity_factor, 0, kInf);  // 0: dropless
+  check_float_option("model.jitter", m.jitter, 0, 1, false, true);          // inputs scaled by U(1 - j, 1 + j)
+  check_float_option("model.aux_cv_coef", m.aux_cv_coef, 0, kInf);
+  check_float_option("model.aux_lb_coef", m.aux_lb_coef, 0, kInf);
+  check_float_option("model.aux_z_coef", m.aux_z_coef, 0, kInf);
   HMOE_CHECK(m.adapter_rank >= 1 && m.expert_emb_dim >= 1 && m.selection_hidden >= 1 && m.hyper_in >= 1 &&
                  m.hyper_hidden >= 1 && m.layer_emb_dim >= 1,
              "config: HyperMoE sizes must be positive");

@@ -21,7 +21,9 @@ struct ModelConfig {
   FfnKind ffn = FfnKind::hypermoe;
   int64_t moe_every = 1;  // 1: every block's FFN is MoE; 2: every other block
   int64_t n_layer = 4, d_model = 128, n_head = 4, d_ff = 512, block_size = 128;
-  int64_t vocab_size = 256;  // set from the data
+  // A training config's default is 0: the data's (256 for text, the largest token id + 1
+  // for token files); a model is built with it set.
+  int64_t vocab_size = 256;
   double dropout = 0.0;
   DType dtype = DType::f32;  // f32 | bf16 | f16: parameters and activations (bf16/f16 keep f32 master weights)
   // MoE
@@ -51,8 +53,16 @@ RouterKind parse_router_kind(std::string_view s);
 std::optional<bool> parse_renormalize(std::string_view s);
 DType parse_model_dtype(std::string_view s);  // f32 | bf16 | f16 (written back with dtype_name)
 
-// Checks value ranges and consistency (d_model divisible by n_head, k <= N, ...).
+// Checks value ranges and consistency (d_model divisible by n_head, k <= N, every float
+// finite and in its range, ...). vocab_size 0 passes (a training config's "from the
+// data"); building a model needs it set.
 void validate(const ModelConfig& c);
+
+// A float option must be finite and in [lo, hi] (an end open where lo_open / hi_open);
+// else an hmoe::Error naming the key, the range and the value ("config: train.lr must be
+// a finite number in (0, 1], got inf"). Shared by the training config's checks.
+void check_float_option(std::string_view key, double v, double lo, double hi, bool lo_open = false,
+                        bool hi_open = false);
 
 // Whether block `layer` has the config's MoE / HyperMoE FFN (else a dense one).
 bool layer_is_moe(const ModelConfig& c, int64_t layer);

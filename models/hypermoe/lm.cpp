@@ -71,6 +71,7 @@ Tensor Block::forward(const Tensor& x, FfnStats& stats, Generator& noise) {
 
 LanguageModel::LanguageModel(const ModelConfig& cfg, uint64_t seed, const nn::Parallel& par) : cfg_(cfg), par_(par) {
   validate(cfg);
+  HMOE_CHECK(cfg.vocab_size >= 1, "LanguageModel: model.vocab_size is 0 (\"from the data\"): set it before building");
   const LmShapes s = lm_shapes(cfg);
   Generator gen(seed);
   wte_ = register_module("wte", std::make_shared<nn::Embedding>(s.wte[0], s.wte[1], gen));

@@ -7,7 +7,7 @@ namespace hmoe::model {
 
 AttentionShapes attention_shapes(const ModelConfig& c) {
   const int64_t d = c.d_model;
-  return {{d, 3 * d, true}, {d, d, true}};
+  return {{d, checked_mul(3, d, "model: 3 x d_model"), true}, {d, d, true}};
 }
 
 DenseFfnShapes dense_ffn_shapes(const ModelConfig& c) { return {{c.d_model, c.d_ff, true}, {c.d_ff, c.d_model, true}}; }
@@ -28,9 +28,9 @@ HyperExpertShapes hyper_expert_shapes(const ModelConfig& c) {
 HyperNetworkShapes hypernetwork_shapes(const ModelConfig& c, int64_t n_moe_layers) {
   const int64_t b = c.hyper_hidden, d = c.d_model, r = c.adapter_rank;
   return {{n_moe_layers, c.layer_emb_dim},
-          {c.hyper_in + c.layer_emb_dim, b, true},
-          {b, d * r, true},
-          {b, r * d, true},
+          {checked_add(c.hyper_in, c.layer_emb_dim, "model: hyper_in + layer_emb_dim"), b, true},
+          {b, checked_mul(d, r, "model: d_model x adapter_rank"), true},
+          {b, checked_mul(r, d, "model: adapter_rank x d_model"), true},
           {b, r, true},
           {b, d, true}};
 }
@@ -50,13 +50,15 @@ bool LmShapes::has_hypernetwork() const {
 }
 
 int64_t count_parameters(const ModelConfig& c) {
+  // Every sum and product checked: the sizes come from configs and files.
   const LmShapes lm = lm_shapes(c);
-  const int64_t norm = 2 * lm.norm;  // LayerNorm: weight and bias
+  const int64_t norm = checked_mul(2, lm.norm, "model: parameter count");  // LayerNorm: weight and bias
   const int64_t moe = moe_shapes(c).numel();
-  const int64_t ffn[] = {dense_ffn_shapes(c).numel(), moe, moe + hyper_expert_shapes(c).numel()};  // by FfnKind
-  int64_t n = shape_numel(lm.wte) + shape_numel(lm.wpe) + norm;
-  for (FfnKind k : lm.blocks) n += 2 * norm + attention_shapes(c).numel() + ffn[size_t(k)];
-  if (lm.has_hypernetwork()) n += hypernetwork_shapes(c, lm.moe_layers()).numel();
+  const int64_t ffn[] = {dense_ffn_shapes(c).numel(), moe, sum_counts({moe, hyper_expert_shapes(c).numel()})};
+  const int64_t block = sum_counts({norm, norm, attention_shapes(c).numel()});
+  int64_t n = sum_counts({shape_numel(lm.wte), shape_numel(lm.wpe), norm});
+  for (FfnKind k : lm.blocks) n = sum_counts({n, block, ffn[size_t(k)]});  // ffn by FfnKind
+  if (lm.has_hypernetwork()) n = sum_counts({n, hypernetwork_shapes(c, lm.moe_layers()).numel()});
   return n;
 }
 

@@ -4,6 +4,7 @@
 // alone are 2 GB).
 #pragma once
 
+#include <initializer_list>
 #include <optional>
 #include <vector>
 
@@ -13,14 +14,21 @@
 
 namespace hmoe::model {
 
+// The sum of parameter counts, checked (they come from configs; see checked_add).
+inline int64_t sum_counts(std::initializer_list<int64_t> counts) {
+  int64_t n = 0;
+  for (int64_t c : counts) n = checked_add(n, c, "model: parameter count");
+  return n;
+}
+
 struct AttentionShapes {
   nn::LinearShape qkv, proj;
-  int64_t numel() const { return qkv.numel() + proj.numel(); }
+  int64_t numel() const { return sum_counts({qkv.numel(), proj.numel()}); }
 };
 
 struct DenseFfnShapes {
   nn::LinearShape fc, proj;
-  int64_t numel() const { return fc.numel() + proj.numel(); }
+  int64_t numel() const { return sum_counts({fc.numel(), proj.numel()}); }
 };
 
 struct MoEShapes {
@@ -28,8 +36,8 @@ struct MoEShapes {
   std::optional<nn::LinearShape> noise;  // the noisy top-k router's noise projection
   Shape w1, b1, w2, b2;                  // the experts: [N, d, d_ff], [N, d_ff], [N, d_ff, d], [N, d]
   int64_t numel() const {
-    return router.numel() + (noise ? noise->numel() : 0) + shape_numel(w1) + shape_numel(b1) + shape_numel(w2) +
-           shape_numel(b2);
+    return sum_counts({router.numel(), noise ? noise->numel() : 0, shape_numel(w1), shape_numel(b1), shape_numel(w2),
+                       shape_numel(b2)});
   }
 };
 
@@ -37,7 +45,7 @@ struct MoEShapes {
 struct HyperExpertShapes {
   Shape expert_emb;  // [N, expert_emb_dim]
   nn::LinearShape sel1, sel2;
-  int64_t numel() const { return shape_numel(expert_emb) + sel1.numel() + sel2.numel(); }
+  int64_t numel() const { return sum_counts({shape_numel(expert_emb), sel1.numel(), sel2.numel()}); }
 };
 
 // The hypernetwork shared by the HyperMoE layers.
@@ -45,8 +53,8 @@ struct HyperNetworkShapes {
   Shape layer_emb;  // [MoE layers, layer_emb_dim]
   nn::LinearShape wh, head_down, head_up, head_bdown, head_bup;
   int64_t numel() const {
-    return shape_numel(layer_emb) + wh.numel() + head_down.numel() + head_up.numel() + head_bdown.numel() +
-           head_bup.numel();
+    return sum_counts(
+        {shape_numel(layer_emb), wh.numel(), head_down.numel(), head_up.numel(), head_bdown.numel(), head_bup.numel()});
   }
 };
 

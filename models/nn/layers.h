@@ -1,8 +1,9 @@
 // Standard layers: Linear, Embedding, LayerNorm, RMSNorm, and a GELU MLP.
 #pragma once
 
-#include "engine/rng.h"
 #include "autograd/grad_mode.h"
+#include "engine/rng.h"
+#include "engine/shape.h"
 #include "models/nn/module.h"
 
 namespace hmoe::nn {
@@ -11,7 +12,10 @@ namespace hmoe::nn {
 struct LinearShape {
   int64_t in = 0, out = 0;
   bool bias = true;
-  int64_t numel() const { return in * out + (bias ? out : 0); }
+  // Sizes come from configs: a product that overflows is an error, not a wrapped count.
+  int64_t numel() const {
+    return checked_add(checked_mul(in, out, "linear: in x out"), bias ? out : 0, "linear: parameters");
+  }
 };
 
 class Linear : public Module {

@@ -169,14 +169,12 @@ double warmup_cosine_lr(int64_t step, int64_t warmup, int64_t total, double lr, 
   return min_lr + 0.5 * (lr - min_lr) * (1 + std::cos(M_PI * progress));
 }
 
-double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
-  HMOE_CHECK(max_norm > 0, "clip_grad_norm_: max_norm must be positive, got ", max_norm);
+double sum_of_squares(const std::vector<Tensor>& tensors) {
   NoGradGuard ng;
-  // Per device, the f64 sums of squares in parameter order; one host read per device.
+  // Per device, the f64 sums of squares in the given order; one host read per device.
   std::vector<std::pair<Device, Tensor>> totals;
-  for (const Tensor& p : params) {
-    if (!p.grad().defined()) continue;
-    const Tensor ss = sum_squares(p.grad());
+  for (const Tensor& x : tensors) {
+    const Tensor ss = sum_squares(x.detach());
     auto it = std::find_if(totals.begin(), totals.end(), [&](const auto& t) { return t.first == ss.device(); });
     if (it == totals.end())
       totals.emplace_back(ss.device(), ss);
@@ -185,14 +183,19 @@ double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
   }
   double total = 0;
   for (const auto& [d, t] : totals) total += t.item();
-  const double norm = std::sqrt(total);
+  return total;
+}
+
+double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm) {
+  HMOE_CHECK(max_norm > 0, "clip_grad_norm_: max_norm must be positive, got ", max_norm);
+  NoGradGuard ng;
+  std::vector<Tensor> grads;
+  for (const Tensor& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  const double norm = std::sqrt(sum_of_squares(grads));
   if (norm > max_norm) {
     const double scale = max_norm / (norm + 1e-6);
-    for (const Tensor& p : params) {
-      if (!p.grad().defined()) continue;
-      Tensor g = p.grad();
-      g.copy_(g * scale);
-    }
+    for (Tensor g : grads) g.copy_(g * scale);
   }
   return norm;
 }

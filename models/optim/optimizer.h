@@ -77,6 +77,11 @@ class AdamW final : public Optimizer {
 // Linear warm-up from 0 to lr over `warmup` steps, then cosine decay to min_lr at `total`.
 double warmup_cosine_lr(int64_t step, int64_t warmup, int64_t total, double lr, double min_lr);
 
+// The sum of the squares of every element of `tensors`, accumulated in f64 in their order
+// (one host read per device). Finite exactly when every element is: the largest half or
+// float squared is far below f64's range.
+double sum_of_squares(const std::vector<Tensor>& tensors);
+
 // Scales every gradient so their global L2 norm is at most max_norm; returns the norm
 // before clipping (computed in f64, in parameter order).
 double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm);

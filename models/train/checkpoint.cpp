@@ -1,12 +1,20 @@
-// Checkpoint files: atomic saves through a fresh directory and two renames, and loads
-// that name the file and the key that does not fit.
+// Checkpoint files: atomic saves through a fresh directory and two renames under an
+// exclusive lock, finite values only; reads under a shared lock that name the file and
+// the key that does not fit.
 #include "models/train/checkpoint.h"
 
 #include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <limits>
 #include <map>
+#include <optional>
 
 #include "engine/error.h"
-#include "engine/io/safetensors.h"
+#include "engine/io/file.h"
+#include "engine/io/json.h"
+#include "models/optim/optimizer.h"
+#include "models/train/memory.h"
 
 namespace hmoe::train {
 
@@ -14,48 +22,139 @@ namespace fs = std::filesystem;
 
 namespace {
 
+constexpr const char* kFormat = "hmoe-checkpoint-2";
+
+// "runs/x/checkpoint/" and "runs/x/./checkpoint" name the same directory as
+// "runs/x/checkpoint": the sibling paths (.old, .tmp, .lock) hang off the last one.
+fs::path clean_dir(const fs::path& dir) {
+  fs::path p = dir.lexically_normal();
+  if (!p.has_filename() && p.has_parent_path()) p = p.parent_path();
+  return p;
+}
+
 fs::path old_dir(const fs::path& dir) { return dir.string() + ".old"; }
 
-uint64_t meta_u64(const std::map<std::string, std::string>& m, const std::string& key, const std::string& file) {
+// A metadata value that must be a decimal integer in [0, max]: digits only (no sign, no
+// spaces), so "-1" is refused instead of wrapping.
+uint64_t meta_uint(const std::map<std::string, std::string>& m, const std::string& key, const std::string& file,
+                   uint64_t max = std::numeric_limits<uint64_t>::max()) {
   auto it = m.find(key);
   HMOE_CHECK(it != m.end(), "checkpoint: '", file, "' lacks metadata '", key, "'");
+  const std::string& s = it->second;
+  uint64_t v = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  HMOE_CHECK(!s.empty() && ec == std::errc() && end == s.data() + s.size() && v <= max, "checkpoint: metadata '", key,
+             "' in '", file, "' must be an integer in [0, ", max, "], got ", io::json_brief(nlohmann::json(s)));
+  return v;
+}
+
+int64_t meta_step(const std::map<std::string, std::string>& m, const std::string& key, const std::string& file) {
+  return int64_t(meta_uint(m, key, file, uint64_t(std::numeric_limits<int64_t>::max())));
+}
+
+// The first tensor holding a value that is not finite, or none: one sum of squares for
+// the lot (optim::sum_of_squares), tensor by tensor only when it is not finite.
+std::optional<std::string> first_nonfinite(const std::vector<std::pair<std::string, Tensor>>& tensors) {
+  std::vector<Tensor> floats;
+  for (const auto& [name, t] : tensors)
+    if (is_floating(t.dtype())) floats.push_back(t);
+  if (std::isfinite(optim::sum_of_squares(floats))) return std::nullopt;
+  for (const auto& [name, t] : tensors)
+    if (is_floating(t.dtype()) && !std::isfinite(optim::sum_of_squares({t}))) return name;
+  return "?";
+}
+
+std::vector<std::pair<std::string, Tensor>> as_list(const std::map<std::string, Tensor>& m) {
+  return {m.begin(), m.end()};
+}
+
+// The model file must exist; when an interrupted save left the last checkpoint aside,
+// the error says where and how to put it back.
+void require_model_file(const fs::path& dir) {
+  const fs::path f = model_file(dir), old = old_dir(dir);
+  HMOE_CHECK(fs::exists(f), "checkpoint: '", f.string(), "' does not exist",
+             fs::exists(model_file(old)) ? " (an interrupted save left the last checkpoint in '" + old.string() +
+                                               "'; `hmoe train --resume` puts it back)"
+                                         : std::string());
+}
+
+// Parses a file image read from `path`, naming the file in errors.
+template <typename F>
+auto parsing(const std::string& path, F parse) {
   try {
-    size_t used = 0;
-    const uint64_t v = std::stoull(it->second, &used);
-    HMOE_CHECK(used == it->second.size(), "");
-    return v;
-  } catch (const std::exception&) {
-    HMOE_FAIL("checkpoint: metadata '", key, "' in '", file, "' is not a number: '", it->second, "'");
+    return parse();
+  } catch (const Error& e) {
+    HMOE_FAIL(e.what(), " (in '", path, "')");
   }
 }
 
+Config config_of(const std::map<std::string, std::string>& meta, const std::string& file) {
+  auto it = meta.find("config");
+  HMOE_CHECK(it != meta.end(), "checkpoint: '", file, "' has no config in its metadata");
+  return parsing(file, [&] { return parse_config_json(it->second); });
+}
+
+// Reads files of the checkpoint under its shared lock (none when no trainer ever saved
+// beside it, say a copied checkpoint).
+std::vector<std::vector<uint8_t>> read_locked(const fs::path& dir, const std::vector<fs::path>& files) {
+  io::FileLock lock(checkpoint_lock_file(dir).string(), io::FileLock::Mode::shared, /*wait=*/true,
+                    /*create=*/false, "checkpoint");
+  require_model_file(dir);
+  std::vector<std::vector<uint8_t>> out;
+  for (const fs::path& f : files) out.push_back(io::read_file(f.string(), "checkpoint"));
+  return out;
+}
+
+void check_finite_weights(const io::SafeTensors& st, const std::string& file) {
+  const std::optional<std::string> bad = first_nonfinite(as_list(st.tensors));
+  HMOE_CHECK(!bad, "checkpoint: tensor '", bad.value_or(""), "' in '", file, "' holds values that are not finite");
+}
+
 }  // namespace
+
+fs::path checkpoint_lock_file(const fs::path& dir) { return clean_dir(dir).string() + ".lock"; }
 
 void place_model(model::LanguageModel& m, const Config& c) {
   if (c.model.dtype != DType::f32) m.to(c.model.dtype);
   m.to(c.train.device.device);
 }
 
-void save_checkpoint(const fs::path& dir, const Config& cfg, const model::LanguageModel& m, const ParamGroups& groups,
-                     const TrainState& st) {
-  // Write into a fresh directory, then swap it in. A crash at any point leaves one whole
-  // checkpoint: the previous in `dir`, or in `<dir>.old` between the two renames (resume
-  // puts it back), or the new one.
-  const fs::path tmp = dir.string() + ".tmp", old = old_dir(dir);
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  std::map<std::string, std::string> meta{{"config", config_to_json(cfg)}, {"format", "hmoe-checkpoint-1"}};
-  io::save_safetensors(model_file(tmp).string(), m.named_parameters(), meta);
+void save_checkpoint(const fs::path& dir_in, const Config& cfg, const model::LanguageModel& m,
+                     const ParamGroups& groups, const TrainState& st) {
+  const fs::path dir = clean_dir(dir_in);
+  const std::vector<std::pair<std::string, Tensor>> weights = m.named_parameters();
   std::vector<std::pair<std::string, Tensor>> state;
   std::map<std::string, std::string> smeta{{"step", std::to_string(st.step)},
                                            {"sampler_position", std::to_string(st.sampler_position)},
                                            {"noise_offset", std::to_string(st.noise_offset)},
-                                           {"config", config_to_json(cfg)}};
+                                           {"config", config_to_json(cfg)},
+                                           {"format", kFormat},
+                                           // The weights this state belongs with.
+                                           {"model_step", std::to_string(st.step)},
+                                           {"model_digest", io::safetensors_digest(weights)}};
   for (const ParamGroup& g : groups.groups()) {
     for (auto& [n, t] : g.opt->state_tensors()) state.emplace_back(g.name + "." + n, t);
     smeta[g.name + "_steps"] = std::to_string(g.opt->step_count());
   }
+  auto check_finite = [&](const std::vector<std::pair<std::string, Tensor>>& part, const char* kind) {
+    const std::optional<std::string> bad = first_nonfinite(part);
+    HMOE_CHECK(!bad, "checkpoint: not saved at step ", st.step, ": ", kind, " '", bad.value_or(""),
+               "' holds values that are not finite (the last checkpoint in '", dir.string(), "' is kept)");
+  };
+  check_finite(weights, "weight");
+  check_finite(state, "optimizer state");
+  // Write into a fresh directory, then swap it in. A crash at any point leaves one whole
+  // checkpoint: the previous in `dir`, or in `<dir>.old` between the two renames (resume
+  // puts it back), or the new one. Readers wait on the lock while the swap is made.
+  const fs::path tmp = dir.string() + ".tmp", old = old_dir(dir);
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  const std::map<std::string, std::string> meta{
+      {"config", config_to_json(cfg)}, {"format", kFormat}, {"step", std::to_string(st.step)}};
+  io::save_safetensors(model_file(tmp).string(), weights, meta);
   io::save_safetensors(state_file(tmp).string(), state, smeta);
+  io::FileLock lock(checkpoint_lock_file(dir).string(), io::FileLock::Mode::exclusive, /*wait=*/true,
+                    /*create=*/true, "checkpoint");
   if (fs::exists(dir)) {
     fs::remove_all(old);
     fs::rename(dir, old);
@@ -65,54 +164,85 @@ void save_checkpoint(const fs::path& dir, const Config& cfg, const model::Langua
   fs::remove_all(old);
 }
 
-bool restore_interrupted_save(const fs::path& dir) {
-  const fs::path old = old_dir(dir);
+bool restore_interrupted_save(const fs::path& dir_in) {
+  const fs::path dir = clean_dir(dir_in), old = old_dir(dir);
+  io::FileLock lock(checkpoint_lock_file(dir).string(), io::FileLock::Mode::exclusive, /*wait=*/true,
+                    /*create=*/true, "checkpoint");
   if (fs::exists(dir) || !fs::exists(model_file(old)) || !fs::exists(state_file(old))) return false;
   fs::rename(old, dir);
   io::fsync_directory(fs::absolute(dir).parent_path().string());
   return true;
 }
 
-Config checkpoint_config(const fs::path& dir) {
-  const fs::path f = model_file(dir);
-  const fs::path old = old_dir(dir);
-  HMOE_CHECK(fs::exists(f), "checkpoint: '", f.string(), "' does not exist",
-             fs::exists(model_file(old)) ? " (an interrupted save left the last checkpoint in '" + old.string() +
-                                               "'; `hmoe train --resume` puts it back)"
-                                         : std::string());
-  io::SafeTensors st = io::load_safetensors(f.string());
-  auto it = st.metadata.find("config");
-  HMOE_CHECK(it != st.metadata.end(), "checkpoint: '", f.string(), "' has no config in its metadata");
-  return parse_config_json(it->second);
+CheckpointModel load_checkpoint_model(const fs::path& dir_in, int64_t batch, const std::string& what) {
+  const fs::path dir = clean_dir(dir_in);
+  const std::string path = model_file(dir).string();
+  std::vector<uint8_t> bytes = std::move(read_locked(dir, {model_file(dir)})[0]);
+  CheckpointModel out;
+  out.config =
+      config_of(parsing(path, [&] { return io::parse_safetensors_metadata(bytes.data(), bytes.size()); }), path);
+  check_memory(estimate_inference_memory(out.config.model, batch > 0 ? batch : out.config.train.batch_size),
+               out.config.train.device.device, what);
+  const io::SafeTensors st = parsing(path, [&] { return io::parse_safetensors(bytes.data(), bytes.size()); });
+  bytes = {};
+  check_finite_weights(st, path);
+  out.model = std::make_unique<model::LanguageModel>(out.config.model, 0);
+  place_model(*out.model, out.config);
+  out.model->load_state_dict(st.tensors, /*strict=*/true);
+  return out;
 }
 
-void load_weights(nn::Module& m, const fs::path& dir) {
-  io::SafeTensors st = io::load_safetensors(model_file(dir).string());
-  m.load_state_dict(st.tensors, /*strict=*/true);
+CheckpointFiles read_checkpoint(const fs::path& dir_in) {
+  const fs::path dir = clean_dir(dir_in);
+  CheckpointFiles f;
+  f.weights_path = model_file(dir).string();
+  f.state_path = state_file(dir).string();
+  const auto bytes = read_locked(dir, {model_file(dir), state_file(dir)});
+  f.weights = parsing(f.weights_path, [&] { return io::parse_safetensors(bytes[0].data(), bytes[0].size()); });
+  f.state = parsing(f.state_path, [&] { return io::parse_safetensors(bytes[1].data(), bytes[1].size()); });
+  f.config = config_of(f.weights.metadata, f.weights_path);
+  const auto& sm = f.state.metadata;
+  HMOE_CHECK(sm.count("model_digest") && sm.count("model_step"), "checkpoint: '", f.state_path,
+             "' does not record which weights it belongs with (written by an older hmoe?), so it cannot be checked ",
+             "against '", f.weights_path, "'");
+  const int64_t step = meta_step(sm, "step", f.state_path), model_step = meta_step(sm, "model_step", f.state_path);
+  const int64_t weights_step = meta_step(f.weights.metadata, "step", f.weights_path);
+  HMOE_CHECK(sm.at("model_digest") == f.weights.digest && model_step == weights_step && step == model_step,
+             "checkpoint: '", f.state_path, "' (step ", step, ") belongs with the weights of step ", model_step,
+             " (digest ", io::json_brief(nlohmann::json(sm.at("model_digest"))), "), but '", f.weights_path,
+             "' holds the weights of step ", weights_step, " (digest ", f.weights.digest,
+             "): the two files come from different saves");
+  return f;
 }
 
-TrainState load_train_state(const fs::path& dir, ParamGroups& groups) {
-  const std::string sf = state_file(dir).string();
-  io::SafeTensors s = io::load_safetensors(sf);
+void load_weights(model::LanguageModel& m, const CheckpointFiles& files) {
+  check_finite_weights(files.weights, files.weights_path);
+  m.load_state_dict(files.weights.tensors, /*strict=*/true);
+}
+
+TrainState read_train_state(const io::SafeTensors& s, ParamGroups& groups, const std::string& sf) {
+  TrainState st{meta_step(s.metadata, "step", sf), meta_uint(s.metadata, "sampler_position", sf),
+                meta_uint(s.metadata, "noise_offset", sf)};
+  check_finite_weights(s, sf);
   std::map<std::string, std::vector<std::pair<std::string, Tensor>>> by_group;
   for (auto& [n, t] : s.tensors) {
     const size_t dot = n.find('.');
     const std::string group = dot == std::string::npos ? n : n.substr(0, dot);
     const bool known = std::any_of(groups.groups().begin(), groups.groups().end(),
                                    [&](const ParamGroup& g) { return g.name == group; });
-    HMOE_CHECK(known, "resume: unexpected tensor '", n, "' in the training state");
+    HMOE_CHECK(known, "resume: unexpected tensor '", io::json_brief(nlohmann::json(n)), "' in the training state");
     by_group[group].emplace_back(n.substr(dot + 1), t);
   }
   for (ParamGroup& g : groups.groups()) {
+    const int64_t steps = meta_step(s.metadata, g.name + "_steps", sf);
     try {
-      g.opt->load_state(by_group[g.name], int64_t(meta_u64(s.metadata, g.name + "_steps", sf)));
+      g.opt->load_state(by_group[g.name], steps);
     } catch (const Error& e) {
       HMOE_FAIL("resume: the training state '", sf, "' does not fit this model's parameter group '", g.name,
                 "': ", e.what());
     }
   }
-  return {int64_t(meta_u64(s.metadata, "step", sf)), meta_u64(s.metadata, "sampler_position", sf),
-          meta_u64(s.metadata, "noise_offset", sf)};
+  return st;
 }
 
 }  // namespace hmoe::train

@@ -1,11 +1,16 @@
-// A checkpoint directory: model.safetensors (the weights, the config in their metadata)
-// and state.safetensors (each optimiser group's state and step count, and where the step
-// loop stands), saved atomically; and reading them back into a model.
+// A checkpoint directory: model.safetensors (the weights; the config and the step in their
+// metadata) and state.safetensors (each optimiser group's state and step count, where the
+// step loop stands, and the step and digest of the weights it belongs with), saved
+// atomically under a lock; and reading them back: the model alone (eval, generate) or
+// both files, checked to belong together (resume).
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
+#include <string>
 
+#include "engine/io/safetensors.h"
 #include "models/hypermoe/lm.h"
 #include "models/train/config.h"
 #include "models/train/param_groups.h"
@@ -23,25 +28,48 @@ struct TrainState {
 // The checkpoint's two files.
 inline std::filesystem::path model_file(const std::filesystem::path& dir) { return dir / "model.safetensors"; }
 inline std::filesystem::path state_file(const std::filesystem::path& dir) { return dir / "state.safetensors"; }
+// The lock file beside the directory (<dir>.lock): a save holds it exclusively, a reader
+// shared, so no reader sees the directory between a save's two renames.
+std::filesystem::path checkpoint_lock_file(const std::filesystem::path& dir);
 
 // Puts a model built from `c` (in f32 on the CPU, so every device and precision starts
 // from the same weights, rounded) in the config's precision on the config's device.
 void place_model(model::LanguageModel& m, const Config& c);
 
 // Writes a new checkpoint into `dir`, replacing the one there. A crash at any point leaves
-// one whole checkpoint (see restore_interrupted_save).
+// one whole checkpoint (see restore_interrupted_save). Weights or optimiser state that
+// are not finite are refused (hmoe::Error naming the tensor), the last checkpoint kept.
 void save_checkpoint(const std::filesystem::path& dir, const Config& cfg, const model::LanguageModel& m,
                      const ParamGroups& groups, const TrainState& st);
 // A save interrupted between its two renames leaves no `dir` and the last checkpoint
 // whole in `<dir>.old`: puts it back. True if it did.
 bool restore_interrupted_save(const std::filesystem::path& dir);
 
-// The config the checkpoint was written with.
-Config checkpoint_config(const std::filesystem::path& dir);
-// The checkpoint's weights into `m` (every name and shape must match).
-void load_weights(nn::Module& m, const std::filesystem::path& dir);
-// The optimiser state into `groups` (which must be those of the saved run); returns
-// where the loop stood.
-TrainState load_train_state(const std::filesystem::path& dir, ParamGroups& groups);
+// The checkpoint's model, to evaluate or sample: the config is read from the weights'
+// file before any tensor is allocated and the memory checked (check_memory, for `batch`
+// sequences; 0: the config's train.batch_size), then the model built and loaded, all from
+// one read of the file made under the checkpoint's lock. Weights that are not finite are
+// refused. `what` begins errors.
+struct CheckpointModel {
+  Config config;
+  std::unique_ptr<model::LanguageModel> model;
+};
+CheckpointModel load_checkpoint_model(const std::filesystem::path& dir, int64_t batch, const std::string& what);
+
+// Both files, read under the checkpoint's lock and checked to belong together: the state
+// records the step and digest of the weights saved with it, and a mismatch (halves of two
+// saves) is an error naming both files.
+struct CheckpointFiles {
+  Config config;  // from the weights' metadata
+  io::SafeTensors weights, state;
+  std::string weights_path, state_path;
+};
+CheckpointFiles read_checkpoint(const std::filesystem::path& dir);
+// The weights of a checkpoint into `m` (every name and shape must match; values finite).
+void load_weights(model::LanguageModel& m, const CheckpointFiles& files);
+
+// The optimiser state of a state file into `groups` (which must be those of the saved
+// run); returns where the loop stood. `file` names the file in errors.
+TrainState read_train_state(const io::SafeTensors& state, ParamGroups& groups, const std::string& file);
 
 }  // namespace hmoe::train

@@ -3,13 +3,18 @@
 // the typed structs (parsing the names of kinds, dtypes and devices).
 #include "models/train/config.h"
 
-#include <fstream>
-#include <nlohmann/json.hpp>
-#include <sstream>
 #include <toml++/toml.h>
+
+#include <array>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <nlohmann/json.hpp>
 
 #include "engine/device.h"
 #include "engine/error.h"
+#include "engine/io/file.h"
+#include "engine/io/json.h"
 
 namespace hmoe::train {
 
@@ -25,7 +30,8 @@ namespace {
 #define HMOE_FIELDS_DATA(X) X(text) X(tokens) X(token_width) X(val_fraction)
 #define HMOE_FIELDS_TRAIN(X)                                                                                       \
   X(steps) X(batch_size) X(grad_accum) X(lr) X(min_lr) X(warmup) X(weight_decay) X(beta1) X(beta2) X(eps) X(clip) \
-  X(hyper_lr_scale) X(eval_every) X(eval_batches) X(log_every) X(checkpoint_every) X(seed) X(threads) X(device) X(out_dir)
+  X(hyper_lr_scale) X(eval_every) X(eval_batches) X(log_every) X(checkpoint_every) X(seed) X(threads) X(device)   \
+  X(on_nonfinite) X(out_dir)
 
 // A field's value as the file writes it (kinds, dtypes and devices by name), and back:
 // names are parsed here, once, with errors naming the key.
@@ -38,6 +44,7 @@ std::string file_value(model::RouterKind k) { return std::string(model::name(k))
 std::string file_value(std::optional<bool> renormalize) { return std::string(model::renormalize_name(renormalize)); }
 std::string file_value(DType t) { return std::string(dtype_name(t)); }
 std::string file_value(const DeviceSetting& d) { return d.str(); }
+std::string file_value(NonFinitePolicy p) { return std::string(name(p)); }
 
 template <typename T>
 void read_value(const json& v, T& out) {
@@ -48,6 +55,7 @@ void read_value(const json& v, model::RouterKind& out) { out = model::parse_rout
 void read_value(const json& v, std::optional<bool>& out) { out = model::parse_renormalize(v.get<std::string>()); }
 void read_value(const json& v, DType& out) { out = model::parse_model_dtype(v.get<std::string>()); }
 void read_value(const json& v, DeviceSetting& out) { out = parse_device_setting(v.get<std::string>()); }
+void read_value(const json& v, NonFinitePolicy& out) { out = parse_nonfinite_policy(v.get<std::string>()); }
 
 json to_json(const Config& c) {
   json j;
@@ -107,7 +115,9 @@ void check_type(const std::string& key, const json& schema, json& v) {
                   (schema.is_array() && v.is_array() && std::all_of(v.begin(), v.end(), [](const json& e) {
                      return e.is_string();
                    }));
-  HMOE_CHECK(ok, "config: '", key, "' must be ", kind(schema), ", got ", kind(v), " (", v.dump(), ")");
+  HMOE_CHECK(ok, "config: '", key, "' must be ", kind(schema), ", got ", kind(v), " (", io::json_brief(v), ")");
+  HMOE_CHECK(!v.is_number_unsigned() || v.get<uint64_t>() <= uint64_t(std::numeric_limits<int64_t>::max()), "config: '",
+             key, "' is ", io::json_brief(v), ", beyond the largest 64-bit integer");
   if (schema.is_number_float()) v = v.get<double>();
 }
 
@@ -127,15 +137,18 @@ void merge_checked(json& out, const json& in, const std::string& where) {
   }
 }
 
-json toml_to_json(const toml::node& n) {
+// TOML as JSON; toml++ bounds the nesting itself (256 levels), and so does this at the
+// JSON parser's limit, so that both formats nest alike.
+json toml_to_json(const toml::node& n, int depth = 0) {
+  HMOE_CHECK(depth <= io::kMaxJsonDepth, "config: TOML nested deeper than ", io::kMaxJsonDepth, " levels");
   if (auto t = n.as_table()) {
     json j = json::object();
-    for (auto&& [k, v] : *t) j[std::string(k.str())] = toml_to_json(v);
+    for (auto&& [k, v] : *t) j[std::string(k.str())] = toml_to_json(v, depth + 1);
     return j;
   }
   if (auto a = n.as_array()) {
     json j = json::array();
-    for (auto&& v : *a) j.push_back(toml_to_json(v));
+    for (auto&& v : *a) j.push_back(toml_to_json(v, depth + 1));
     return j;
   }
   if (auto v = n.as_integer()) return v->get();
@@ -145,25 +158,83 @@ json toml_to_json(const toml::node& n) {
   HMOE_FAIL("config: unsupported TOML value (dates and times are not config values)");
 }
 
-json read_file_json(const std::string& path) {
-  std::ifstream f(path);
-  HMOE_CHECK(f.good(), "config: cannot open '", path, "'");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  const std::string text = ss.str();
-  const bool is_toml = path.size() >= 5 && path.substr(path.size() - 5) == ".toml";
-  if (is_toml) {
-    try {
-      return toml_to_json(toml::parse(text, path));
-    } catch (const toml::parse_error& e) {
-      HMOE_FAIL("config: '", path, "' is not valid TOML: ", e.description(), " at line ", e.source().begin.line);
+// TOML allows characters beyond ASCII only in strings and comments. Elsewhere toml++ 3.3
+// (Debian 12's) classifies them with tables that reach __builtin_unreachable for some code
+// points (U+014A, say: undefined behaviour, found by fuzz_config), and so does the
+// whitespace skipped after a backslash in a multi-line string. Such text is refused here,
+// naming the line, before the parser sees it. A quote opens a string only at the start of
+// a token, as for toml++: inside a bare value (`10"""..."""`, `+1.'...'`) it is part of
+// it. So this follows keys and values: in a key, = and . end a token; in a value, only
+// whitespace, commas and closing brackets do.
+void check_toml_ascii(std::string_view t, const std::string& name) {
+  size_t line = 1, i = 0;
+  bool in_token = false;  // inside a bare token (a key, number, date, ...)
+  bool value = false;     // in a value (after = or in an array), else in a key
+  std::string nest;       // open brackets: [ an array, h a table header, { an inline table
+  auto at = [&](size_t k, std::string_view s) { return t.substr(k, s.size()) == s; };
+  auto blank = [&](size_t k) { return k < t.size() && (t[k] == ' ' || t[k] == '\t' || t[k] == '\r' || t[k] == '\n'); };
+  auto refuse_beyond_ascii = [&](size_t k) {
+    HMOE_CHECK(k >= t.size() || static_cast<unsigned char>(t[k]) < 0x80, "config: '", name, "' line ", line,
+               ": a character beyond ASCII outside a string or comment");
+  };
+  // One character outside strings and comments.
+  auto bare = [&](char c) {
+    const bool ends = blank(i) || c == ',' || c == ']' || c == '}' || (!value && (c == '=' || c == '.'));
+    if (c == '\n' && nest.empty()) value = false;
+    if (!in_token && c == '[') nest += value ? '[' : 'h';
+    if (!in_token && c == '{' && value) nest += '{', value = false;
+    if (c == '=' && !value) value = true;
+    if (c == ',' && !nest.empty()) value = nest.back() != '{';
+    if ((c == ']' || c == '}') && !nest.empty()) {
+      value = nest.back() != 'h';
+      nest.pop_back();
+    }
+    in_token = !(ends || (!in_token && (c == '[' || c == '{')));
+  };
+  while (i < t.size()) {
+    const char c = t[i];
+    const bool quote = (c == '"' || c == '\'') && !in_token;
+    if (c == '#') {
+      while (i < t.size() && t[i] != '\n') ++i;
+    } else if (quote && (at(i, "\"\"\"") || at(i, "'''"))) {  // a multi-line string
+      const std::string_view close = t.substr(i, 3);
+      for (i += 3; i < t.size() && !at(i, close); ++i) {
+        if (t[i] == '\n') ++line;
+        if (close[0] != '"' || t[i] != '\\') continue;
+        if (blank(i + 1)) {  // a line-ending backslash
+          while (blank(i + 1)) line += t[++i] == '\n';
+          refuse_beyond_ascii(i + 1);
+        } else {  // an escape: the escaped character is skipped
+          refuse_beyond_ascii(++i);
+        }
+      }
+      i += 3;
+      for (int extra = 0; extra < 2 && i < t.size() && t[i] == close[0]; ++extra) ++i;  // quotes ending the text
+      in_token = true;   // what follows a string must end it (a blank, a comma, ...)
+    } else if (quote) {  // a one-line string
+      for (++i; i < t.size() && t[i] != c && t[i] != '\n'; ++i)
+        if (c == '"' && t[i] == '\\') refuse_beyond_ascii(++i);
+      if (i < t.size() && t[i] == c) ++i;
+      in_token = true;
+    } else {
+      refuse_beyond_ascii(i);
+      bare(c);
+      line += c == '\n';
+      ++i;
     }
   }
-  try {
-    return json::parse(text);
-  } catch (const json::parse_error& e) {
-    HMOE_FAIL("config: '", path, "' is not valid JSON: ", e.what());
+}
+
+json parse_text(std::string_view text, ConfigFormat format, const std::string& name) {
+  if (format == ConfigFormat::toml) {
+    check_toml_ascii(text, name);
+    try {
+      return toml_to_json(toml::parse(text, name));
+    } catch (const toml::parse_error& e) {
+      HMOE_FAIL("config: '", name, "' is not valid TOML: ", e.description(), " at line ", e.source().begin.line);
+    }
   }
+  return io::parse_json(text, "config: '" + name + "'");
 }
 
 // "model.d_model=128" -> {"model": {"d_model": 128}}; the value is read as JSON when
@@ -172,12 +243,9 @@ json override_json(const std::string& o) {
   const size_t eq = o.find('=');
   HMOE_CHECK(eq != std::string::npos && eq > 0, "config: override '", o, "' must look like section.key=value");
   const std::string key = o.substr(0, eq), val = o.substr(eq + 1);
-  json v;
-  try {
-    v = json::parse(val);
-  } catch (const json::parse_error&) {
-    v = val;
-  }
+  // accept() first: a value that is JSON is parsed with the limits of io::parse_json
+  // (nesting, duplicate keys), one that is not is a string.
+  const json v = json::accept(val) ? io::parse_json(val, "config: override '" + key + "'") : json(val);
   json root = json::object();
   json* cur = &root;
   size_t start = 0;
@@ -198,18 +266,31 @@ json override_json(const std::string& o) {
 }  // namespace
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
-  json user = json::object();
-  json schema = to_json(Config{});
+  if (path.empty()) return load_config_text("{}", ConfigFormat::json, "(defaults)", overrides);
+  const bool is_toml = path.size() >= 5 && path.substr(path.size() - 5) == ".toml";
+  // A config is small: a larger file is a mistake (a data file given as the config).
+  constexpr size_t kMaxConfigBytes = 16u << 20;
+  return load_config_text(io::read_text_file(path, "config", kMaxConfigBytes),
+                          is_toml ? ConfigFormat::toml : ConfigFormat::json, path, overrides);
+}
+
+Config load_config_text(std::string_view text, ConfigFormat format, const std::string& name,
+                        const std::vector<std::string>& overrides) {
+  const json schema = to_json(Config{});
   // Collect what the user set (checked against the schema), to learn the preset first.
-  json file = path.empty() ? json::object() : read_file_json(path);
+  const json file = parse_text(text, format, name);
   json checked = schema;
   merge_checked(checked, file, "");
-  for (const std::string& o : overrides) merge_checked(checked, override_json(o), "");
+  std::vector<json> overridden;
+  for (const std::string& o : overrides) {
+    overridden.push_back(override_json(o));
+    merge_checked(checked, overridden.back(), "");
+  }
   const std::string preset = checked["model"]["preset"].get<std::string>();
   json result = schema;
   merge_checked(result["model"], preset_values(preset), "model");
   merge_checked(result, file, "");
-  for (const std::string& o : overrides) merge_checked(result, override_json(o), "");
+  for (const json& o : overridden) merge_checked(result, o, "");
   Config c = from_json(result);
   validate(c);
   return c;
@@ -218,15 +299,11 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 std::string config_to_json(const Config& c) { return to_json(c).dump(2); }
 
 Config parse_config_json(const std::string& text) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    HMOE_FAIL("config: stored config is not valid JSON: ", e.what());
-  }
   json result = to_json(Config{});
-  merge_checked(result, j, "");
-  return from_json(result);
+  merge_checked(result, io::parse_json(text, "config: the stored config"), "");
+  Config c = from_json(result);
+  validate(c);
+  return c;
 }
 
 DeviceSetting parse_device_setting(const std::string& s) {
@@ -239,22 +316,86 @@ DeviceSetting parse_device_setting(const std::string& s) {
 
 std::string DeviceSetting::str() const { return numbered || device.is_cpu() ? device.str() : "cuda"; }
 
+std::string_view name(NonFinitePolicy p) { return p == NonFinitePolicy::skip ? "skip" : "stop"; }
+
+NonFinitePolicy parse_nonfinite_policy(std::string_view s) {
+  for (NonFinitePolicy p : {NonFinitePolicy::stop, NonFinitePolicy::skip})
+    if (name(p) == s) return p;
+  HMOE_FAIL("config: train.on_nonfinite must be stop or skip, got '", io::json_brief(json(std::string(s))), "'");
+}
+
 void validate(const Config& c) {
   model::validate(c.model);
   const auto& t = c.train;
-  HMOE_CHECK(t.steps >= 0 && t.batch_size >= 1 && t.grad_accum >= 1, "config: train.steps >= 0, batch_size >= 1, ",
+  // At most this many threads: a count beyond any machine is a typo (4294967297 used to
+  // wrap to 1).
+  constexpr int64_t kMaxThreads = 4096;
+  HMOE_CHECK(t.steps >= 1 && t.batch_size >= 1 && t.grad_accum >= 1, "config: train.steps >= 1, batch_size >= 1, ",
              "grad_accum >= 1 required");
-  HMOE_CHECK(t.lr > 0 && t.min_lr >= 0 && t.min_lr <= t.lr, "config: need 0 <= train.min_lr <= train.lr, lr > 0");
   HMOE_CHECK(t.warmup >= 0 && t.eval_every >= 0 && t.eval_batches >= 1 && t.log_every >= 1 && t.checkpoint_every >= 0,
              "config: train.warmup, eval_every, checkpoint_every >= 0 and eval_batches, log_every >= 1 required");
-  HMOE_CHECK(t.beta1 >= 0 && t.beta1 < 1 && t.beta2 >= 0 && t.beta2 < 1 && t.eps > 0 && t.clip >= 0 &&
-                 t.weight_decay >= 0,
-             "config: bad optimiser settings (betas in [0, 1), eps > 0, clip >= 0, weight_decay >= 0)");
-  HMOE_CHECK(t.hyper_lr_scale > 0, "config: train.hyper_lr_scale must be > 0, got ", t.hyper_lr_scale);
-  HMOE_CHECK(t.threads >= 0, "config: train.threads must be >= 0");
+  HMOE_CHECK(t.threads >= 0 && t.threads <= kMaxThreads, "config: train.threads must be in [0, ", kMaxThreads,
+             "] (0: all cores), got ", t.threads);
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  // AdamW moves each weight by about lr a step: beyond 1 no weight of ours keeps a meaning.
+  model::check_float_option("train.lr", t.lr, 0, 1, true);
+  model::check_float_option("train.min_lr", t.min_lr, 0, t.lr);
+  // Decoupled decay multiplies each weight by 1 - lr * weight_decay a step.
+  model::check_float_option("train.weight_decay", t.weight_decay, 0, 1 / t.lr);
+  model::check_float_option("train.beta1", t.beta1, 0, 1, false, true);
+  model::check_float_option("train.beta2", t.beta2, 0, 1, false, true);
+  model::check_float_option("train.eps", t.eps, 0, 1, true);
+  model::check_float_option("train.clip", t.clip, 0, kInf);  // 0: no clipping
+  model::check_float_option("train.hyper_lr_scale", t.hyper_lr_scale, 0, 1 / t.lr, true);
   HMOE_CHECK(c.data.token_width == 2 || c.data.token_width == 4, "config: data.token_width must be 2 or 4");
-  HMOE_CHECK(c.data.val_fraction > 0 && c.data.val_fraction < 1, "config: data.val_fraction must be in (0, 1)");
+  model::check_float_option("data.val_fraction", c.data.val_fraction, 0, 1, true, true);
   HMOE_CHECK(c.data.tokens.empty() || c.data.text.empty(), "config: give data.text or data.tokens, not both");
+}
+
+void make_data_paths_canonical(Config& c) {
+  auto canonical = [](const std::string& p) {
+    std::error_code ec;
+    const std::filesystem::path abs = std::filesystem::weakly_canonical(std::filesystem::absolute(p, ec), ec);
+    return ec ? p : abs.string();
+  };
+  for (std::string& p : c.data.text) p = canonical(p);
+  if (!c.data.tokens.empty()) c.data.tokens = canonical(c.data.tokens);
+}
+
+namespace {
+
+// The config as flat "section.key" -> value, the keys that leave the results as they are
+// left out and data paths made canonical.
+std::map<std::string, json> result_settings(const Config& c) {
+  const std::array<const char*, 10> kSameResults{
+      "train.steps",        "train.device",          "train.threads",      "train.out_dir",
+      "train.log_every",    "train.eval_every",      "train.eval_batches", "train.checkpoint_every",
+      "train.on_nonfinite", "model.expert_recompute"};
+  Config k = c;
+  make_data_paths_canonical(k);
+  std::map<std::string, json> flat;
+  const json j = to_json(k);
+  for (auto s = j.begin(); s != j.end(); ++s)
+    for (auto f = s.value().begin(); f != s.value().end(); ++f) flat[s.key() + "." + f.key()] = f.value();
+  for (const char* key : kSameResults) flat.erase(key);
+  return flat;
+}
+
+}  // namespace
+
+std::vector<std::string> result_differences(const Config& checkpoint, const Config& now) {
+  const std::map<std::string, json> a = result_settings(checkpoint), b = result_settings(now);
+  // Values as JSON (a list of data files in full), cut short only when long.
+  auto describe = [](const json& v) {
+    std::string s = v.dump();
+    return s.size() <= 200 ? s : io::json_brief(v, 200);
+  };
+  std::vector<std::string> out;
+  for (const auto& [key, v] : a) {
+    const json& w = b.at(key);
+    if (v != w) out.push_back(key + ": " + describe(v) + " in the checkpoint, " + describe(w) + " now");
+  }
+  return out;
 }
 
 }  // namespace hmoe::train

@@ -23,6 +23,14 @@ struct DeviceSetting {
 // Errors name the key: "config: train.device: bad device string ...".
 DeviceSetting parse_device_setting(const std::string& s);
 
+// train.on_nonfinite: what a step whose loss or gradient norm is not finite does. stop:
+// the run ends with an error naming the step, its update not applied, a checkpoint of
+// the step before saved; skip: the update is dropped (the data are consumed and the step
+// counts, as large-scale trainers do) and the run goes on.
+enum class NonFinitePolicy : uint8_t { stop, skip };
+std::string_view name(NonFinitePolicy p);
+NonFinitePolicy parse_nonfinite_policy(std::string_view s);
+
 struct DataConfig {
   std::vector<std::string> text;  // text files or directories; empty: the default corpus
   std::string tokens;             // a pre-tokenised file instead of text
@@ -42,22 +50,42 @@ struct OptimConfig {
   int64_t eval_every = 100, eval_batches = 8, log_every = 10, checkpoint_every = 0;
   int64_t seed = 1337, threads = 0;  // threads 0: all cores
   DeviceSetting device;              // cpu | cuda | cuda:N
+  NonFinitePolicy on_nonfinite = NonFinitePolicy::stop;
   std::string out_dir = "runs/hmoe";
 };
 
 struct Config {
-  model::ModelConfig model;
+  model::ModelConfig model{.vocab_size = 0};  // 0: from the data (the trainer sets it)
   DataConfig data;
   OptimConfig train;
 };
 
-// Defaults < preset < file < overrides. `path` may be empty (defaults only).
+// Defaults < preset < file < overrides. `path` may be empty (defaults only). The file is
+// TOML when its name ends in .toml, else JSON.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides);
-// The config as JSON text (written into checkpoints; read back by parse_config_json).
+// The same from a config's text; `name` stands for the file in messages.
+enum class ConfigFormat : uint8_t { toml, json };
+Config load_config_text(std::string_view text, ConfigFormat format, const std::string& name,
+                        const std::vector<std::string>& overrides);
+// The config as JSON text (written into checkpoints; read back by parse_config_json,
+// which validates it: a checkpoint's config is input like any other).
 std::string config_to_json(const Config& c);
 Config parse_config_json(const std::string& json_text);
 // Checks value ranges and consistency (the model's with model::validate, then the
 // data's and the optimiser's).
 void validate(const Config& c);
+
+// The data paths (data.text, data.tokens) made canonical and absolute: what a checkpoint
+// records, so that a resume from another working directory reads them as the same files.
+void make_data_paths_canonical(Config& c);
+
+// What differs between a checkpoint's config and this run's among the settings that
+// change what a run computes, one "key: A in the checkpoint, B now" per key. Not among
+// them: train.steps (a run may be extended), the device, the thread count,
+// model.expert_recompute (the same results to the bit), where the run lives
+// (train.out_dir), how often it logs, evaluates and saves, and train.on_nonfinite
+// (resuming with skip gets past a step that stopped the run). Data paths compare as
+// canonical paths.
+std::vector<std::string> result_differences(const Config& checkpoint, const Config& now);
 
 }  // namespace hmoe::train

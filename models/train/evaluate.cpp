@@ -37,16 +37,15 @@ double evaluate(model::LanguageModel& m, const data::TokenDataset& data, int64_t
 
 EvalResult evaluate_checkpoint(const std::string& checkpoint_dir, const std::vector<std::string>& text_files,
                                const std::string& token_file, int token_width, int64_t max_batches) {
-  const Config cfg = checkpoint_config(checkpoint_dir);
-  data::TokenDataset ds = token_width > 0 ? data::TokenDataset::from_token_file(token_file, token_width)
-                                          : data::TokenDataset::from_text_files(text_files);
-  HMOE_CHECK(ds.vocab_size() <= cfg.model.vocab_size, "eval: the data's vocabulary (", ds.vocab_size(),
-             ") is larger than the model's (", cfg.model.vocab_size, ")");
-  model::LanguageModel m(cfg.model, 0);
-  place_model(m, cfg);
-  load_weights(m, checkpoint_dir);
+  HMOE_CHECK(max_batches >= 1, "eval: the number of batches must be >= 1, got ", max_batches);
+  const CheckpointModel cm = load_checkpoint_model(checkpoint_dir, /*batch=*/0, "eval");
+  const Config& cfg = cm.config;
+  // Ids at or beyond the model's vocabulary are errors naming their offset.
+  const data::TokenDataset ds = token_width > 0
+                                    ? data::TokenDataset::from_token_file(token_file, token_width, cfg.model.vocab_size)
+                                    : data::TokenDataset::from_text_files(text_files, cfg.model.vocab_size);
   EvalResult r;
-  r.loss = evaluate(m, ds, cfg.model.block_size, cfg.train.batch_size, max_batches, &r.tokens);
+  r.loss = evaluate(*cm.model, ds, cfg.model.block_size, cfg.train.batch_size, max_batches, &r.tokens);
   r.perplexity = std::exp(r.loss);
   return r;
 }

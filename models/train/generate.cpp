@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 
 #include "autograd/grad_mode.h"
 #include "models/train/checkpoint.h"
@@ -35,33 +36,42 @@ int64_t sample_token(const std::vector<double>& l, const GenerateOptions& o, Gen
 
 }  // namespace
 
-std::string generate_text(const std::string& checkpoint_dir, const GenerateOptions& o) {
-  const Config cfg = checkpoint_config(checkpoint_dir);
+void generate(const std::string& checkpoint_dir, const GenerateOptions& o,
+              const std::function<void(std::string_view)>& out) {
+  HMOE_CHECK(std::isfinite(o.temperature) && o.temperature >= 0, "generate: temperature must be a finite number >= 0, ",
+             "got ", o.temperature);
+  HMOE_CHECK(o.max_tokens >= 0 && o.top_k >= 0, "generate: max_tokens and top_k must be >= 0");
+  const CheckpointModel cm = load_checkpoint_model(checkpoint_dir, /*batch=*/1, "generate");
+  const Config& cfg = cm.config;
   HMOE_CHECK(cfg.model.vocab_size == 256,
              "generate: text prompts need a byte-level model (vocab 256); this model "
              "has ",
              cfg.model.vocab_size, " tokens");
-  HMOE_CHECK(o.temperature >= 0, "generate: temperature must be >= 0");
-  model::LanguageModel m(cfg.model, 0);
-  place_model(m, cfg);
-  load_weights(m, checkpoint_dir);
+  model::LanguageModel& m = *cm.model;
   m.eval();
   NoGradGuard ng;
-  std::vector<int64_t> ctx;
+  // The context the model sees: the last block_size tokens, no more kept.
+  std::deque<int64_t> ctx;
   for (unsigned char ch : o.prompt) ctx.push_back(ch);
   if (ctx.empty()) ctx.push_back('\n');
-  std::string out = o.prompt;
+  out(o.prompt);
   Generator gen(o.seed), unused(0);
   for (int64_t i = 0; i < o.max_tokens; ++i) {
-    const int64_t start = std::max<int64_t>(0, int64_t(ctx.size()) - cfg.model.block_size);
-    std::vector<int64_t> window(ctx.begin() + start, ctx.end());
+    while (int64_t(ctx.size()) > cfg.model.block_size) ctx.pop_front();
+    const std::vector<int64_t> window(ctx.begin(), ctx.end());
     Tensor ids = from_vector(window, {1, int64_t(window.size())}).to(m.device());
     Tensor logits = m.forward(ids, unused).logits.select(0, 0).select(0, -1).to(DType::f64);  // [V]
     const int64_t next = sample_token(logits.to_vector(), o, gen);
     ctx.push_back(next);
-    out.push_back(char(next));
+    const char byte = char(next);
+    out(std::string_view(&byte, 1));
   }
-  return out;
+}
+
+std::string generate_text(const std::string& checkpoint_dir, const GenerateOptions& o) {
+  std::string text;
+  generate(checkpoint_dir, o, [&](std::string_view s) { text.append(s); });
+  return text;
 }
 
 }  // namespace hmoe::train

@@ -42,6 +42,10 @@ void ParamGroups::set_lr(double lr) {
   for (ParamGroup& g : groups_) g.opt->set_lr(lr * g.lr_scale);
 }
 
+void ParamGroups::zero_grad() {
+  for (ParamGroup& g : groups_) g.opt->zero_grad();
+}
+
 void ParamGroups::step() {
   for (ParamGroup& g : groups_) {
     g.opt->step();

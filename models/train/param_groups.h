@@ -27,6 +27,7 @@ class ParamGroups {
   ParamGroups(const nn::Module& m, const OptimConfig& t);
   void set_lr(double lr);  // each group at lr times its scale
   void step();             // every group's update, then its gradients zeroed
+  void zero_grad();        // the gradients dropped without an update (a step that was not finite)
   const std::vector<ParamGroup>& groups() const { return groups_; }
   std::vector<ParamGroup>& groups() { return groups_; }
 

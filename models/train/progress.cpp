@@ -38,6 +38,27 @@ void Progress::summary(const model::ModelConfig& m, int64_t parameters, int64_t 
               static_cast<long long>(train_tokens), static_cast<long long>(val_tokens));
 }
 
+void Progress::vocab_from_data(int64_t vocab_size, const std::string& token_file) const {
+  if (!quiet_)
+    std::printf(
+        "model.vocab_size = %lld, from the data (the largest token id in %s, plus one); set "
+        "model.vocab_size to fix it\n",
+        static_cast<long long>(vocab_size), token_file.c_str());
+}
+
+void Progress::skipped(int64_t step, const std::string& what) const {
+  if (quiet_) return;
+  if (tty_) std::printf("\n");
+  std::printf("step %5lld | %s: update skipped (train.on_nonfinite = skip)\n", static_cast<long long>(step),
+              what.c_str());
+}
+
+void Progress::nothing_to_do(int64_t step, int64_t stop) const {
+  if (!quiet_)
+    std::printf("the checkpoint is at step %lld: nothing to train up to step %lld (raise train.steps to go on)\n",
+                static_cast<long long>(step), static_cast<long long>(stop));
+}
+
 void Progress::step(const StepMetrics& s, int64_t total_steps, double eta_seconds) const {
   if (quiet_) return;
   char line[256];

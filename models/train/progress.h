@@ -19,6 +19,9 @@ class Progress {
   void restored(const std::filesystem::path& checkpoint_dir) const;
   void resumed(const std::filesystem::path& checkpoint_dir, int64_t step) const;
   void summary(const model::ModelConfig& m, int64_t parameters, int64_t train_tokens, int64_t val_tokens) const;
+  void vocab_from_data(int64_t vocab_size, const std::string& token_file) const;
+  void skipped(int64_t step, const std::string& what) const;  // a step not finite, its update dropped
+  void nothing_to_do(int64_t step, int64_t stop) const;
   void step(const StepMetrics& s, int64_t total_steps, double eta_seconds) const;
   void validation(int64_t step, double loss) const;
   void profile(const Profiler& p, const std::string& trace_path, int64_t steps) const;

@@ -1,10 +1,12 @@
 // A training run's directory (train.out_dir): checkpoint/ (checkpoint.h), written every
-// train.checkpoint_every steps and at the end, and metrics.jsonl (metrics.h); resuming
-// a run reads them back.
+// train.checkpoint_every steps and at the end, metrics.jsonl (metrics.h) and train.lock,
+// which the trainer holds while it runs; resuming a run reads them back.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 
+#include "engine/io/file.h"
 #include "models/hypermoe/lm.h"
 #include "models/train/checkpoint.h"
 #include "models/train/config.h"
@@ -14,21 +16,35 @@ namespace hmoe::train {
 
 class RunDir {
  public:
-  explicit RunDir(const std::filesystem::path& out_dir);  // creates the directory
+  // How a run starts in its directory: afresh (refused where a run already is), resuming
+  // the run there, or replacing it (its checkpoint and metrics deleted first).
+  enum class Start { fresh, resume, overwrite };
+
+  // Creates the directory and takes its lock (train.lock, flock): a second trainer on the
+  // same directory is refused with the process that holds it, and so is a fresh start
+  // over an existing run. Also proves the directory writable before any step.
+  RunDir(const std::filesystem::path& out_dir, Start start);
+  const std::filesystem::path& dir() const { return out_; }
   const std::filesystem::path& checkpoint_dir() const { return checkpoint_; }
   std::filesystem::path metrics_path() const { return out_ / "metrics.jsonl"; }
+
+  // Refuses, before the first step, a file system without room for one more checkpoint
+  // of `bytes` (a save writes the new one beside the last before removing it).
+  void check_room(double bytes) const;
 
   // Resuming, first: puts back the checkpoint an interrupted save left aside; true if it did.
   bool restore_interrupted_save() const;
   // Then continues the run saved here: checks that its checkpoint was written with `cfg`
-  // (up to the settings that leave the results as they are), loads its weights into `m`
-  // and its optimiser state into `groups`, and drops the metrics logged after it.
-  // Returns where the loop stood.
+  // (up to the settings that leave the results as they are; each differing key named with
+  // both values) and that its two files belong together, loads its weights into `m` and
+  // its optimiser state into `groups`, and drops the metrics logged after it. Returns
+  // where the loop stood.
   TrainState resume(const Config& cfg, model::LanguageModel& m, ParamGroups& groups) const;
   void save(const Config& cfg, const model::LanguageModel& m, const ParamGroups& groups, const TrainState& st) const;
 
  private:
   std::filesystem::path out_, checkpoint_;
+  io::FileLock lock_;
 };
 
 }  // namespace hmoe::train

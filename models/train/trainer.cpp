@@ -1,19 +1,25 @@
 // The step loop: data, the model and its optimiser groups, one step after another with
-// evaluation, metrics and checkpoints at their intervals, profiling on request.
+// evaluation, metrics and checkpoints at their intervals, profiling on request; the checks
+// before the first step (memory, the run directory, room for a checkpoint), steps that
+// are not finite, and stopping on a signal.
 #include "models/train/trainer.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <fstream>
+#include <limits>
 #include <memory>
+#include <optional>
 
+#include "engine/io/file.h"
 #include "engine/profiler.h"
 #include "engine/thread_pool.h"
 #include "models/data/dataset.h"
 #include "models/hypermoe/lm.h"
 #include "models/optim/optimizer.h"
 #include "models/train/evaluate.h"
+#include "models/train/interrupt.h"
+#include "models/train/memory.h"
 #include "models/train/metrics.h"
 #include "models/train/param_groups.h"
 #include "models/train/progress.h"
@@ -30,17 +36,21 @@ struct Data {
   data::TokenDataset train, val;
 };
 
-Data load_data(const Config& c) {
+// The data, with model.vocab_size honoured (ids at or beyond it are errors) or, when 0,
+// set from them (256 for text, the largest token id + 1 for a token file, said aloud).
+Data load_data(Config& c, const Progress& progress) {
   data::TokenDataset all;
   if (!c.data.tokens.empty()) {
-    all = data::TokenDataset::from_token_file(c.data.tokens, int(c.data.token_width));
+    all = data::TokenDataset::from_token_file(c.data.tokens, int(c.data.token_width), c.model.vocab_size);
+    if (c.model.vocab_size == 0) progress.vocab_from_data(all.vocab_size(), c.data.tokens);
   } else {
     std::vector<std::string> files = c.data.text;
     if (files.empty()) files = data::default_corpus_files();
     HMOE_CHECK(!files.empty(), "train: no data: set data.text (files or directories) or data.tokens; the default ",
                "corpus (/usr/share/games/fortunes, Debian package 'fortunes') is not installed");
-    all = data::TokenDataset::from_text_files(files);
+    all = data::TokenDataset::from_text_files(files, c.model.vocab_size == 0 ? 256 : c.model.vocab_size);
   }
+  c.model.vocab_size = all.vocab_size();
   auto [tr, va] = all.split(c.data.val_fraction, c.model.block_size + 1);
   return {std::move(tr), std::move(va)};
 }
@@ -61,7 +71,8 @@ struct Training {
   Training(const Config& cfg, const data::TokenDataset& train);
   TrainState state() const { return {step, sampler.position(), noise.offset()}; }
   void seek(const TrainState& st);
-  // One optimiser step: grad_accum micro-batches forward and backward, clipping, AdamW.
+  // One optimiser step: grad_accum micro-batches forward and backward, clipping, AdamW;
+  // the update dropped when the losses or the gradient norm are not finite (s.finite).
   StepMetrics train_step(const OptimConfig& t);
 
   model::LanguageModel model;
@@ -86,6 +97,8 @@ void Training::seek(const TrainState& st) {
   noise.set_state(noise.seed(), st.noise_offset);
 }
 
+constexpr double kNoClip = std::numeric_limits<double>::infinity();
+
 StepMetrics Training::train_step(const OptimConfig& t) {
   StepMetrics s;
   s.lr = optim::warmup_cosine_lr(step, t.warmup, t.steps, t.lr, t.min_lr);
@@ -98,10 +111,16 @@ StepMetrics Training::train_step(const OptimConfig& t) {
     total.backward();
     add_counts(s.expert_counts, l.expert_counts);
   }
-  s.grad_norm = t.clip > 0 ? optim::clip_grad_norm_(model.parameters(), t.clip) : 0.0;
-  groups.step();
+  // The norm is computed without clipping too (an infinite bound scales nothing): a
+  // gradient that is not finite must be seen before it reaches the weights.
+  s.grad_norm = optim::clip_grad_norm_(model.parameters(), t.clip > 0 ? t.clip : kNoClip);
   s.lm_loss /= double(t.grad_accum);
   s.aux_loss /= double(t.grad_accum);
+  s.finite = std::isfinite(s.lm_loss) && std::isfinite(s.aux_loss) && std::isfinite(s.grad_norm);
+  if (s.finite)
+    groups.step();
+  else
+    groups.zero_grad();
   s.step = ++step;
   return s;
 }
@@ -125,11 +144,7 @@ class StepProfiler {
   }
   void after_step(int64_t done, bool last, const Progress& progress) {
     if (!profiler_ || (done != first_ + opts_.profile_steps && !last)) return;
-    {
-      std::ofstream f(opts_.profile_path, std::ios::trunc);
-      f << profiler_->chrome_trace();
-      HMOE_CHECK(f.good(), "profile: failed to write ", opts_.profile_path);
-    }
+    io::write_file_atomic(opts_.profile_path, profiler_->chrome_trace(), "profile");
     progress.profile(*profiler_, opts_.profile_path, done - first_);
     profiler_.reset();
   }
@@ -142,60 +157,171 @@ class StepProfiler {
 
 bool every(int64_t interval, int64_t step) { return interval > 0 && step % interval == 0; }
 
+// What was not finite in a step, for the message.
+std::string nonfinite_parts(const StepMetrics& s) {
+  std::string out;
+  auto add = [&](const char* name, double v) {
+    if (!std::isfinite(v))
+      out += (out.empty() ? "" : ", ") + std::string(name) + (std::isnan(v) ? " nan" : v > 0 ? " inf" : " -inf");
+  };
+  add("loss", s.lm_loss);
+  add("aux loss", s.aux_loss);
+  add("gradient norm", s.grad_norm);
+  return out;
+}
+
+RunDir::Start start_of(const RunOptions& opts) {
+  HMOE_CHECK(!(opts.resume && opts.overwrite), "train: --resume continues the run in train.out_dir, --overwrite ",
+             "replaces it: give one");
+  return opts.resume ? RunDir::Start::resume : opts.overwrite ? RunDir::Start::overwrite : RunDir::Start::fresh;
+}
+
+// The config with the data's vocabulary, and the data, after the checks that come before
+// any allocation: the config's values and the memory the model, its optimiser and a step
+// need.
+struct Prepared {
+  Config cfg;
+  Data data;
+};
+Prepared prepare(const Config& cfg_in, const Progress& progress) {
+  Prepared p{cfg_in, {}};
+  validate(p.cfg);                   // before reading any data
+  make_data_paths_canonical(p.cfg);  // as the checkpoint records them
+  if (p.cfg.train.threads > 0) set_num_threads(int(p.cfg.train.threads));
+  p.data = load_data(p.cfg, progress);
+  validate(p.cfg);
+  check_memory(estimate_training_memory(p.cfg), p.cfg.train.device.device, "train");
+  return p;
+}
+
+// The run directory, locked and writable, with room on its disk for a checkpoint.
+RunDir open_run_dir(const Config& cfg, const RunOptions& opts) {
+  RunDir run(cfg.train.out_dir, start_of(opts));
+  const MemoryEstimate e = estimate_training_memory(cfg);
+  run.check_room(e.weights + e.optimizer);  // a checkpoint: the weights and the optimiser's state
+  return run;
+}
+
+// A run after its checks: the data, the run directory, the model and optimiser (resumed
+// when asked), the metrics file; `step_loop` runs the steps.
+class Run {
+ public:
+  Run(Prepared p, const RunOptions& opts, const Progress& progress);
+  TrainResult step_loop();
+
+ private:
+  // The validation loss after `done` steps (reads no generator: training continues the same).
+  void validate_at(int64_t done);
+  void save();  // the metrics made durable first: a resume trims them to the checkpoint
+  // A step that was not finite: stopped (the checkpoint of the step before saved, an
+  // error) or skipped, as train.on_nonfinite says.
+  void not_finite(StepMetrics& s, const TrainState& before);
+
+  const RunOptions& opts_;
+  const Progress& progress_;
+  const Config cfg_;
+  const Data data_;
+  const RunDir run_;
+  Training tr_;
+  std::optional<MetricsWriter> metrics_;
+  TrainResult res_;
+  int64_t saved_step_ = -1;  // the step of the checkpoint on disk, -1 if none
+};
+
+Run::Run(Prepared p, const RunOptions& opts, const Progress& progress)
+    : opts_(opts),
+      progress_(progress),
+      cfg_(std::move(p.cfg)),
+      data_(std::move(p.data)),
+      run_(open_run_dir(cfg_, opts)),
+      tr_(cfg_, data_.train) {
+  if (opts.resume) {
+    if (run_.restore_interrupted_save()) progress_.restored(run_.checkpoint_dir());
+    tr_.seek(run_.resume(cfg_, tr_.model, tr_.groups));
+    saved_step_ = tr_.step;
+    progress_.resumed(run_.checkpoint_dir(), tr_.step);
+  }
+  metrics_.emplace(run_.metrics_path(), /*append=*/tr_.step > 0);
+  res_.num_parameters = tr_.model.num_parameters();
+  res_.last_val_loss = std::nan("");
+  res_.checkpoint_dir = run_.checkpoint_dir().string();
+  progress_.summary(cfg_.model, res_.num_parameters, data_.train.size(), data_.val.size());
+}
+
+void Run::validate_at(int64_t done) {
+  const OptimConfig& t = cfg_.train;
+  res_.last_val_loss = evaluate(tr_.model, data_.val, cfg_.model.block_size, t.batch_size, t.eval_batches);
+  metrics_->eval(done, res_.last_val_loss);
+  progress_.validation(done, res_.last_val_loss);
+}
+
+void Run::save() {
+  metrics_->sync();
+  run_.save(cfg_, tr_.model, tr_.groups, tr_.state());
+  saved_step_ = tr_.step;
+}
+
+void Run::not_finite(StepMetrics& s, const TrainState& before) {
+  if (cfg_.train.on_nonfinite == NonFinitePolicy::skip) {
+    s.skipped = true;
+    progress_.skipped(s.step, nonfinite_parts(s));
+    return;
+  }
+  tr_.seek(before);  // the step is undone: its update was not applied, its data will be read again
+  if (saved_step_ < tr_.step) save();
+  HMOE_FAIL("train: step ", s.step, ": ", nonfinite_parts(s), "; the run stopped before applying the step ",
+            "(train.on_nonfinite = stop), its checkpoint at step ", tr_.step, " in '", run_.checkpoint_dir().string(),
+            "'. Lower train.lr or raise train.clip and start again, or resume with train.on_nonfinite=skip to ",
+            "drop such steps");
+}
+
+TrainResult Run::step_loop() {
+  const OptimConfig& t = cfg_.train;
+  // Where a fresh run starts from, for its later evaluations to be read against.
+  if (tr_.step == 0 && t.eval_every > 0) validate_at(0);
+  const int64_t stop = opts_.stop_at >= 0 ? std::min(opts_.stop_at, t.steps) : t.steps;
+  if (tr_.step >= stop) progress_.nothing_to_do(tr_.step, stop);
+  const double tokens_per_step =
+      double(checked_mul(checked_mul(t.batch_size, t.grad_accum, "train: batch_size x grad_accum"),
+                         cfg_.model.block_size, "train: tokens per step"));
+  std::optional<InterruptGuard> interrupt;
+  if (opts_.stop_on_signals) interrupt.emplace();
+  StepProfiler profiler(opts_, stop - tr_.step);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t run_steps = 1; tr_.step < stop; ++run_steps) {
+    profiler.before_step(run_steps - 1);
+    const TrainState before = tr_.state();
+    StepMetrics s = tr_.train_step(t);
+    if (!s.finite) not_finite(s, before);
+    profiler.after_step(run_steps, s.step == stop, progress_);
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    s.tokens_per_s = double(run_steps) * tokens_per_step / std::max(elapsed, 1e-9);
+    res_.train_losses.push_back(s.lm_loss);
+    res_.tokens_per_second = s.tokens_per_s;
+    metrics_->step(s);
+    if (every(t.log_every, s.step) || s.step == t.steps)
+      progress_.step(s, t.steps, double(t.steps - s.step) * elapsed / double(run_steps));
+    if (every(t.eval_every, s.step) || s.step == stop) validate_at(s.step);
+    // The one place the loop asks whether a signal wants it to stop.
+    const int signal = interrupt ? interrupt->requested() : 0;
+    if (every(t.checkpoint_every, s.step) || s.step == stop || signal) save();
+    if (signal) {
+      res_.interrupted_by = signal;
+      break;
+    }
+  }
+  res_.steps = tr_.step;
+  return res_;
+}
+
 }  // namespace
 
-TrainResult run_training(const Config& cfg_in, const RunOptions& opts) {
+TrainResult run_training(const Config& cfg, const RunOptions& opts) {
   check_profile_options(opts);
-  Config cfg = cfg_in;
-  const OptimConfig& t = cfg.train;
-  if (t.threads > 0) set_num_threads(int(t.threads));
-  const Data d = load_data(cfg);
-  cfg.model.vocab_size = d.train.vocab_size();
-  validate(cfg);
-
-  const RunDir run(t.out_dir);
+  start_of(opts);
   const Progress progress(opts.quiet, opts.progress_tty);
-  Training tr(cfg, d.train);
-  if (opts.resume) {
-    if (run.restore_interrupted_save()) progress.restored(run.checkpoint_dir());
-    tr.seek(run.resume(cfg, tr.model, tr.groups));
-    progress.resumed(run.checkpoint_dir(), tr.step);
-  }
-  TrainResult res;
-  res.num_parameters = tr.model.num_parameters();
-  res.last_val_loss = std::nan("");
-  progress.summary(cfg.model, res.num_parameters, d.train.size(), d.val.size());
-
-  MetricsWriter metrics(run.metrics_path(), /*append=*/tr.step > 0);
-  // The validation loss after `done` steps (reads no generator: training continues the same).
-  auto validate_at = [&](int64_t done) {
-    res.last_val_loss = evaluate(tr.model, d.val, cfg.model.block_size, t.batch_size, t.eval_batches);
-    metrics.eval(done, res.last_val_loss);
-    progress.validation(done, res.last_val_loss);
-  };
-  // Where a fresh run starts from, for its later evaluations to be read against.
-  if (tr.step == 0 && t.eval_every > 0) validate_at(0);
-  const int64_t stop = opts.stop_at >= 0 ? std::min(opts.stop_at, t.steps) : t.steps;
-  const int64_t tokens_per_step = t.batch_size * t.grad_accum * cfg.model.block_size;
-  StepProfiler profiler(opts, stop - tr.step);
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t run_steps = 1; tr.step < stop; ++run_steps) {
-    profiler.before_step(run_steps - 1);
-    StepMetrics s = tr.train_step(t);
-    profiler.after_step(run_steps, s.step == stop, progress);
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    s.tokens_per_s = double(run_steps * tokens_per_step) / std::max(elapsed, 1e-9);
-    res.train_losses.push_back(s.lm_loss);
-    res.tokens_per_second = s.tokens_per_s;
-    metrics.step(s);
-    if (every(t.log_every, s.step) || s.step == t.steps)
-      progress.step(s, t.steps, double(t.steps - s.step) * elapsed / double(run_steps));
-    if (every(t.eval_every, s.step) || s.step == stop) validate_at(s.step);
-    metrics.flush();
-    if (every(t.checkpoint_every, s.step) || s.step == stop) run.save(cfg, tr.model, tr.groups, tr.state());
-  }
-  res.steps = tr.step;
-  return res;
+  Run run(prepare(cfg, progress), opts, progress);
+  return run.step_loop();
 }
 
 }  // namespace hmoe::train

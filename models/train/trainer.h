@@ -12,8 +12,10 @@
 namespace hmoe::train {
 
 struct RunOptions {
-  bool resume = false;        // continue from <out_dir>/checkpoint (an error if there is none)
-  bool progress_tty = false;  // rewrite one progress line instead of printing lines
+  bool resume = false;           // continue from <out_dir>/checkpoint (an error if there is none)
+  bool overwrite = false;        // replace the run in out_dir (else a fresh run there is refused)
+  bool stop_on_signals = false;  // SIGINT / SIGTERM stop the run with a checkpoint (InterruptGuard)
+  bool progress_tty = false;     // rewrite one progress line instead of printing lines
   bool quiet = false;         // no progress output at all
   int64_t stop_at = -1;       // stop (and checkpoint) after this many total steps; -1: train.steps
   // Profile `profile_steps` steps (from this run's second step: the first warms the pools)
@@ -25,6 +27,8 @@ struct RunOptions {
 
 struct TrainResult {
   int64_t steps = 0;                 // steps completed in total (including resumed ones)
+  int interrupted_by = 0;            // the signal that stopped the run (its checkpoint saved), or 0
+  std::string checkpoint_dir;        // where the run's checkpoint is
   std::vector<double> train_losses;  // LM loss of every step run by this call
   double last_val_loss = 0;          // NaN if never evaluated
   double tokens_per_second = 0;

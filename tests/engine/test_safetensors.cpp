@@ -1,5 +1,7 @@
 // safetensors: round trips of every dtype (empty and 0-d included), strict rejection
-// of malformed files, atomic writes, and interoperability with the Python package.
+// of malformed and hostile files, digests that name a damaged tensor, atomic writes, and
+// interoperability with the Python package.
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -20,6 +22,12 @@ std::vector<uint8_t> file_with_header(const std::string& json, size_t data_bytes
 }
 void expect_rejects(const std::vector<uint8_t>& b, const std::string& what) {
   EXPECT_HMOE_ERROR(io::parse_safetensors(b.data(), b.size()), what);
+}
+// Offset of the first occurrence of `needle` in b.
+size_t find_bytes(const std::vector<uint8_t>& b, const std::string& needle) {
+  const auto it = std::search(b.begin(), b.end(), needle.begin(), needle.end());
+  EXPECT_NE(it, b.end()) << needle;
+  return size_t(it - b.begin());
 }
 }  // namespace
 
@@ -62,7 +70,41 @@ TEST(Safetensors, RejectsMalformedFiles) {
                                   R"( "b": {"dtype": "F32", "shape": [1], "data_offsets": [2, 6]}})", 8), "overlap");
   expect_rejects(file_with_header(R"({"a": {"dtype": "F32", "shape": [1]}})", 4), "needs dtype");
   expect_rejects(file_with_header(R"({"__metadata__": {"k": 1}})", 0), "not a string");
-  EXPECT_HMOE_ERROR(io::load_safetensors("/nonexistent/x.safetensors"), "cannot open");
+  EXPECT_HMOE_ERROR(io::load_safetensors("/nonexistent/x.safetensors"), "No such file");
+  // Values are described, never dumped whole, and nesting is bounded (a 100,000-deep
+  // shape used to overflow the stack while the error message printed it).
+  expect_rejects(file_with_header(R"({"a": {"dtype": "F32", "shape": [[1]], "data_offsets": [0, 4]}})", 4),
+                 "got an array of 1 values");
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  expect_rejects(file_with_header(R"({"a": {"dtype": "F32", "shape": )" + deep + R"(, "data_offsets": [0, 4]}})", 4),
+                 "nested deeper than");
+  expect_rejects(file_with_header(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},)"
+                                  R"( "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})", 4),
+                 "appears twice");
+}
+
+TEST(Safetensors, DigestsNameTheDamagedTensorOrMetadata) {
+  const Tensor a = rand_t({4, 4}, 1, -1, 1, DType::f32), b = rand_t({8}, 2, -1, 1, DType::f32);
+  const std::vector<uint8_t> good = io::serialize_safetensors({{"a", a}, {"b", b}}, {{"step", "30"}});
+  const io::SafeTensors st = io::parse_safetensors(good.data(), good.size());
+  EXPECT_EQ(st.metadata.size(), 1u) << "the digests are not the caller's metadata";
+  EXPECT_EQ(st.digest, io::safetensors_digest({{"b", b}, {"a", a}})) << "one digest, whatever the order";
+  EXPECT_NE(st.digest, io::safetensors_digest({{"a", a}, {"b", b * 2.0}}));
+  EXPECT_NE(st.digest, io::safetensors_digest({{"a", a}, {"b", b.reshape({2, 4})}}));
+  // One flipped exponent bit in b's data (b follows a in the data section).
+  std::vector<uint8_t> bad = good;
+  bad[bad.size() - 4 * 8 + 3] ^= 0x40;
+  expect_rejects(bad, "tensor 'b' is damaged");
+  // The metadata value "30" becomes "20".
+  bad = good;
+  bad[find_bytes(bad, "\"30\"") + 1] = '2';
+  expect_rejects(bad, "metadata is damaged");
+  // Digest entries are ours alone, and each must match a tensor.
+  EXPECT_HMOE_ERROR(io::serialize_safetensors({{"a", a}}, {{"xxh3_64:a", "0"}}), "reserved prefix");
+  expect_rejects(file_with_header(R"({"__metadata__": {"xxh3_64:zz": "0"}})", 0), "which the file does not hold");
+  // Files without digests (other tools) load.
+  const auto plain = file_with_header(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})", 4);
+  EXPECT_NO_THROW(io::parse_safetensors(plain.data(), plain.size()));
 }
 
 TEST(Safetensors, InteropWithPythonPackage) {

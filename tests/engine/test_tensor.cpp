@@ -81,6 +81,16 @@ TEST(Tensor, ViewErrors) {
   EXPECT_HMOE_ERROR(a.data_ptr<double>(), "holds f32");
 }
 
+// Sizes whose product wraps are refused before anything is allocated.
+TEST(Tensor, SizesThatOverflowAreErrors) {
+  EXPECT_HMOE_ERROR(Tensor::empty({int64_t(1) << 32, int64_t(1) << 32}), "more elements than int64 can count");
+  EXPECT_HMOE_ERROR(Tensor::empty({int64_t(1) << 61}, {DType::f64}), "overflows a 64-bit count");
+  EXPECT_HMOE_ERROR(zeros({576460752303423488, 128}), "more elements");
+  EXPECT_EQ(checked_mul(int64_t(1) << 31, int64_t(1) << 31, "x"), int64_t(1) << 62);
+  EXPECT_HMOE_ERROR(checked_mul(int64_t(1) << 32, int64_t(1) << 31, "batch x block"), "batch x block: 4294967296 x");
+  EXPECT_EQ(shape_numel({0, int64_t(1) << 62, 4}), 0) << "an empty dim first is 0 whatever follows";
+}
+
 TEST(Tensor, DtypeConversionRoundsToNearestEven) {
   // 1 + 2^-8 is exactly halfway between two bf16 values: ties go to the even one (1.0).
   Tensor x = from_vector(std::vector<double>{1.0 + 1.0 / 256, 1.0 + 3.0 / 256, 65520.0, 1e-8, -2.5}, {5},

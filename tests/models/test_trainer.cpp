@@ -68,6 +68,7 @@ TEST(Trainer, LossFallsForEachFfnKind) {
     c.train.eval_every = 0;
     train::RunOptions q;
     q.quiet = true;
+    q.overwrite = true;  // one run directory for the three
     const auto r = train::run_training(c, q);
     double first = 0, last = 0;
     for (int i = 0; i < 5; ++i)
@@ -105,7 +106,7 @@ TEST(Trainer, BadConfigsAndCheckpoints) {
   EXPECT_HMOE_ERROR(train::load_config("", {"model.top_k=9"}), "top_k");
   EXPECT_HMOE_ERROR(train::load_config("", {"model.preset=huge"}), "preset");
   EXPECT_HMOE_ERROR(train::load_config("", {"nonsense"}), "section.key=value");
-  EXPECT_HMOE_ERROR(train::load_config("", {"train.hyper_lr_scale=0"}), "hyper_lr_scale must be > 0");
+  EXPECT_HMOE_ERROR(train::load_config("", {"train.hyper_lr_scale=0"}), "train.hyper_lr_scale must be a finite number");
   {
     std::ofstream f(dir / "c.toml");
     f << "[model\n";
@@ -204,6 +205,7 @@ TEST(Trainer, ProfilesStepsWithoutChangingThem) {
   train::RunOptions q;
   q.quiet = true;
   const auto plain = train::run_training(c, q);
+  q.overwrite = true;
   q.profile_path = (dir / "trace.json").string();
   q.profile_steps = 2;
   const auto profiled = train::run_training(c, q);

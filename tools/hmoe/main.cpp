@@ -4,9 +4,12 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <charconv>
+#include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <functional>
-#include <iostream>
+#include <limits>
 #include <memory>
 
 #include "engine/error.h"
@@ -14,6 +17,7 @@
 #include "models/hypermoe/shapes.h"
 #include "models/train/evaluate.h"
 #include "models/train/generate.h"
+#include "models/train/interrupt.h"
 #include "models/train/trainer.h"
 #include "tools/hmoe/selftest.h"
 #if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
@@ -28,6 +32,50 @@ struct Verb {
   std::function<int()> run;
 };
 
+// A whole number in [lo, hi], checked before conversion, with a short message
+// ("--threads: must be a whole number in [0, 4096], got -1").
+CLI::Validator whole_in(int64_t lo, int64_t hi) {
+  const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+  return CLI::Validator(
+      [lo, hi, range](std::string& s) -> std::string {
+        int64_t v = 0;
+        const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+        if (s.empty() || ec != std::errc() || end != s.data() + s.size() || v < lo || v > hi)
+          return "must be a whole number in " + range + ", got " + s.substr(0, 40);
+        return {};
+      },
+      range);
+}
+
+// A finite number >= 0 (a temperature).
+CLI::Validator finite_non_negative() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        double v = 0;
+        const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+        if (s.empty() || ec != std::errc() || end != s.data() + s.size() || !std::isfinite(v) || v < 0)
+          return "must be a finite number >= 0, got " + s.substr(0, 40);
+        return {};
+      },
+      "NUMBER >= 0");
+}
+
+constexpr int64_t kMaxCount = std::numeric_limits<int64_t>::max();
+
+// The command line that started this process, with --overwrite dropped and --resume added:
+// how an interrupted run goes on.
+std::string resume_command(const std::vector<std::string>& argv) {
+  std::string cmd;
+  bool resume = false;
+  for (const std::string& a : argv) {
+    if (a == "--overwrite") continue;
+    resume |= a == "--resume";
+    const bool plain = !a.empty() && a.find_first_of(" \t'\"$\\;&|<>()*?`") == std::string::npos;
+    cmd += (cmd.empty() ? "" : " ") + (plain ? a : "'" + a + "'");
+  }
+  return resume ? cmd : cmd + " --resume";
+}
+
 // A config file and section.key=value overrides (train and presets).
 struct ConfigArgs {
   std::string path;
@@ -38,7 +86,7 @@ struct ConfigArgs {
   }
 };
 
-Verb train_verb(CLI::App& app) {
+Verb train_verb(CLI::App& app, const std::vector<std::string>& argv) {
   struct Args {
     ConfigArgs config;
     hmoe::train::RunOptions run;
@@ -47,19 +95,35 @@ Verb train_verb(CLI::App& app) {
   auto* cmd = app.add_subcommand("train", "train a model from a config file (TOML or JSON)");
   a->config.add_to(cmd, "config file (.toml or .json); defaults if omitted",
                    "section.key=value overrides, e.g. train.steps=100 model.ffn=moe");
-  cmd->add_flag("--resume", a->run.resume, "continue from <train.out_dir>/checkpoint");
+  auto* resume = cmd->add_flag("--resume", a->run.resume, "continue from <train.out_dir>/checkpoint");
+  cmd->add_flag(
+         "--overwrite", a->run.overwrite,
+         "replace the run in train.out_dir (its checkpoint and metrics); without it a fresh run there is refused")
+      ->excludes(resume);
   cmd->add_flag("--quiet", a->run.quiet, "no progress output");
   cmd->add_option("--profile", a->run.profile_path,
                   "profile steps from the second on: Chrome trace JSON to this file, per-op time and memory printed");
-  cmd->add_option("--profile-steps", a->run.profile_steps, "steps to profile (default 5)")->check(CLI::PositiveNumber);
-  return {cmd, [a] {
+  cmd->add_option("--profile-steps", a->run.profile_steps, "steps to profile (default 5)")
+      ->check(whole_in(1, kMaxCount));
+  return {cmd, [a, argv] {
             using namespace hmoe::train;
             const Config cfg = load_config(a->config.path, a->config.overrides);
             RunOptions opts = a->run;
             opts.progress_tty = isatty(fileno(stdout)) != 0;
+            opts.stop_on_signals = true;
             const TrainResult r = run_training(cfg, opts);
-            std::printf("done: %lld steps, last validation loss %.4f, %.0f tokens/s, %lld parameters\n",
-                        static_cast<long long>(r.steps), r.last_val_loss, r.tokens_per_second,
+            if (r.interrupted_by != 0) {
+              std::fflush(stdout);
+              std::fprintf(stderr,
+                           "hmoe: stopped by %s after step %lld; the checkpoint is saved in %s\n"
+                           "continue with: %s\n",
+                           r.interrupted_by == SIGINT ? "SIGINT" : "SIGTERM", static_cast<long long>(r.steps),
+                           r.checkpoint_dir.c_str(), resume_command(argv).c_str());
+              return kExitInterrupted;
+            }
+            std::printf("done: %lld steps, ", static_cast<long long>(r.steps));
+            if (std::isfinite(r.last_val_loss)) std::printf("last validation loss %.4f, ", r.last_val_loss);
+            std::printf("%.0f tokens/s, %lld parameters\n", r.tokens_per_second,
                         static_cast<long long>(r.num_parameters));
             return 0;
           }};
@@ -74,7 +138,8 @@ int run_presets(const ConfigArgs& a) {
   for (const char* preset : {"tiny", "small", "base"}) {
     std::vector<std::string> o = a.overrides;
     o.push_back(std::string("model.preset=") + preset);
-    const hmoe::model::ModelConfig m = hmoe::train::load_config(a.path, o).model;
+    hmoe::model::ModelConfig m = hmoe::train::load_config(a.path, o).model;
+    if (m.vocab_size == 0) m.vocab_size = 256;  // "from the data": byte-level text, as the default corpus
     std::printf("%-6s %7lld %7lld %6lld %6lld %6lld", preset, static_cast<long long>(m.n_layer),
                 static_cast<long long>(m.d_model), static_cast<long long>(m.n_head), static_cast<long long>(m.d_ff),
                 static_cast<long long>(m.block_size));
@@ -109,7 +174,7 @@ Verb eval_verb(CLI::App& app) {
   cmd->add_option("--data", a->data, "text files or directories (vocab 256)");
   cmd->add_option("--tokens", a->tokens, "pre-tokenised file instead of text");
   cmd->add_option("--token-width", a->width, "bytes per token in --tokens (2 or 4)")->check(CLI::IsMember({2, 4}));
-  cmd->add_option("--max-batches", a->max_batches, "batches to evaluate")->check(CLI::PositiveNumber);
+  cmd->add_option("--max-batches", a->max_batches, "batches to evaluate")->check(whole_in(1, kMaxCount));
   return {cmd, [a] {
             const auto r = hmoe::train::evaluate_checkpoint(a->checkpoint, a->data, a->tokens,
                                                             a->tokens.empty() ? 0 : a->width, a->max_batches);
@@ -128,14 +193,19 @@ Verb generate_verb(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "sample text from a checkpoint");
   cmd->add_option("--checkpoint", a->checkpoint, "checkpoint directory")->required();
   cmd->add_option("--prompt", a->gen.prompt, "text to continue");
-  cmd->add_option("--max-tokens", a->gen.max_tokens, "tokens to sample")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--max-tokens", a->gen.max_tokens, "tokens to sample (printed as they are made)")
+      ->check(whole_in(0, kMaxCount));
   cmd->add_option("--temperature", a->gen.temperature, "sampling temperature (0: greedy)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(finite_non_negative());
   cmd->add_option("--top-k", a->gen.top_k, "sample among the k most likely tokens (0: all)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(whole_in(0, kMaxCount));
   cmd->add_option("--seed", a->gen.seed, "sampling seed");
   return {cmd, [a] {
-            std::cout << hmoe::train::generate_text(a->checkpoint, a->gen) << std::endl;
+            hmoe::train::generate(a->checkpoint, a->gen, [](std::string_view bytes) {
+              std::fwrite(bytes.data(), 1, bytes.size(), stdout);
+              std::fflush(stdout);
+            });
+            std::fputc('\n', stdout);
             return 0;
           }};
 }
@@ -174,21 +244,25 @@ Verb bench_verb(CLI::App& app) {
   auto* kernels = cmd->add_subcommand("kernels", "time the CUDA kernels (CUDA events) against measured peaks");
   cmd->require_subcommand(1);
   kernels->add_option("--filter", o->filter, "only kernels whose name contains this");
-  kernels->add_option("--reps", o->reps, "timed runs per kernel (median reported)")->check(CLI::PositiveNumber);
-  kernels->add_option("--warmup", o->warmup, "untimed runs first")->check(CLI::NonNegativeNumber);
+  kernels->add_option("--reps", o->reps, "timed runs per kernel (median reported)")->check(whole_in(1, 1000000));
+  kernels->add_option("--warmup", o->warmup, "untimed runs first")->check(whole_in(0, 1000000));
   return {cmd, [o] { return on_cuda_device([o] { return hmoe::tools::run_bench_kernels(*o); }); }};
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A file-size limit (`ulimit -f`) would kill the process mid-write; ignored, the write
+  // fails with EFBIG instead, which hmoe reports like a full disk, files left whole.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"hmoe: train, evaluate and sample Mixture-of-Experts language models"};
   app.require_subcommand(1);
   int threads = 0;
   app.add_option("--threads", threads, "CPU threads (default: all cores or HMOE_NUM_THREADS)")
-      ->check(CLI::NonNegativeNumber);
-  const std::vector<Verb> verbs{train_verb(app),    presets_verb(app),  eval_verb(app),
-                                generate_verb(app), selftest_verb(app), bench_verb(app)};
+      ->check(whole_in(0, 4096));
+  const std::vector<std::string> args(argv, argv + argc);
+  const std::vector<Verb> verbs{train_verb(app, args), presets_verb(app),  eval_verb(app),
+                                generate_verb(app),    selftest_verb(app), bench_verb(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
