@@ -119,11 +119,28 @@ void place_model(model::LanguageModel& m, const Config& c) {
   m.to(c.train.device.device);
 }
 
-void save_checkpoint(const fs::path& dir_in, const Config& cfg, const model::LanguageModel& m,
-                     const ParamGroups& groups, const TrainState& st) {
+CheckpointContent checkpoint_content(const model::LanguageModel& m, const ParamGroups& groups) {
+  const nn::Parallel& par = m.parallel();
+  const std::map<std::string, nn::RowShard> shards = m.parameter_shards();
+  CheckpointContent c;
+  c.weights = nn::gather_shards(m.named_parameters(), shards, par);
+  // Optimiser state shards like its parameter.
+  std::map<std::string, nn::RowShard> state_shards;
+  const std::vector<std::pair<std::string, Tensor>> state = groups.state_tensors();
+  for (const auto& [key, t] : state) {
+    const auto sh = shards.find(groups.parameter_of(key));
+    if (sh != shards.end()) state_shards.emplace(key, sh->second);
+  }
+  c.state = nn::gather_shards(state, state_shards, par);
+  for (const ParamGroup& g : groups.groups()) c.group_steps[g.name] = g.opt->step_count();
+  return c;
+}
+
+void save_checkpoint(const fs::path& dir_in, const Config& cfg, const CheckpointContent& content,
+                     const TrainState& st) {
   const fs::path dir = clean_dir(dir_in);
-  const std::vector<std::pair<std::string, Tensor>> weights = m.named_parameters();
-  std::vector<std::pair<std::string, Tensor>> state;
+  const std::vector<std::pair<std::string, Tensor>>& weights = content.weights;
+  const std::vector<std::pair<std::string, Tensor>>& state = content.state;
   std::map<std::string, std::string> smeta{{"step", std::to_string(st.step)},
                                            {"sampler_position", std::to_string(st.sampler_position)},
                                            {"noise_offset", std::to_string(st.noise_offset)},
@@ -132,10 +149,7 @@ void save_checkpoint(const fs::path& dir_in, const Config& cfg, const model::Lan
                                            // The weights this state belongs with.
                                            {"model_step", std::to_string(st.step)},
                                            {"model_digest", io::safetensors_digest(weights)}};
-  for (const ParamGroup& g : groups.groups()) {
-    for (auto& [n, t] : g.opt->state_tensors()) state.emplace_back(g.name + "." + n, t);
-    smeta[g.name + "_steps"] = std::to_string(g.opt->step_count());
-  }
+  for (const auto& [group, steps] : content.group_steps) smeta[group + "_steps"] = std::to_string(steps);
   auto check_finite = [&](const std::vector<std::pair<std::string, Tensor>>& part, const char* kind) {
     const std::optional<std::string> bad = first_nonfinite(part);
     HMOE_CHECK(!bad, "checkpoint: not saved at step ", st.step, ": ", kind, " '", bad.value_or(""),
@@ -217,30 +231,29 @@ CheckpointFiles read_checkpoint(const fs::path& dir_in) {
 
 void load_weights(model::LanguageModel& m, const CheckpointFiles& files) {
   check_finite_weights(files.weights, files.weights_path);
-  m.load_state_dict(files.weights.tensors, /*strict=*/true);
+  m.load_state_dict(nn::slice_shards(files.weights.tensors, m.parameter_shards()), /*strict=*/true);
 }
 
-TrainState read_train_state(const io::SafeTensors& s, ParamGroups& groups, const std::string& sf) {
+TrainState read_train_state(const io::SafeTensors& s, const model::LanguageModel& m, ParamGroups& groups,
+                            const std::string& sf) {
   TrainState st{meta_step(s.metadata, "step", sf), meta_uint(s.metadata, "sampler_position", sf),
                 meta_uint(s.metadata, "noise_offset", sf)};
   check_finite_weights(s, sf);
-  std::map<std::string, std::vector<std::pair<std::string, Tensor>>> by_group;
-  for (auto& [n, t] : s.tensors) {
-    const size_t dot = n.find('.');
-    const std::string group = dot == std::string::npos ? n : n.substr(0, dot);
-    const bool known = std::any_of(groups.groups().begin(), groups.groups().end(),
-                                   [&](const ParamGroup& g) { return g.name == group; });
-    HMOE_CHECK(known, "resume: unexpected tensor '", io::json_brief(nlohmann::json(n)), "' in the training state");
-    by_group[group].emplace_back(n.substr(dot + 1), t);
+  // This process's rows of the experts' state (the file holds every expert's).
+  const std::map<std::string, nn::RowShard> shards = m.parameter_shards();
+  std::map<std::string, nn::RowShard> state_shards;
+  for (const auto& [key, t] : s.tensors) {
+    HMOE_CHECK(!groups.parameter_of(key).empty(), "resume: unexpected tensor '", io::json_brief(nlohmann::json(key)),
+               "' in the training state '", sf, "'");
+    const auto sh = shards.find(groups.parameter_of(key));
+    if (sh != shards.end()) state_shards.emplace(key, sh->second);
   }
-  for (ParamGroup& g : groups.groups()) {
-    const int64_t steps = meta_step(s.metadata, g.name + "_steps", sf);
-    try {
-      g.opt->load_state(by_group[g.name], steps);
-    } catch (const Error& e) {
-      HMOE_FAIL("resume: the training state '", sf, "' does not fit this model's parameter group '", g.name,
-                "': ", e.what());
-    }
+  std::map<std::string, int64_t> steps;
+  for (const ParamGroup& g : groups.groups()) steps[g.name] = meta_step(s.metadata, g.name + "_steps", sf);
+  try {
+    groups.load_state(nn::slice_shards(s.tensors, state_shards), steps);
+  } catch (const Error& e) {
+    HMOE_FAIL("resume: the training state '", sf, "': ", e.what());
   }
   return st;
 }

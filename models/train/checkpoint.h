@@ -7,6 +7,9 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
+#include <utility>
+#include <vector>
 #include <memory>
 #include <string>
 
@@ -36,11 +39,23 @@ std::filesystem::path checkpoint_lock_file(const std::filesystem::path& dir);
 // from the same weights, rounded) in the config's precision on the config's device.
 void place_model(model::LanguageModel& m, const Config& c);
 
+// What a checkpoint holds as named tensors: the whole model's weights, its optimiser
+// state ("<group>.<parameter>.<what>") and each group's step count.
+struct CheckpointContent {
+  std::vector<std::pair<std::string, Tensor>> weights, state;
+  std::map<std::string, int64_t> group_steps;
+};
+// The content of a model and its optimiser groups. A model whose experts are shared by
+// several ranks (m.parallel()) has its shards, and their optimiser state, gathered by
+// global expert id into the tensors one process holds, so the files are the same on any
+// number of processes: collective over the expert-parallel group (every rank calls it).
+CheckpointContent checkpoint_content(const model::LanguageModel& m, const ParamGroups& groups);
+
 // Writes a new checkpoint into `dir`, replacing the one there. A crash at any point leaves
 // one whole checkpoint (see restore_interrupted_save). Weights or optimiser state that
 // are not finite are refused (hmoe::Error naming the tensor), the last checkpoint kept.
-void save_checkpoint(const std::filesystem::path& dir, const Config& cfg, const model::LanguageModel& m,
-                     const ParamGroups& groups, const TrainState& st);
+void save_checkpoint(const std::filesystem::path& dir, const Config& cfg, const CheckpointContent& content,
+                     const TrainState& st);
 // A save interrupted between its two renames leaves no `dir` and the last checkpoint
 // whole in `<dir>.old`: puts it back. True if it did.
 bool restore_interrupted_save(const std::filesystem::path& dir);
@@ -65,11 +80,14 @@ struct CheckpointFiles {
   std::string weights_path, state_path;
 };
 CheckpointFiles read_checkpoint(const std::filesystem::path& dir);
-// The weights of a checkpoint into `m` (every name and shape must match; values finite).
+// The weights of a checkpoint into `m` (every name and shape must match; values finite);
+// a model sharing its experts takes its rows of them.
 void load_weights(model::LanguageModel& m, const CheckpointFiles& files);
 
-// The optimiser state of a state file into `groups` (which must be those of the saved
-// run); returns where the loop stood. `file` names the file in errors.
-TrainState read_train_state(const io::SafeTensors& state, ParamGroups& groups, const std::string& file);
+// The optimiser state of a state file into the groups of `m` (which must be those of the
+// saved run; expert state sliced as m's experts are); returns where the loop stood.
+// `file` names the file in errors.
+TrainState read_train_state(const io::SafeTensors& state, const model::LanguageModel& m, ParamGroups& groups,
+                            const std::string& file);
 
 }  // namespace hmoe::train

@@ -32,6 +32,7 @@ namespace {
   X(steps) X(batch_size) X(grad_accum) X(lr) X(min_lr) X(warmup) X(weight_decay) X(beta1) X(beta2) X(eps) X(clip) \
   X(hyper_lr_scale) X(eval_every) X(eval_batches) X(log_every) X(checkpoint_every) X(seed) X(threads) X(device)   \
   X(on_nonfinite) X(out_dir)
+#define HMOE_FIELDS_DIST(X) X(ep) X(backend) X(timeout_s)
 
 // A field's value as the file writes it (kinds, dtypes and devices by name), and back:
 // names are parsed here, once, with errors naming the key.
@@ -45,6 +46,7 @@ std::string file_value(std::optional<bool> renormalize) { return std::string(mod
 std::string file_value(DType t) { return std::string(dtype_name(t)); }
 std::string file_value(const DeviceSetting& d) { return d.str(); }
 std::string file_value(NonFinitePolicy p) { return std::string(name(p)); }
+std::string file_value(dist::Backend b) { return std::string(dist::backend_name(b)); }
 
 template <typename T>
 void read_value(const json& v, T& out) {
@@ -56,6 +58,7 @@ void read_value(const json& v, std::optional<bool>& out) { out = model::parse_re
 void read_value(const json& v, DType& out) { out = model::parse_model_dtype(v.get<std::string>()); }
 void read_value(const json& v, DeviceSetting& out) { out = parse_device_setting(v.get<std::string>()); }
 void read_value(const json& v, NonFinitePolicy& out) { out = parse_nonfinite_policy(v.get<std::string>()); }
+void read_value(const json& v, dist::Backend& out) { out = dist::parse_backend(v.get<std::string>()); }
 
 json to_json(const Config& c) {
   json j;
@@ -67,6 +70,9 @@ json to_json(const Config& c) {
 #undef X
 #define X(f) j["train"][#f] = file_value(c.train.f);
   HMOE_FIELDS_TRAIN(X)
+#undef X
+#define X(f) j["dist"][#f] = file_value(c.dist.f);
+  HMOE_FIELDS_DIST(X)
 #undef X
   return j;
 }
@@ -82,6 +88,12 @@ Config from_json(const json& j) {
 #define X(f) read_value(j.at("train").at(#f), c.train.f);
   HMOE_FIELDS_TRAIN(X)
 #undef X
+  // Checkpoints from before the [dist] section have none: its defaults.
+  if (j.contains("dist")) {
+#define X(f) read_value(j.at("dist").at(#f), c.dist.f);
+    HMOE_FIELDS_DIST(X)
+#undef X
+  }
   return c;
 }
 
@@ -350,6 +362,12 @@ void validate(const Config& c) {
   HMOE_CHECK(c.data.token_width == 2 || c.data.token_width == 4, "config: data.token_width must be 2 or 4");
   model::check_float_option("data.val_fraction", c.data.val_fraction, 0, 1, true, true);
   HMOE_CHECK(c.data.tokens.empty() || c.data.text.empty(), "config: give data.text or data.tokens, not both");
+  HMOE_CHECK(c.dist.ep >= 1 && c.dist.ep <= kMaxThreads, "config: dist.ep must be in [1, ", kMaxThreads, "], got ",
+             c.dist.ep);
+  HMOE_CHECK(c.dist.ep == 1 || (c.model.ffn != model::FfnKind::dense && c.model.n_experts % c.dist.ep == 0),
+             "config: dist.ep = ", c.dist.ep, " must divide model.n_experts = ", c.model.n_experts,
+             c.model.ffn == model::FfnKind::dense ? " (and a dense model has no experts to share: use dist.ep = 1)" : "");
+  model::check_float_option("dist.timeout_s", c.dist.timeout_s, 0, 1e7);  // 0: no watchdog
 }
 
 void make_data_paths_canonical(Config& c) {
@@ -367,10 +385,11 @@ namespace {
 // The config as flat "section.key" -> value, the keys that leave the results as they are
 // left out and data paths made canonical.
 std::map<std::string, json> result_settings(const Config& c) {
-  const std::array<const char*, 10> kSameResults{
+  const std::array<const char*, 13> kSameResults{
       "train.steps",        "train.device",          "train.threads",      "train.out_dir",
       "train.log_every",    "train.eval_every",      "train.eval_batches", "train.checkpoint_every",
-      "train.on_nonfinite", "model.expert_recompute"};
+      "train.on_nonfinite", "model.expert_recompute", "dist.ep",           "dist.backend",
+      "dist.timeout_s"};
   Config k = c;
   make_data_paths_canonical(k);
   std::map<std::string, json> flat;

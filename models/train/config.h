@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/device.h"
+#include "engine/dist/communicator.h"
 #include "models/hypermoe/config.h"
 
 namespace hmoe::train {
@@ -54,10 +55,24 @@ struct OptimConfig {
   std::string out_dir = "runs/hmoe";
 };
 
+// Training over several processes (`mpirun -np W hmoe train ...`): every rank is a
+// data-parallel rank with train.batch_size / W of each step's sequences; the experts of
+// every MoE layer are shared in contiguous blocks by groups of `ep` consecutive ranks
+// (ep divides W and model.n_experts). None of it changes what a run computes: the same
+// config gives the same run on any number of processes.
+struct DistConfig {
+  int64_t ep = 1;
+  dist::Backend backend = dist::Backend::automatic;  // auto | single | mpi | nccl
+  // A collective still waiting after this many seconds ends the job, every rank exiting
+  // non-zero with the rank and collective named (a failed or stuck rank; 0: never).
+  double timeout_s = 600;
+};
+
 struct Config {
   model::ModelConfig model{.vocab_size = 0};  // 0: from the data (the trainer sets it)
   DataConfig data;
   OptimConfig train;
+  DistConfig dist;
 };
 
 // Defaults < preset < file < overrides. `path` may be empty (defaults only). The file is
@@ -83,9 +98,10 @@ void make_data_paths_canonical(Config& c);
 // change what a run computes, one "key: A in the checkpoint, B now" per key. Not among
 // them: train.steps (a run may be extended), the device, the thread count,
 // model.expert_recompute (the same results to the bit), where the run lives
-// (train.out_dir), how often it logs, evaluates and saves, and train.on_nonfinite
-// (resuming with skip gets past a step that stopped the run). Data paths compare as
-// canonical paths.
+// (train.out_dir), how often it logs, evaluates and saves, train.on_nonfinite
+// (resuming with skip gets past a step that stopped the run) and the [dist] section (a
+// run may continue on another number of processes). Data paths compare as canonical
+// paths.
 std::vector<std::string> result_differences(const Config& checkpoint, const Config& now);
 
 }  // namespace hmoe::train

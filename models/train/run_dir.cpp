@@ -59,8 +59,10 @@ std::vector<std::string> run_files(const fs::path& out, const fs::path& checkpoi
 
 }  // namespace
 
-RunDir::RunDir(const fs::path& out_dir, Start start)
-    : out_(fs::weakly_canonical(fs::absolute(out_dir))), checkpoint_(out_ / "checkpoint"), lock_(lock_run(out_)) {
+RunDir::RunDir(const fs::path& out_dir, Start start, bool writer)
+    : out_(fs::weakly_canonical(fs::absolute(out_dir))), checkpoint_(out_ / "checkpoint") {
+  if (!writer) return;
+  lock_.emplace(lock_run(out_));
   const std::vector<std::string> earlier = run_files(out_, checkpoint_);
   if (start == Start::fresh && !earlier.empty()) {
     std::string list;
@@ -100,14 +102,14 @@ TrainState RunDir::resume(const Config& cfg, model::LanguageModel& m, ParamGroup
               "checkpoint_every, on_nonfinite and model.expert_recompute)");
   }
   load_weights(m, files);
-  const TrainState st = read_train_state(files.state, groups, files.state_path);
-  trim_metrics(metrics_path(), st.step);
+  const TrainState st = read_train_state(files.state, m, groups, files.state_path);
+  if (writer()) trim_metrics(metrics_path(), st.step);
   return st;
 }
 
-void RunDir::save(const Config& cfg, const model::LanguageModel& m, const ParamGroups& groups,
-                  const TrainState& st) const {
-  save_checkpoint(checkpoint_, cfg, m, groups, st);
+void RunDir::save(const Config& cfg, const CheckpointContent& content, const TrainState& st) const {
+  HMOE_CHECK(writer(), "train: only the writing rank saves the checkpoint");
+  save_checkpoint(checkpoint_, cfg, content, st);
 }
 
 }  // namespace hmoe::train

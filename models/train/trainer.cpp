@@ -16,6 +16,8 @@
 #include "engine/thread_pool.h"
 #include "models/data/dataset.h"
 #include "models/hypermoe/lm.h"
+#include "models/hypermoe/shapes.h"
+#include "models/nn/parallel.h"
 #include "models/optim/optimizer.h"
 #include "models/train/evaluate.h"
 #include "models/train/interrupt.h"
@@ -25,6 +27,7 @@
 #include "models/train/progress.h"
 #include "models/train/run_dir.h"
 #include "ops/elementwise.h"
+#include "ops/factory.h"
 
 namespace hmoe::train {
 
@@ -67,8 +70,10 @@ void add_counts(std::vector<std::vector<int64_t>>& sum, const std::vector<std::v
 
 // What the step loop advances: the model, its optimiser groups, the window sampler, the
 // noise generator (router noise, dropout) and the step count, all restored on resume.
+// Over several ranks each holds its part of the model (nn::Parallel) and of each batch:
+// the sampler draws the whole batch's windows on every rank, each keeps its rows.
 struct Training {
-  Training(const Config& cfg, const data::TokenDataset& train);
+  Training(const Config& cfg, const data::TokenDataset& train, const nn::Parallel& par);
   TrainState state() const { return {step, sampler.position(), noise.offset()}; }
   void seek(const TrainState& st);
   // One optimiser step: grad_accum micro-batches forward and backward, clipping, AdamW;
@@ -80,10 +85,20 @@ struct Training {
   data::WindowSampler sampler;
   Generator noise;
   int64_t step = 0;  // steps done
+
+ private:
+  // This rank's rows of a batch of the whole job.
+  data::Batch my_rows(const data::Batch& b) const;
+  // The global gradient norm, every gradient clipped to `clip` (one process: the plain
+  // clip_grad_norm_, whose summation order runs before were computed with).
+  double clip_gradients(double clip);
+  // The mean over the ranks of a value each computed on its rows (the value alone in one
+  // process).
+  double mean_over_ranks(double v) const;
 };
 
-Training::Training(const Config& cfg, const data::TokenDataset& train)
-    : model(cfg.model, uint64_t(cfg.train.seed)),
+Training::Training(const Config& cfg, const data::TokenDataset& train, const nn::Parallel& par)
+    : model(cfg.model, uint64_t(cfg.train.seed), par),
       sampler(train, cfg.model.block_size, uint64_t(cfg.train.seed) ^ 0x5eedULL),
       noise(uint64_t(cfg.train.seed) + 1) {
   place_model(model, cfg);
@@ -99,12 +114,36 @@ void Training::seek(const TrainState& st) {
 
 constexpr double kNoClip = std::numeric_limits<double>::infinity();
 
+data::Batch Training::my_rows(const data::Batch& b) const {
+  const nn::Parallel& par = model.parallel();
+  if (par.world_size() == 1) return b;
+  const int64_t rows = b.inputs.size(0) / par.world_size(), first = rows * par.world_rank();
+  return {b.inputs.narrow(0, first, rows), b.targets.narrow(0, first, rows)};
+}
+
+double Training::clip_gradients(double clip) {
+  const nn::Parallel& par = model.parallel();
+  if (par.world_size() == 1) return optim::clip_grad_norm_(model.parameters(), clip);
+  nn::average_gradients(model, par);
+  return nn::clip_grad_norm(model, par, clip);
+}
+
+double Training::mean_over_ranks(double v) const {
+  const nn::Parallel& par = model.parallel();
+  if (par.world_size() == 1) return v;
+  Tensor t = full({}, v, {DType::f64});
+  par.world->all_reduce(t);
+  return t.item() / double(par.world_size());
+}
+
 StepMetrics Training::train_step(const OptimConfig& t) {
   StepMetrics s;
   s.lr = optim::warmup_cosine_lr(step, t.warmup, t.steps, t.lr, t.min_lr);
   groups.set_lr(s.lr);
   for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
-    const BatchLoss l = batch_loss(model, sampler.next(t.batch_size), noise);
+    // Each rank's loss is the mean over its rows; averaged over the ranks (the gradients
+    // by average_gradients), the whole batch's. The aux losses are the whole batch's.
+    const BatchLoss l = batch_loss(model, my_rows(sampler.next(t.batch_size)), noise);
     s.lm_loss += l.lm.item();
     s.aux_loss += l.aux.item();
     Tensor total = (l.lm + l.aux.to(l.lm.dtype())) * (1.0 / double(t.grad_accum));
@@ -113,9 +152,15 @@ StepMetrics Training::train_step(const OptimConfig& t) {
   }
   // The norm is computed without clipping too (an infinite bound scales nothing): a
   // gradient that is not finite must be seen before it reaches the weights.
-  s.grad_norm = optim::clip_grad_norm_(model.parameters(), t.clip > 0 ? t.clip : kNoClip);
-  s.lm_loss /= double(t.grad_accum);
+  s.grad_norm = clip_gradients(t.clip > 0 ? t.clip : kNoClip);
+  s.lm_loss = mean_over_ranks(s.lm_loss) / double(t.grad_accum);
   s.aux_loss /= double(t.grad_accum);
+  if (model.parallel().world_size() > 1)
+    for (std::vector<int64_t>& layer : s.expert_counts) {
+      Tensor c = from_vector(layer, {int64_t(layer.size())});
+      model.parallel().world->all_reduce(c);
+      layer = c.to_vector_as<int64_t>();
+    }
   s.finite = std::isfinite(s.lm_loss) && std::isfinite(s.aux_loss) && std::isfinite(s.grad_norm);
   if (s.finite)
     groups.step();
@@ -137,10 +182,12 @@ void check_profile_options(const RunOptions& opts) {
 // and the per-op summary printed.
 class StepProfiler {
  public:
-  StepProfiler(const RunOptions& opts, int64_t steps_to_run) : opts_(opts), first_(steps_to_run > 1 ? 1 : 0) {}
+  // Only the writer (rank 0) profiles over several ranks.
+  StepProfiler(const RunOptions& opts, int64_t steps_to_run, bool writer)
+      : opts_(opts), first_(steps_to_run > 1 ? 1 : 0), on_(writer && !opts.profile_path.empty()) {}
   // Around the step after `done` of this run's steps.
   void before_step(int64_t done) {
-    if (!opts_.profile_path.empty() && done == first_) profiler_ = std::make_unique<Profiler>();
+    if (on_ && done == first_) profiler_ = std::make_unique<Profiler>();
   }
   void after_step(int64_t done, bool last, const Progress& progress) {
     if (!profiler_ || (done != first_ + opts_.profile_steps && !last)) return;
@@ -152,6 +199,7 @@ class StepProfiler {
  private:
   const RunOptions& opts_;
   int64_t first_;
+  bool on_;
   std::unique_ptr<Profiler> profiler_;
 };
 
@@ -194,11 +242,35 @@ Prepared prepare(const Config& cfg_in, const Progress& progress) {
   return p;
 }
 
-// The run directory, locked and writable, with room on its disk for a checkpoint.
-RunDir open_run_dir(const Config& cfg, const RunOptions& opts) {
-  RunDir run(cfg.train.out_dir, start_of(opts));
+// The layout of a run over the ranks of `world` (one process when null), after checking
+// that every rank holds the same config (the one the run records) and this same binary.
+nn::Parallel parallel_layout(const Config& cfg, const std::shared_ptr<dist::Communicator>& world) {
+  if (!world || world->size() == 1) {
+    HMOE_CHECK(cfg.dist.ep == 1, "train: dist.ep = ", cfg.dist.ep, " needs a world of several processes: start ",
+               "them with mpirun -np N (N a multiple of dist.ep)");
+    return {};
+  }
+  const int W = world->size();
+  // Every rank's hash of (binary build, config) against rank 0's.
+  const std::string mine = std::string(__DATE__ " " __TIME__ " ") + config_to_json(cfg);
+  Tensor h = from_vector(std::vector<int64_t>{int64_t(std::hash<std::string>{}(mine) >> 1)}, {1});
+  Tensor all = world->all_gather(h);
+  const std::vector<int64_t> hashes = all.to_vector_as<int64_t>();
+  for (int r = 1; r < W; ++r)
+    HMOE_CHECK(hashes[size_t(r)] == hashes[0], "train: rank ", r, " holds another config or binary than rank 0 ",
+               "(each rank must run the same hmoe with the same config, data paths and overrides)");
+  HMOE_CHECK(cfg.train.batch_size % W == 0, "train: train.batch_size = ", cfg.train.batch_size,
+             " must be a multiple of the number of processes (", W, "): each takes an equal part of every batch");
+  HMOE_CHECK(W % cfg.dist.ep == 0, "train: dist.ep = ", cfg.dist.ep, " must divide the number of processes (", W, ")");
+  return nn::Parallel::make(world, cfg.dist.ep);
+}
+
+// The run directory, locked and writable, with room on its disk for a checkpoint (the
+// writer's checks; every rank then knows the paths).
+RunDir open_run_dir(const Config& cfg, const RunOptions& opts, bool writer) {
+  RunDir run(cfg.train.out_dir, start_of(opts), writer);
   const MemoryEstimate e = estimate_training_memory(cfg);
-  run.check_room(e.weights + e.optimizer);  // a checkpoint: the weights and the optimiser's state
+  if (writer) run.check_room(e.weights + e.optimizer);  // a checkpoint: the weights and the optimiser's state
   return run;
 }
 
@@ -206,7 +278,7 @@ RunDir open_run_dir(const Config& cfg, const RunOptions& opts) {
 // when asked), the metrics file; `step_loop` runs the steps.
 class Run {
  public:
-  Run(Prepared p, const RunOptions& opts, const Progress& progress);
+  Run(Prepared p, const RunOptions& opts, const Progress& progress, const nn::Parallel& par);
   TrainResult step_loop();
 
  private:
@@ -216,6 +288,10 @@ class Run {
   // A step that was not finite: stopped (the checkpoint of the step before saved, an
   // error) or skipped, as train.on_nonfinite says.
   void not_finite(StepMetrics& s, const TrainState& before);
+  // Every rank's wait for the others (nothing in one process).
+  void barrier() const;
+  // The signal that asks the run to stop, agreed by every rank (0: none).
+  int agreed_signal(int mine) const;
 
   const RunOptions& opts_;
   const Progress& progress_;
@@ -228,37 +304,56 @@ class Run {
   int64_t saved_step_ = -1;  // the step of the checkpoint on disk, -1 if none
 };
 
-Run::Run(Prepared p, const RunOptions& opts, const Progress& progress)
+Run::Run(Prepared p, const RunOptions& opts, const Progress& progress, const nn::Parallel& par)
     : opts_(opts),
       progress_(progress),
       cfg_(std::move(p.cfg)),
       data_(std::move(p.data)),
-      run_(open_run_dir(cfg_, opts)),
-      tr_(cfg_, data_.train) {
+      run_(open_run_dir(cfg_, opts, par.world_rank() == 0)),
+      tr_(cfg_, data_.train, par) {
+  barrier();  // the writer's checks and lock first
   if (opts.resume) {
-    if (run_.restore_interrupted_save()) progress_.restored(run_.checkpoint_dir());
+    if (run_.writer() && run_.restore_interrupted_save()) progress_.restored(run_.checkpoint_dir());
+    barrier();
     tr_.seek(run_.resume(cfg_, tr_.model, tr_.groups));
     saved_step_ = tr_.step;
     progress_.resumed(run_.checkpoint_dir(), tr_.step);
   }
-  metrics_.emplace(run_.metrics_path(), /*append=*/tr_.step > 0);
-  res_.num_parameters = tr_.model.num_parameters();
+  if (run_.writer()) metrics_.emplace(run_.metrics_path(), /*append=*/tr_.step > 0);
+  res_.num_parameters = model::count_parameters(cfg_.model);
   res_.last_val_loss = std::nan("");
   res_.checkpoint_dir = run_.checkpoint_dir().string();
   progress_.summary(cfg_.model, res_.num_parameters, data_.train.size(), data_.val.size());
 }
 
+// Over several ranks each evaluates every batch whole (the experts need every rank), so
+// they all get the one process's loss; evaluation is a small part of a run.
 void Run::validate_at(int64_t done) {
   const OptimConfig& t = cfg_.train;
   res_.last_val_loss = evaluate(tr_.model, data_.val, cfg_.model.block_size, t.batch_size, t.eval_batches);
-  metrics_->eval(done, res_.last_val_loss);
+  if (metrics_) metrics_->eval(done, res_.last_val_loss);
   progress_.validation(done, res_.last_val_loss);
 }
 
 void Run::save() {
-  metrics_->sync();
-  run_.save(cfg_, tr_.model, tr_.groups, tr_.state());
+  const CheckpointContent content = checkpoint_content(tr_.model, tr_.groups);  // every rank
+  if (run_.writer()) {
+    metrics_->sync();
+    run_.save(cfg_, content, tr_.state());
+  }
   saved_step_ = tr_.step;
+}
+
+void Run::barrier() const {
+  if (tr_.model.parallel().world_size() > 1) tr_.model.parallel().world->barrier();
+}
+
+int Run::agreed_signal(int mine) const {
+  const nn::Parallel& par = tr_.model.parallel();
+  if (par.world_size() == 1) return mine;
+  Tensor t = from_vector(std::vector<int64_t>{mine}, {1});
+  par.world->all_reduce(t, dist::ReduceOp::max);
+  return int(t.item<int64_t>());
 }
 
 void Run::not_finite(StepMetrics& s, const TrainState& before) {
@@ -286,7 +381,7 @@ TrainResult Run::step_loop() {
                          cfg_.model.block_size, "train: tokens per step"));
   std::optional<InterruptGuard> interrupt;
   if (opts_.stop_on_signals) interrupt.emplace();
-  StepProfiler profiler(opts_, stop - tr_.step);
+  StepProfiler profiler(opts_, stop - tr_.step, run_.writer());
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t run_steps = 1; tr_.step < stop; ++run_steps) {
     profiler.before_step(run_steps - 1);
@@ -298,12 +393,13 @@ TrainResult Run::step_loop() {
     s.tokens_per_s = double(run_steps) * tokens_per_step / std::max(elapsed, 1e-9);
     res_.train_losses.push_back(s.lm_loss);
     res_.tokens_per_second = s.tokens_per_s;
-    metrics_->step(s);
+    if (metrics_) metrics_->step(s);
     if (every(t.log_every, s.step) || s.step == t.steps)
       progress_.step(s, t.steps, double(t.steps - s.step) * elapsed / double(run_steps));
     if (every(t.eval_every, s.step) || s.step == stop) validate_at(s.step);
-    // The one place the loop asks whether a signal wants it to stop.
-    const int signal = interrupt ? interrupt->requested() : 0;
+    // The one place the loop asks whether a signal wants it to stop (on any rank: mpirun
+    // may deliver it to some).
+    const int signal = agreed_signal(interrupt ? interrupt->requested() : 0);
     if (every(t.checkpoint_every, s.step) || s.step == stop || signal) save();
     if (signal) {
       res_.interrupted_by = signal;
@@ -319,8 +415,11 @@ TrainResult Run::step_loop() {
 TrainResult run_training(const Config& cfg, const RunOptions& opts) {
   check_profile_options(opts);
   start_of(opts);
-  const Progress progress(opts.quiet, opts.progress_tty);
-  Run run(prepare(cfg, progress), opts, progress);
+  const bool writer = !opts.world || opts.world->rank() == 0;
+  const Progress progress(opts.quiet || !writer, opts.progress_tty);
+  Prepared p = prepare(cfg, progress);
+  const nn::Parallel par = parallel_layout(p.cfg, opts.world);
+  Run run(std::move(p), opts, progress, par);
   return run.step_loop();
 }
 

@@ -4,8 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "engine/dist/communicator.h"
 
 #include "models/train/config.h"
 
@@ -23,6 +26,10 @@ struct RunOptions {
   // printed (unless quiet). Empty: no profiling.
   std::string profile_path;
   int64_t profile_steps = 5;
+  // Training over several processes (dist::Environment's world; null or size 1: this
+  // process alone): every rank calls run_training with the same config and options;
+  // rank 0 writes the run's files and prints, every rank steps. See DistConfig.
+  std::shared_ptr<dist::Communicator> world;
 };
 
 struct TrainResult {
@@ -31,8 +38,8 @@ struct TrainResult {
   std::string checkpoint_dir;        // where the run's checkpoint is
   std::vector<double> train_losses;  // LM loss of every step run by this call
   double last_val_loss = 0;          // NaN if never evaluated
-  double tokens_per_second = 0;
-  int64_t num_parameters = 0;
+  double tokens_per_second = 0;      // of the whole job
+  int64_t num_parameters = 0;        // of the whole model
 };
 
 TrainResult run_training(const Config& config, const RunOptions& opts);

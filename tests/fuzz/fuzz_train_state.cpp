@@ -42,7 +42,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Fixture& f = fixture();
   try {
     const hmoe::io::SafeTensors state = hmoe::io::parse_safetensors(data, size);
-    hmoe::train::read_train_state(state, f.groups, "fuzz");
+    hmoe::train::read_train_state(state, *f.model, f.groups, "fuzz");
   } catch (const hmoe::Error&) {
   }
   return 0;

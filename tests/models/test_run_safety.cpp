@@ -325,7 +325,8 @@ TEST(RunSafety, NonFiniteStepsStopOrSkipAndNeverReachACheckpoint) {
     NoGradGuard ng;
     m.named_parameters()[0].second.fill_(std::nan(""));
   }
-  EXPECT_HMOE_ERROR(train::save_checkpoint(ckpt, c, m, groups, {4, 0, 0}), "holds values that are not finite");
+  EXPECT_HMOE_ERROR(train::save_checkpoint(ckpt, c, train::checkpoint_content(m, groups), {4, 0, 0}),
+                    "holds values that are not finite");
   EXPECT_TRUE(read(train::model_file(ckpt)) == saved);
   rewrite(train::model_file(ckpt), [](auto& t, auto&) { t["wte.weight"] = t["wte.weight"] * std::nan(""); });
   EXPECT_HMOE_ERROR(train::generate_text(ckpt.string(), {}), "'wte.weight' in");
