@@ -1,5 +1,7 @@
-// The dispatch registry: one DispatchStub per kernel family holds a function
-// pointer per device type; backends fill them once, on first use.
+// The dispatch registry: one DispatchStub per kernel holds a function pointer per
+// device type; backends fill them once, on first use. Each op family declares its
+// kernels' signatures and stubs in a contract header (ops/<family>_kernels.h,
+// ops/nn_kernels.h, ops/moe/moe_kernels.h) that names the backend files filling them.
 #pragma once
 
 #include <utility>

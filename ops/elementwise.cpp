@@ -6,6 +6,7 @@
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
 #include "ops/dispatch.h"
+#include "ops/elementwise_kernels.h"
 #include "ops/factory.h"
 #include "ops/reduce.h"
 

@@ -9,6 +9,7 @@
 #include "ops/dispatch.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"
+#include "ops/matmul_kernels.h"
 #include "ops/reduce.h"
 
 namespace hmoe {

@@ -13,7 +13,9 @@
 #include "ops/dispatch.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"
+#include "ops/factory_kernels.h"
 #include "ops/reduce.h"
+#include "ops/view_kernels.h"
 
 namespace hmoe {
 
@@ -23,7 +25,6 @@ KernelWork copy_work(const Tensor& src, const Tensor& dst) {  // cost model (ops
 }
 }  // namespace
 HMOE_DEFINE_STUB_WITH_WORK(CopyKernel, copy_stub, &copy_work);
-HMOE_DECLARE_STUB(FillKernel, fill_stub);
 
 using autograd::record;
 

@@ -15,12 +15,6 @@
 #include "ops/cuda/kernel_utils.cuh"
 #include "ops/dispatch.h"
 
-namespace hmoe {
-HMOE_DECLARE_STUB(AttentionForwardKernel, attention_forward_stub);
-HMOE_DECLARE_STUB(AttentionBackwardKernel, attention_backward_stub);
-HMOE_DECLARE_STUB(DropoutKernel, dropout_stub);
-}  // namespace hmoe
-
 namespace hmoe::ops::cuda {
 namespace {
 

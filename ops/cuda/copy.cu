@@ -7,10 +7,7 @@
 #include "ops/cuda/strided.cuh"
 #include "ops/dispatch.h"
 #include "ops/view.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(CopyKernel, copy_stub);
-}
+#include "ops/view_kernels.h"
 
 namespace hmoe::ops::cuda {
 namespace {

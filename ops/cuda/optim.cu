@@ -8,12 +8,7 @@
 #include "ops/cuda/strided.cuh"
 #include "ops/dispatch.h"
 #include "ops/optim.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(AdamWKernel, adamw_stub);
-HMOE_DECLARE_STUB(SGDKernel, sgd_stub);
-HMOE_DECLARE_STUB(SumSquaresKernel, sum_squares_stub);
-}  // namespace hmoe
+#include "ops/optim_kernels.h"
 
 namespace hmoe::ops::cuda {
 namespace {
@@ -70,19 +65,8 @@ __global__ void sgd_kernel(SGDStep s, S* x, S* buf, const G* g, P* p, int64_t n)
                  [=](S& xi, S& bi, S&, S gi) { sgd_element<S>(xi, bi, gi, lr, mu, damp, wd, nesterov, first); });
 }
 
-// fn.template operator()<S, G, P>() with device storage types for master dtype S, grad
-// dtype G and copy dtype P (P = S when there is no copy).
-template <typename Fn>
-void dispatch_update(const Tensor& master, const Tensor& grad, const Tensor& param, const char* op, Fn&& fn) {
-  dispatch_device_float(master.dtype(), op, [&]<typename S>() {
-    if constexpr (std::is_same_v<S, float> || std::is_same_v<S, double>) {  // the op checked it
-      dispatch_device_float(grad.dtype(), op, [&]<typename G>() {
-        if (!param.defined()) return fn.template operator()<S, G, S>();
-        dispatch_device_float(param.dtype(), op, [&]<typename P>() { fn.template operator()<S, G, P>(); });
-      });
-    }
-  });
-}
+// The kernel-side float dispatcher, for dispatch_update (ops/optim_kernels.h).
+constexpr auto kDispatchFloat = [](DType t, const char* op, auto&& f) { dispatch_device_float(t, op, f); };
 
 // 4-wide when every pointer allows its pack (16 bytes for f32 state), else scalar.
 template <typename S, typename G, typename P>
@@ -94,7 +78,7 @@ bool can_vectorize(std::initializer_list<const void*> s_ptrs, const G* g, const 
 
 void adamw_cuda(const AdamWKernelArgs& a, const Tensor& master, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                 const Tensor& grad, const Tensor& param) {
-  dispatch_update(master, grad, param, "adamw_update_", [&]<typename S, typename G, typename P>() {
+  dispatch_update(kDispatchFloat, master, grad, param, "adamw_update_", [&]<typename S, typename G, typename P>() {
     S* x = static_cast<S*>(master.data_ptr<void>());
     S* m = static_cast<S*>(exp_avg.data_ptr<void>());
     S* v = static_cast<S*>(exp_avg_sq.data_ptr<void>());
@@ -116,7 +100,7 @@ void adamw_cuda(const AdamWKernelArgs& a, const Tensor& master, const Tensor& ex
 
 void sgd_cuda(const SGDStep& s, const Tensor& master, const Tensor& momentum_buf, const Tensor& grad,
               const Tensor& param) {
-  dispatch_update(master, grad, param, "sgd_update_", [&]<typename S, typename G, typename P>() {
+  dispatch_update(kDispatchFloat, master, grad, param, "sgd_update_", [&]<typename S, typename G, typename P>() {
     S* x = static_cast<S*>(master.data_ptr<void>());
     S* buf = momentum_buf.defined() ? static_cast<S*>(momentum_buf.data_ptr<void>()) : nullptr;
     const G* g = static_cast<const G*>(grad.data_ptr<void>());

@@ -22,10 +22,7 @@
 #include "ops/cuda/unary_fn.cuh"
 #include "ops/dispatch.h"
 #include "ops/reduce.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(ReduceKernel, reduce_stub);
-}
+#include "ops/reduce_kernels.h"
 
 namespace hmoe::ops::cuda {
 namespace {

@@ -18,13 +18,12 @@
 
 #include "hmoe.h"
 #include "ops/dispatch.h"
+#include "ops/elementwise_kernels.h"
 #include "tests/cuda/cuda_test_util.h"
 #include "tests/index_sort/ref_util.h"
 #include "tests/test_util.h"
 
 namespace hmoe {
-HMOE_DECLARE_STUB(UnaryKernel, unary_stub);
-HMOE_DECLARE_STUB(BinaryKernel, binary_stub);
 namespace {
 
 using testing::bit_equal;

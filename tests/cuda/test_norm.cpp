@@ -21,8 +21,6 @@
 #include "tests/test_util.h"
 
 namespace hmoe {
-HMOE_DECLARE_STUB(NormKernel, norm_stub);
-HMOE_DECLARE_STUB(NormBackwardKernel, norm_backward_stub);
 namespace {
 
 using testing::bit_equal;

@@ -7,6 +7,7 @@
 
 #include "models/optim/optimizer.h"
 #include "ops/optim.h"
+#include "ops/optim_kernels.h"
 #include "tests/cuda/cuda_test_util.h"
 #include "tests/index_sort/ref_util.h"
 #include "tests/test_util.h"
