@@ -59,12 +59,6 @@ Tensor gt(const Tensor& a, const Tensor& b);
 Tensor ge(const Tensor& a, const Tensor& b);
 Tensor logical_not(const Tensor& a);
 
-// Reduces a broadcast gradient back to `shape` by summing the broadcast dims.
-Tensor sum_to(const Tensor& g, const Shape& shape);
-
-// A 0-d tensor holding s, in dtype/device of `like`.
-Tensor scalar_like(double s, const Tensor& like);
-
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
 inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }

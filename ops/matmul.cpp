@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "autograd/node.h"
+#include "ops/broadcast.h"
 #include "ops/dispatch.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"

@@ -8,6 +8,7 @@
 #include "autograd/grad_mode.h"
 
 #include "autograd/node.h"
+#include "ops/broadcast.h"
 #include "ops/dispatch.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"

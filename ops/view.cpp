@@ -10,11 +10,11 @@
 
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
+#include "ops/broadcast.h"
 #include "ops/dispatch.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"
 #include "ops/factory_kernels.h"
-#include "ops/reduce.h"
 #include "ops/view_kernels.h"
 
 namespace hmoe {
