@@ -101,16 +101,7 @@ template <typename T> using compute_t = typename compute_type<T>::type;
 namespace hmoe::detail {
 [[noreturn]] void unsupported_dtype(const char* op, DType t);
 
-template <typename Fn>
-decltype(auto) dispatch_float(DType t, const char* op, Fn&& fn) {
-  switch (t) {
-    HMOE_DTYPE_CASE_(f32, float)
-    HMOE_DTYPE_CASE_(f64, double)
-    HMOE_DTYPE_CASE_(bf16, ::hmoe::bf16)
-    HMOE_DTYPE_CASE_(f16, ::hmoe::f16)
-    default: unsupported_dtype(op, t);
-  }
-}
+// Each set is built from the smaller ones, so every type is listed once.
 template <typename Fn>
 decltype(auto) dispatch_real(DType t, const char* op, Fn&& fn) {
   switch (t) {
@@ -120,29 +111,12 @@ decltype(auto) dispatch_real(DType t, const char* op, Fn&& fn) {
   }
 }
 template <typename Fn>
-decltype(auto) dispatch_numeric(DType t, const char* op, Fn&& fn) {
+decltype(auto) dispatch_float(DType t, const char* op, Fn&& fn) {
   switch (t) {
-    HMOE_DTYPE_CASE_(f32, float)
-    HMOE_DTYPE_CASE_(f64, double)
     HMOE_DTYPE_CASE_(bf16, ::hmoe::bf16)
     HMOE_DTYPE_CASE_(f16, ::hmoe::f16)
-    HMOE_DTYPE_CASE_(i32, int32_t)
-    HMOE_DTYPE_CASE_(i64, int64_t)
-    default: unsupported_dtype(op, t);
+    default: return dispatch_real(t, op, fn);
   }
-}
-template <typename Fn>
-decltype(auto) dispatch_all(DType t, const char* op, Fn&& fn) {
-  switch (t) {
-    HMOE_DTYPE_CASE_(f32, float)
-    HMOE_DTYPE_CASE_(f64, double)
-    HMOE_DTYPE_CASE_(bf16, ::hmoe::bf16)
-    HMOE_DTYPE_CASE_(f16, ::hmoe::f16)
-    HMOE_DTYPE_CASE_(i32, int32_t)
-    HMOE_DTYPE_CASE_(i64, int64_t)
-    HMOE_DTYPE_CASE_(b8, bool)
-  }
-  unsupported_dtype(op, t);
 }
 template <typename Fn>
 decltype(auto) dispatch_index(DType t, const char* op, Fn&& fn) {
@@ -151,5 +125,15 @@ decltype(auto) dispatch_index(DType t, const char* op, Fn&& fn) {
     HMOE_DTYPE_CASE_(i64, int64_t)
     default: unsupported_dtype(op, t);
   }
+}
+template <typename Fn>
+decltype(auto) dispatch_numeric(DType t, const char* op, Fn&& fn) {
+  if (t == DType::i32 || t == DType::i64) return dispatch_index(t, op, fn);
+  return dispatch_float(t, op, fn);
+}
+template <typename Fn>
+decltype(auto) dispatch_all(DType t, const char* op, Fn&& fn) {
+  if (t == DType::b8) return fn.template operator()<bool>();
+  return dispatch_numeric(t, op, fn);
 }
 }  // namespace hmoe::detail

@@ -39,16 +39,10 @@ template <typename C>
 struct Sum2 {
   C a, b;
 };
-struct SumOp {
-  template <typename C>
-  __device__ __forceinline__ C operator()(C a, C b) const {
-    return a + b;
-  }
-  template <typename C>
-  __device__ __forceinline__ Sum2<C> operator()(const Sum2<C>& a, const Sum2<C>& b) const {
-    return {a.a + b.a, a.b + b.b};
-  }
-};
+template <typename C>
+__device__ __forceinline__ Sum2<C> operator+(const Sum2<C>& x, const Sum2<C>& y) {
+  return {x.a + y.a, x.b + y.b};
+}
 
 // ---- forward -------------------------------------------------------------------------
 
@@ -86,7 +80,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
         for (int k = 0; k < V; ++k) v[it][k] = C(0);
       }
     }
-    s = group_reduce(s, group, SumOp{}, C(0)) * inv_d;
+    s = group_reduce(s, group, Plus{}, C(0)) * inv_d;
     if (!rms) {
       // Two passes over registers: stable where E[x^2] - E[x]^2 is not.
       mu = s;
@@ -98,7 +92,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
 #pragma unroll
           for (int k = 0; k < V; ++k) q += (v[it][k] - mu) * (v[it][k] - mu);
       }
-      s = group_reduce(q, group, SumOp{}, C(0)) * inv_d;
+      s = group_reduce(q, group, Plus{}, C(0)) * inv_d;
     }
     rs = C(1) / d_sqrt(s + eps);
 #pragma unroll
@@ -124,7 +118,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
 #pragma unroll
         for (int k = 0; k < V; ++k) s += rms ? to_compute(p.v[k]) * to_compute(p.v[k]) : to_compute(p.v[k]);
       }
-    s = group_reduce(s, group, SumOp{}, C(0)) * inv_d;
+    s = group_reduce(s, group, Plus{}, C(0)) * inv_d;
     if (!rms) {
       mu = s;
       C q = C(0);
@@ -134,7 +128,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
 #pragma unroll
           for (int k = 0; k < V; ++k) q += (to_compute(p.v[k]) - mu) * (to_compute(p.v[k]) - mu);
         }
-      s = group_reduce(q, group, SumOp{}, C(0)) * inv_d;
+      s = group_reduce(q, group, Plus{}, C(0)) * inv_d;
     }
     rs = C(1) / d_sqrt(s + eps);
     if (live)
@@ -213,7 +207,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
         }
       }
       if (dx == nullptr) continue;
-      s = group_reduce(s, group, SumOp{}, Sum2<C>{C(0), C(0)});
+      s = group_reduce(s, group, Plus{}, Sum2<C>{C(0), C(0)});
       const C a = rms ? C(0) : s.a * inv_d, bq = s.b * inv_d;
 #pragma unroll
       for (int it = 0; it < kIters; ++it) {
@@ -258,7 +252,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
           s.b += gw * ((to_compute(px.v[k]) - mu) * rs);
         }
       }
-    s = group_reduce(s, group, SumOp{}, Sum2<C>{C(0), C(0)});
+    s = group_reduce(s, group, Plus{}, Sum2<C>{C(0), C(0)});
     const C a = rms ? C(0) : s.a * inv_d, bq = s.b * inv_d;
     if (live)
       for (int64_t e = int64_t(rl.lane) * V; e < D; e += step) {

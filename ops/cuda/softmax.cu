@@ -49,12 +49,6 @@ __device__ __forceinline__ Stats<C> merge(const Stats<C>& a, const Stats<C>& b) 
   const C tb = b.s == C(0) ? C(0) : b.s * d_exp(b.m - m);
   return {m, ta + tb};
 }
-struct SumOp {
-  template <typename C>
-  __device__ __forceinline__ C operator()(C a, C b) const {
-    return a + b;
-  }
-};
 // Max that propagates NaN whichever side it is on.
 struct MaxOp {
   template <typename C>
@@ -117,7 +111,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
         s += ex;
         if (!log) v[it][k] = ex;
       }
-    s = group_reduce(s, group, SumOp{}, C(0));
+    s = group_reduce(s, group, Plus{}, C(0));
     const C shift = mx + d_log(s);
     const C inv = C(1) / s;
 #pragma unroll
@@ -184,7 +178,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
         }
       }
     }
-    s = group_reduce(s, group, SumOp{}, C(0));
+    s = group_reduce(s, group, Plus{}, C(0));
 #pragma unroll
     for (int it = 0; it < kIters; ++it) {
       const int64_t e = (int64_t(it) * group + rl.lane) * V;
@@ -205,7 +199,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
         for (int k = 0; k < V; ++k) s += log ? to_compute(pg.v[k]) : to_compute(pg.v[k]) * to_compute(py.v[k]);
       }
     }
-    s = group_reduce(s, group, SumOp{}, C(0));
+    s = group_reduce(s, group, Plus{}, C(0));
     if (!live) return;
 #pragma unroll 4
     for (int64_t e = int64_t(rl.lane) * V; e < n; e += int64_t(group) * V) {
