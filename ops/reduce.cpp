@@ -25,8 +25,8 @@ namespace {
 struct ReducePlan {
   Tensor input;
   int64_t outer = 1, red = 1, inner = 1;
-  Shape out_shape;       // with or without kept dims, as requested
-  Shape keepdim_shape;   // always with kept dims (size 1)
+  Shape out_shape;      // with or without kept dims, as requested
+  Shape keepdim_shape;  // always with kept dims (size 1)
 };
 ReducePlan plan_reduce(const Tensor& t, const std::vector<int64_t>& dims_in, bool keepdim, const char* op) {
   const int64_t r = t.dim();

@@ -16,8 +16,7 @@ namespace hmoe::cuda {
 // more dynamic shared memory than a launch gets without opting in is first allowed that
 // much (set_max_dynamic_smem). stream: a cudaStream_t or Stream::native().
 template <typename S, typename... P, typename... A>
-void launch_checked(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, S stream,
-                    A&&... args) {
+void launch_checked(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, S stream, A&&... args) {
   if (smem > kSmemWithoutOptIn) set_max_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
   ::hmoe::device::launch_kernel(name, kernel, grid, block, smem, stream, std::forward<A>(args)...);
   check_launch(name, grid.x, grid.y, grid.z, block.x, block.y, block.z, smem);
@@ -29,6 +28,6 @@ void launch_checked(const char* name, void (*kernel)(P...), dim3 grid, dim3 bloc
 // the kernel's name taken from its expression. Grid and block may be integers or dim3.
 // A template kernel goes through a pointer variable (auto k = &my_kernel<float>;), or
 // call launch_checked with a name.
-#define HMOE_LAUNCH_CHECKED(kernel, grid, block, smem, stream, ...)                                               \
+#define HMOE_LAUNCH_CHECKED(kernel, grid, block, smem, stream, ...)                                            \
   ::hmoe::cuda::launch_checked(#kernel, kernel, static_cast<dim3>((grid)), static_cast<dim3>((block)), (smem), \
                                stream __VA_OPT__(, ) __VA_ARGS__)

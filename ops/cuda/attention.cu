@@ -24,8 +24,8 @@ constexpr int64_t kMaxHeadDim = 128;
 
 // A [B, H, T, Dh] tensor of host element type T as a kernel operand.
 template <typename T>
-Operand<device_t<T>> operand(const Tensor& t) {
-  using D = device_t<T>;
+Operand<device_elem_t<T>> operand(const Tensor& t) {
+  using D = device_elem_t<T>;
   const auto* p = reinterpret_cast<const D*>(t.data_ptr<T>());
   constexpr int64_t V = 16 / int64_t(sizeof(D));
   const bool vec = t.size(3) % V == 0 && aligned_to(p, 16) && t.stride(0) % V == 0 &&
@@ -56,7 +56,7 @@ void check_grid(const char* op, const Tensor& q) {
 template <typename T>
 void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, double scale, const Tensor& out,
                    const Tensor& lse) {
-  using D = device_t<T>;
+  using D = device_elem_t<T>;
   using C = compute_t<T>;
   const int H = int(q.size(1)), Tn = int(q.size(2)), Dh = int(q.size(3));
   const unsigned bh = unsigned(q.size(0) * q.size(1));
@@ -82,7 +82,7 @@ void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, double sca
 template <typename T>
 void backward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& go,
                     const Tensor& lse, double scale, const Tensor& dq, const Tensor& dk, const Tensor& dv) {
-  using D = device_t<T>;
+  using D = device_elem_t<T>;
   using C = compute_t<T>;
   const int H = int(q.size(1)), Tn = int(q.size(2)), Dh = int(q.size(3));
   const unsigned bh = unsigned(q.size(0) * q.size(1));
@@ -136,7 +136,7 @@ void attention_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, 
 
 void dropout_cuda(const Tensor& in, const Tensor& out, double p, uint64_t seed, uint64_t offset) {
   detail::dispatch_float(in.dtype(), "dropout", [&]<typename T>() {
-    using D = device_t<T>;
+    using D = device_elem_t<T>;
     using C = compute_t<T>;
     const int64_t n = in.numel();
     if (n == 0) return;

@@ -24,46 +24,46 @@ namespace hmoe::ops::cuda {
 
 // The kernel-side type of an engine element type: the half types become CUDA's.
 template <typename T>
-struct DeviceTypeOf {
+struct DeviceElement {
   using type = T;
 };
 template <>
-struct DeviceTypeOf<::hmoe::bf16> {
+struct DeviceElement<::hmoe::bf16> {
   using type = __nv_bfloat16;
 };
 template <>
-struct DeviceTypeOf<::hmoe::f16> {
+struct DeviceElement<::hmoe::f16> {
   using type = __half;
 };
 template <typename T>
-using device_t = typename DeviceTypeOf<T>::type;
+using device_elem_t = typename DeviceElement<T>::type;
 
-// fn.template operator()<device_t<T>>() for the T that the host dispatcher of the same
-// dtype set in engine/dtype.h picks (with its error for a dtype outside the set):
+// fn.template operator()<device_elem_t<T>>() for the T that the host dispatcher of the
+// same dtype set in engine/dtype.h picks (with its error for a dtype outside the set):
 // float = f32 f64 bf16 f16; real = f32 f64; numeric = float + i32 i64; all = numeric + b8.
 template <typename Fn>
-struct OnDeviceType {
+struct OnDeviceElement {
   Fn& fn;
   template <typename T>
   decltype(auto) operator()() {
-    return fn.template operator()<device_t<T>>();
+    return fn.template operator()<device_elem_t<T>>();
   }
 };
 template <typename Fn>
 decltype(auto) dispatch_device_float(DType t, const char* op, Fn&& fn) {
-  return ::hmoe::detail::dispatch_float(t, op, OnDeviceType<Fn>{fn});
+  return ::hmoe::detail::dispatch_float(t, op, OnDeviceElement<Fn>{fn});
 }
 template <typename Fn>
 decltype(auto) dispatch_device_real(DType t, const char* op, Fn&& fn) {
-  return ::hmoe::detail::dispatch_real(t, op, OnDeviceType<Fn>{fn});
+  return ::hmoe::detail::dispatch_real(t, op, OnDeviceElement<Fn>{fn});
 }
 template <typename Fn>
 decltype(auto) dispatch_device_numeric(DType t, const char* op, Fn&& fn) {
-  return ::hmoe::detail::dispatch_numeric(t, op, OnDeviceType<Fn>{fn});
+  return ::hmoe::detail::dispatch_numeric(t, op, OnDeviceElement<Fn>{fn});
 }
 template <typename Fn>
 decltype(auto) dispatch_device_all(DType t, const char* op, Fn&& fn) {
-  return ::hmoe::detail::dispatch_all(t, op, OnDeviceType<Fn>{fn});
+  return ::hmoe::detail::dispatch_all(t, op, OnDeviceElement<Fn>{fn});
 }
 
 // The type arithmetic on a device element type happens in: half types compute in float.
@@ -108,9 +108,10 @@ __device__ __forceinline__ T from_compute(device_compute_t<T> v) {
   }
 }
 
-// from_compute through the device's rounding intrinsics alone: the same value, but a
-// NaN comes out as the hardware makes it (on a GPU the canonical NaN). The softmax,
-// norm and attention kernels round their outputs this way.
+// from_compute through the device's rounding intrinsics alone: the same for every
+// number, while a NaN comes out as the intrinsic makes it (on a GPU not necessarily
+// with from_compute's sign and quiet bit). The softmax, norm and attention kernels round
+// their outputs this way.
 template <typename T>
 __device__ __forceinline__ T from_compute_hw(device_compute_t<T> v) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>)

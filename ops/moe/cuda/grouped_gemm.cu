@@ -121,7 +121,7 @@ template <typename T>
 void forward_typed(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w, const int64_t* off, const Tensor& index,
                    const Tensor& scale, const Tensor& bias, const Tensor& out, mg::FusedAct x_act,
                    mg::FusedAct act_grad) {
-  using D = device_t<T>;
+  using D = device_elem_t<T>;
   using C = compute_t<T>;
   const int device = out.device().index;
   const int64_t k = a.k, n = a.n;
@@ -201,7 +201,7 @@ void grouped_gemm_cuda(const GroupedGemmArgs& a, const Tensor& x, const Tensor& 
 template <typename T>
 void dw_typed(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, const Tensor& dy, const int64_t* off,
               const Tensor& dw, const Tensor& db, mg::FusedAct x_act) {
-  using D = device_t<T>;
+  using D = device_elem_t<T>;
   using C = compute_t<T>;
   const int device = dy.device().index;
   const int64_t G = a.groups, k = a.k, n = a.n;
@@ -282,7 +282,7 @@ void grouped_row_dot_cuda(const GroupedGemmArgs& a, const Tensor& x, const Tenso
   const int device = out.device().index;
   const int64_t* off = offsets.data_ptr<int64_t>();
   detail::dispatch_float(dt, op, [&]<typename T>() {
-    using D = device_t<T>;
+    using D = device_elem_t<T>;
     using C = compute_t<T>;
     const DeviceTable t = bias.defined() ? upload(off, a.groups, {}, 0, 0, 0, device) : DeviceTable{};
     auto grouped_row_dot_kernel = &mg::grouped_row_dot_kernel<D, C>;
@@ -320,7 +320,7 @@ void scatter_rows_cuda(const Tensor& src, const Tensor& index, const Tensor& sca
   }
   const uint64_t* sorted = ixs::sort_segments<uint64_t>(pa, ixs::pack_ptr<uint64_t>(bufb), 1, R, device);
   detail::dispatch_float(src.dtype(), op, [&]<typename T>() {
-    using Dv = device_t<T>;
+    using Dv = device_elem_t<T>;
     using C = compute_t<T>;
     auto launch = [&]<int V>() {
       const int64_t packs = ceil_div(K, V);
