@@ -108,10 +108,19 @@ __device__ __forceinline__ T from_compute(device_compute_t<T> v) {
   }
 }
 
-// from_compute through the device's rounding intrinsics alone: the same for every
-// number, while a NaN comes out as the intrinsic makes it (on a GPU not necessarily
-// with from_compute's sign and quiet bit). The softmax, norm and attention kernels round
-// their outputs this way.
+// to_compute and from_compute through the device's conversion intrinsics alone: the same
+// for every number, while a NaN comes out of from_compute_hw as the intrinsic makes it
+// (on a GPU not necessarily with from_compute's sign and quiet bit). The softmax, norm
+// and attention kernels convert this way.
+template <typename T>
+__device__ __forceinline__ device_compute_t<T> to_compute_hw(T x) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __bfloat162float(x);
+  else if constexpr (std::is_same_v<T, __half>)
+    return __half2float(x);
+  else
+    return x;
+}
 template <typename T>
 __device__ __forceinline__ T from_compute_hw(device_compute_t<T> v) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>)
@@ -126,13 +135,13 @@ template <typename S, typename D>
 __device__ __forceinline__ D convert(S x) {
   return from_compute<D>(static_cast<device_compute_t<D>>(to_compute<S>(x)));
 }
-// The same with from_compute_hw's rounding (a value of type D is passed through).
+// The same through the intrinsics (a value of type D is passed through).
 template <typename D, typename S>
 __device__ __forceinline__ D convert_hw(S x) {
   if constexpr (std::is_same_v<D, S>)
     return x;
   else
-    return from_compute_hw<D>(static_cast<device_compute_t<D>>(to_compute<S>(x)));
+    return from_compute_hw<D>(static_cast<device_compute_t<D>>(to_compute_hw<S>(x)));
 }
 
 // ---- device math in the compute type (float or double) ------------------------------------
@@ -249,8 +258,9 @@ __host__ __device__ __forceinline__ bool aligned_to(const void* p, size_t bytes)
 // is not one from 16 down).
 
 // __shfl_down_sync / __shfl_xor_sync for any trivially copyable value: arithmetic types
-// directly, small structs as 8-byte words (4-byte words when their size is not a
-// multiple of 8). arg: the lane delta (down) or lane mask (xor).
+// directly, small structs as words of their alignment (8 bytes, or 4 when their members
+// are 4-byte types), so a member is never split. arg: the lane delta (down) or lane mask
+// (xor).
 enum class Shfl : uint8_t { down, xor_ };
 template <Shfl kOp, typename W>
 __device__ __forceinline__ W shfl_word(W w, unsigned arg, int width) {
@@ -264,8 +274,9 @@ __device__ __forceinline__ T shfl_any(T v, unsigned arg, int width) {
   if constexpr (std::is_arithmetic_v<T>) {
     return shfl_word<kOp>(v, arg, width);
   } else {
-    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) % 4 == 0, "shfl_any: needs 4-byte words");
-    using W = std::conditional_t<sizeof(T) % 8 == 0, unsigned long long, unsigned>;
+    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) % 4 == 0 && alignof(T) >= 4,
+                  "shfl_any: needs 4-byte words");
+    using W = std::conditional_t<alignof(T) >= 8, unsigned long long, unsigned>;
     constexpr int kWords = int(sizeof(T) / sizeof(W));
     W w[kWords];
     memcpy(w, &v, sizeof(T));

@@ -31,7 +31,7 @@ __device__ __forceinline__ void load_acc(const T* p, int64_t e, device_compute_t
   }
   const Pack<T, V> q = load_pack<T, V>(p + e);
 #pragma unroll
-  for (int k = 0; k < V; ++k) out[k] = to_compute(q.v[k]);
+  for (int k = 0; k < V; ++k) out[k] = to_compute_hw(q.v[k]);
 }
 
 // Two sums reduced together (one shuffle tree).
@@ -72,7 +72,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
         const Pack<T, V> p = load_pack<T, V>(xr + e);
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          v[it][k] = to_compute(p.v[k]);
+          v[it][k] = to_compute_hw(p.v[k]);
           s += rms ? v[it][k] * v[it][k] : v[it][k];
         }
       } else {
@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
       for (int64_t e = int64_t(rl.lane) * V; e < D; e += step) {
         const Pack<T, V> p = load_pack<T, V>(xr + e);
 #pragma unroll
-        for (int k = 0; k < V; ++k) s += rms ? to_compute(p.v[k]) * to_compute(p.v[k]) : to_compute(p.v[k]);
+        for (int k = 0; k < V; ++k) s += rms ? to_compute_hw(p.v[k]) * to_compute_hw(p.v[k]) : to_compute_hw(p.v[k]);
       }
     s = group_reduce(s, group, Plus{}, C(0)) * inv_d;
     if (!rms) {
@@ -126,7 +126,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
         for (int64_t e = int64_t(rl.lane) * V; e < D; e += step) {
           const Pack<T, V> p = load_pack<T, V>(xr + e);
 #pragma unroll
-          for (int k = 0; k < V; ++k) q += (to_compute(p.v[k]) - mu) * (to_compute(p.v[k]) - mu);
+          for (int k = 0; k < V; ++k) q += (to_compute_hw(p.v[k]) - mu) * (to_compute_hw(p.v[k]) - mu);
         }
       s = group_reduce(q, group, Plus{}, C(0)) * inv_d;
     }
@@ -140,7 +140,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
         Pack<T, V> q;
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          const C xv = to_compute(p.v[k]);
+          const C xv = to_compute_hw(p.v[k]);
           q.v[k] = from_compute_hw<T>(rms ? xv * rs * wv[k] : (xv - mu) * rs * wv[k] + bv[k]);
         }
         store_pack<T, V>(yr + e, q);
@@ -196,8 +196,8 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
           load_acc<T, V>(w, e, wv);
 #pragma unroll
           for (int k = 0; k < V; ++k) {
-            xh[it][k] = (to_compute(px.v[k]) - mu) * rs;
-            gv[it][k] = to_compute(pg.v[k]);
+            xh[it][k] = (to_compute_hw(px.v[k]) - mu) * rs;
+            gv[it][k] = to_compute_hw(pg.v[k]);
             aw[it][k] += gv[it][k] * xh[it][k];
             ab[it][k] += gv[it][k];
             const C gw = gv[it][k] * wv[k];
@@ -247,9 +247,9 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
         load_acc<T, V>(w, e, wv);
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          const C gw = to_compute(pg.v[k]) * wv[k];
+          const C gw = to_compute_hw(pg.v[k]) * wv[k];
           s.a += gw;
-          s.b += gw * ((to_compute(px.v[k]) - mu) * rs);
+          s.b += gw * ((to_compute_hw(px.v[k]) - mu) * rs);
         }
       }
     s = group_reduce(s, group, Plus{}, Sum2<C>{C(0), C(0)});
@@ -262,7 +262,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
         Pack<T, V> p;
 #pragma unroll
         for (int k = 0; k < V; ++k)
-          p.v[k] = from_compute_hw<T>(rs * (to_compute(pg.v[k]) * wv[k] - a - (to_compute(px.v[k]) - mu) * rs * bq));
+          p.v[k] = from_compute_hw<T>(rs * (to_compute_hw(pg.v[k]) * wv[k] - a - (to_compute_hw(px.v[k]) - mu) * rs * bq));
         store_pack<T, V>(dx + off + e, p);
       }
   }
@@ -302,10 +302,10 @@ __global__ void __launch_bounds__(kColX* kRowY, 1)
         const C mu = rms ? C(0) : mean[i];
         const Pack<T, V> px = load_pack<T, V>(x + i * D + j);
 #pragma unroll
-        for (int k = 0; k < V; ++k) aw[k] += to_compute(pg.v[k]) * ((to_compute(px.v[k]) - mu) * rs);
+        for (int k = 0; k < V; ++k) aw[k] += to_compute_hw(pg.v[k]) * ((to_compute_hw(px.v[k]) - mu) * rs);
       }
 #pragma unroll
-      for (int k = 0; k < V; ++k) ab[k] += to_compute(pg.v[k]);
+      for (int k = 0; k < V; ++k) ab[k] += to_compute_hw(pg.v[k]);
     }
 #pragma unroll
   for (int k = 0; k < V; ++k) {

@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
       if (live && e < n) {
         const Pack<T, V> p = load_pack<T, V>(xr + e);
 #pragma unroll
-        for (int k = 0; k < V; ++k) v[it][k] = to_compute(p.v[k]);
+        for (int k = 0; k < V; ++k) v[it][k] = to_compute_hw(p.v[k]);
       } else {
 #pragma unroll
         for (int k = 0; k < V; ++k) v[it][k] = neg_inf<C>();
@@ -131,7 +131,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
       for (int64_t e = int64_t(rl.lane) * V; e < n; e += int64_t(group) * V) {
         const Pack<T, V> p = load_pack<T, V>(xr + e);
 #pragma unroll
-        for (int k = 0; k < V; ++k) online_add(st, to_compute(p.v[k]));
+        for (int k = 0; k < V; ++k) online_add(st, to_compute_hw(p.v[k]));
       }
     }
     st = group_reduce(st, group, MergeOp{}, Stats<C>{neg_inf<C>(), C(0)});
@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
       Pack<T, V> q;
 #pragma unroll
       for (int k = 0; k < V; ++k) {
-        const C xv = to_compute(p.v[k]);
+        const C xv = to_compute_hw(p.v[k]);
         q.v[k] = from_compute_hw<T>(log ? xv - shift : d_exp(xv - st.m) * inv);
       }
       store_pack<T, V>(yr + e, q);
@@ -172,8 +172,8 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
         const Pack<T, V> py = load_pack<T, V>(y + off + e), pg = load_pack<T, V>(g + off + e);
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          yv[it][k] = to_compute(py.v[k]);
-          gv[it][k] = to_compute(pg.v[k]);
+          yv[it][k] = to_compute_hw(py.v[k]);
+          gv[it][k] = to_compute_hw(pg.v[k]);
           s += log ? gv[it][k] : gv[it][k] * yv[it][k];
         }
       }
@@ -196,7 +196,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
       for (int64_t e = int64_t(rl.lane) * V; e < n; e += int64_t(group) * V) {
         const Pack<T, V> py = load_pack<T, V>(y + off + e), pg = load_pack<T, V>(g + off + e);
 #pragma unroll
-        for (int k = 0; k < V; ++k) s += log ? to_compute(pg.v[k]) : to_compute(pg.v[k]) * to_compute(py.v[k]);
+        for (int k = 0; k < V; ++k) s += log ? to_compute_hw(pg.v[k]) : to_compute_hw(pg.v[k]) * to_compute_hw(py.v[k]);
       }
     }
     s = group_reduce(s, group, Plus{}, C(0));
@@ -207,7 +207,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
       Pack<T, V> p;
 #pragma unroll
       for (int k = 0; k < V; ++k) {
-        const C yk = to_compute(py.v[k]), gk = to_compute(pg.v[k]);
+        const C yk = to_compute_hw(py.v[k]), gk = to_compute_hw(pg.v[k]);
         p.v[k] = from_compute_hw<T>(log ? gk - d_exp(yk) * s : yk * (gk - s));
       }
       store_pack<T, V>(gx + off + e, p);
@@ -238,7 +238,7 @@ __global__ void softmax_cols_kernel(const T* __restrict__ x, T* __restrict__ y, 
     T* yc = y + o * n * inner + (live ? i : 0);
     Stats<C> st{neg_inf<C>(), C(0)};
     if (live)
-      for (int64_t r = ty; r < n; r += kSplit) online_add(st, to_compute(xc[r * inner]));
+      for (int64_t r = ty; r < n; r += kSplit) online_add(st, to_compute_hw(xc[r * inner]));
     __syncthreads();  // the previous tile is done with sm/ss
     sm[ty][tx] = st.m;
     ss[ty][tx] = st.s;
@@ -249,7 +249,7 @@ __global__ void softmax_cols_kernel(const T* __restrict__ x, T* __restrict__ y, 
     const C shift = st.m + d_log(st.s);
     const C inv = C(1) / st.s;
     for (int64_t r = ty; r < n; r += kSplit) {
-      const C xv = to_compute(xc[r * inner]);
+      const C xv = to_compute_hw(xc[r * inner]);
       yc[r * inner] = from_compute_hw<T>(log ? xv - shift : d_exp(xv - st.m) * inv);
     }
   }
@@ -270,7 +270,7 @@ __global__ void softmax_backward_cols_kernel(const T* __restrict__ y, const T* _
     C s = C(0);
     if (live)
       for (int64_t r = ty; r < n; r += kSplit)
-        s += log ? to_compute(g[base + r * inner]) : to_compute(g[base + r * inner]) * to_compute(y[base + r * inner]);
+        s += log ? to_compute_hw(g[base + r * inner]) : to_compute_hw(g[base + r * inner]) * to_compute_hw(y[base + r * inner]);
     __syncthreads();
     ps[ty][tx] = s;
     __syncthreads();
@@ -279,7 +279,7 @@ __global__ void softmax_backward_cols_kernel(const T* __restrict__ y, const T* _
     if (!live) continue;
     for (int64_t r = ty; r < n; r += kSplit) {
       const int64_t q = base + r * inner;
-      const C yk = to_compute(y[q]), gk = to_compute(g[q]);
+      const C yk = to_compute_hw(y[q]), gk = to_compute_hw(g[q]);
       gx[q] = from_compute_hw<T>(log ? gk - d_exp(yk) * s : yk * (gk - s));
     }
   }
@@ -310,7 +310,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
     for (int64_t e = int64_t(rl.lane) * V; e < n; e += int64_t(group) * V) {
       const Pack<T, V> p = load_pack<T, V>(xr + e);
 #pragma unroll
-      for (int k = 0; k < V; ++k) online_add(st, to_compute(p.v[k]));
+      for (int k = 0; k < V; ++k) online_add(st, to_compute_hw(p.v[k]));
     }
   }
   st = group_reduce(st, group, MergeOp{}, Stats<C>{neg_inf<C>(), C(0)});
@@ -319,7 +319,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
     if (work) {
       const C l = finite(st.m) ? st.m + d_log(st.s) : st.m;
       lse[rl.row] = l;
-      loss[rl.row] = l - to_compute(xr[t]);
+      loss[rl.row] = l - to_compute_hw(xr[t]);
     } else {
       lse[rl.row] = C(0);
       loss[rl.row] = C(0);
@@ -357,7 +357,7 @@ __global__ void __launch_bounds__(kRowMaxBlock, 1)
       const Pack<T, V> p = load_pack<T, V>(xr + e);
 #pragma unroll
       for (int k = 0; k < V; ++k)
-        q.v[k] = from_compute_hw<T>((d_exp(to_compute(p.v[k]) - l) - (e + k == t ? C(1) : C(0))) * w);
+        q.v[k] = from_compute_hw<T>((d_exp(to_compute_hw(p.v[k]) - l) - (e + k == t ? C(1) : C(0))) * w);
     }
     store_pack<T, V>(gr + e, q);
   }
