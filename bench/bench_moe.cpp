@@ -50,7 +50,7 @@ const double kGemmFlops = 2.0 * double(kM) * double(kD) * double(kF);
 
 // --- a reference: one dense sgemm of the same FLOPs, OpenBLAS threaded over all cores --
 void BM_dense_sgemm_peak(benchmark::State& st) {
-  ops::ensure_kernels_registered();
+  ensure_backends_registered();
   Generator g(1);
   Tensor a = normal({kM, kD}, g), b = normal({kD, kF}, g), c = empty({kM, kF});
   openblas_set_num_threads(num_threads());
@@ -184,7 +184,7 @@ void layer_gemm_args(benchmark::internal::Benchmark* b) {
 // One cblas call per group, OpenBLAS threading inside each call (not deterministic
 // across thread counts: measured for comparison only). Rows pre-gathered (not timed).
 void BM_choice_blas_threaded_per_group(benchmark::State& st) {
-  ops::ensure_kernels_registered();
+  ensure_backends_registered();
   Generator g(2);
   Tensor xs = normal({kM, kD}, g), w = normal({kN, kD, kF}, g), out = empty({kM, kF});
   const int64_t* off = layer_plan().offsets.data_ptr<int64_t>();
@@ -203,7 +203,7 @@ void BM_choice_blas_threaded_per_group(benchmark::State& st) {
 
 // One single-threaded cblas call per group, groups spread over the pool.
 void BM_choice_blas_parallel_groups(benchmark::State& st) {
-  ops::ensure_kernels_registered();
+  ensure_backends_registered();
   Generator g(2);
   Tensor xs = normal({kM, kD}, g), w = normal({kN, kD, kF}, g), out = empty({kM, kF});
   const int64_t* off = layer_plan().offsets.data_ptr<int64_t>();

@@ -6,8 +6,8 @@
 #   cuda: engine/cuda/*.cpp except *_emu.cpp, ops/cuda/*.cu by nvcc for sm_80 and sm_90
 #         (object library hmoe_cuda_objects, with the ptxas resource report), linked
 #         against CUDA::cudart and CUDA::cublas.
-# Both define HMOE_WITH_CUDA_BACKEND=1 publicly (ops/dispatch.cpp registers the cuda
-# kernels, engine/storage.cpp the cuda allocator).
+# Both define HMOE_WITH_CUDA_BACKEND=1 publicly (ops/dispatch.cpp then registers the
+# cuda backend: its allocator and kernels, ops/cuda/register.cpp).
 
 include(GNUInstallDirs)
 set(HMOE_CUDA_ROOT ${PROJECT_SOURCE_DIR})

@@ -89,8 +89,11 @@ template <typename T> using compute_t = typename compute_type<T>::type;
 
 }  // namespace hmoe
 
-// HMOE_DISPATCH_*(dtype, "op", [&]<typename scalar_t>() { ... }) calls the lambda with
-// scalar_t bound to the C++ type of dtype, or throws naming the op and dtype.
+// detail::dispatch_<set>(dtype, "op", [&]<typename scalar_t>() { ... }) calls the lambda
+// with scalar_t bound to the C++ type of dtype, or throws naming the op and dtype when it
+// is outside the set: float = f32 f64 bf16 f16; real = f32 f64; numeric = float + i32
+// i64; all = numeric + b8; index = i32 i64. The CUDA kernels' versions, with the
+// kernel-side types, are built on these (ops/cuda/kernel_utils.cuh).
 #define HMOE_DTYPE_CASE_(DT, T) \
   case ::hmoe::DType::DT:       \
     return fn.template operator()<T>();
@@ -98,40 +101,22 @@ template <typename T> using compute_t = typename compute_type<T>::type;
 namespace hmoe::detail {
 [[noreturn]] void unsupported_dtype(const char* op, DType t);
 
+// Each set is built from the smaller ones, so every type is listed once.
+template <typename Fn>
+decltype(auto) dispatch_real(DType t, const char* op, Fn&& fn) {
+  switch (t) {
+    HMOE_DTYPE_CASE_(f32, float)
+    HMOE_DTYPE_CASE_(f64, double)
+    default: unsupported_dtype(op, t);
+  }
+}
 template <typename Fn>
 decltype(auto) dispatch_float(DType t, const char* op, Fn&& fn) {
   switch (t) {
-    HMOE_DTYPE_CASE_(f32, float)
-    HMOE_DTYPE_CASE_(f64, double)
     HMOE_DTYPE_CASE_(bf16, ::hmoe::bf16)
     HMOE_DTYPE_CASE_(f16, ::hmoe::f16)
-    default: unsupported_dtype(op, t);
+    default: return dispatch_real(t, op, fn);
   }
-}
-template <typename Fn>
-decltype(auto) dispatch_numeric(DType t, const char* op, Fn&& fn) {
-  switch (t) {
-    HMOE_DTYPE_CASE_(f32, float)
-    HMOE_DTYPE_CASE_(f64, double)
-    HMOE_DTYPE_CASE_(bf16, ::hmoe::bf16)
-    HMOE_DTYPE_CASE_(f16, ::hmoe::f16)
-    HMOE_DTYPE_CASE_(i32, int32_t)
-    HMOE_DTYPE_CASE_(i64, int64_t)
-    default: unsupported_dtype(op, t);
-  }
-}
-template <typename Fn>
-decltype(auto) dispatch_all(DType t, const char* op, Fn&& fn) {
-  switch (t) {
-    HMOE_DTYPE_CASE_(f32, float)
-    HMOE_DTYPE_CASE_(f64, double)
-    HMOE_DTYPE_CASE_(bf16, ::hmoe::bf16)
-    HMOE_DTYPE_CASE_(f16, ::hmoe::f16)
-    HMOE_DTYPE_CASE_(i32, int32_t)
-    HMOE_DTYPE_CASE_(i64, int64_t)
-    HMOE_DTYPE_CASE_(b8, bool)
-  }
-  unsupported_dtype(op, t);
 }
 template <typename Fn>
 decltype(auto) dispatch_index(DType t, const char* op, Fn&& fn) {
@@ -140,5 +125,15 @@ decltype(auto) dispatch_index(DType t, const char* op, Fn&& fn) {
     HMOE_DTYPE_CASE_(i64, int64_t)
     default: unsupported_dtype(op, t);
   }
+}
+template <typename Fn>
+decltype(auto) dispatch_numeric(DType t, const char* op, Fn&& fn) {
+  if (t == DType::i32 || t == DType::i64) return dispatch_index(t, op, fn);
+  return dispatch_float(t, op, fn);
+}
+template <typename Fn>
+decltype(auto) dispatch_all(DType t, const char* op, Fn&& fn) {
+  if (t == DType::b8) return fn.template operator()<bool>();
+  return dispatch_numeric(t, op, fn);
 }
 }  // namespace hmoe::detail

@@ -15,9 +15,6 @@
 
 #include "engine/error.h"
 #include "engine/memory/caching_allocator.h"
-#ifdef HMOE_WITH_CUDA_BACKEND
-#include "engine/cuda/allocator.h"
-#endif
 
 namespace hmoe {
 namespace {
@@ -99,20 +96,18 @@ class CpuAllocator final : public Allocator {
   static void noop(void*) {}
 };
 
+// The CPU allocator is built in; every other device's comes from its backend's
+// registration (ensure_backends_registered).
 std::array<Allocator*, kNumDeviceTypes>& registry() {
   static CpuAllocator cpu;
-#ifdef HMOE_WITH_CUDA_BACKEND
-  // The CUDA backend (real or emulated) is built in: its allocator is always there.
-  static std::array<Allocator*, kNumDeviceTypes> table{&cpu, &cuda::device_allocator()};
-#else
   static std::array<Allocator*, kNumDeviceTypes> table{&cpu, nullptr};
-#endif
   return table;
 }
 
 }  // namespace
 
 Allocator& allocator_for(DeviceType t) {
+  ensure_backends_registered();
   Allocator* a = registry()[size_t(t)];
   HMOE_CHECK(a != nullptr, "device ", Device{t, 0}.str(),
              " is not available: this build of hmoe has no backend for it");
@@ -127,19 +122,5 @@ void cpu_cache_reset_peak() { host_cache().cache.reset_peak_stats(); }
 
 Storage::Storage(size_t nbytes, Device device)
     : data_(allocator_for(device.type).allocate(nbytes, device.index)), nbytes_(nbytes), device_(device) {}
-
-Device parse_device(const std::string& s) {
-  if (s == "cpu") return Device::cpu();
-  if (s == "cuda") return Device::cuda(0);
-  if (s.rfind("cuda:", 0) == 0 && s.size() > 5) {
-    int idx = 0;
-    for (size_t i = 5; i < s.size(); ++i) {
-      HMOE_CHECK(s[i] >= '0' && s[i] <= '9' && idx < 1000000, "bad device string '", s, "'");
-      idx = idx * 10 + (s[i] - '0');
-    }
-    return Device::cuda(idx);
-  }
-  HMOE_FAIL("bad device string '", s, "': expected cpu, cuda or cuda:N");
-}
 
 }  // namespace hmoe

@@ -29,8 +29,14 @@ class Allocator {
 
 // The allocator for a device type; throws hmoe::Error if that backend is not built.
 Allocator& allocator_for(DeviceType t);
-// Backends register themselves once (part of the dispatch registry).
+// A backend's allocator for its device type: called from the backend's registration
+// (the CPU's is built in).
 void register_allocator(DeviceType t, Allocator* a);
+// Registers every backend built in, once: its allocator (register_allocator) and its
+// kernels (the dispatch registry). allocator_for and every dispatch stub call it first.
+// Declared by the engine, defined by the ops layer (ops/dispatch.cpp), whose backend
+// lists are explicit calls, so a static link keeps every backend.
+void ensure_backends_registered();
 
 // CPU blocks of at least this many bytes are recycled through a caching pool (the
 // CachingAllocator of the CUDA backend, over host memory) instead of going back to the

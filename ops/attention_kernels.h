@@ -1,11 +1,14 @@
-// Kernel interfaces of the attention family (causal attention forward/backward and
-// dropout) and the dropout mask rule every backend must reproduce bit-exactly.
+// The kernel contract of the attention family (ops/attention.cpp: causal attention
+// forward/backward and dropout): kernel signatures, their dispatch stubs, and the dropout
+// mask rule every backend must reproduce bit-exactly. Filled by CPU: ops/cpu/attention.cpp;
+// CUDA: ops/cuda/attention.cu (kernel bodies in attention.cuh, attention_wmma.cuh).
 #pragma once
 
 #include <cstdint>
 
 #include "engine/rng.h"
 #include "engine/tensor.h"
+#include "ops/dispatch.h"
 
 namespace hmoe {
 
@@ -21,6 +24,10 @@ using AttentionBackwardKernel = void (*)(const Tensor& q, const Tensor& k, const
                                          const Tensor& dk, const Tensor& dv);
 // in: contiguous; out: fresh contiguous, same shape and dtype. out[i] = dropout_apply(in[i]).
 using DropoutKernel = void (*)(const Tensor& in, const Tensor& out, double p, uint64_t seed, uint64_t offset);
+
+HMOE_DECLARE_STUB(AttentionForwardKernel, attention_forward_stub);
+HMOE_DECLARE_STUB(AttentionBackwardKernel, attention_backward_stub);
+HMOE_DECLARE_STUB(DropoutKernel, dropout_stub);
 
 // The dropout mask. Element i (row-major index in the input) of a draw at (seed,
 // offset) is kept iff  philox_uniform(seed, offset, i, RngStream::dropout) > float(p):

@@ -1,18 +1,23 @@
-// Lazy, once-only registration of every backend's kernels, and the device check.
+// Lazy, once-only registration of every backend built in (engine/storage.h declares
+// it), and the device check.
 #include "ops/dispatch.h"
 
-namespace hmoe::ops {
+namespace hmoe {
 
-void ensure_kernels_registered() {
+void ensure_backends_registered() {
   static const bool once = [] {
-    register_cpu_kernels();
+    ops::register_cpu_kernels();
 #ifdef HMOE_WITH_CUDA_BACKEND
-    register_cuda_kernels();
+    ops::register_cuda_backend();
 #endif
     return true;
   }();
   (void)once;
 }
+
+}  // namespace hmoe
+
+namespace hmoe::ops {
 
 Device common_device(const char* op, std::initializer_list<const Tensor*> ts) {
   const Tensor* first = nullptr;

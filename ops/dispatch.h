@@ -1,5 +1,8 @@
-// The dispatch registry: one DispatchStub per kernel family holds a function
-// pointer per device type; backends fill them once, on first use.
+// The dispatch registry: one DispatchStub per kernel holds a function pointer per
+// device type; backends fill them once, on first use (ensure_backends_registered, with
+// the device allocators). Each op family declares its kernels' signatures and stubs in
+// a contract header (ops/<family>_kernels.h, ops/nn_kernels.h, ops/moe/moe_kernels.h)
+// that names the backend files filling them.
 #pragma once
 
 #include <utility>
@@ -7,11 +10,10 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "engine/profiler.h"
+#include "engine/storage.h"
 #include "engine/tensor.h"
 
 namespace hmoe::ops {
-
-void ensure_kernels_registered();
 
 // A stub's cost model: from a call's arguments, the call's work (FLOPs, fewest bytes).
 // Evaluated only while a profiler is active, so kernels cost nothing extra otherwise.
@@ -57,7 +59,7 @@ struct DispatchStub {
   Fn table[kNumDeviceTypes] = {};
 
   BoundKernel<Fn> get(Device d) const {
-    ensure_kernels_registered();
+    ensure_backends_registered();
     Fn f = table[size_t(d.type)];
     HMOE_CHECK(f != nullptr, name, ": no kernel for device ", d.str(), " in this build");
     return {f, name, d, work};
@@ -68,10 +70,11 @@ struct DispatchStub {
 // All tensors of one op must live on one device; returns it.
 Device common_device(const char* op, std::initializer_list<const Tensor*> ts);
 
-// Backend registration entry points (each backend room defines its own).
+// Backend registration entry points, called once by ensure_backends_registered (each
+// backend room defines its own: ops/cpu/register.cpp, ops/cuda/register.cpp).
 void register_cpu_kernels();
 #ifdef HMOE_WITH_CUDA_BACKEND
-void register_cuda_kernels();
+void register_cuda_backend();
 #endif
 
 }  // namespace hmoe::ops

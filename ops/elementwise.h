@@ -6,6 +6,8 @@
 
 namespace hmoe {
 
+// The elementwise functions by name: users pass one as an activation (e.g. to
+// moe::grouped_ffn); the kernels take one (ops/elementwise_kernels.h).
 enum class UnaryOp : uint8_t {
   neg, exp, log, sqrt, rsqrt, abs, relu, gelu_erf, gelu_tanh, silu, sigmoid, tanh, softplus,
   pow_scalar,   // x^p0
@@ -14,25 +16,6 @@ enum class UnaryOp : uint8_t {
   add_scalar,   // x + p0
   sign, logical_not, square,
 };
-
-enum class BinaryOp : uint8_t {
-  add, sub, mul, div, maximum, minimum,
-  eq, ne, lt, le, gt, ge,  // produce bool
-};
-
-// The kernel interfaces every backend implements. `out` is a fresh contiguous tensor
-// with the broadcast shape; inputs are already expanded to it (possibly strided) and
-// of out's dtype (comparisons: of the common input dtype). A binary kernel's out may
-// also be its input `a` itself (add_: contiguous, same layout): every element is read
-// before the same element is written, so the update in place is exact.
-using UnaryKernel = void (*)(UnaryOp op, const Tensor& in, const Tensor& out, double p0, double p1);
-// grad_in = grad_out * f'(x) for the activations (uses x; y = f(x) where cheaper).
-// grad_in may be grad_out or x itself (contiguous, one layout): each element is read
-// before it is written.
-using UnaryBackwardKernel = void (*)(UnaryOp op, const Tensor& x, const Tensor& grad_out, const Tensor& grad_in,
-                                     double p0, double p1);
-using BinaryKernel = void (*)(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out);
-using WhereKernel = void (*)(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out);
 
 Tensor add(const Tensor& a, const Tensor& b);
 // dst += src in place (src broadcast to dst's shape and converted to its dtype), without
@@ -75,12 +58,6 @@ Tensor le(const Tensor& a, const Tensor& b);
 Tensor gt(const Tensor& a, const Tensor& b);
 Tensor ge(const Tensor& a, const Tensor& b);
 Tensor logical_not(const Tensor& a);
-
-// Reduces a broadcast gradient back to `shape` by summing the broadcast dims.
-Tensor sum_to(const Tensor& g, const Shape& shape);
-
-// A 0-d tensor holding s, in dtype/device of `like`.
-Tensor scalar_like(double s, const Tensor& like);
 
 inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
 inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }

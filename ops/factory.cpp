@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "ops/dispatch.h"
+#include "ops/factory_kernels.h"
 
 namespace hmoe {
 

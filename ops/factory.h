@@ -32,10 +32,4 @@ Tensor zeros_like(const Tensor& t);
 Tensor ones_like(const Tensor& t);
 Tensor full_like(const Tensor& t, double value);
 
-// Kernel interfaces.
-using FillKernel = void (*)(const Tensor& out, double value);  // out may be strided
-using ArangeKernel = void (*)(const Tensor& out, double start, double step);
-enum class RandomKind : uint8_t { uniform, normal };
-using RandomKernel = void (*)(const Tensor& out, RandomKind kind, uint64_t seed, uint64_t offset, double a, double b);
-
 }  // namespace hmoe

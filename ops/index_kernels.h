@@ -1,8 +1,8 @@
-// Kernel interfaces of the index family (index_select/index_add, gather/scatter_add,
-// one_hot) and the sort family (topk/sort, cumsum, bincount): the device-neutral
-// contract every backend (ops/cpu, ops/cuda) implements and the ops call through their
-// dispatch stubs. Every kernel validates the indices it reads and raises hmoe::Error
-// naming the first offender.
+// The kernel contracts of the index family (ops/index.cpp: index_select/index_add,
+// gather/scatter_add, one_hot) and the sort family (ops/sort.cpp: topk/sort, cumsum,
+// bincount): kernel signatures and their dispatch stubs. Every kernel validates the
+// indices it reads and raises hmoe::Error naming the first offender. Filled by CPU:
+// ops/cpu/index.cpp, ops/cpu/sort.cpp; CUDA: ops/cuda/index.cu, ops/cuda/sort.cu.
 #pragma once
 
 #include <cstdint>

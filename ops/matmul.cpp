@@ -6,9 +6,11 @@
 #include <optional>
 
 #include "autograd/node.h"
+#include "ops/broadcast.h"
 #include "ops/dispatch.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"
+#include "ops/matmul_kernels.h"
 #include "ops/reduce.h"
 
 namespace hmoe {

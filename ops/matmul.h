@@ -12,8 +12,9 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // x [..., in], weight [out, in], bias [out] (optional) -> [..., out].
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
-// Kernel interface: C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b] for b in [0, batch),
-// with row-major matrices addressed by (pointer offset per batch, leading dimension).
+// A raw GEMM's shape: C[b] = alpha * op(A[b]) op(B[b]) + beta * C[b] for b in
+// [0, batch), with row-major matrices addressed by (pointer offset per batch, leading
+// dimension).
 struct GemmArgs {
   bool trans_a = false, trans_b = false;
   int64_t m = 0, n = 0, k = 0;
@@ -22,7 +23,6 @@ struct GemmArgs {
   int64_t stride_a = 0, stride_b = 0, stride_c = 0;  // elements between batches
   double alpha = 1.0, beta = 0.0;
 };
-using GemmKernel = void (*)(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& c);
 
 // Raw GEMM on contiguous row-major tensors (no autograd): c = alpha op(a) op(b) + beta c.
 void gemm(const GemmArgs& args, const Tensor& a, const Tensor& b, const Tensor& c);

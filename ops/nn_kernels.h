@@ -1,10 +1,13 @@
-// Backend kernel interfaces of the softmax / cross-entropy (ops/softmax.cpp) and
-// layer/RMS normalisation (ops/norm.cpp) families. All tensors are contiguous.
+// The kernel contracts of the softmax / cross-entropy (ops/softmax.cpp) and layer/RMS
+// normalisation (ops/norm.cpp) families: kernel signatures and their dispatch stubs. All
+// tensors are contiguous. Filled by CPU: ops/cpu/softmax.cpp, ops/cpu/norm.cpp; CUDA:
+// ops/cuda/softmax.cu, ops/cuda/norm.cu.
 #pragma once
 
 #include <cstdint>
 
 #include "engine/tensor.h"
+#include "ops/dispatch.h"
 
 namespace hmoe {
 
@@ -37,5 +40,12 @@ using NormKernel = void (*)(const Tensor& x, const Tensor& weight, const Tensor&
 using NormBackwardKernel = void (*)(const Tensor& g, const Tensor& x, const Tensor& weight, const Tensor& mean,
                                     const Tensor& rstd, bool rms, const Tensor& dx, const Tensor& dweight,
                                     const Tensor& dbias);
+
+HMOE_DECLARE_STUB(SoftmaxKernel, softmax_stub);
+HMOE_DECLARE_STUB(SoftmaxBackwardKernel, softmax_backward_stub);
+HMOE_DECLARE_STUB(CrossEntropyKernel, cross_entropy_stub);
+HMOE_DECLARE_STUB(CrossEntropyBackwardKernel, cross_entropy_backward_stub);
+HMOE_DECLARE_STUB(NormKernel, norm_stub);
+HMOE_DECLARE_STUB(NormBackwardKernel, norm_backward_stub);
 
 }  // namespace hmoe

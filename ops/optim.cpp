@@ -3,6 +3,7 @@
 #include "ops/optim.h"
 
 #include "ops/dispatch.h"
+#include "ops/optim_kernels.h"
 
 namespace hmoe {
 

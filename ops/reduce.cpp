@@ -8,16 +8,26 @@
 #include "autograd/grad_mode.h"
 
 #include "autograd/node.h"
+#include "ops/broadcast.h"
 #include "ops/dispatch.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"
+#include "ops/reduce_kernels.h"
 
 namespace hmoe {
 
 HMOE_DEFINE_STUB(ReduceKernel, reduce_stub);
 
-namespace detail {
+namespace {
 
+// Canonical [outer, red, inner] form of reducing `dims` of t: the (possibly permuted,
+// contiguous) input and the sizes; out_shape gets the keepdim / non-keepdim shape.
+struct ReducePlan {
+  Tensor input;
+  int64_t outer = 1, red = 1, inner = 1;
+  Shape out_shape;      // with or without kept dims, as requested
+  Shape keepdim_shape;  // always with kept dims (size 1)
+};
 ReducePlan plan_reduce(const Tensor& t, const std::vector<int64_t>& dims_in, bool keepdim, const char* op) {
   const int64_t r = t.dim();
   std::vector<bool> is_red(size_t(std::max<int64_t>(r, 1)), false);
@@ -73,13 +83,13 @@ Tensor run_reduce(ReduceOp op, const ReducePlan& p, DType out_dtype) {
   return out;
 }
 
-}  // namespace detail
+}  // namespace
 
 Tensor sum(const Tensor& t, const std::vector<int64_t>& dims, bool keepdim) {
   // Integer and bool sums accumulate in i64.
   const Tensor src = t.dtype() == DType::b8 || t.dtype() == DType::i32 ? t.to(DType::i64) : t;
-  const auto p = detail::plan_reduce(src, dims, keepdim, "sum");
-  Tensor out = detail::run_reduce(ReduceOp::sum, p, src.dtype());
+  const auto p = plan_reduce(src, dims, keepdim, "sum");
+  Tensor out = run_reduce(ReduceOp::sum, p, src.dtype());
   autograd::record("sum", {t}, {out}, [in = t.shape(), kd = p.keepdim_shape](const std::vector<Tensor>& g) {
     return std::vector<Tensor>{g[0].reshape(kd).expand(in)};
   });
@@ -132,9 +142,9 @@ std::pair<Tensor, Tensor> extreme(const Tensor& t, int64_t dim, bool keepdim, bo
   const char* name = is_max ? "max" : "min";
   dim = wrap_dim(dim, t.dim(), name);
   check_extreme(t, dim, name);
-  const auto p = detail::plan_reduce(t, {dim}, keepdim, name);
-  Tensor values = detail::run_reduce(is_max ? ReduceOp::max : ReduceOp::min, p, t.dtype());
-  Tensor idx = detail::run_reduce(is_max ? ReduceOp::argmax : ReduceOp::argmin, p, DType::i64);
+  const auto p = plan_reduce(t, {dim}, keepdim, name);
+  Tensor values = run_reduce(is_max ? ReduceOp::max : ReduceOp::min, p, t.dtype());
+  Tensor idx = run_reduce(is_max ? ReduceOp::argmax : ReduceOp::argmin, p, DType::i64);
   if (t.dim() == 0) {  // a 0-d tensor is its own extreme
     autograd::record(name, {t}, {values}, [](const std::vector<Tensor>& g) { return std::vector<Tensor>{g[0]}; });
     return {values, idx};
@@ -152,8 +162,8 @@ Tensor arg_extreme(const Tensor& t, int64_t dim, bool keepdim, bool is_max) {
   const char* name = is_max ? "argmax" : "argmin";
   dim = wrap_dim(dim, t.dim(), name);
   check_extreme(t, dim, name);
-  const auto p = detail::plan_reduce(t.detach(), {dim}, keepdim, name);
-  return detail::run_reduce(is_max ? ReduceOp::argmax : ReduceOp::argmin, p, DType::i64);
+  const auto p = plan_reduce(t.detach(), {dim}, keepdim, name);
+  return run_reduce(is_max ? ReduceOp::argmax : ReduceOp::argmin, p, DType::i64);
 }
 
 }  // namespace
@@ -187,8 +197,8 @@ Tensor var(const Tensor& t, const std::vector<int64_t>& dims, bool keepdim, int6
 
 Tensor logsumexp(const Tensor& t, const std::vector<int64_t>& dims, bool keepdim) {
   require_float("logsumexp", t);
-  const auto p = detail::plan_reduce(t, dims, keepdim, "logsumexp");
-  Tensor out = detail::run_reduce(ReduceOp::logsumexp, p, t.dtype());
+  const auto p = plan_reduce(t, dims, keepdim, "logsumexp");
+  Tensor out = run_reduce(ReduceOp::logsumexp, p, t.dtype());
   autograd::record("logsumexp", {t}, {out},
                    [x = t.detach(), y = out.detach(), kd = p.keepdim_shape](const std::vector<Tensor>& g) {
                      // d lse / dx = softmax(x) = exp(x - lse); rows of -inf give 0, not NaN.
@@ -203,13 +213,13 @@ Tensor norm(const Tensor& t, double p, const std::vector<int64_t>& dims_in, bool
   require_float("norm", t);
   HMOE_CHECK(p > 0, "norm: p must be positive (or infinity), got ", p);
   const std::vector<int64_t> dims = dims_in.empty() ? all_dims(t) : dims_in;
-  const auto plan = detail::plan_reduce(t.detach(), dims, keepdim, "norm");
+  const auto plan = plan_reduce(t.detach(), dims, keepdim, "norm");
   HMOE_CHECK(!std::isinf(p) || reduced_count(t, dims, "norm") > 0 || shape_numel(plan.out_shape) == 0,
              "norm: the inf-norm over an empty dim of ", t.meta_str(), " is undefined");
   Tensor out;
   {
     NoGradGuard ng;
-    if (std::isinf(p)) out = detail::run_reduce(ReduceOp::max, detail::plan_reduce(abs(t), dims, keepdim, "norm"), t.dtype());
+    if (std::isinf(p)) out = run_reduce(ReduceOp::max, plan_reduce(abs(t), dims, keepdim, "norm"), t.dtype());
     else if (p == 2.0) out = sqrt(sum(square(t), dims, keepdim));
     else if (p == 1.0) out = sum(abs(t), dims, keepdim);
     else out = pow(sum(pow(abs(t), p), dims, keepdim), 1.0 / p);

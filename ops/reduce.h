@@ -27,24 +27,4 @@ Tensor logsumexp(const Tensor& t, const std::vector<int64_t>& dims, bool keepdim
 // p-norm over dims (p = 2 default); the gradient at 0 is 0.
 Tensor norm(const Tensor& t, double p = 2.0, const std::vector<int64_t>& dims = {}, bool keepdim = false);
 
-enum class ReduceOp : uint8_t { sum, max, min, argmax, argmin, logsumexp };
-
-// Kernel interface: `in` is contiguous and viewed as [outer, red, inner]; out is
-// contiguous [outer, inner]. argmax/argmin write i64 indices (first of ties).
-using ReduceKernel = void (*)(ReduceOp op, const Tensor& in, const Tensor& out, int64_t outer, int64_t red,
-                              int64_t inner);
-
-namespace detail {
-// Canonical [outer, red, inner] form of reducing `dims` of t: the (possibly permuted,
-// contiguous) input and the sizes; out_shape gets the keepdim / non-keepdim shape.
-struct ReducePlan {
-  Tensor input;
-  int64_t outer = 1, red = 1, inner = 1;
-  Shape out_shape;       // with or without kept dims, as requested
-  Shape keepdim_shape;   // always with kept dims (size 1)
-};
-ReducePlan plan_reduce(const Tensor& t, const std::vector<int64_t>& dims, bool keepdim, const char* op);
-Tensor run_reduce(ReduceOp op, const ReducePlan& p, DType out_dtype);
-}  // namespace detail
-
 }  // namespace hmoe

@@ -10,10 +10,12 @@
 
 #include "autograd/grad_mode.h"
 #include "autograd/node.h"
+#include "ops/broadcast.h"
 #include "ops/dispatch.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"
-#include "ops/reduce.h"
+#include "ops/factory_kernels.h"
+#include "ops/view_kernels.h"
 
 namespace hmoe {
 
@@ -23,7 +25,6 @@ KernelWork copy_work(const Tensor& src, const Tensor& dst) {  // cost model (ops
 }
 }  // namespace
 HMOE_DEFINE_STUB_WITH_WORK(CopyKernel, copy_stub, &copy_work);
-HMOE_DECLARE_STUB(FillKernel, fill_stub);
 
 using autograd::record;
 

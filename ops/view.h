@@ -8,10 +8,6 @@
 
 namespace hmoe {
 
-// Kernel interface: dst[i] = convert(src[i]) over equal shapes, any strides and dtypes,
-// one device.
-using CopyKernel = void (*)(const Tensor& src, const Tensor& dst);
-
 // The strides a view of `t` with `shape` would have without copying, or false.
 bool view_strides(const Tensor& t, const Shape& shape, Shape& strides_out);
 // Resolves one -1 in a requested shape against numel.

@@ -18,9 +18,10 @@ memory::CachingAllocator& caching_allocator(int device);
 bool poison_allocations();
 void set_poison_allocations(bool on);
 
-// The hmoe::Allocator of DeviceType::cuda (engine/storage.cpp's registry takes it from
-// here, so Device::cuda tensors need no init call). Copies and memsets run on the
-// current stream of the device involved and synchronize it.
+// The hmoe::Allocator of DeviceType::cuda, which the CUDA backend's registration
+// (ops/cuda/register.cpp) hands to register_allocator on the first allocation, so
+// Device::cuda tensors need no init call. Copies and memsets run on the current stream
+// of the device involved and synchronize it.
 Allocator& device_allocator();
 
 // Emulated build only: each tensor block also carries guard bytes, checked when the

@@ -149,11 +149,15 @@ void device_synchronize(int device);
 int pointer_device(const void* p);
 
 // --- kernel launches ------------------------------------------------------------------------
-// Called after every launch (HMOE_LAUNCH does it): reads the launch error, if any, and
+// Called after every launch (hmoe::cuda::launch_checked in engine/cuda/launch.h, the
+// kernel sources' one launch helper, does it): reads the launch error, if any, and
 // throws hmoe::Error naming the kernel and its configuration.
 void check_launch(const char* kernel, unsigned grid_x, unsigned grid_y, unsigned grid_z, unsigned block_x,
                   unsigned block_y, unsigned block_z, size_t dynamic_smem);
-// Lets a kernel use more than 48 KiB of dynamic shared memory (no-op when emulated).
+// Dynamic shared memory a launch may ask for without opting in.
+inline constexpr size_t kSmemWithoutOptIn = 48 * 1024;
+// Lets a kernel use more than kSmemWithoutOptIn bytes of dynamic shared memory (no-op
+// when emulated).
 void set_max_dynamic_smem(const void* kernel, size_t bytes);
 
 }  // namespace hmoe::cuda

@@ -13,12 +13,6 @@
 #include "ops/cpu/row_simd.h"
 #include "ops/dispatch.h"
 
-namespace hmoe {
-HMOE_DECLARE_STUB(AttentionForwardKernel, attention_forward_stub);
-HMOE_DECLARE_STUB(AttentionBackwardKernel, attention_backward_stub);
-HMOE_DECLARE_STUB(DropoutKernel, dropout_stub);
-}  // namespace hmoe
-
 namespace hmoe::ops::cpu {
 namespace {
 

@@ -2,10 +2,7 @@
 #include "ops/cpu/loops.h"
 #include "ops/dispatch.h"
 #include "ops/view.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(CopyKernel, copy_stub);
-}
+#include "ops/view_kernels.h"
 
 namespace hmoe::ops::cpu {
 namespace {

@@ -7,13 +7,7 @@
 #include "ops/cpu/loops.h"
 #include "ops/dispatch.h"
 #include "ops/elementwise.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(UnaryKernel, unary_stub);
-HMOE_DECLARE_STUB(UnaryBackwardKernel, unary_backward_stub);
-HMOE_DECLARE_STUB(BinaryKernel, binary_stub);
-HMOE_DECLARE_STUB(WhereKernel, where_stub);
-}  // namespace hmoe
+#include "ops/elementwise_kernels.h"
 
 namespace hmoe::ops::cpu {
 namespace {

@@ -5,12 +5,7 @@
 #include "ops/cpu/loops.h"
 #include "ops/dispatch.h"
 #include "ops/factory.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(FillKernel, fill_stub);
-HMOE_DECLARE_STUB(ArangeKernel, arange_stub);
-HMOE_DECLARE_STUB(RandomKernel, random_stub);
-}  // namespace hmoe
+#include "ops/factory_kernels.h"
 
 namespace hmoe::ops::cpu {
 namespace {

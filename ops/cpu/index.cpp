@@ -7,8 +7,8 @@
 #include <limits>
 #include <vector>
 
-#include "ops/cpu/index_kernels.h"
 #include "ops/cpu/loops.h"
+#include "ops/index_kernels.h"
 
 namespace hmoe::ops::cpu {
 namespace {

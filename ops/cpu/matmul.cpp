@@ -13,10 +13,7 @@
 #include "ops/cpu/gemm_kernel.h"
 #include "ops/dispatch.h"
 #include "ops/matmul.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(GemmKernel, gemm_stub);
-}
+#include "ops/matmul_kernels.h"
 
 namespace hmoe::ops::cpu {
 

@@ -8,11 +8,6 @@
 #include "ops/dispatch.h"
 #include "ops/nn_kernels.h"
 
-namespace hmoe {
-HMOE_DECLARE_STUB(NormKernel, norm_stub);
-HMOE_DECLARE_STUB(NormBackwardKernel, norm_backward_stub);
-}  // namespace hmoe
-
 namespace hmoe::ops::cpu {
 namespace {
 

@@ -9,35 +9,19 @@
 #include "engine/dtype.h"
 #include "engine/thread_pool.h"
 #include "ops/dispatch.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(AdamWKernel, adamw_stub);
-HMOE_DECLARE_STUB(SGDKernel, sgd_stub);
-HMOE_DECLARE_STUB(SumSquaresKernel, sum_squares_stub);
-}  // namespace hmoe
+#include "ops/optim_kernels.h"
 
 namespace hmoe::ops::cpu {
 namespace {
 
 constexpr int64_t kGrain = 1 << 14;
 
-// fn.template operator()<S, G, P>() for master dtype S, grad dtype G and copy dtype P
-// (P = S when there is no copy).
-template <typename Fn>
-void dispatch_update(const Tensor& master, const Tensor& grad, const Tensor& param, const char* op, Fn&& fn) {
-  detail::dispatch_float(master.dtype(), op, [&]<typename S>() {
-    if constexpr (std::is_same_v<S, float> || std::is_same_v<S, double>) {  // the op checked it
-      detail::dispatch_float(grad.dtype(), op, [&]<typename G>() {
-        if (!param.defined()) return fn.template operator()<S, G, S>();
-        detail::dispatch_float(param.dtype(), op, [&]<typename P>() { fn.template operator()<S, G, P>(); });
-      });
-    }
-  });
-}
+// The CPU's float dispatcher, for dispatch_update (ops/optim_kernels.h).
+constexpr auto kDispatchFloat = [](DType t, const char* op, auto&& f) { detail::dispatch_float(t, op, f); };
 
 void adamw_cpu(const AdamWKernelArgs& a, const Tensor& master, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                const Tensor& grad, const Tensor& param) {
-  dispatch_update(master, grad, param, "adamw_update_", [&]<typename S, typename G, typename P>() {
+  dispatch_update(kDispatchFloat, master, grad, param, "adamw_update_", [&]<typename S, typename G, typename P>() {
     S* x = master.data_ptr<S>();
     S* m = exp_avg.data_ptr<S>();
     S* v = exp_avg_sq.data_ptr<S>();
@@ -56,7 +40,7 @@ void adamw_cpu(const AdamWKernelArgs& a, const Tensor& master, const Tensor& exp
 
 void sgd_cpu(const SGDStep& s, const Tensor& master, const Tensor& momentum_buf, const Tensor& grad,
              const Tensor& param) {
-  dispatch_update(master, grad, param, "sgd_update_", [&]<typename S, typename G, typename P>() {
+  dispatch_update(kDispatchFloat, master, grad, param, "sgd_update_", [&]<typename S, typename G, typename P>() {
     S* x = master.data_ptr<S>();
     S* buf = momentum_buf.defined() ? momentum_buf.data_ptr<S>() : nullptr;
     const G* g = grad.data_ptr<G>();

@@ -11,10 +11,7 @@
 #include "ops/cpu/row_simd.h"
 #include "ops/dispatch.h"
 #include "ops/reduce.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(ReduceKernel, reduce_stub);
-}
+#include "ops/reduce_kernels.h"
 
 namespace hmoe::ops::cpu {
 namespace {

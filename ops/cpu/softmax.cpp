@@ -11,13 +11,6 @@
 #include "ops/dispatch.h"
 #include "ops/nn_kernels.h"
 
-namespace hmoe {
-HMOE_DECLARE_STUB(SoftmaxKernel, softmax_stub);
-HMOE_DECLARE_STUB(SoftmaxBackwardKernel, softmax_backward_stub);
-HMOE_DECLARE_STUB(CrossEntropyKernel, cross_entropy_stub);
-HMOE_DECLARE_STUB(CrossEntropyBackwardKernel, cross_entropy_backward_stub);
-}  // namespace hmoe
-
 namespace hmoe::ops::cpu {
 namespace {
 

@@ -8,8 +8,8 @@
 #include <utility>
 #include <vector>
 
-#include "ops/cpu/index_kernels.h"
 #include "ops/cpu/loops.h"
+#include "ops/index_kernels.h"
 
 namespace hmoe::ops::cpu {
 namespace {

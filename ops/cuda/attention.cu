@@ -7,64 +7,34 @@
 #include <type_traits>
 #include <utility>
 
+#include "engine/cuda/launch.h"
 #include "engine/cuda/runtime.h"
 #include "ops/attention_kernels.h"
 #include "ops/cuda/attention.cuh"
 #include "ops/cuda/attention_wmma.cuh"
+#include "ops/cuda/kernel_utils.cuh"
 #include "ops/dispatch.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(AttentionForwardKernel, attention_forward_stub);
-HMOE_DECLARE_STUB(AttentionBackwardKernel, attention_backward_stub);
-HMOE_DECLARE_STUB(DropoutKernel, dropout_stub);
-}  // namespace hmoe
 
 namespace hmoe::ops::cuda {
 namespace {
 
 using attn::Operand;
 
-// The engine's half types and the kernels' device types.
-template <typename T>
-struct DeviceType_ {
-  using type = T;
-};
-template <>
-struct DeviceType_<bf16> {
-  using type = __nv_bfloat16;
-};
-template <>
-struct DeviceType_<f16> {
-  using type = __half;
-};
-template <typename T>
-using dev_t = typename DeviceType_<T>::type;
-
 constexpr int64_t kMaxHeadDim = 128;
 
 // A [B, H, T, Dh] tensor of host element type T as a kernel operand.
 template <typename T>
-Operand<dev_t<T>> operand(const Tensor& t) {
-  using D = dev_t<T>;
+Operand<device_elem_t<T>> operand(const Tensor& t) {
+  using D = device_elem_t<T>;
   const auto* p = reinterpret_cast<const D*>(t.data_ptr<T>());
   constexpr int64_t V = 16 / int64_t(sizeof(D));
-  const bool vec = t.size(3) % V == 0 && reinterpret_cast<uintptr_t>(p) % 16 == 0 && t.stride(0) % V == 0 &&
+  const bool vec = t.size(3) % V == 0 && aligned_to(p, 16) && t.stride(0) % V == 0 &&
                    t.stride(1) % V == 0 && t.stride(2) % V == 0;
   return {p, t.stride(0), t.stride(1), t.stride(2), vec};
 }
 
 device::Stream stream_of(const Tensor& t) {
   return static_cast<device::Stream>(hmoe::cuda::current_stream(t.device().index).native());
-}
-
-// Launches a kernel with `smem` dynamic shared bytes (raising the per-kernel limit
-// first: the tiles need more than the default 48 KiB) and checks the launch.
-template <typename... P, typename... A>
-void launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, device::Stream s,
-            A&&... args) {
-  hmoe::cuda::set_max_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
-  device::launch_kernel(name, kernel, grid, block, smem, s, std::forward<A>(args)...);
-  hmoe::cuda::check_launch(name, grid.x, grid.y, grid.z, block.x, block.y, block.z, smem);
 }
 
 // Runs fn.template operator()<DM>() for the smallest head-dim bucket holding Dh.
@@ -86,7 +56,7 @@ void check_grid(const char* op, const Tensor& q) {
 template <typename T>
 void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, double scale, const Tensor& out,
                    const Tensor& lse) {
-  using D = dev_t<T>;
+  using D = device_elem_t<T>;
   using C = compute_t<T>;
   const int H = int(q.size(1)), Tn = int(q.size(2)), Dh = int(q.size(3));
   const unsigned bh = unsigned(q.size(0) * q.size(1));
@@ -97,13 +67,14 @@ void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, double sca
     if constexpr (std::is_same_v<C, float> && !std::is_same_v<D, float>) {
       using L = attn::WmmaLayout<DM>;
       const dim3 grid(bh, unsigned((Tn + L::B - 1) / L::B));
-      launch("attn_fwd_wmma", &attn::attn_fwd_wmma<D, DM>, grid, dim3(128), L::fwd, s, operand<T>(q), operand<T>(k),
-             operand<T>(v), H, Tn, Dh, float(scale), o, l);
+      hmoe::cuda::launch_checked("attn_fwd_wmma", &attn::attn_fwd_wmma<D, DM>, grid, dim3(128), L::fwd, s,
+                                 operand<T>(q), operand<T>(k), operand<T>(v), H, Tn, Dh, float(scale), o, l);
     } else {
       constexpr int BQ = attn::SimtTiles<C>::fwd_q;
       const dim3 grid(bh, unsigned((Tn + BQ - 1) / BQ));
-      launch("attn_fwd_simt", &attn::attn_fwd_simt<C, DM>, grid, dim3(attn::kSimtFwdThreads),
-             attn::simt_fwd_smem<C, DM>(), s, operand<T>(q), operand<T>(k), operand<T>(v), H, Tn, Dh, C(scale), o, l);
+      hmoe::cuda::launch_checked("attn_fwd_simt", &attn::attn_fwd_simt<C, DM>, grid, dim3(attn::kSimtFwdThreads),
+                                 attn::simt_fwd_smem<C, DM>(), s, operand<T>(q), operand<T>(k), operand<T>(v), H, Tn,
+                                 Dh, C(scale), o, l);
     }
   });
 }
@@ -111,7 +82,7 @@ void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, double sca
 template <typename T>
 void backward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& go,
                     const Tensor& lse, double scale, const Tensor& dq, const Tensor& dk, const Tensor& dv) {
-  using D = dev_t<T>;
+  using D = device_elem_t<T>;
   using C = compute_t<T>;
   const int H = int(q.size(1)), Tn = int(q.size(2)), Dh = int(q.size(3));
   const unsigned bh = unsigned(q.size(0) * q.size(1));
@@ -120,8 +91,8 @@ void backward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
   const Tensor drow = Tensor::empty(lse.shape(), {lse.dtype(), lse.device()});
   const int64_t rows = lse.numel();
   const unsigned rd_blocks = unsigned(std::min<int64_t>((rows + 7) / 8, 4096));
-  launch("attn_bwd_rowdot", &attn::attn_bwd_rowdot<D, C>, dim3(rd_blocks), dim3(256), 0, s, operand<T>(o),
-         operand<T>(go), H, Tn, Dh, rows, drow.data_ptr<C>());
+  hmoe::cuda::launch_checked("attn_bwd_rowdot", &attn::attn_bwd_rowdot<D, C>, dim3(rd_blocks), dim3(256), 0, s,
+                             operand<T>(o), operand<T>(go), H, Tn, Dh, rows, drow.data_ptr<C>());
   const C* l = lse.data_ptr<C>();
   const C* dr = drow.data_ptr<C>();
   auto* dqp = reinterpret_cast<D*>(dq.data_ptr<T>());
@@ -132,18 +103,19 @@ void backward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
     if constexpr (std::is_same_v<C, float> && !std::is_same_v<D, float>) {
       using L = attn::WmmaLayout<DM>;
       const dim3 grid(bh, unsigned((Tn + L::B - 1) / L::B));
-      launch("attn_dkdv_wmma", &attn::attn_dkdv_wmma<D, DM>, grid, dim3(256), L::dkdv, s, oq, ok, ov, og, l, dr, H,
-             Tn, Dh, float(scale), dkp, dvp);
-      launch("attn_dq_wmma", &attn::attn_dq_wmma<D, DM>, grid, dim3(256), L::dq, s, oq, ok, ov, og, l, dr, H, Tn, Dh,
-             float(scale), dqp);
+      hmoe::cuda::launch_checked("attn_dkdv_wmma", &attn::attn_dkdv_wmma<D, DM>, grid, dim3(256), L::dkdv, s, oq, ok,
+                                 ov, og, l, dr, H, Tn, Dh, float(scale), dkp, dvp);
+      hmoe::cuda::launch_checked("attn_dq_wmma", &attn::attn_dq_wmma<D, DM>, grid, dim3(256), L::dq, s, oq, ok, ov, og,
+                                 l, dr, H, Tn, Dh, float(scale), dqp);
     } else {
       using Tl = attn::SimtTiles<C>;
-      launch("attn_dkdv_simt", &attn::attn_dkdv_simt<C, DM>, dim3(bh, unsigned((Tn + Tl::kv_k - 1) / Tl::kv_k)),
-             dim3(attn::kSimtBwdThreads), attn::simt_dkdv_smem<C, DM>(), s, oq, ok, ov, og, l, dr, H, Tn, Dh, C(scale),
-             dkp, dvp);
-      launch("attn_dq_simt", &attn::attn_dq_simt<C, DM>, dim3(bh, unsigned((Tn + Tl::dq_q - 1) / Tl::dq_q)),
-             dim3(attn::kSimtBwdThreads), attn::simt_dq_smem<C, DM>(), s, oq, ok, ov, og, l, dr, H, Tn, Dh, C(scale),
-             dqp);
+      hmoe::cuda::launch_checked("attn_dkdv_simt", &attn::attn_dkdv_simt<C, DM>,
+                                 dim3(bh, unsigned((Tn + Tl::kv_k - 1) / Tl::kv_k)), dim3(attn::kSimtBwdThreads),
+                                 attn::simt_dkdv_smem<C, DM>(), s, oq, ok, ov, og, l, dr, H, Tn, Dh, C(scale), dkp,
+                                 dvp);
+      hmoe::cuda::launch_checked("attn_dq_simt", &attn::attn_dq_simt<C, DM>,
+                                 dim3(bh, unsigned((Tn + Tl::dq_q - 1) / Tl::dq_q)), dim3(attn::kSimtBwdThreads),
+                                 attn::simt_dq_smem<C, DM>(), s, oq, ok, ov, og, l, dr, H, Tn, Dh, C(scale), dqp);
     }
   });
 }
@@ -164,14 +136,14 @@ void attention_backward_cuda(const Tensor& q, const Tensor& k, const Tensor& v, 
 
 void dropout_cuda(const Tensor& in, const Tensor& out, double p, uint64_t seed, uint64_t offset) {
   detail::dispatch_float(in.dtype(), "dropout", [&]<typename T>() {
-    using D = dev_t<T>;
+    using D = device_elem_t<T>;
     using C = compute_t<T>;
     const int64_t n = in.numel();
     if (n == 0) return;
     const unsigned blocks = unsigned(std::min<int64_t>((n + 255) / 256, 4096));
-    launch("dropout_kernel", &attn::dropout_kernel<D, C>, dim3(blocks), dim3(256), 0, stream_of(in),
-           reinterpret_cast<const D*>(in.data_ptr<T>()), reinterpret_cast<D*>(out.data_ptr<T>()), n, float(p),
-           C(1.0 / (1.0 - p)), seed, offset);
+    hmoe::cuda::launch_checked("dropout_kernel", &attn::dropout_kernel<D, C>, dim3(blocks), dim3(256), 0, stream_of(in),
+                               reinterpret_cast<const D*>(in.data_ptr<T>()), reinterpret_cast<D*>(out.data_ptr<T>()), n,
+                               float(p), C(1.0 / (1.0 - p)), seed, offset);
   });
 }
 

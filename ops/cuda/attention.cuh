@@ -1,5 +1,5 @@
 // Kernel bodies of the cuda attention family, CUDA-core (FMA) part: shared helpers
-// (operands, tile loads, conversions), the tiled causal attention forward and backward
+// (operands, tile loads), the tiled causal attention forward and backward
 // for f32/f64, the backward's D = rowsum(dO * O) pre-pass, and dropout.
 // The tensor-core (WMMA) kernels for bf16/f16 are in attention_wmma.cuh.
 #pragma once
@@ -11,6 +11,7 @@
 
 #include "engine/cuda/device_code.h"
 #include "ops/attention_kernels.h"
+#include "ops/cuda/kernel_utils.cuh"
 
 namespace hmoe::ops::cuda::attn {
 
@@ -24,39 +25,15 @@ struct Operand {
   bool vec;
 };
 
-// Storage <-> compute conversions (bf16/f16 widen to f32; RNE on the way back).
-template <typename D, typename S>
-__device__ __forceinline__ D convert(S x) {
-  if constexpr (std::is_same_v<D, S>) {
-    return x;
-  } else if constexpr (std::is_same_v<S, __nv_bfloat16>) {
-    return D(__bfloat162float(x));
-  } else if constexpr (std::is_same_v<S, __half>) {
-    return D(__half2float(x));
-  } else if constexpr (std::is_same_v<D, __nv_bfloat16>) {
-    return __float2bfloat16_rn(float(x));
-  } else if constexpr (std::is_same_v<D, __half>) {
-    return __float2half_rn(float(x));
-  } else {
-    return D(x);
-  }
-}
-
 __device__ __forceinline__ float exp_c(float x) { return __expf(x); }  // exp(-inf) = 0
 __device__ __forceinline__ double exp_c(double x) { return exp(x); }
-__device__ __forceinline__ float log_c(float x) { return logf(x); }
-__device__ __forceinline__ double log_c(double x) { return log(x); }
-template <typename C>
-__device__ __forceinline__ C neg_inf() {
-  return -C(INFINITY);
-}
 
 // Copies rows [r0, r0 + R) x columns [0, DM) of one head (row stride st) into shared
 // memory dst (row stride LD), converting to S. Rows at or past n_rows and columns at
 // or past Dh are zero, so padded products add nothing and nothing reads poison.
 template <int R, int DM, int LD, int NT, typename S, typename T>
 __device__ __forceinline__ void load_tile(S* dst, const T* head, int64_t st, bool vec, int r0, int n_rows, int Dh) {
-  const S zero = convert<S>(0.0f);
+  const S zero = convert_hw<S>(0.0f);
   // Fixed trip counts, unrolled: each thread issues all its global loads before the
   // first shared store needs one, instead of one load latency per element.
   if (vec) {
@@ -77,7 +54,7 @@ __device__ __forceinline__ void load_tile(S* dst, const T* head, int64_t st, boo
           T vals[V];
           memcpy(vals, &raw, sizeof(raw));
 #pragma unroll
-          for (int e = 0; e < V; ++e) d[e] = convert<S>(vals[e]);
+          for (int e = 0; e < V; ++e) d[e] = convert_hw<S>(vals[e]);
         }
       } else {
 #pragma unroll
@@ -91,7 +68,7 @@ __device__ __forceinline__ void load_tile(S* dst, const T* head, int64_t st, boo
       const int idx = int(threadIdx.x) + it * NT;
       if (R * DM % NT != 0 && idx >= R * DM) break;
       const int r = idx / DM, c = idx % DM;
-      dst[r * LD + c] = (r0 + r < n_rows && c < Dh) ? convert<S>(head[int64_t(r0 + r) * st + c]) : zero;
+      dst[r * LD + c] = (r0 + r < n_rows && c < Dh) ? convert_hw<S>(head[int64_t(r0 + r) * st + c]) : zero;
     }
   }
 }
@@ -200,11 +177,7 @@ __global__ void __launch_bounds__(kSimtFwdThreads, 1)
         s[i][j] = (j0 + tx + TX * j <= row) ? s[i][j] * scale : neg_inf<C>();
         mx = s[i][j] > mx ? s[i][j] : mx;
       }
-#pragma unroll
-      for (int off = TX / 2; off > 0; off /= 2) {
-        const C other = __shfl_xor_sync(0xffffffffu, mx, off);
-        mx = other > mx ? other : mx;
-      }
+      mx = warp_allreduce<true>(mx, Larger{}, TX);
       const C alpha = exp_c(m[i] - mx);
       m[i] = mx;
       C psum = C(0);
@@ -235,9 +208,7 @@ __global__ void __launch_bounds__(kSimtFwdThreads, 1)
   }
 #pragma unroll
   for (int i = 0; i < RM; ++i) {
-    C sum = l[i];  // butterfly: every lane ends with the same bits
-#pragma unroll
-    for (int off = TX / 2; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    const C sum = warp_allreduce<true>(l[i], Plus{}, TX);  // every lane ends with the same bits
     const int row = i0 + ty + TY * i;
     if (row < Tn) {
       const C inv = C(1) / sum;
@@ -245,7 +216,7 @@ __global__ void __launch_bounds__(kSimtFwdThreads, 1)
 #pragma unroll
       for (int j = 0; j < RO; ++j)
         if (tx + TX * j < Dh) orow[tx + TX * j] = o[i][j] * inv;
-      if (tx == 0) lse[int64_t(bh) * Tn + row] = m[i] + log_c(sum);
+      if (tx == 0) lse[int64_t(bh) * Tn + row] = m[i] + d_log(sum);
     }
   }
 }
@@ -262,9 +233,8 @@ __global__ void __launch_bounds__(256)
     const T* orow = o.p + b * o.sb + h * o.sh + t * o.st;
     const T* grow = go.p + b * go.sb + h * go.sh + t * go.st;
     C acc = C(0);
-    for (int d = lane; d < Dh; d += 32) acc += convert<C>(grow[d]) * convert<C>(orow[d]);
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+    for (int d = lane; d < Dh; d += 32) acc += convert_hw<C>(grow[d]) * convert_hw<C>(orow[d]);
+    acc = warp_allreduce<true>(acc, Plus{});
     if (lane == 0) dout[r] = acc;
   }
 }
@@ -491,7 +461,7 @@ __global__ void __launch_bounds__(256)
     dropout_kernel(const T* in, T* out, int64_t n, float p, C scale, uint64_t seed, uint64_t offset) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    out[i] = dropout_keep(seed, offset, uint64_t(i), p) ? convert<T>(convert<C>(in[i]) * scale) : convert<T>(C(0));
+    out[i] = dropout_keep(seed, offset, uint64_t(i), p) ? convert_hw<T>(convert_hw<C>(in[i]) * scale) : convert_hw<T>(C(0));
 }
 
 }  // namespace hmoe::ops::cuda::attn

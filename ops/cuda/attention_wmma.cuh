@@ -114,14 +114,14 @@ __global__ void __launch_bounds__(128, 1)
     float mx = m;
     for (int c = half; c < 16 * ncb; c += 2)
       if (j0 + c <= row) mx = fmaxf(mx, srow[c] * scale);
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = warp_allreduce(mx, [](float a, float b) { return fmaxf(a, b); }, 2);  // the row's two lanes
     const float alpha = __expf(m - mx);  // 0 on the first tile (m = -inf; key 0 is always valid)
     m = mx;
     float psum = 0.0f;
     for (int c = half; c < 16 * ncb; c += 2) {
       const float p = j0 + c <= row ? __expf(srow[c] * scale - mx) : 0.0f;
       psum += p;
-      Ps[rloc * LDP + c] = convert<T>(p);
+      Ps[rloc * LDP + c] = convert_hw<T>(p);
     }
     l = l * alpha + psum;
     for (int c = half; c < DM; c += 2) Os[rloc * LDO + c] *= alpha;
@@ -141,7 +141,7 @@ __global__ void __launch_bounds__(128, 1)
     }
     __syncthreads();  // K, V are overwritten by the next tile
   }
-  const float sum = l + __shfl_xor_sync(0xffffffffu, l, 1);
+  const float sum = warp_allreduce(l, Plus{}, 2);
   if (half == 0) {
     Rinv[rloc] = 1.0f / sum;
     if (row < Tn) lse[int64_t(bh) * Tn + row] = m + logf(sum);
@@ -150,7 +150,7 @@ __global__ void __launch_bounds__(128, 1)
   // The warp writes its 16 rows, consecutive lanes on consecutive columns.
   for (int idx = lane; idx < 16 * DM; idx += 32) {
     const int r = 16 * warp + idx / DM, c = idx % DM;
-    if (i0 + r < Tn && c < Dh) out[(int64_t(bh) * Tn + i0 + r) * Dh + c] = convert<T>(Os[r * LDO + c] * Rinv[r]);
+    if (i0 + r < Tn && c < Dh) out[(int64_t(bh) * Tn + i0 + r) * Dh + c] = convert_hw<T>(Os[r * LDO + c] * Rinv[r]);
   }
 }
 
@@ -219,8 +219,8 @@ __global__ void __launch_bounds__(256, 1)
       const bool valid = key <= row && row < Tn;  // implies c / 16 >= qb_lo: S^T was stored
       const float p = valid ? __expf(St[r * LDS + c] * scale - Ls[c]) : 0.0f;
       const float ds = valid ? p * (Dpt[r * LDS + c] - Ds[c]) : 0.0f;
-      Pt[r * LDP + c] = convert<T>(p);
-      Dst[r * LDP + c] = convert<T>(ds);
+      Pt[r * LDP + c] = convert_hw<T>(p);
+      Dst[r * LDP + c] = convert_hw<T>(ds);
     }
     __syncthreads();  // P^T, dS^T rows come from both halves
 #pragma unroll
@@ -253,8 +253,8 @@ __global__ void __launch_bounds__(256, 1)
     const int r = idx / DM, c = idx % DM;
     if (j0 + r < Tn && c < Dh) {
       const int64_t o = (int64_t(bh) * Tn + j0 + r) * Dh + c;
-      dk[o] = convert<T>(dKs[r * LDO + c] * scale);
-      dv[o] = convert<T>(dVs[r * LDO + c]);
+      dk[o] = convert_hw<T>(dKs[r * LDO + c] * scale);
+      dv[o] = convert_hw<T>(dVs[r * LDO + c]);
     }
   }
 }
@@ -318,7 +318,7 @@ __global__ void __launch_bounds__(256, 1)
       const int r = 16 * rb + idx / 32, c = 32 * ch + idx % 32, row = i0 + r, key = j0 + c;
       const bool valid = key <= row && row < Tn;  // implies c / 16 < nkb: S was stored
       const float p = valid ? __expf(Ss[r * LDS + c] * scale - Ls[r]) : 0.0f;
-      Dss[r * LDP + c] = convert<T>(valid ? p * (Dps[r * LDS + c] - Ds[r]) : 0.0f);
+      Dss[r * LDP + c] = convert_hw<T>(valid ? p * (Dps[r * LDS + c] - Ds[r]) : 0.0f);
     }
     __syncthreads();  // dS rows come from both halves
 #pragma unroll
@@ -341,7 +341,7 @@ __global__ void __launch_bounds__(256, 1)
   __syncthreads();
   for (int idx = int(threadIdx.x); idx < B * DM; idx += NT) {
     const int r = idx / DM, c = idx % DM;
-    if (i0 + r < Tn && c < Dh) dq[(int64_t(bh) * Tn + i0 + r) * Dh + c] = convert<T>(dQs[r * LDO + c] * scale);
+    if (i0 + r < Tn && c < Dh) dq[(int64_t(bh) * Tn + i0 + r) * Dh + c] = convert_hw<T>(dQs[r * LDO + c] * scale);
   }
 }
 

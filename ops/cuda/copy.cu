@@ -3,13 +3,11 @@
 // backend does (ops/cpu/copy.cpp). Dense same-dtype copies are a device memcpy.
 #include "engine/cuda/device_code.h"
 #include "engine/cuda/launch.h"
+#include "ops/cuda/kernel_utils.cuh"
 #include "ops/cuda/strided.cuh"
 #include "ops/dispatch.h"
 #include "ops/view.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(CopyKernel, copy_stub);
-}
+#include "ops/view_kernels.h"
 
 namespace hmoe::ops::cuda {
 namespace {
@@ -82,8 +80,8 @@ void copy_cuda(const Tensor& src, const Tensor& dst) {
     }
   }
   const unsigned blocks = flat_blocks(n, device, kThreads);
-  dispatch_device_all(src.dtype(), [&]<typename S>() {
-    dispatch_device_all(dst.dtype(), [&]<typename D>() {
+  dispatch_device_all(src.dtype(), "copy", [&]<typename S>() {
+    dispatch_device_all(dst.dtype(), "copy", [&]<typename D>() {
       if (is_dense(layout)) {
         auto convert_dense = &convert_dense_kernel<S, D>;
         HMOE_LAUNCH_CHECKED(convert_dense, blocks, kThreads, 0, stream.native(), static_cast<const S*>(s), static_cast<D*>(d), n);

@@ -23,13 +23,7 @@
 #include "ops/cuda/unary_fn.cuh"
 #include "ops/dispatch.h"
 #include "ops/elementwise.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(UnaryKernel, unary_stub);
-HMOE_DECLARE_STUB(UnaryBackwardKernel, unary_backward_stub);
-HMOE_DECLARE_STUB(BinaryKernel, binary_stub);
-HMOE_DECLARE_STUB(WhereKernel, where_stub);
-}  // namespace hmoe
+#include "ops/elementwise_kernels.h"
 
 namespace hmoe::ops::cuda {
 namespace {
@@ -352,21 +346,9 @@ void with_binary_op(BinaryOp op, Fn&& fn) {
   HMOE_FAIL("binary op: unknown op ", int(op));
 }
 
-// fn.template operator()<T>() for the numeric kernel-side types; bool (and anything
-// else) is refused with the CPU's message.
-template <typename Fn>
-void dispatch_numeric_device(DType dt, const char* op, Fn&& fn) {
-  dispatch_device_all(dt, [&]<typename T>() {
-    if constexpr (std::is_same_v<T, bool>)
-      hmoe::detail::unsupported_dtype(op, dt);
-    else
-      fn.template operator()<T>();
-  });
-}
-
 void unary_cuda(UnaryOp op, const Tensor& in, const Tensor& out, double p0, double p1) {
   if (op == UnaryOp::logical_not) return Map<bool, bool>::run(LogicalNotFn{}, out, {&in});
-  dispatch_numeric_device(in.dtype(), "unary op", [&]<typename T>() {
+  dispatch_device_numeric(in.dtype(), "unary op", [&]<typename T>() {
     using C = device_compute_t<T>;
     with_unary_op(op, [&]<UnaryOp K>() {
       if constexpr (!std::is_floating_point_v<C> && !integer_ok(K)) {
@@ -384,7 +366,7 @@ void unary_cuda(UnaryOp op, const Tensor& in, const Tensor& out, double p0, doub
 void unary_backward_cuda(UnaryOp op, const Tensor& x, const Tensor& g, const Tensor& gi, double p0, double p1) {
   HMOE_CHECK(g.dtype() == x.dtype() && gi.dtype() == x.dtype(), "unary backward: dtypes differ (", x.meta_str(), ", ",
              g.meta_str(), ", ", gi.meta_str(), ")");
-  dispatch_numeric_device(x.dtype(), "unary backward", [&]<typename T>() {
+  dispatch_device_numeric(x.dtype(), "unary backward", [&]<typename T>() {
     using C = device_compute_t<T>;
     if constexpr (!std::is_floating_point_v<C>) {
       hmoe::detail::unsupported_dtype("unary backward", x.dtype());
@@ -437,7 +419,7 @@ void binary_cuda(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& ou
     if (op == BinaryOp::ne) return Map<bool, bool, bool>::run(BinaryFn<BinaryOp::ne, bool>{}, out, {&a, &b});
     hmoe::detail::unsupported_dtype("binary op", a.dtype());
   }
-  dispatch_numeric_device(a.dtype(), "binary op", [&]<typename T>() {
+  dispatch_device_numeric(a.dtype(), "binary op", [&]<typename T>() {
     using C = device_compute_t<T>;
     with_binary_op(op, [&]<BinaryOp K>() {
       if constexpr (is_comparison(K)) {

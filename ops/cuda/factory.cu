@@ -8,34 +8,16 @@
 #include "engine/cuda/device_code.h"
 #include "engine/cuda/launch.h"
 #include "engine/rng.h"
+#include "ops/cuda/kernel_utils.cuh"
 #include "ops/cuda/strided.cuh"
 #include "ops/dispatch.h"
 #include "ops/factory.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(FillKernel, fill_stub);
-HMOE_DECLARE_STUB(ArangeKernel, arange_stub);
-HMOE_DECLARE_STUB(RandomKernel, random_stub);
-}  // namespace hmoe
+#include "ops/factory_kernels.h"
 
 namespace hmoe::ops::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-// The kernel-side storage type of an engine element type.
-template <typename T>
-struct DeviceStorage {
-  using type = T;
-};
-template <>
-struct DeviceStorage<::hmoe::bf16> {
-  using type = __nv_bfloat16;
-};
-template <>
-struct DeviceStorage<::hmoe::f16> {
-  using type = __half;
-};
 
 // Writes the element bits v (W: the unsigned integer of the element's width) to every
 // element of a dense run of n. 1-d grid of 256-thread blocks, grid-stride.
@@ -126,8 +108,7 @@ void fill_cuda(const Tensor& out, double value) {
 void arange_cuda(const Tensor& out, double start, double step) {
   HMOE_CHECK(out.is_contiguous(), "arange: output must be contiguous, got ", out.meta_str());
   const int64_t n = out.numel();
-  hmoe::detail::dispatch_numeric(out.dtype(), "arange", [&]<typename T>() {
-    using D = typename DeviceStorage<T>::type;
+  dispatch_device_numeric(out.dtype(), "arange", [&]<typename D>() {
     if (n == 0) return;
     const int device = out.device().index;
     auto arange_k = &arange_kernel<D>;
@@ -140,8 +121,7 @@ void arange_cuda(const Tensor& out, double start, double step) {
 void random_cuda(const Tensor& out, RandomKind kind, uint64_t seed, uint64_t offset, double a, double b) {
   HMOE_CHECK(out.is_contiguous(), "random: output must be contiguous, got ", out.meta_str());
   const int64_t n = out.numel();
-  hmoe::detail::dispatch_float(out.dtype(), "random", [&]<typename T>() {
-    using D = typename DeviceStorage<T>::type;
+  dispatch_device_float(out.dtype(), "random", [&]<typename D>() {
     if (n == 0) return;
     const int device = out.device().index;
     const bool normal = kind == RandomKind::normal;

@@ -17,6 +17,7 @@
 #include "engine/cuda/runtime.h"
 #include "engine/error.h"
 #include "ops/cuda/index_sort.cuh"
+#include "ops/cuda/kernel_utils.cuh"
 #include "ops/cuda/strided.cuh"
 #include "ops/dispatch.h"
 #include "ops/index_kernels.h"
@@ -26,14 +27,6 @@ namespace {
 
 using ixs::first_bad_index;
 using ixs::grid_for;
-
-// V consecutive elements moved as one access (16 bytes when V * sizeof(T) == 16).
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Vec {
-  T v[V];
-};
-
-inline bool aligned_to(const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
 
 // Blocks for `items` work items at `per_block` items a block, capped to a few waves.
 inline unsigned capped_blocks(int64_t items, int64_t per_block, int device) {
@@ -62,7 +55,7 @@ __global__ void index_select_kernel(const W* __restrict__ src, W* __restrict__ d
 template <typename W, typename I>
 void launch_index_select(const void* src, void* dst, const I* ix, int64_t n, int64_t src_n, int64_t rows,
                          int64_t words, int device) {
-  const unsigned tx = unsigned(std::min<int64_t>(256, ixs::pow2_at_least(words)));
+  const unsigned tx = unsigned(std::min<int64_t>(256, pow2_ceil(words)));
   const unsigned ty = 256 / tx;
   auto k = &index_select_kernel<W, I>;
   HMOE_LAUNCH_CHECKED(k, capped_blocks(rows, ty, device), dim3(tx, ty), 0,
@@ -119,7 +112,7 @@ __global__ void index_add_rows_kernel(T* __restrict__ dst, const T* __restrict__
                                       int64_t n, int64_t outer, int64_t dst_n, int64_t inner, bool by_rows,
                                       int64_t candidates) {
   using C = device_compute_t<T>;
-  using VT = Vec<T, V>;
+  using VT = Pack<T, V>;
   for (int64_t c = blockIdx.x; c < candidates; c += gridDim.x) {
     int64_t r, lo, hi;
     if (by_rows) {
@@ -192,7 +185,7 @@ void index_add_cuda(const Tensor& dst, const Tensor& idx, const Tensor& src, int
   const uint64_t* sorted = ixs::sort_segments<uint64_t>(a, ixs::pack_ptr<uint64_t>(bufb), 1, n, device);
   void* dv = dst.data_ptr<void>();
   const void* sv = src.data_ptr<void>();
-  dispatch_device_all(dst.dtype(), [&]<typename T>() {
+  dispatch_device_all(dst.dtype(), op, [&]<typename T>() {
     if constexpr (std::is_same_v<T, bool>) {
       HMOE_FAIL(op, ": not defined for bool tensors, got ", dst.meta_str());
     } else {
@@ -333,7 +326,7 @@ void scatter_add_cuda(const Tensor& dst, int64_t dim, const Tensor& index, const
   const void* sv = src.data_ptr<void>();
   hmoe::detail::dispatch_index(index.dtype(), "scatter_add", [&]<typename I>() {
     const I* ix = static_cast<const I*>(index.data_ptr<void>());
-    dispatch_device_all(dst.dtype(), [&]<typename T>() {
+    dispatch_device_all(dst.dtype(), "scatter_add", [&]<typename T>() {
       if constexpr (std::is_same_v<T, bool>) {
         HMOE_FAIL("scatter_add: not defined for bool tensors, got ", dst.meta_str());
       } else {
@@ -393,7 +386,7 @@ void one_hot_cuda(const Tensor& ids, const Tensor& out, int64_t num_classes) {
   const int device = out.device().index;
   const auto& stream = hmoe::cuda::current_stream(device);
   hmoe::detail::dispatch_index(ids.dtype(), "one_hot", [&]<typename I>() {
-    dispatch_device_all(out.dtype(), [&]<typename T>() {
+    dispatch_device_all(out.dtype(), "one_hot", [&]<typename T>() {
       auto k = &one_hot_kernel<T, I>;
       HMOE_LAUNCH_CHECKED(k, grid_for(total, device), 256, 0, stream.native(),
                           static_cast<const I*>(ids.data_ptr<void>()), static_cast<T*>(out.data_ptr<void>()), total,

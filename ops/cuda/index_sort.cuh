@@ -19,6 +19,7 @@
 #include "engine/cuda/runtime.h"
 #include "engine/error.h"
 #include "engine/tensor.h"
+#include "ops/cuda/kernel_utils.cuh"
 #include "ops/cuda/strided.cuh"
 
 namespace hmoe::ops::cuda::ixs {
@@ -200,12 +201,6 @@ inline std::optional<std::pair<int64_t, int64_t>> first_bad_index(const Tensor& 
 template <typename P>
 inline constexpr int kMaxTile = int(32768 / sizeof(P));
 
-inline int pow2_at_least(int64_t n) {
-  int p = 1;
-  while (p < n) p <<= 1;
-  return p;
-}
-
 // Sorts each tile (tile packs, a power of two; the last of a segment may be partial)
 // of every segment of seg_len packs: in -> out. One block per tile (grid-stride),
 // blockDim.x threads, tile * sizeof(P) bytes of dynamic shared memory.
@@ -253,7 +248,7 @@ P* sort_segments(P* a, P* b, int64_t nseg, int64_t seg_len, int device) {
   const int64_t total = nseg * seg_len;
   if (total == 0) return a;
   const auto& stream = hmoe::cuda::current_stream(device);
-  const int tile = pow2_at_least(std::min<int64_t>(seg_len, kMaxTile<P>));
+  const int tile = int(pow2_ceil(std::min<int64_t>(seg_len, kMaxTile<P>)));
   const int64_t tiles_per_seg = (seg_len + tile - 1) / tile, ntiles = nseg * tiles_per_seg;
   const int threads = std::clamp(tile / 2, 32, 512);
   const unsigned blocks = unsigned(std::min<int64_t>(ntiles, int64_t(hmoe::cuda::properties(device).multiprocessors) * 32));

@@ -4,10 +4,7 @@
 #include "engine/cuda/runtime.h"
 #include "ops/dispatch.h"
 #include "ops/matmul.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(GemmKernel, gemm_stub);
-}
+#include "ops/matmul_kernels.h"
 
 namespace hmoe::ops::cuda {
 namespace {

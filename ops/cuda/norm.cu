@@ -9,70 +9,29 @@
 #include <utility>
 
 #include "engine/cuda/device_code.h"
+#include "engine/cuda/launch.h"
 #include "engine/cuda/runtime.h"
 #include "engine/error.h"
+#include "ops/cuda/kernel_utils.cuh"
 #include "ops/dispatch.h"
 #include "ops/nn_kernels.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(NormKernel, norm_stub);
-HMOE_DECLARE_STUB(NormBackwardKernel, norm_backward_stub);
-}  // namespace hmoe
 
 namespace hmoe::ops::cuda {
 namespace {
 
-// ---- device helpers (the same small set as ops/cuda/softmax.cu) ------------------------
+// ---- device helpers ---------------------------------------------------------------------
 
-// Arithmetic (and statistics) type of an element type: f32 for 16-bit floats, f64 for f64.
-template <typename T>
-using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
-
-template <typename T>
-__device__ __forceinline__ acc_t<T> to_acc(T v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    return __bfloat162float(v);
-  else if constexpr (std::is_same_v<T, __half>)
-    return __half2float(v);
-  else
-    return v;
-}
-template <typename T>
-__device__ __forceinline__ T from_acc(acc_t<T> v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    return __float2bfloat16_rn(v);
-  else if constexpr (std::is_same_v<T, __half>)
-    return __float2half_rn(v);
-  else
-    return v;
-}
-__device__ __forceinline__ float dsqrt(float x) { return sqrtf(x); }
-__device__ __forceinline__ double dsqrt(double x) { return sqrt(x); }
-
-// V consecutive elements moved as one 16-byte (or narrower) access.
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
-template <typename T, int V>
-__device__ __forceinline__ Pack<T, V> load_pack(const T* p) {
-  return *reinterpret_cast<const Pack<T, V>*>(p);
-}
-template <typename T, int V>
-__device__ __forceinline__ void store_pack(T* p, const Pack<T, V>& v) {
-  *reinterpret_cast<Pack<T, V>*>(p) = v;
-}
 // A pack of acc values (weights, biases), 0 where the tensor is absent.
 template <typename T, int V>
-__device__ __forceinline__ void load_acc(const T* p, int64_t e, acc_t<T> (&out)[V]) {
+__device__ __forceinline__ void load_acc(const T* p, int64_t e, device_compute_t<T> (&out)[V]) {
   if (p == nullptr) {
 #pragma unroll
-    for (int k = 0; k < V; ++k) out[k] = acc_t<T>(0);
+    for (int k = 0; k < V; ++k) out[k] = device_compute_t<T>(0);
     return;
   }
   const Pack<T, V> q = load_pack<T, V>(p + e);
 #pragma unroll
-  for (int k = 0; k < V; ++k) out[k] = to_acc(q.v[k]);
+  for (int k = 0; k < V; ++k) out[k] = to_compute_hw(q.v[k]);
 }
 
 // Two sums reduced together (one shuffle tree).
@@ -81,56 +40,9 @@ struct Sum2 {
   C a, b;
 };
 template <typename C>
-__device__ __forceinline__ C shfl_xor(C v, int o, int width) {
-  return __shfl_xor_sync(0xffffffffu, v, o, width);
+__device__ __forceinline__ Sum2<C> operator+(const Sum2<C>& x, const Sum2<C>& y) {
+  return {x.a + y.a, x.b + y.b};
 }
-template <typename C>
-__device__ __forceinline__ Sum2<C> shfl_xor(const Sum2<C>& v, int o, int width) {
-  return {__shfl_xor_sync(0xffffffffu, v.a, o, width), __shfl_xor_sync(0xffffffffu, v.b, o, width)};
-}
-struct SumOp {
-  template <typename C>
-  __device__ __forceinline__ C operator()(C a, C b) const {
-    return a + b;
-  }
-  template <typename C>
-  __device__ __forceinline__ Sum2<C> operator()(const Sum2<C>& a, const Sum2<C>& b) const {
-    return {a.a + b.a, a.b + b.b};
-  }
-};
-
-// Reduces v over a row's group of `group` lanes (a power of two: up to 32 lanes of one
-// warp, or the whole block when group == blockDim.x). Every thread must call it; every
-// lane gets the same bits (the butterfly's adds are commutative, the warps' partials
-// are added in a fixed order).
-template <typename R, typename Op>
-__device__ R group_reduce(R v, int group, Op op, R identity) {
-  const int width = group < 32 ? group : 32;
-  for (int o = 1; o < width; o <<= 1) v = op(v, shfl_xor(v, o, width));
-  if (group <= 32) return v;
-  HMOE_SHARED(R, partial, [32]);
-  const int lane = int(threadIdx.x) & 31, nwarps = int(blockDim.x) >> 5;
-  __syncthreads();  // an earlier call's readers are done with `partial`
-  if (lane == 0) partial[threadIdx.x >> 5] = v;
-  __syncthreads();
-  // Every warp combines the warps' partials with the same butterfly (short dependency
-  // chain, no extra barrier); the identity pads lanes past the last warp.
-  v = lane < nwarps ? partial[lane] : identity;
-  for (int o = 1; o < 32; o <<= 1) v = op(v, shfl_xor(v, o, 32));
-  return v;
-}
-
-struct RowLane {
-  int64_t row;
-  int lane;
-};
-__device__ __forceinline__ RowLane row_lane(int group) {
-  return {int64_t(blockIdx.x) * (int64_t(blockDim.x) / group) + int64_t(threadIdx.x) / group,
-          int(threadIdx.x) & (group - 1)};
-}
-
-// Largest block of the row kernels (up to 128 registers per thread, no spills).
-constexpr int kMaxBlock = 512;
 
 // ---- forward -------------------------------------------------------------------------
 
@@ -138,11 +50,11 @@ constexpr int kMaxBlock = 512;
 // writes mean (layer only) and rstd. Launch: RowPlan. kIters > 0: the row slice stays in
 // registers (one read of x); kIters == 0: it is re-read for each pass.
 template <typename T, int V, int kIters>
-__global__ void __launch_bounds__(kMaxBlock, 1)
+__global__ void __launch_bounds__(kRowMaxBlock, 1)
     norm_rows_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ y,
-                     acc_t<T>* __restrict__ mean, acc_t<T>* __restrict__ rstd, int64_t rows, int64_t D, int group,
-                     acc_t<T> eps, bool rms) {
-  using C = acc_t<T>;
+                     device_compute_t<T>* __restrict__ mean, device_compute_t<T>* __restrict__ rstd, int64_t rows,
+                     int64_t D, int group, device_compute_t<T> eps, bool rms) {
+  using C = device_compute_t<T>;
   const RowLane rl = row_lane(group);
   const bool live = rl.row < rows;
   const T* xr = x + (live ? rl.row : 0) * D;
@@ -160,7 +72,7 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
         const Pack<T, V> p = load_pack<T, V>(xr + e);
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          v[it][k] = to_acc(p.v[k]);
+          v[it][k] = to_compute_hw(p.v[k]);
           s += rms ? v[it][k] * v[it][k] : v[it][k];
         }
       } else {
@@ -168,7 +80,7 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
         for (int k = 0; k < V; ++k) v[it][k] = C(0);
       }
     }
-    s = group_reduce(s, group, SumOp{}, C(0)) * inv_d;
+    s = group_reduce(s, group, Plus{}, C(0)) * inv_d;
     if (!rms) {
       // Two passes over registers: stable where E[x^2] - E[x]^2 is not.
       mu = s;
@@ -180,9 +92,9 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
 #pragma unroll
           for (int k = 0; k < V; ++k) q += (v[it][k] - mu) * (v[it][k] - mu);
       }
-      s = group_reduce(q, group, SumOp{}, C(0)) * inv_d;
+      s = group_reduce(q, group, Plus{}, C(0)) * inv_d;
     }
-    rs = C(1) / dsqrt(s + eps);
+    rs = C(1) / d_sqrt(s + eps);
 #pragma unroll
     for (int it = 0; it < kIters; ++it) {
       const int64_t e = (int64_t(it) * group + rl.lane) * V;
@@ -193,7 +105,7 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
         Pack<T, V> p;
 #pragma unroll
         for (int k = 0; k < V; ++k)
-          p.v[k] = from_acc<T>(rms ? v[it][k] * rs * wv[k] : (v[it][k] - mu) * rs * wv[k] + bv[k]);
+          p.v[k] = from_compute_hw<T>(rms ? v[it][k] * rs * wv[k] : (v[it][k] - mu) * rs * wv[k] + bv[k]);
         store_pack<T, V>(yr + e, p);
       }
     }
@@ -204,9 +116,9 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
       for (int64_t e = int64_t(rl.lane) * V; e < D; e += step) {
         const Pack<T, V> p = load_pack<T, V>(xr + e);
 #pragma unroll
-        for (int k = 0; k < V; ++k) s += rms ? to_acc(p.v[k]) * to_acc(p.v[k]) : to_acc(p.v[k]);
+        for (int k = 0; k < V; ++k) s += rms ? to_compute_hw(p.v[k]) * to_compute_hw(p.v[k]) : to_compute_hw(p.v[k]);
       }
-    s = group_reduce(s, group, SumOp{}, C(0)) * inv_d;
+    s = group_reduce(s, group, Plus{}, C(0)) * inv_d;
     if (!rms) {
       mu = s;
       C q = C(0);
@@ -214,11 +126,11 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
         for (int64_t e = int64_t(rl.lane) * V; e < D; e += step) {
           const Pack<T, V> p = load_pack<T, V>(xr + e);
 #pragma unroll
-          for (int k = 0; k < V; ++k) q += (to_acc(p.v[k]) - mu) * (to_acc(p.v[k]) - mu);
+          for (int k = 0; k < V; ++k) q += (to_compute_hw(p.v[k]) - mu) * (to_compute_hw(p.v[k]) - mu);
         }
-      s = group_reduce(q, group, SumOp{}, C(0)) * inv_d;
+      s = group_reduce(q, group, Plus{}, C(0)) * inv_d;
     }
-    rs = C(1) / dsqrt(s + eps);
+    rs = C(1) / d_sqrt(s + eps);
     if (live)
       for (int64_t e = int64_t(rl.lane) * V; e < D; e += step) {
         const Pack<T, V> p = load_pack<T, V>(xr + e);
@@ -228,8 +140,8 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
         Pack<T, V> q;
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          const C xv = to_acc(p.v[k]);
-          q.v[k] = from_acc<T>(rms ? xv * rs * wv[k] : (xv - mu) * rs * wv[k] + bv[k]);
+          const C xv = to_compute_hw(p.v[k]);
+          q.v[k] = from_compute_hw<T>(rms ? xv * rs * wv[k] : (xv - mu) * rs * wv[k] + bv[k]);
         }
         store_pack<T, V>(yr + e, q);
       }
@@ -252,12 +164,13 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
 // kIters == 0: one row per group (rows_per_chunk must be 1), streamed twice; the
 // partial sums then come from norm_partials_kernel.
 template <typename T, int V, int kIters>
-__global__ void __launch_bounds__(kMaxBlock, 1)
+__global__ void __launch_bounds__(kRowMaxBlock, 1)
     norm_backward_rows_kernel(const T* __restrict__ g, const T* __restrict__ x, const T* __restrict__ w,
-                              const acc_t<T>* __restrict__ mean, const acc_t<T>* __restrict__ rstd, T* __restrict__ dx,
-                              int64_t rows, int64_t D, int group, bool rms, int64_t rows_per_chunk,
-                              acc_t<T>* __restrict__ pw, acc_t<T>* __restrict__ pb) {
-  using C = acc_t<T>;
+                              const device_compute_t<T>* __restrict__ mean,
+                              const device_compute_t<T>* __restrict__ rstd, T* __restrict__ dx, int64_t rows, int64_t D,
+                              int group, bool rms, int64_t rows_per_chunk, device_compute_t<T>* __restrict__ pw,
+                              device_compute_t<T>* __restrict__ pb) {
+  using C = device_compute_t<T>;
   const RowLane rl = row_lane(group);  // rl.row: this group's chunk
   const C inv_d = C(1) / C(D);
   if constexpr (kIters > 0) {
@@ -283,8 +196,8 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
           load_acc<T, V>(w, e, wv);
 #pragma unroll
           for (int k = 0; k < V; ++k) {
-            xh[it][k] = (to_acc(px.v[k]) - mu) * rs;
-            gv[it][k] = to_acc(pg.v[k]);
+            xh[it][k] = (to_compute_hw(px.v[k]) - mu) * rs;
+            gv[it][k] = to_compute_hw(pg.v[k]);
             aw[it][k] += gv[it][k] * xh[it][k];
             ab[it][k] += gv[it][k];
             const C gw = gv[it][k] * wv[k];
@@ -294,7 +207,7 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
         }
       }
       if (dx == nullptr) continue;
-      s = group_reduce(s, group, SumOp{}, Sum2<C>{C(0), C(0)});
+      s = group_reduce(s, group, Plus{}, Sum2<C>{C(0), C(0)});
       const C a = rms ? C(0) : s.a * inv_d, bq = s.b * inv_d;
 #pragma unroll
       for (int it = 0; it < kIters; ++it) {
@@ -304,7 +217,7 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
           load_acc<T, V>(w, e, wv);
           Pack<T, V> p;
 #pragma unroll
-          for (int k = 0; k < V; ++k) p.v[k] = from_acc<T>(rs * (gv[it][k] * wv[k] - a - xh[it][k] * bq));
+          for (int k = 0; k < V; ++k) p.v[k] = from_compute_hw<T>(rs * (gv[it][k] * wv[k] - a - xh[it][k] * bq));
           store_pack<T, V>(dx + off + e, p);
         }
       }
@@ -334,12 +247,12 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
         load_acc<T, V>(w, e, wv);
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          const C gw = to_acc(pg.v[k]) * wv[k];
+          const C gw = to_compute_hw(pg.v[k]) * wv[k];
           s.a += gw;
-          s.b += gw * ((to_acc(px.v[k]) - mu) * rs);
+          s.b += gw * ((to_compute_hw(px.v[k]) - mu) * rs);
         }
       }
-    s = group_reduce(s, group, SumOp{}, Sum2<C>{C(0), C(0)});
+    s = group_reduce(s, group, Plus{}, Sum2<C>{C(0), C(0)});
     const C a = rms ? C(0) : s.a * inv_d, bq = s.b * inv_d;
     if (live)
       for (int64_t e = int64_t(rl.lane) * V; e < D; e += step) {
@@ -349,7 +262,7 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
         Pack<T, V> p;
 #pragma unroll
         for (int k = 0; k < V; ++k)
-          p.v[k] = from_acc<T>(rs * (to_acc(pg.v[k]) * wv[k] - a - (to_acc(px.v[k]) - mu) * rs * bq));
+          p.v[k] = from_compute_hw<T>(rs * (to_compute_hw(pg.v[k]) * wv[k] - a - (to_compute_hw(px.v[k]) - mu) * rs * bq));
         store_pack<T, V>(dx + off + e, p);
       }
   }
@@ -367,10 +280,10 @@ constexpr int kColX = 32, kRowY = 8;
 // in y order through shared memory. pw / pb null: not wanted.
 template <typename T, int V>
 __global__ void __launch_bounds__(kColX* kRowY, 1)
-    norm_partials_kernel(const T* __restrict__ g, const T* __restrict__ x, const acc_t<T>* __restrict__ mean,
-                         const acc_t<T>* __restrict__ rstd, int64_t rows, int64_t D, int64_t rows_per_chunk, bool rms,
-                         acc_t<T>* __restrict__ pw, acc_t<T>* __restrict__ pb) {
-  using C = acc_t<T>;
+    norm_partials_kernel(const T* __restrict__ g, const T* __restrict__ x, const device_compute_t<T>* __restrict__ mean,
+                         const device_compute_t<T>* __restrict__ rstd, int64_t rows, int64_t D, int64_t rows_per_chunk,
+                         bool rms, device_compute_t<T>* __restrict__ pw, device_compute_t<T>* __restrict__ pb) {
+  using C = device_compute_t<T>;
   HMOE_SHARED(C, sw, [kRowY][kColX * V]);
   HMOE_SHARED(C, sb, [kRowY][kColX * V]);
   const int tx = int(threadIdx.x), ty = int(threadIdx.y);
@@ -389,10 +302,10 @@ __global__ void __launch_bounds__(kColX* kRowY, 1)
         const C mu = rms ? C(0) : mean[i];
         const Pack<T, V> px = load_pack<T, V>(x + i * D + j);
 #pragma unroll
-        for (int k = 0; k < V; ++k) aw[k] += to_acc(pg.v[k]) * ((to_acc(px.v[k]) - mu) * rs);
+        for (int k = 0; k < V; ++k) aw[k] += to_compute_hw(pg.v[k]) * ((to_compute_hw(px.v[k]) - mu) * rs);
       }
 #pragma unroll
-      for (int k = 0; k < V; ++k) ab[k] += to_acc(pg.v[k]);
+      for (int k = 0; k < V; ++k) ab[k] += to_compute_hw(pg.v[k]);
     }
 #pragma unroll
   for (int k = 0; k < V; ++k) {
@@ -418,9 +331,9 @@ __global__ void __launch_bounds__(kColX* kRowY, 1)
 // then the kRowY sums are added in y order. Grid-stride over column tiles.
 template <typename T>
 __global__ void __launch_bounds__(kColX* kRowY)
-    norm_finish_kernel(const acc_t<T>* __restrict__ pw, const acc_t<T>* __restrict__ pb, int64_t chunks, int64_t D,
-                       T* __restrict__ dw, T* __restrict__ db) {
-  using C = acc_t<T>;
+    norm_finish_kernel(const device_compute_t<T>* __restrict__ pw, const device_compute_t<T>* __restrict__ pb,
+                       int64_t chunks, int64_t D, T* __restrict__ dw, T* __restrict__ db) {
+  using C = device_compute_t<T>;
   HMOE_SHARED(double, sw, [kRowY][kColX]);
   HMOE_SHARED(double, sb, [kRowY][kColX]);
   const int tx = int(threadIdx.x), ty = int(threadIdx.y);
@@ -441,128 +354,36 @@ __global__ void __launch_bounds__(kColX* kRowY)
       aw += sw[y][tx];
       ab += sb[y][tx];
     }
-    if (dw != nullptr) dw[j] = from_acc<T>(C(aw));
-    if (db != nullptr) db[j] = from_acc<T>(C(ab));
+    if (dw != nullptr) dw[j] = from_compute_hw<T>(C(aw));
+    if (db != nullptr) db[j] = from_compute_hw<T>(C(ab));
   }
 }
 
 // ---- host side -----------------------------------------------------------------------
 
-template <typename... P, typename... A>
-void launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, int device, A&&... args) {
-  auto stream = static_cast<::hmoe::device::Stream>(::hmoe::cuda::current_stream(device).native());
-  ::hmoe::device::launch_kernel(name, kernel, grid, block, 0, stream, std::forward<A>(args)...);
-  ::hmoe::cuda::check_launch(name, grid.x, grid.y, grid.z, block.x, block.y, block.z, 0);
-}
-
-template <typename Fn>
-void dispatch_float(DType t, const char* op, Fn&& fn) {
-  switch (t) {
-    case DType::f32:
-      fn.template operator()<float>();
-      return;
-    case DType::f64:
-      fn.template operator()<double>();
-      return;
-    case DType::bf16:
-      fn.template operator()<__nv_bfloat16>();
-      return;
-    case DType::f16:
-      fn.template operator()<__half>();
-      return;
-    default:
-      detail::unsupported_dtype(op, t);
-  }
-}
-
-int64_t pow2_ceil(int64_t v) {
-  int64_t p = 1;
-  while (p < v) p *= 2;
-  return p;
-}
-
-// Rows of D elements (packs of V) to threads, as in ops/cuda/softmax.cu: short rows to
-// groups of up to 32 lanes (128-thread blocks), long rows to one block of 64..kMaxBlock
-// threads; iters = packs per lane in registers (<= max_iters), 0 = stream the row.
-struct RowPlan {
-  int group = 1, block = 128, iters = 0;
-  unsigned grid = 1;
-};
-RowPlan plan_rows(int64_t rows, int64_t n, int V, int max_iters) {
-  RowPlan p;
-  const int64_t units = (n + V - 1) / V;
-  if (units <= 32 || (n <= 1024 && units <= 32 * int64_t(max_iters))) {
-    p.group = int(units <= 32 ? pow2_ceil(units) : 32);
-    p.iters = int(pow2_ceil((units + p.group - 1) / p.group));
-    const int64_t per_block = p.block / p.group;
-    const int64_t grid = (rows + per_block - 1) / per_block;
-    HMOE_CHECK(grid <= 0x7fffffff, "norm: too many rows (", rows, ")");
-    p.grid = unsigned(grid);
-    return p;
-  }
-  // About four packs per lane (several loads in flight each, few warps to combine).
-  const int64_t per_lane = std::min<int64_t>(4, std::max(1, max_iters));
-  p.group = p.block =
-      int(std::min<int64_t>(kMaxBlock, std::max<int64_t>(64, pow2_ceil((units + per_lane - 1) / per_lane))));
-  const int64_t iters = pow2_ceil((units + p.block - 1) / p.block);
-  p.iters = iters > max_iters ? 0 : int(iters);
-  HMOE_CHECK(rows <= 0x7fffffff, "norm: too many rows (", rows, ")");
-  p.grid = unsigned(rows);
-  return p;
-}
-
-template <int Max, int I = 1, typename F>
-void with_iters(int iters, F&& f) {
-  if (iters == 0) {
-    f(std::integral_constant<int, 0>{});
-  } else if constexpr (I <= Max) {
-    if (iters == I)
-      f(std::integral_constant<int, I>{});
-    else
-      with_iters<Max, I * 2>(iters, std::forward<F>(f));
-  } else {
-    HMOE_FAIL("norm: no kernel for ", iters, " packs per lane");
-  }
-}
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-template <typename T, int V, int Arrays>
-constexpr int max_iters() {
-  return int(128 / Arrays / sizeof(acc_t<T>)) / V;
-}
-
-template <typename T>
-const T* ptr_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.data_ptr<void>()) : nullptr;
-}
-template <typename T>
-T* mut_ptr_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr<void>()) : nullptr;
-}
-
 void norm_forward_cuda(const Tensor& xt, const Tensor& wt, const Tensor& bt, double eps, bool rms, const Tensor& yt,
                        const Tensor& mean_t, const Tensor& rstd_t) {
   const int64_t M = xt.size(0), D = xt.size(1);
   if (M == 0 || D == 0) return;
-  const int dev = xt.device().index;
-  dispatch_float(xt.dtype(), rms ? "rms_norm" : "layer_norm", [&]<typename T>() {
-    using C = acc_t<T>;
-    const T* x = ptr_or_null<T>(xt);
-    const T* w = ptr_or_null<T>(wt);
-    const T* b = rms ? nullptr : ptr_or_null<T>(bt);
-    T* y = mut_ptr_or_null<T>(yt);
-    C* mean = rms ? nullptr : mut_ptr_or_null<C>(mean_t);
-    C* rstd = mut_ptr_or_null<C>(rstd_t);
-    constexpr int VW = int(16 / sizeof(T));
+  const auto stream = hmoe::cuda::current_stream(xt.device().index).native();
+  dispatch_device_float(xt.dtype(), rms ? "rms_norm" : "layer_norm", [&]<typename T>() {
+    using C = device_compute_t<T>;
+    const T* x = data_or_null<const T>(xt);
+    const T* w = data_or_null<const T>(wt);
+    const T* b = rms ? nullptr : data_or_null<const T>(bt);
+    T* y = data_or_null<T>(yt);
+    C* mean = rms ? nullptr : data_or_null<C>(mean_t);
+    C* rstd = data_or_null<C>(rstd_t);
+    constexpr int VW = kVec16<T>;
     auto go = [&]<int V>() {
-      const RowPlan p = plan_rows(M, D, V, max_iters<T, V, 1>());
-      with_iters<max_iters<T, V, 1>()>(p.iters, [&](auto ic) {
-        launch("norm_rows_kernel", &norm_rows_kernel<T, V, decltype(ic)::value>, dim3(p.grid), dim3(p.block), dev, x, w,
-               b, y, mean, rstd, M, D, p.group, C(eps), rms);
+      const RowPlan p = plan_rows("norm", M, D, V, max_iters<T, V, 1>());
+      with_iters<max_iters<T, V, 1>()>("norm", p.iters, [&](auto ic) {
+        hmoe::cuda::launch_checked("norm_rows_kernel", &norm_rows_kernel<T, V, decltype(ic)::value>, dim3(p.grid),
+                                   dim3(p.block), 0, stream, x, w, b, y, mean, rstd, M, D, p.group, C(eps), rms);
       });
     };
-    if (D % VW == 0 && aligned16(x) && aligned16(w) && (b == nullptr || aligned16(b)) && aligned16(y))
+    if (D % VW == 0 && aligned_to(x, 16) && aligned_to(w, 16) && (b == nullptr || aligned_to(b, 16)) &&
+        aligned_to(y, 16))
       go.template operator()<VW>();
     else
       go.template operator()<1>();
@@ -580,26 +401,27 @@ void norm_backward_cuda(const Tensor& gt, const Tensor& xt, const Tensor& wt, co
                         const Tensor& rstd_t, bool rms, const Tensor& dxt, const Tensor& dwt, const Tensor& dbt) {
   const int64_t M = xt.size(0), D = xt.size(1);
   if (D == 0) return;
-  const int dev = xt.device().index;
-  dispatch_float(xt.dtype(), rms ? "rms_norm_backward" : "layer_norm_backward", [&]<typename T>() {
-    using C = acc_t<T>;
-    const T* g = ptr_or_null<T>(gt);
-    const T* x = ptr_or_null<T>(xt);
-    const T* w = ptr_or_null<T>(wt);
-    const C* mean = rms ? nullptr : ptr_or_null<C>(mean_t);
-    const C* rstd = ptr_or_null<C>(rstd_t);
-    T* dx = mut_ptr_or_null<T>(dxt);
-    T* dw = mut_ptr_or_null<T>(dwt);
-    T* db = mut_ptr_or_null<T>(dbt);
+  const auto stream = hmoe::cuda::current_stream(xt.device().index).native();
+  dispatch_device_float(xt.dtype(), rms ? "rms_norm_backward" : "layer_norm_backward", [&]<typename T>() {
+    using C = device_compute_t<T>;
+    const T* g = data_or_null<const T>(gt);
+    const T* x = data_or_null<const T>(xt);
+    const T* w = data_or_null<const T>(wt);
+    const C* mean = rms ? nullptr : data_or_null<const C>(mean_t);
+    const C* rstd = data_or_null<const C>(rstd_t);
+    T* dx = data_or_null<T>(dxt);
+    T* dw = data_or_null<T>(dwt);
+    T* db = data_or_null<T>(dbt);
     const bool want_wb = dw != nullptr || db != nullptr;
     const TensorOptions po{std::is_same_v<C, double> ? DType::f64 : DType::f32, xt.device()};
-    constexpr int VW = int(16 / sizeof(T));
-    const bool vec = D % VW == 0 && aligned16(g) && aligned16(x) && aligned16(w) && (dx == nullptr || aligned16(dx));
+    constexpr int VW = kVec16<T>;
+    const bool vec = D % VW == 0 && aligned_to(g, 16) && aligned_to(x, 16) && aligned_to(w, 16) &&
+                     (dx == nullptr || aligned_to(dx, 16));
     Tensor pw_t, pb_t;  // per-chunk partial sums [chunks, D], alive until the finish kernel ran
     int64_t chunks = 0;
     auto go = [&]<int V>() {
       constexpr int kMax = max_iters<T, V, 2>();
-      const int iters = plan_rows(M, D, V, kMax).iters;
+      const int iters = plan_rows("norm", M, D, V, kMax).iters;
       // Row slices in registers: one kernel for dx and the partial sums (x and g read
       // once). Otherwise dx streamed, then the partials kernel re-reads x and g.
       const int64_t rpc = iters > 0 && want_wb ? fused_rows_per_chunk(M) : 1;
@@ -610,14 +432,15 @@ void norm_backward_cuda(const Tensor& gt, const Tensor& xt, const Tensor& wt, co
         chunks = groups;
         if (dw != nullptr) pw_t = Tensor::empty({chunks, D}, po);
         if (db != nullptr) pb_t = Tensor::empty({chunks, D}, po);
-        pw = mut_ptr_or_null<C>(pw_t);
-        pb = mut_ptr_or_null<C>(pb_t);
+        pw = data_or_null<C>(pw_t);
+        pb = data_or_null<C>(pb_t);
       }
       if (iters > 0 || dx != nullptr) {
-        const RowPlan p = plan_rows(groups, D, V, kMax);
-        with_iters<kMax>(p.iters, [&](auto ic) {
-          launch("norm_backward_rows_kernel", &norm_backward_rows_kernel<T, V, decltype(ic)::value>, dim3(p.grid),
-                 dim3(p.block), dev, g, x, w, mean, rstd, dx, M, D, p.group, rms, rpc, pw, pb);
+        const RowPlan p = plan_rows("norm", groups, D, V, kMax);
+        with_iters<kMax>("norm", p.iters, [&](auto ic) {
+          hmoe::cuda::launch_checked("norm_backward_rows_kernel", &norm_backward_rows_kernel<T, V, decltype(ic)::value>,
+                                     dim3(p.grid), dim3(p.block), 0, stream, g, x, w, mean, rstd, dx, M, D, p.group,
+                                     rms, rpc, pw, pb);
         });
       }
       if (iters == 0 && want_wb) {
@@ -628,9 +451,9 @@ void norm_backward_cuda(const Tensor& gt, const Tensor& xt, const Tensor& wt, co
         const int64_t col_blocks = (D / V + kColX - 1) / kColX;
         HMOE_CHECK(col_blocks <= 0x7fffffff && chunks <= 65535, "layer_norm_backward: shape [", M, ", ", D,
                    "] too large");
-        launch("norm_partials_kernel", &norm_partials_kernel<T, V>, dim3(unsigned(col_blocks), unsigned(chunks)),
-               dim3(kColX, kRowY), dev, g, x, mean, rstd, M, D, prpc, rms, mut_ptr_or_null<C>(pw_t),
-               mut_ptr_or_null<C>(pb_t));
+        hmoe::cuda::launch_checked("norm_partials_kernel", &norm_partials_kernel<T, V>,
+                                   dim3(unsigned(col_blocks), unsigned(chunks)), dim3(kColX, kRowY), 0, stream, g, x,
+                                   mean, rstd, M, D, prpc, rms, data_or_null<C>(pw_t), data_or_null<C>(pb_t));
       }
     };
     if (M > 0) {
@@ -641,9 +464,8 @@ void norm_backward_cuda(const Tensor& gt, const Tensor& xt, const Tensor& wt, co
     }
     if (!want_wb) return;
     const unsigned grid = unsigned(std::min<int64_t>((D + kColX - 1) / kColX, 8192));
-    launch("norm_finish_kernel", &norm_finish_kernel<T>, dim3(grid), dim3(kColX, kRowY), dev,
-           static_cast<const C*>(mut_ptr_or_null<C>(pw_t)), static_cast<const C*>(mut_ptr_or_null<C>(pb_t)), chunks, D,
-           dw, db);
+    hmoe::cuda::launch_checked("norm_finish_kernel", &norm_finish_kernel<T>, dim3(grid), dim3(kColX, kRowY), 0, stream,
+                               data_or_null<const C>(pw_t), data_or_null<const C>(pb_t), chunks, D, dw, db);
   });
 }
 

@@ -8,12 +8,7 @@
 #include "ops/cuda/strided.cuh"
 #include "ops/dispatch.h"
 #include "ops/optim.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(AdamWKernel, adamw_stub);
-HMOE_DECLARE_STUB(SGDKernel, sgd_stub);
-HMOE_DECLARE_STUB(SumSquaresKernel, sum_squares_stub);
-}  // namespace hmoe
+#include "ops/optim_kernels.h"
 
 namespace hmoe::ops::cuda {
 namespace {
@@ -70,24 +65,8 @@ __global__ void sgd_kernel(SGDStep s, S* x, S* buf, const G* g, P* p, int64_t n)
                  [=](S& xi, S& bi, S&, S gi) { sgd_element<S>(xi, bi, gi, lr, mu, damp, wd, nesterov, first); });
 }
 
-// fn.template operator()<S, G, P>() with device storage types; P = S without a copy.
-template <typename Fn>
-void dispatch_update(const Tensor& master, const Tensor& grad, const Tensor& param, Fn&& fn) {
-  auto floats = [](DType dt, auto&& f) {
-    dispatch_device_all(dt, [&]<typename T>() {
-      if constexpr (std::is_floating_point_v<T> || std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>)
-        f.template operator()<T>();
-    });
-  };
-  floats(master.dtype(), [&]<typename S>() {
-    if constexpr (std::is_same_v<S, float> || std::is_same_v<S, double>) {
-      floats(grad.dtype(), [&]<typename G>() {
-        if (!param.defined()) return fn.template operator()<S, G, S>();
-        floats(param.dtype(), [&]<typename P>() { fn.template operator()<S, G, P>(); });
-      });
-    }
-  });
-}
+// The kernel-side float dispatcher, for dispatch_update (ops/optim_kernels.h).
+constexpr auto kDispatchFloat = [](DType t, const char* op, auto&& f) { dispatch_device_float(t, op, f); };
 
 // 4-wide when every pointer allows its pack (16 bytes for f32 state), else scalar.
 template <typename S, typename G, typename P>
@@ -99,7 +78,7 @@ bool can_vectorize(std::initializer_list<const void*> s_ptrs, const G* g, const 
 
 void adamw_cuda(const AdamWKernelArgs& a, const Tensor& master, const Tensor& exp_avg, const Tensor& exp_avg_sq,
                 const Tensor& grad, const Tensor& param) {
-  dispatch_update(master, grad, param, [&]<typename S, typename G, typename P>() {
+  dispatch_update(kDispatchFloat, master, grad, param, "adamw_update_", [&]<typename S, typename G, typename P>() {
     S* x = static_cast<S*>(master.data_ptr<void>());
     S* m = static_cast<S*>(exp_avg.data_ptr<void>());
     S* v = static_cast<S*>(exp_avg_sq.data_ptr<void>());
@@ -121,7 +100,7 @@ void adamw_cuda(const AdamWKernelArgs& a, const Tensor& master, const Tensor& ex
 
 void sgd_cuda(const SGDStep& s, const Tensor& master, const Tensor& momentum_buf, const Tensor& grad,
               const Tensor& param) {
-  dispatch_update(master, grad, param, [&]<typename S, typename G, typename P>() {
+  dispatch_update(kDispatchFloat, master, grad, param, "sgd_update_", [&]<typename S, typename G, typename P>() {
     S* x = static_cast<S*>(master.data_ptr<void>());
     S* buf = momentum_buf.defined() ? static_cast<S*>(momentum_buf.data_ptr<void>()) : nullptr;
     const G* g = static_cast<const G*>(grad.data_ptr<void>());
@@ -150,8 +129,7 @@ __global__ void sum_squares_chunks_kernel(const T* __restrict__ x, int64_t n, do
     const double y = double(to_compute<T>(x[i]));
     acc += y * y;
   }
-  acc = block_reduce_to_first(
-      acc, [](double u, double w) { return u + w; }, 0.0);
+  acc = block_reduce_to_first(acc, Plus{}, 0.0);
   if (threadIdx.x == 0) part[blockIdx.x] = acc;
 }
 
@@ -159,8 +137,7 @@ __global__ void sum_squares_chunks_kernel(const T* __restrict__ x, int64_t n, do
 __global__ void sum_squares_total_kernel(const double* __restrict__ part, int64_t chunks, double* __restrict__ out) {
   double acc = 0;
   for (int64_t c = threadIdx.x; c < chunks; c += blockDim.x) acc += part[c];
-  acc = block_reduce_to_first(
-      acc, [](double u, double w) { return u + w; }, 0.0);
+  acc = block_reduce_to_first(acc, Plus{}, 0.0);
   if (threadIdx.x == 0) *out = acc;
 }
 
@@ -173,12 +150,10 @@ void sum_squares_cuda(const Tensor& x, const Tensor& out) {
   HMOE_CHECK(chunks < (int64_t(1) << 31), "sum_squares: ", x.meta_str(), " has too many elements for one launch");
   const Tensor part = Tensor::empty({chunks}, {DType::f64, x.device()});
   double* pp = part.data_ptr<double>();
-  dispatch_device_all(x.dtype(), [&]<typename T>() {
-    if constexpr (std::is_floating_point_v<T> || std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>) {
-      auto k = &sum_squares_chunks_kernel<T>;
-      HMOE_LAUNCH_CHECKED(k, unsigned(chunks), kThreads, 0, stream.native(), static_cast<const T*>(x.data_ptr<void>()),
-                          n, pp);
-    }
+  dispatch_device_float(x.dtype(), "sum_squares", [&]<typename T>() {
+    auto k = &sum_squares_chunks_kernel<T>;
+    HMOE_LAUNCH_CHECKED(k, unsigned(chunks), kThreads, 0, stream.native(), static_cast<const T*>(x.data_ptr<void>()), n,
+                        pp);
   });
   auto total = &sum_squares_total_kernel;
   HMOE_LAUNCH_CHECKED(total, 1, kThreads, 0, stream.native(), pp, chunks, o);

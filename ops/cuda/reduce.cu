@@ -22,10 +22,7 @@
 #include "ops/cuda/unary_fn.cuh"
 #include "ops/dispatch.h"
 #include "ops/reduce.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(ReduceKernel, reduce_stub);
-}
+#include "ops/reduce_kernels.h"
 
 namespace hmoe::ops::cuda {
 namespace {
@@ -362,34 +359,30 @@ void run_reduce(const Tensor& in, const Tensor& out, int64_t outer, int64_t red,
 void reduce_cuda(ReduceOp op, const Tensor& in, const Tensor& out, int64_t outer, int64_t red, int64_t inner) {
   HMOE_CHECK(in.is_contiguous() && out.is_contiguous(), "reduce: input and output must be contiguous, got ",
              in.meta_str(), " and ", out.meta_str());
-  dispatch_device_all(in.dtype(), [&]<typename T>() {
-    if constexpr (std::is_same_v<T, bool>) {
-      hmoe::detail::unsupported_dtype("reduce", in.dtype());
-    } else {
-      const bool index_out = op == ReduceOp::argmax || op == ReduceOp::argmin;
-      HMOE_CHECK(out.dtype() == (index_out ? DType::i64 : in.dtype()), "reduce: output dtype ", dtype_name(out.dtype()),
-                 " does not fit the op on ", in.meta_str());
-      // The CPU's checks, in its order.
-      if (outer * inner == 0) return;
-      if (op != ReduceOp::sum && op != ReduceOp::logsumexp)
-        HMOE_CHECK(red > 0, "max/min: cannot reduce over an empty dimension");
-      switch (op) {
-        case ReduceOp::sum:
-          return run_reduce<SumReducer<T>>(in, out, outer, red, inner);
-        case ReduceOp::max:
-          return run_reduce<ExtremeReducer<T, true, false>>(in, out, outer, red, inner);
-        case ReduceOp::min:
-          return run_reduce<ExtremeReducer<T, false, false>>(in, out, outer, red, inner);
-        case ReduceOp::argmax:
-          return run_reduce<ExtremeReducer<T, true, true>>(in, out, outer, red, inner);
-        case ReduceOp::argmin:
-          return run_reduce<ExtremeReducer<T, false, true>>(in, out, outer, red, inner);
-        case ReduceOp::logsumexp:
-          if constexpr (std::is_floating_point_v<device_compute_t<T>>)
-            return run_reduce<LseReducer<T>>(in, out, outer, red, inner);
-          else
-            hmoe::detail::unsupported_dtype("logsumexp", in.dtype());
-      }
+  dispatch_device_numeric(in.dtype(), "reduce", [&]<typename T>() {
+    const bool index_out = op == ReduceOp::argmax || op == ReduceOp::argmin;
+    HMOE_CHECK(out.dtype() == (index_out ? DType::i64 : in.dtype()), "reduce: output dtype ", dtype_name(out.dtype()),
+               " does not fit the op on ", in.meta_str());
+    // The CPU's checks, in its order.
+    if (outer * inner == 0) return;
+    if (op != ReduceOp::sum && op != ReduceOp::logsumexp)
+      HMOE_CHECK(red > 0, "max/min: cannot reduce over an empty dimension");
+    switch (op) {
+      case ReduceOp::sum:
+        return run_reduce<SumReducer<T>>(in, out, outer, red, inner);
+      case ReduceOp::max:
+        return run_reduce<ExtremeReducer<T, true, false>>(in, out, outer, red, inner);
+      case ReduceOp::min:
+        return run_reduce<ExtremeReducer<T, false, false>>(in, out, outer, red, inner);
+      case ReduceOp::argmax:
+        return run_reduce<ExtremeReducer<T, true, true>>(in, out, outer, red, inner);
+      case ReduceOp::argmin:
+        return run_reduce<ExtremeReducer<T, false, true>>(in, out, outer, red, inner);
+      case ReduceOp::logsumexp:
+        if constexpr (std::is_floating_point_v<device_compute_t<T>>)
+          return run_reduce<LseReducer<T>>(in, out, outer, red, inner);
+        else
+          hmoe::detail::unsupported_dtype("logsumexp", in.dtype());
     }
   });
 }

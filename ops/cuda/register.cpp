@@ -1,5 +1,8 @@
-// Registers every CUDA kernel family (real or emulated) with the dispatch registry:
-// the one list of them, mirroring ops/cpu/register.cpp.
+// Registers the CUDA backend (real or emulated): its device allocator, and every CUDA
+// kernel family with the dispatch registry: the one list of them, mirroring
+// ops/cpu/register.cpp.
+#include "engine/cuda/allocator.h"
+#include "engine/storage.h"
 #include "ops/dispatch.h"
 
 namespace hmoe::ops {
@@ -18,7 +21,8 @@ void register_optim_cuda();        // ops/cuda/optim.cu (AdamW, SGD, sum of squa
 void register_moe_cuda();          // ops/moe/cuda/register_moe.cpp (router, dispatch, grouped GEMM)
 }  // namespace cuda
 
-void register_cuda_kernels() {
+void register_cuda_backend() {
+  register_allocator(DeviceType::cuda, &hmoe::cuda::device_allocator());
   cuda::register_copy_cuda();
   cuda::register_factory_cuda();
   cuda::register_matmul_cuda();

@@ -9,72 +9,22 @@
 #include <utility>
 
 #include "engine/cuda/device_code.h"
+#include "engine/cuda/launch.h"
 #include "engine/cuda/runtime.h"
 #include "engine/error.h"
+#include "ops/cuda/kernel_utils.cuh"
 #include "ops/dispatch.h"
 #include "ops/nn_kernels.h"
-
-namespace hmoe {
-HMOE_DECLARE_STUB(SoftmaxKernel, softmax_stub);
-HMOE_DECLARE_STUB(SoftmaxBackwardKernel, softmax_backward_stub);
-HMOE_DECLARE_STUB(CrossEntropyKernel, cross_entropy_stub);
-HMOE_DECLARE_STUB(CrossEntropyBackwardKernel, cross_entropy_backward_stub);
-}  // namespace hmoe
 
 namespace hmoe::ops::cuda {
 namespace {
 
 // ---- device helpers ------------------------------------------------------------------
 
-// Arithmetic type of an element type: f32 for the 16-bit floats, f64 for f64.
-template <typename T>
-using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
-
-template <typename T>
-__device__ __forceinline__ acc_t<T> to_acc(T v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    return __bfloat162float(v);
-  else if constexpr (std::is_same_v<T, __half>)
-    return __half2float(v);
-  else
-    return v;
-}
-template <typename T>
-__device__ __forceinline__ T from_acc(acc_t<T> v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    return __float2bfloat16_rn(v);
-  else if constexpr (std::is_same_v<T, __half>)
-    return __float2half_rn(v);
-  else
-    return v;
-}
-
-__device__ __forceinline__ float dexp(float x) { return expf(x); }
-__device__ __forceinline__ double dexp(double x) { return exp(x); }
-__device__ __forceinline__ float dlog(float x) { return logf(x); }
-__device__ __forceinline__ double dlog(double x) { return log(x); }
 template <typename C>
 __device__ __forceinline__ bool finite(C x) {
   return x - x == C(0);
 }  // false for inf and NaN
-template <typename C>
-__device__ __forceinline__ C neg_inf() {
-  return -C(INFINITY);
-}
-
-// V consecutive elements moved as one 16-byte (or narrower) access.
-template <typename T, int V>
-struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
-template <typename T, int V>
-__device__ __forceinline__ Pack<T, V> load_pack(const T* p) {
-  return *reinterpret_cast<const Pack<T, V>*>(p);
-}
-template <typename T, int V>
-__device__ __forceinline__ void store_pack(T* p, const Pack<T, V>& v) {
-  *reinterpret_cast<Pack<T, V>*>(p) = v;
-}
 
 // Running (max, sum of exp(x - max)) of a row; NaN propagates, -inf adds nothing.
 template <typename C>
@@ -84,10 +34,10 @@ struct Stats {
 template <typename C>
 __device__ __forceinline__ void online_add(Stats<C>& st, C x) {
   if (x > st.m || x != x) {
-    st.s = st.s * dexp(st.m - x) + C(1);
+    st.s = st.s * d_exp(st.m - x) + C(1);
     st.m = x;
   } else if (st.m != neg_inf<C>()) {
-    st.s += dexp(x - st.m);
+    st.s += d_exp(x - st.m);
   }
 }
 // Exactly commutative (merge(a, b) == merge(b, a) bit for bit), so both partners of a
@@ -95,24 +45,10 @@ __device__ __forceinline__ void online_add(Stats<C>& st, C x) {
 template <typename C>
 __device__ __forceinline__ Stats<C> merge(const Stats<C>& a, const Stats<C>& b) {
   const C m = a.m != a.m ? a.m : b.m != b.m ? b.m : (a.m > b.m ? a.m : b.m);
-  const C ta = a.s == C(0) ? C(0) : a.s * dexp(a.m - m);
-  const C tb = b.s == C(0) ? C(0) : b.s * dexp(b.m - m);
+  const C ta = a.s == C(0) ? C(0) : a.s * d_exp(a.m - m);
+  const C tb = b.s == C(0) ? C(0) : b.s * d_exp(b.m - m);
   return {m, ta + tb};
 }
-template <typename C>
-__device__ __forceinline__ Stats<C> shfl_xor(const Stats<C>& v, int o, int width) {
-  return {__shfl_xor_sync(0xffffffffu, v.m, o, width), __shfl_xor_sync(0xffffffffu, v.s, o, width)};
-}
-template <typename C>
-__device__ __forceinline__ C shfl_xor(C v, int o, int width) {
-  return __shfl_xor_sync(0xffffffffu, v, o, width);
-}
-struct SumOp {
-  template <typename C>
-  __device__ __forceinline__ C operator()(C a, C b) const {
-    return a + b;
-  }
-};
 // Max that propagates NaN whichever side it is on.
 struct MaxOp {
   template <typename C>
@@ -127,54 +63,20 @@ struct MergeOp {
   }
 };
 
-// Reduces v over a row's group of `group` lanes (a power of two: up to 32 lanes of one
-// warp, or the whole block when group == blockDim.x). Every thread must call it (all
-// lanes stay alive for the full-mask shuffles); every lane of the group gets the result.
-template <typename R, typename Op>
-__device__ R group_reduce(R v, int group, Op op, R identity) {
-  const int width = group < 32 ? group : 32;
-  for (int o = 1; o < width; o <<= 1) v = op(v, shfl_xor(v, o, width));
-  if (group <= 32) return v;
-  HMOE_SHARED(R, partial, [32]);
-  const int lane = int(threadIdx.x) & 31, nwarps = int(blockDim.x) >> 5;
-  __syncthreads();  // an earlier call's readers are done with `partial`
-  if (lane == 0) partial[threadIdx.x >> 5] = v;
-  __syncthreads();
-  // Every warp combines the warps' partials with the same butterfly (short dependency
-  // chain, no extra barrier); the identity pads lanes past the last warp.
-  v = lane < nwarps ? partial[lane] : identity;
-  for (int o = 1; o < 32; o <<= 1) v = op(v, shfl_xor(v, o, 32));
-  return v;
-}
-
-// Row of this thread's group and its lane in the group (see RowPlan).
-struct RowLane {
-  int64_t row;
-  int lane;
-};
-__device__ __forceinline__ RowLane row_lane(int group) {
-  return {int64_t(blockIdx.x) * (int64_t(blockDim.x) / group) + int64_t(threadIdx.x) / group,
-          int(threadIdx.x) & (group - 1)};
-}
-
 __device__ __forceinline__ int64_t read_target(const void* tg, bool tg64, int64_t i) {
   return tg64 ? static_cast<const int64_t*>(tg)[i] : int64_t(static_cast<const int32_t*>(tg)[i]);
 }
 
 // ---- softmax over rows (inner == 1) --------------------------------------------------
 
-// Largest block of the row kernels: 512 threads leave each up to 128 registers, enough
-// for a row slice in registers (and f64 exp) without spilling.
-constexpr int kMaxBlock = 512;
-
 // softmax / log_softmax of each row of x [rows, n]. Launch: RowPlan (groups of `group`
 // lanes per row, blocks of 128 threads or one block per row). kIters > 0: each lane
 // holds kIters packs of V elements in registers (one read of x); kIters == 0: the row
 // is streamed twice (one pass of online max/sum statistics, then the output).
 template <typename T, int V, int kIters>
-__global__ void __launch_bounds__(kMaxBlock, 1)
+__global__ void __launch_bounds__(kRowMaxBlock, 1)
     softmax_rows_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t rows, int64_t n, int group, bool log) {
-  using C = acc_t<T>;
+  using C = device_compute_t<T>;
   const RowLane rl = row_lane(group);
   const bool live = rl.row < rows;
   const T* xr = x + (live ? rl.row : 0) * n;
@@ -188,7 +90,7 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
       if (live && e < n) {
         const Pack<T, V> p = load_pack<T, V>(xr + e);
 #pragma unroll
-        for (int k = 0; k < V; ++k) v[it][k] = to_acc(p.v[k]);
+        for (int k = 0; k < V; ++k) v[it][k] = to_compute_hw(p.v[k]);
       } else {
 #pragma unroll
         for (int k = 0; k < V; ++k) v[it][k] = neg_inf<C>();
@@ -205,12 +107,12 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
     for (int it = 0; it < kIters; ++it)
 #pragma unroll
       for (int k = 0; k < V; ++k) {
-        const C ex = dexp(v[it][k] - mx);
+        const C ex = d_exp(v[it][k] - mx);
         s += ex;
         if (!log) v[it][k] = ex;
       }
-    s = group_reduce(s, group, SumOp{}, C(0));
-    const C shift = mx + dlog(s);
+    s = group_reduce(s, group, Plus{}, C(0));
+    const C shift = mx + d_log(s);
     const C inv = C(1) / s;
 #pragma unroll
     for (int it = 0; it < kIters; ++it) {
@@ -218,7 +120,7 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
       if (live && e < n) {
         Pack<T, V> p;
 #pragma unroll
-        for (int k = 0; k < V; ++k) p.v[k] = from_acc<T>(log ? v[it][k] - shift : v[it][k] * inv);
+        for (int k = 0; k < V; ++k) p.v[k] = from_compute_hw<T>(log ? v[it][k] - shift : v[it][k] * inv);
         store_pack<T, V>(yr + e, p);
       }
     }
@@ -229,12 +131,12 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
       for (int64_t e = int64_t(rl.lane) * V; e < n; e += int64_t(group) * V) {
         const Pack<T, V> p = load_pack<T, V>(xr + e);
 #pragma unroll
-        for (int k = 0; k < V; ++k) online_add(st, to_acc(p.v[k]));
+        for (int k = 0; k < V; ++k) online_add(st, to_compute_hw(p.v[k]));
       }
     }
     st = group_reduce(st, group, MergeOp{}, Stats<C>{neg_inf<C>(), C(0)});
     if (!live) return;
-    const C shift = st.m + dlog(st.s);
+    const C shift = st.m + d_log(st.s);
     const C inv = C(1) / st.s;
 #pragma unroll 4
     for (int64_t e = int64_t(rl.lane) * V; e < n; e += int64_t(group) * V) {
@@ -242,8 +144,8 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
       Pack<T, V> q;
 #pragma unroll
       for (int k = 0; k < V; ++k) {
-        const C xv = to_acc(p.v[k]);
-        q.v[k] = from_acc<T>(log ? xv - shift : dexp(xv - st.m) * inv);
+        const C xv = to_compute_hw(p.v[k]);
+        q.v[k] = from_compute_hw<T>(log ? xv - shift : d_exp(xv - st.m) * inv);
       }
       store_pack<T, V>(yr + e, q);
     }
@@ -253,10 +155,10 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
 // Backward of each row: gx = y * (g - sum(g * y)), or g - exp(y) * sum(g) for log.
 // Launch and kIters as softmax_rows_kernel (y and g held in registers).
 template <typename T, int V, int kIters>
-__global__ void __launch_bounds__(kMaxBlock, 1)
+__global__ void __launch_bounds__(kRowMaxBlock, 1)
     softmax_backward_rows_kernel(const T* __restrict__ y, const T* __restrict__ g, T* __restrict__ gx, int64_t rows,
                                  int64_t n, int group, bool log) {
-  using C = acc_t<T>;
+  using C = device_compute_t<T>;
   const RowLane rl = row_lane(group);
   const bool live = rl.row < rows;
   const int64_t off = (live ? rl.row : 0) * n;
@@ -270,13 +172,13 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
         const Pack<T, V> py = load_pack<T, V>(y + off + e), pg = load_pack<T, V>(g + off + e);
 #pragma unroll
         for (int k = 0; k < V; ++k) {
-          yv[it][k] = to_acc(py.v[k]);
-          gv[it][k] = to_acc(pg.v[k]);
+          yv[it][k] = to_compute_hw(py.v[k]);
+          gv[it][k] = to_compute_hw(pg.v[k]);
           s += log ? gv[it][k] : gv[it][k] * yv[it][k];
         }
       }
     }
-    s = group_reduce(s, group, SumOp{}, C(0));
+    s = group_reduce(s, group, Plus{}, C(0));
 #pragma unroll
     for (int it = 0; it < kIters; ++it) {
       const int64_t e = (int64_t(it) * group + rl.lane) * V;
@@ -284,7 +186,7 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
         Pack<T, V> p;
 #pragma unroll
         for (int k = 0; k < V; ++k)
-          p.v[k] = from_acc<T>(log ? gv[it][k] - dexp(yv[it][k]) * s : yv[it][k] * (gv[it][k] - s));
+          p.v[k] = from_compute_hw<T>(log ? gv[it][k] - d_exp(yv[it][k]) * s : yv[it][k] * (gv[it][k] - s));
         store_pack<T, V>(gx + off + e, p);
       }
     }
@@ -294,10 +196,10 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
       for (int64_t e = int64_t(rl.lane) * V; e < n; e += int64_t(group) * V) {
         const Pack<T, V> py = load_pack<T, V>(y + off + e), pg = load_pack<T, V>(g + off + e);
 #pragma unroll
-        for (int k = 0; k < V; ++k) s += log ? to_acc(pg.v[k]) : to_acc(pg.v[k]) * to_acc(py.v[k]);
+        for (int k = 0; k < V; ++k) s += log ? to_compute_hw(pg.v[k]) : to_compute_hw(pg.v[k]) * to_compute_hw(py.v[k]);
       }
     }
-    s = group_reduce(s, group, SumOp{}, C(0));
+    s = group_reduce(s, group, Plus{}, C(0));
     if (!live) return;
 #pragma unroll 4
     for (int64_t e = int64_t(rl.lane) * V; e < n; e += int64_t(group) * V) {
@@ -305,8 +207,8 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
       Pack<T, V> p;
 #pragma unroll
       for (int k = 0; k < V; ++k) {
-        const C yk = to_acc(py.v[k]), gk = to_acc(pg.v[k]);
-        p.v[k] = from_acc<T>(log ? gk - dexp(yk) * s : yk * (gk - s));
+        const C yk = to_compute_hw(py.v[k]), gk = to_compute_hw(pg.v[k]);
+        p.v[k] = from_compute_hw<T>(log ? gk - d_exp(yk) * s : yk * (gk - s));
       }
       store_pack<T, V>(gx + off + e, p);
     }
@@ -324,7 +226,7 @@ constexpr int kSplit = 8;
 template <typename T>
 __global__ void softmax_cols_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t outer, int64_t n, int64_t inner,
                                     bool log) {
-  using C = acc_t<T>;
+  using C = device_compute_t<T>;
   HMOE_SHARED(C, sm, [kSplit][32]);
   HMOE_SHARED(C, ss, [kSplit][32]);
   const int64_t tiles = (inner + 31) / 32;
@@ -336,7 +238,7 @@ __global__ void softmax_cols_kernel(const T* __restrict__ x, T* __restrict__ y, 
     T* yc = y + o * n * inner + (live ? i : 0);
     Stats<C> st{neg_inf<C>(), C(0)};
     if (live)
-      for (int64_t r = ty; r < n; r += kSplit) online_add(st, to_acc(xc[r * inner]));
+      for (int64_t r = ty; r < n; r += kSplit) online_add(st, to_compute_hw(xc[r * inner]));
     __syncthreads();  // the previous tile is done with sm/ss
     sm[ty][tx] = st.m;
     ss[ty][tx] = st.s;
@@ -344,11 +246,11 @@ __global__ void softmax_cols_kernel(const T* __restrict__ x, T* __restrict__ y, 
     st = Stats<C>{sm[0][tx], ss[0][tx]};
     for (int k = 1; k < kSplit; ++k) st = merge(st, Stats<C>{sm[k][tx], ss[k][tx]});
     if (!live) continue;
-    const C shift = st.m + dlog(st.s);
+    const C shift = st.m + d_log(st.s);
     const C inv = C(1) / st.s;
     for (int64_t r = ty; r < n; r += kSplit) {
-      const C xv = to_acc(xc[r * inner]);
-      yc[r * inner] = from_acc<T>(log ? xv - shift : dexp(xv - st.m) * inv);
+      const C xv = to_compute_hw(xc[r * inner]);
+      yc[r * inner] = from_compute_hw<T>(log ? xv - shift : d_exp(xv - st.m) * inv);
     }
   }
 }
@@ -357,7 +259,7 @@ __global__ void softmax_cols_kernel(const T* __restrict__ x, T* __restrict__ y, 
 template <typename T>
 __global__ void softmax_backward_cols_kernel(const T* __restrict__ y, const T* __restrict__ g, T* __restrict__ gx,
                                              int64_t outer, int64_t n, int64_t inner, bool log) {
-  using C = acc_t<T>;
+  using C = device_compute_t<T>;
   HMOE_SHARED(C, ps, [kSplit][32]);
   const int64_t tiles = (inner + 31) / 32;
   const int tx = int(threadIdx.x), ty = int(threadIdx.y);
@@ -368,7 +270,7 @@ __global__ void softmax_backward_cols_kernel(const T* __restrict__ y, const T* _
     C s = C(0);
     if (live)
       for (int64_t r = ty; r < n; r += kSplit)
-        s += log ? to_acc(g[base + r * inner]) : to_acc(g[base + r * inner]) * to_acc(y[base + r * inner]);
+        s += log ? to_compute_hw(g[base + r * inner]) : to_compute_hw(g[base + r * inner]) * to_compute_hw(y[base + r * inner]);
     __syncthreads();
     ps[ty][tx] = s;
     __syncthreads();
@@ -377,8 +279,8 @@ __global__ void softmax_backward_cols_kernel(const T* __restrict__ y, const T* _
     if (!live) continue;
     for (int64_t r = ty; r < n; r += kSplit) {
       const int64_t q = base + r * inner;
-      const C yk = to_acc(y[q]), gk = to_acc(g[q]);
-      gx[q] = from_acc<T>(log ? gk - dexp(yk) * s : yk * (gk - s));
+      const C yk = to_compute_hw(y[q]), gk = to_compute_hw(g[q]);
+      gx[q] = from_compute_hw<T>(log ? gk - d_exp(yk) * s : yk * (gk - s));
     }
   }
 }
@@ -390,11 +292,11 @@ __global__ void softmax_backward_cols_kernel(const T* __restrict__ y, const T* _
 // whose target is outside [0, n) (atomicMin; rows are never read past n), flags[1]
 // the number of counted rows (one atomicAdd per block). Launch: RowPlan, streaming.
 template <typename T, int V>
-__global__ void __launch_bounds__(kMaxBlock, 1)
+__global__ void __launch_bounds__(kRowMaxBlock, 1)
     cross_entropy_kernel(const T* __restrict__ x, const void* __restrict__ tg, bool tg64, int64_t ignore,
-                         acc_t<T>* __restrict__ loss, acc_t<T>* __restrict__ lse, int64_t rows, int64_t n, int group,
-                         unsigned long long* __restrict__ flags) {
-  using C = acc_t<T>;
+                         device_compute_t<T>* __restrict__ loss, device_compute_t<T>* __restrict__ lse, int64_t rows,
+                         int64_t n, int group, unsigned long long* __restrict__ flags) {
+  using C = device_compute_t<T>;
   const RowLane rl = row_lane(group);
   const bool live = rl.row < rows;
   const int64_t t = live ? read_target(tg, tg64, rl.row) : ignore;
@@ -408,16 +310,16 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
     for (int64_t e = int64_t(rl.lane) * V; e < n; e += int64_t(group) * V) {
       const Pack<T, V> p = load_pack<T, V>(xr + e);
 #pragma unroll
-      for (int k = 0; k < V; ++k) online_add(st, to_acc(p.v[k]));
+      for (int k = 0; k < V; ++k) online_add(st, to_compute_hw(p.v[k]));
     }
   }
   st = group_reduce(st, group, MergeOp{}, Stats<C>{neg_inf<C>(), C(0)});
   const bool leader = live && rl.lane == 0;
   if (leader) {
     if (work) {
-      const C l = finite(st.m) ? st.m + dlog(st.s) : st.m;
+      const C l = finite(st.m) ? st.m + d_log(st.s) : st.m;
       lse[rl.row] = l;
-      loss[rl.row] = l - to_acc(xr[t]);
+      loss[rl.row] = l - to_compute_hw(xr[t]);
     } else {
       lse[rl.row] = C(0);
       loss[rl.row] = C(0);
@@ -431,11 +333,12 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
 // gx[i, c] = (exp(x[i, c] - lse[i]) - [c == t_i]) * g * scale; ignored rows get 0.
 // g has one value per row (per_row) or one for all. Launch: RowPlan, streaming.
 template <typename T, int V>
-__global__ void __launch_bounds__(kMaxBlock, 1)
+__global__ void __launch_bounds__(kRowMaxBlock, 1)
     cross_entropy_backward_kernel(const T* __restrict__ x, const void* __restrict__ tg, bool tg64, int64_t ignore,
-                                  const acc_t<T>* __restrict__ lse, const acc_t<T>* __restrict__ g, bool per_row,
-                                  double scale, T* __restrict__ gx, int64_t rows, int64_t n, int group) {
-  using C = acc_t<T>;
+                                  const device_compute_t<T>* __restrict__ lse,
+                                  const device_compute_t<T>* __restrict__ g, bool per_row, double scale,
+                                  T* __restrict__ gx, int64_t rows, int64_t n, int group) {
+  using C = device_compute_t<T>;
   const RowLane rl = row_lane(group);
   if (rl.row >= rows) return;  // no collectives below
   const int64_t t = read_target(tg, tg64, rl.row);
@@ -449,11 +352,12 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
     Pack<T, V> q;
     if (ignored) {
 #pragma unroll
-      for (int k = 0; k < V; ++k) q.v[k] = from_acc<T>(C(0));
+      for (int k = 0; k < V; ++k) q.v[k] = from_compute_hw<T>(C(0));
     } else {
       const Pack<T, V> p = load_pack<T, V>(xr + e);
 #pragma unroll
-      for (int k = 0; k < V; ++k) q.v[k] = from_acc<T>((dexp(to_acc(p.v[k]) - l) - (e + k == t ? C(1) : C(0))) * w);
+      for (int k = 0; k < V; ++k)
+        q.v[k] = from_compute_hw<T>((d_exp(to_compute_hw(p.v[k]) - l) - (e + k == t ? C(1) : C(0))) * w);
     }
     store_pack<T, V>(gr + e, q);
   }
@@ -461,125 +365,35 @@ __global__ void __launch_bounds__(kMaxBlock, 1)
 
 // ---- host side -----------------------------------------------------------------------
 
-// Launches kernel on the current stream of `device`, then checks the launch.
-template <typename... P, typename... A>
-void launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, int device, A&&... args) {
-  auto stream = static_cast<::hmoe::device::Stream>(::hmoe::cuda::current_stream(device).native());
-  ::hmoe::device::launch_kernel(name, kernel, grid, block, 0, stream, std::forward<A>(args)...);
-  ::hmoe::cuda::check_launch(name, grid.x, grid.y, grid.z, block.x, block.y, block.z, 0);
-}
-
-// The element type a kernel sees for a tensor dtype.
-template <typename Fn>
-void dispatch_float(DType t, const char* op, Fn&& fn) {
-  switch (t) {
-    case DType::f32:
-      fn.template operator()<float>();
-      return;
-    case DType::f64:
-      fn.template operator()<double>();
-      return;
-    case DType::bf16:
-      fn.template operator()<__nv_bfloat16>();
-      return;
-    case DType::f16:
-      fn.template operator()<__half>();
-      return;
-    default:
-      detail::unsupported_dtype(op, t);
-  }
-}
-
-int64_t pow2_ceil(int64_t v) {
-  int64_t p = 1;
-  while (p < v) p *= 2;
-  return p;
-}
-
-// How rows of n elements (packs of V) map to threads. Short rows (n <= 1024): groups of
-// up to 32 lanes of a warp, 128-thread blocks holding several rows; long rows: one
-// block of 64..kMaxBlock threads per row. iters: packs per lane held in registers, at most
-// max_iters; 0 = stream the row from memory (rows too long for registers, or stream).
-struct RowPlan {
-  int group = 1, block = 128, iters = 0;
-  unsigned grid = 1;
-};
-RowPlan plan_rows(int64_t rows, int64_t n, int V, int max_iters, bool stream) {
-  RowPlan p;
-  const int64_t units = (n + V - 1) / V;
-  if (units <= 32 || (n <= 1024 && units <= 32 * int64_t(max_iters))) {
-    p.group = int(units <= 32 ? pow2_ceil(units) : 32);
-    p.iters = stream ? 0 : int(pow2_ceil((units + p.group - 1) / p.group));
-    p.block = 128;
-    const int64_t per_block = p.block / p.group;
-    const int64_t grid = (rows + per_block - 1) / per_block;
-    HMOE_CHECK(grid <= 0x7fffffff, "softmax: too many rows (", rows, ")");
-    p.grid = unsigned(grid);
-    return p;
-  }
-  // About four packs per lane (several loads in flight each, few warps to combine).
-  const int64_t per_lane = std::min<int64_t>(4, std::max(1, max_iters));
-  p.group = p.block =
-      int(std::min<int64_t>(kMaxBlock, std::max<int64_t>(64, pow2_ceil((units + per_lane - 1) / per_lane))));
-  const int64_t iters = pow2_ceil((units + p.block - 1) / p.block);
-  p.iters = stream || iters > max_iters ? 0 : int(iters);
-  HMOE_CHECK(rows <= 0x7fffffff, "softmax: too many rows (", rows, ")");
-  p.grid = unsigned(rows);
-  return p;
-}
-
-// Calls f(std::integral_constant<int, I>) for the I == iters (0 or a power of two <= Max).
-template <int Max, int I = 1, typename F>
-void with_iters(int iters, F&& f) {
-  if (iters == 0) {
-    f(std::integral_constant<int, 0>{});
-  } else if constexpr (I <= Max) {
-    if (iters == I)
-      f(std::integral_constant<int, I>{});
-    else
-      with_iters<Max, I * 2>(iters, std::forward<F>(f));
-  } else {
-    HMOE_FAIL("softmax: no kernel for ", iters, " packs per lane");
-  }
-}
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-// Registers per lane per row array: 128 bytes for one array, 64 bytes each for two.
-template <typename T, int V, int Arrays>
-constexpr int max_iters() {
-  return int(128 / Arrays / sizeof(acc_t<T>)) / V;
-}
-
 template <typename T>
 void softmax_typed(const Tensor& xt, const Tensor& yt, int64_t outer, int64_t n, int64_t inner, bool log) {
   const T* x = static_cast<const T*>(xt.data_ptr<void>());
   T* y = static_cast<T*>(yt.data_ptr<void>());
-  const int dev = xt.device().index;
+  const auto stream = hmoe::cuda::current_stream(xt.device().index).native();
   if (inner > 1) {
     const int64_t work = outer * ((inner + 31) / 32);
     const unsigned grid = unsigned(std::min<int64_t>(work, 65535 * 16));
-    launch("softmax_cols_kernel", &softmax_cols_kernel<T>, dim3(grid), dim3(32, kSplit), dev, x, y, outer, n, inner,
-           log);
+    hmoe::cuda::launch_checked("softmax_cols_kernel", &softmax_cols_kernel<T>, dim3(grid), dim3(32, kSplit), 0, stream,
+                               x, y, outer, n, inner, log);
     return;
   }
-  constexpr int VW = int(16 / sizeof(T));
+  constexpr int VW = kVec16<T>;
   auto go = [&]<int V>() {
-    const RowPlan p = plan_rows(outer, n, V, max_iters<T, V, 1>(), false);
-    with_iters<max_iters<T, V, 1>()>(p.iters, [&](auto ic) {
-      launch("softmax_rows_kernel", &softmax_rows_kernel<T, V, decltype(ic)::value>, dim3(p.grid), dim3(p.block), dev,
-             x, y, outer, n, p.group, log);
+    const RowPlan p = plan_rows("softmax", outer, n, V, max_iters<T, V, 1>());
+    with_iters<max_iters<T, V, 1>()>("softmax", p.iters, [&](auto ic) {
+      hmoe::cuda::launch_checked("softmax_rows_kernel", &softmax_rows_kernel<T, V, decltype(ic)::value>, dim3(p.grid),
+                                 dim3(p.block), 0, stream, x, y, outer, n, p.group, log);
     });
   };
-  if (n % VW == 0 && aligned16(x) && aligned16(y))
+  if (n % VW == 0 && aligned_to(x, 16) && aligned_to(y, 16))
     go.template operator()<VW>();
   else
     go.template operator()<1>();
 }
 
 void softmax_cuda(const Tensor& x, const Tensor& y, int64_t outer, int64_t n, int64_t inner, bool log) {
-  dispatch_float(x.dtype(), log ? "log_softmax" : "softmax",
-                 [&]<typename T>() { softmax_typed<T>(x, y, outer, n, inner, log); });
+  dispatch_device_float(x.dtype(), log ? "log_softmax" : "softmax",
+                        [&]<typename T>() { softmax_typed<T>(x, y, outer, n, inner, log); });
 }
 
 template <typename T>
@@ -588,23 +402,24 @@ void softmax_backward_typed(const Tensor& yt, const Tensor& gt, const Tensor& gx
   const T* y = static_cast<const T*>(yt.data_ptr<void>());
   const T* g = static_cast<const T*>(gt.data_ptr<void>());
   T* gx = static_cast<T*>(gxt.data_ptr<void>());
-  const int dev = yt.device().index;
+  const auto stream = hmoe::cuda::current_stream(yt.device().index).native();
   if (inner > 1) {
     const int64_t work = outer * ((inner + 31) / 32);
     const unsigned grid = unsigned(std::min<int64_t>(work, 65535 * 16));
-    launch("softmax_backward_cols_kernel", &softmax_backward_cols_kernel<T>, dim3(grid), dim3(32, kSplit), dev, y, g,
-           gx, outer, n, inner, log);
+    hmoe::cuda::launch_checked("softmax_backward_cols_kernel", &softmax_backward_cols_kernel<T>, dim3(grid),
+                               dim3(32, kSplit), 0, stream, y, g, gx, outer, n, inner, log);
     return;
   }
-  constexpr int VW = int(16 / sizeof(T));
+  constexpr int VW = kVec16<T>;
   auto go = [&]<int V>() {
-    const RowPlan p = plan_rows(outer, n, V, max_iters<T, V, 2>(), false);
-    with_iters<max_iters<T, V, 2>()>(p.iters, [&](auto ic) {
-      launch("softmax_backward_rows_kernel", &softmax_backward_rows_kernel<T, V, decltype(ic)::value>, dim3(p.grid),
-             dim3(p.block), dev, y, g, gx, outer, n, p.group, log);
+    const RowPlan p = plan_rows("softmax", outer, n, V, max_iters<T, V, 2>());
+    with_iters<max_iters<T, V, 2>()>("softmax", p.iters, [&](auto ic) {
+      hmoe::cuda::launch_checked("softmax_backward_rows_kernel",
+                                 &softmax_backward_rows_kernel<T, V, decltype(ic)::value>, dim3(p.grid), dim3(p.block),
+                                 0, stream, y, g, gx, outer, n, p.group, log);
     });
   };
-  if (n % VW == 0 && aligned16(y) && aligned16(g) && aligned16(gx))
+  if (n % VW == 0 && aligned_to(y, 16) && aligned_to(g, 16) && aligned_to(gx, 16))
     go.template operator()<VW>();
   else
     go.template operator()<1>();
@@ -612,8 +427,8 @@ void softmax_backward_typed(const Tensor& yt, const Tensor& gt, const Tensor& gx
 
 void softmax_backward_cuda(const Tensor& y, const Tensor& g, const Tensor& gx, int64_t outer, int64_t n, int64_t inner,
                            bool log) {
-  dispatch_float(y.dtype(), log ? "log_softmax_backward" : "softmax_backward",
-                 [&]<typename T>() { softmax_backward_typed<T>(y, g, gx, outer, n, inner, log); });
+  dispatch_device_float(y.dtype(), log ? "log_softmax_backward" : "softmax_backward",
+                        [&]<typename T>() { softmax_backward_typed<T>(y, g, gx, outer, n, inner, log); });
 }
 
 int64_t cross_entropy_cuda(const Tensor& logits, const Tensor& targets, int64_t ignore_index, const Tensor& loss,
@@ -631,18 +446,18 @@ int64_t cross_entropy_cuda(const Tensor& logits, const Tensor& targets, int64_t 
   ::hmoe::cuda::memset_async(fl + 1, 0, sizeof(unsigned long long), stream);
   const void* tg = targets.data_ptr<void>();
   const bool tg64 = targets.dtype() == DType::i64;
-  dispatch_float(logits.dtype(), "cross_entropy", [&]<typename T>() {
-    using C = acc_t<T>;
+  dispatch_device_float(logits.dtype(), "cross_entropy", [&]<typename T>() {
+    using C = device_compute_t<T>;
     const T* x = static_cast<const T*>(logits.data_ptr<void>());
     C* lo = static_cast<C*>(loss.data_ptr<void>());
     C* ls = static_cast<C*>(lse.data_ptr<void>());
-    constexpr int VW = int(16 / sizeof(T));
+    constexpr int VW = kVec16<T>;
     auto go = [&]<int V>() {
-      const RowPlan p = plan_rows(N, Cn, V, 32, true);
-      launch("cross_entropy_kernel", &cross_entropy_kernel<T, V>, dim3(p.grid), dim3(p.block), dev, x, tg, tg64,
-             ignore_index, lo, ls, N, Cn, p.group, fl);
+      const RowPlan p = plan_rows("softmax", N, Cn, V, 32, true);
+      hmoe::cuda::launch_checked("cross_entropy_kernel", &cross_entropy_kernel<T, V>, dim3(p.grid), dim3(p.block), 0,
+                                 stream.native(), x, tg, tg64, ignore_index, lo, ls, N, Cn, p.group, fl);
     };
-    if (Cn % VW == 0 && aligned16(x))
+    if (Cn % VW == 0 && aligned_to(x, 16))
       go.template operator()<VW>();
     else
       go.template operator()<1>();
@@ -671,23 +486,24 @@ void cross_entropy_backward_cuda(const Tensor& logits, const Tensor& targets, in
                                  const Tensor& g, double scale, const Tensor& gx) {
   const int64_t N = logits.size(0), Cn = logits.size(1);
   if (N == 0 || Cn == 0) return;
-  const int dev = logits.device().index;
+  const auto stream = hmoe::cuda::current_stream(logits.device().index).native();
   const void* tg = targets.data_ptr<void>();
   const bool tg64 = targets.dtype() == DType::i64;
   const bool per_row = g.numel() == N && N != 1;
-  dispatch_float(logits.dtype(), "cross_entropy_backward", [&]<typename T>() {
-    using C = acc_t<T>;
+  dispatch_device_float(logits.dtype(), "cross_entropy_backward", [&]<typename T>() {
+    using C = device_compute_t<T>;
     const T* x = static_cast<const T*>(logits.data_ptr<void>());
     const C* l = static_cast<const C*>(lse.data_ptr<void>());
     const C* gg = static_cast<const C*>(g.data_ptr<void>());
     T* out = static_cast<T*>(gx.data_ptr<void>());
-    constexpr int VW = int(16 / sizeof(T));
+    constexpr int VW = kVec16<T>;
     auto go = [&]<int V>() {
-      const RowPlan p = plan_rows(N, Cn, V, 32, true);
-      launch("cross_entropy_backward_kernel", &cross_entropy_backward_kernel<T, V>, dim3(p.grid), dim3(p.block), dev, x,
-             tg, tg64, ignore_index, l, gg, per_row, scale, out, N, Cn, p.group);
+      const RowPlan p = plan_rows("softmax", N, Cn, V, 32, true);
+      hmoe::cuda::launch_checked("cross_entropy_backward_kernel", &cross_entropy_backward_kernel<T, V>, dim3(p.grid),
+                                 dim3(p.block), 0, stream, x, tg, tg64, ignore_index, l, gg, per_row, scale, out, N, Cn,
+                                 p.group);
     };
-    if (Cn % VW == 0 && aligned16(x) && aligned16(out))
+    if (Cn % VW == 0 && aligned_to(x, 16) && aligned_to(out, 16))
       go.template operator()<VW>();
     else
       go.template operator()<1>();

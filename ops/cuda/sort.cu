@@ -20,6 +20,7 @@
 #include "engine/cuda/runtime.h"
 #include "engine/error.h"
 #include "ops/cuda/index_sort.cuh"
+#include "ops/cuda/kernel_utils.cuh"
 #include "ops/cuda/strided.cuh"
 #include "ops/dispatch.h"
 #include "ops/index_kernels.h"
@@ -123,7 +124,7 @@ void sort_lines(const Tensor& t, int64_t dim, int64_t k, bool descending, const 
   T* val = static_cast<T*>(values.data_ptr<void>());
   int64_t* ind = static_cast<int64_t*>(indices.data_ptr<void>());
   if (n <= ixs::kMaxTile<P>) {
-    const int tile = ixs::pow2_at_least(n);
+    const int tile = int(pow2_ceil(n));
     const int tx = std::clamp(tile / 2, 1, 256);
     const int ty = std::max(1, 128 / tx);
     const int64_t want = (lines + ty - 1) / ty;
@@ -152,7 +153,7 @@ void sort_cuda(const Tensor& t, int64_t dim, int64_t k, bool descending, const T
              values.meta_str(), " and ", indices.meta_str());
   HMOE_CHECK(t.size(dim) < (int64_t(1) << 32) - 1, "sort: the cuda sort packs indices in 32 bits; a line of ",
              t.size(dim), " elements is too long");
-  dispatch_device_all(t.dtype(), [&]<typename T>() {
+  dispatch_device_all(t.dtype(), "sort", [&]<typename T>() {
     if constexpr (std::is_same_v<T, bool>)
       HMOE_FAIL("sort: not defined for bool tensors, got ", t.meta_str());
     else
@@ -183,17 +184,6 @@ __global__ void cumsum_columns_kernel(const T* __restrict__ x, T* __restrict__ y
       y[at] = from_compute<T>(static_cast<device_compute_t<T>>(a));
     }
   }
-}
-
-// Inclusive scan of v over a warp (shuffle tree, fixed order).
-template <typename A>
-__device__ __forceinline__ A warp_inclusive_scan(A v, int lane) {
-#pragma unroll
-  for (int d = 1; d < 32; d <<= 1) {
-    const A u = __shfl_up_sync(0xffffffffu, v, d);
-    if (lane >= d) v += u;
-  }
-  return v;
 }
 
 // One block per row of n contiguous elements (inner == 1), rows grid-stride. The row
@@ -257,7 +247,7 @@ void cumsum_cuda(const Tensor& t, int64_t dim, bool reverse, const Tensor& out) 
   for (int64_t d = dim + 1; d < t.dim(); ++d) inner *= t.size(d);
   const int device = t.device().index;
   const auto& stream = hmoe::cuda::current_stream(device);
-  dispatch_device_all(t.dtype(), [&]<typename T>() {
+  dispatch_device_all(t.dtype(), "cumsum", [&]<typename T>() {
     if constexpr (std::is_same_v<T, bool>) {
       HMOE_FAIL("cumsum: bool tensors are summed as i64 by the op, got ", t.meta_str());
     } else {
@@ -347,7 +337,7 @@ void bincount_cuda(const Tensor& ids, const Tensor& weights, const Tensor& out) 
   }
   const uint64_t* sorted = ixs::sort_segments<uint64_t>(a, ixs::pack_ptr<uint64_t>(bufb), 1, n, device);
   const int64_t ws = n > 0 ? weights.stride(0) : 0;
-  dispatch_device_all(weights.dtype(), [&]<typename W>() {
+  dispatch_device_all(weights.dtype(), "bincount", [&]<typename W>() {
     if constexpr (std::is_same_v<W, bool>) {
       HMOE_FAIL("bincount: weights must be numeric, got ", weights.meta_str());
     } else {

@@ -1,19 +1,18 @@
 // Strided N-operand element indexing for CUDA kernels (copy, fill): the host coalesces
 // a shape and its operands' strides (drops size-1 dims, merges dims contiguous for all
 // operands) into a StridedLayout passed by value; a kernel maps a linear element index
-// to per-operand element offsets. Also the exact dtype conversions the copy kernel
-// shares with the CPU backend (ops/cpu/copy.cpp), and grid sizing for flat loops.
+// to per-operand element offsets. Also grid sizing for flat loops. (Element types and
+// their conversions: ops/cuda/kernel_utils.cuh.)
 #pragma once
 
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <type_traits>
 
 #include "engine/cuda/device_code.h"
 #include "engine/cuda/runtime.h"
-#include "engine/dtype.h"
 #include "engine/shape.h"
+#include "ops/cuda/kernel_utils.cuh"
 
 namespace hmoe::ops::cuda {
 
@@ -91,68 +90,6 @@ inline unsigned flat_blocks(int64_t n, int device, int threads = 256) {
   const int64_t want = (n + threads - 1) / threads;
   const int64_t cap = int64_t(hmoe::cuda::properties(device).multiprocessors) * 16;
   return unsigned(std::max<int64_t>(1, std::min(want, cap)));
-}
-
-// --- exact conversions, as the CPU does them: D(compute_t<D>(compute_t<S>(x))) ----------
-// Half types compute in float; the roundings to bf16/f16 are round-to-nearest-even and
-// NaN keeps its sign with the quiet bit set, bit for bit like engine/half_bits.h.
-template <typename T>
-struct DeviceCompute {
-  using type = T;
-};
-template <>
-struct DeviceCompute<__nv_bfloat16> {
-  using type = float;
-};
-template <>
-struct DeviceCompute<__half> {
-  using type = float;
-};
-template <typename T>
-using device_compute_t = typename DeviceCompute<T>::type;
-
-template <typename T>
-__device__ __forceinline__ device_compute_t<T> to_compute(T x) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>)
-    return __uint_as_float(uint32_t(__bfloat16_as_ushort(x)) << 16);
-  else if constexpr (std::is_same_v<T, __half>)
-    return __half2float(x);
-  else
-    return x;
-}
-
-template <typename T>
-__device__ __forceinline__ T from_compute(device_compute_t<T> v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    if (v != v) return __ushort_as_bfloat16((unsigned short)((__float_as_uint(v) >> 16) | 0x40u));
-    return __float2bfloat16_rn(v);
-  } else if constexpr (std::is_same_v<T, __half>) {
-    if (v != v) return __ushort_as_half((unsigned short)(((__float_as_uint(v) >> 16) & 0x8000u) | 0x7e00u));
-    return __float2half_rn(v);
-  } else {
-    return v;
-  }
-}
-
-template <typename S, typename D>
-__device__ __forceinline__ D convert(S x) {
-  return from_compute<D>(static_cast<device_compute_t<D>>(to_compute<S>(x)));
-}
-
-// fn.template operator()<T>() with T the kernel-side storage type of dt (float, double,
-// __nv_bfloat16, __half, int32_t, int64_t, bool).
-template <typename Fn>
-decltype(auto) dispatch_device_all(DType dt, Fn&& fn) {
-  switch (dt) {
-    case DType::f32: return fn.template operator()<float>();
-    case DType::f64: return fn.template operator()<double>();
-    case DType::bf16: return fn.template operator()<__nv_bfloat16>();
-    case DType::f16: return fn.template operator()<__half>();
-    case DType::i32: return fn.template operator()<int32_t>();
-    case DType::i64: return fn.template operator()<int64_t>();
-    case DType::b8: return fn.template operator()<bool>();
-  }
-  return fn.template operator()<float>();  // not reached: every dtype is listed
 }
 
 }  // namespace hmoe::ops::cuda

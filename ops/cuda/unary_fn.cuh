@@ -1,87 +1,20 @@
 // The elementwise activations and their derivatives as device functors on compute values
-// (float for f32 and the half types, double for f64), with the device math they use: the
-// unary kernels (ops/cuda/elementwise.cu) and every kernel that fuses an activation (the
-// grouped FFN's GEMMs) compute them here, so a fused kernel gives the unfused bits.
+// (float for f32 and the half types, double for f64): the unary kernels
+// (ops/cuda/elementwise.cu) and every kernel that fuses an activation (the grouped FFN's
+// GEMMs) compute them here, so a fused kernel gives the unfused bits.
 // Formulas as in ops/cpu/elementwise.cpp.
 #pragma once
 
 #include <type_traits>
 
 #include "engine/cuda/device_code.h"
-#include "ops/cuda/strided.cuh"
+#include "ops/cuda/kernel_utils.cuh"
 #include "ops/elementwise.h"
 
 namespace hmoe::ops::cuda {
 
 // clang-format off: one line per type or op reads as a table
-// ---- device math in the compute type (float or double) -----------------------------------
-template <typename C>
-__device__ __forceinline__ C d_exp(C x) {
-  if constexpr (std::is_same_v<C, float>)
-    return expf(x);
-  else
-    return ::exp(x);
-}
-template <typename C>
-__device__ __forceinline__ C d_log(C x) {
-  if constexpr (std::is_same_v<C, float>)
-    return logf(x);
-  else
-    return ::log(x);
-}
-template <typename C>
-__device__ __forceinline__ C d_sqrt(C x) {
-  if constexpr (std::is_same_v<C, float>)
-    return sqrtf(x);
-  else
-    return ::sqrt(x);
-}
-template <typename C>
-__device__ __forceinline__ C d_rsqrt(C x) {
-  if constexpr (std::is_same_v<C, float>)
-    return rsqrtf(x);
-  else
-    return ::rsqrt(x);
-}
-template <typename C>
-__device__ __forceinline__ C d_erfc(C x) {
-  if constexpr (std::is_same_v<C, float>)
-    return erfcf(x);
-  else
-    return ::erfc(x);
-}
-template <typename C>
-__device__ __forceinline__ C d_tanh(C x) {
-  if constexpr (std::is_same_v<C, float>)
-    return tanhf(x);
-  else
-    return ::tanh(x);
-}
-template <typename C>
-__device__ __forceinline__ C d_log1p(C x) {
-  if constexpr (std::is_same_v<C, float>)
-    return log1pf(x);
-  else
-    return ::log1p(x);
-}
-template <typename C>
-__device__ __forceinline__ C d_pow(C x, C y) {
-  if constexpr (std::is_same_v<C, float>)
-    return powf(x, y);
-  else
-    return ::pow(x, y);
-}
-// a * b + c with one rounding. The formulas below write each multiply-add this way:
-// left to the compiler, its contraction may differ between two kernels that inline the
-// same formula (GCC contracts across statements in the emulator), and then a fused
-// kernel would not give the unfused one's bits.
-template <typename C>
-__device__ __forceinline__ C d_fma(C a, C b, C c) {
-  if constexpr (std::is_same_v<C, float>)
-    return fmaf(a, b, c);
-  else
-    return ::fma(a, b, c);
-}
+// ---- device math beyond the toolkit's (ops/cuda/kernel_utils.cuh) -------------------------
 template <typename C>
 __device__ __forceinline__ C d_sigmoid(C x) {
   return C(1) / (C(1) + d_exp(-x));

@@ -3,6 +3,18 @@
 // from the pre-activation (saved, or made again) inside the GEMMs that need it, chunk by
 // chunk, with the same kernels as grouped_gemm; the chunks run in order or, on the CPU,
 // as tasks on the thread pool.
+//
+// Memory. The activation is fused into the GEMMs on every device (applied to h while the
+// second GEMM and dW2 load it; dh made in the epilogue of dy W2^T), so no [M, f] buffer
+// besides h exists. The backward writes dh over h when the graph is not retained, writes
+// dx's rows over dy's (d = e, a dy nothing else holds), and makes each gradient only when
+// it is first written.
+//
+// Chunks. chunk_rows == 0 on the CPU with at least two groups per thread: every group a
+// task on the thread pool, its GEMMs run whole on one thread (largest groups first;
+// recomputing, a task holds its group's h, in parts of at most 2 MiB in f32, whose
+// weight gradients in f32 continue each other's sums); otherwise one chunk, or
+// recomputing about a quarter of the rows per chunk.
 #include "ops/moe/grouped_ffn.h"
 
 #include <algorithm>
@@ -183,28 +195,129 @@ void for_chunks(const std::vector<ChunkView>& views, bool tasks, Device dev, con
   scope.set_work(work);
 }
 
+// What the forward saves for the backward: the detached operands, the pre-activation h
+// [M, f] (undefined when it is recomputed), the chunks and which gradients are wanted.
+struct FfnSaved {
+  Tensor x, w1, b1, w2, h, index;
+  std::vector<ChunkView> views;
+  UnaryOp act;
+  int64_t d, f, e;
+  DType ct;  // the biases' dtype
+  bool need_x, need_w1, need_b1, need_w2, need_b2;
+  bool recompute, tasks;
+  ScratchSpec h_rows;  // the chunks' h, when recomputed
+};
+
+// The gradients of x, w1, b1, w2 and b2 from gr = {dy}, chunk by chunk with the
+// forward's chunks. Memory: dy and h are dropped after their last use (h only when it
+// dies with this call), so that neither is alive when dX is gathered into dx; every
+// result is made when first written; dh goes over h and dx's rows over dy's where they
+// are dead.
+std::vector<Tensor> ffn_backward(FfnSaved& s, std::vector<Tensor> gr) {
+  const Device dv = s.x.device();
+  const DType dt = s.x.dtype();
+  const int64_t M = s.views.empty() ? 0 : s.views.back().c.r1, G = s.w1.size(0), X = s.x.size(0);
+  const int64_t d = s.d, f = s.f, e = s.e;
+  const bool nx = s.need_x, recompute = s.recompute;
+  Tensor& h = s.h;
+  Tensor dy = gr[0].to(dt).contiguous();
+  gr.clear();
+  const bool expire = autograd::saved_tensors_expire();
+  // Results are made when first written, so that no buffer is alive before it must be
+  // (all at once before chunks run as tasks, which must not race to make them).
+  struct Result {
+    bool need;
+    Shape shape;
+    DType type;
+  };
+  const Result spec[6] = {{nx, {X, d}, dt},           {s.need_w1, {G, d, f}, dt}, {s.need_b1, {G, f}, s.ct},
+                          {s.need_w2, {G, f, e}, dt}, {s.need_b2, {G, e}, s.ct},  {nx, {M, d}, dt}};
+  std::vector<Tensor> res(6);  // dx, dw1, db1, dw2, db2, and dx's rows in slot order
+  // dx's rows go over dy's ([M, d] both, d = e): each chunk's dy rows are dead once its
+  // dh is made, before its dX GEMM writes them. Only into a dy nothing else holds.
+  if (nx && e == d && dy.is_sole_owner()) res[5] = dy;
+  auto make = [&](size_t i) -> const Tensor& {
+    if (spec[i].need && !res[i].defined()) res[i] = Tensor::empty(spec[i].shape, {spec[i].type, dv});
+    return res[i];
+  };
+  if (s.tasks)
+    for (size_t i = 1; i < 6; ++i) make(i);
+  for_chunks(s.views, s.tasks, dv, s.h_rows,
+             [&](const ChunkView& v, ChunkStep step, const ChunkKernels& k, const Tensor& scratch) {
+               const Chunk& c = v.c;
+               const int64_t gn = v.args.groups, rows = v.args.rows;
+               const bool last = step.last;
+               Tensor hc = recompute ? scratch : rows_of(h, c), dyc = rows_of(dy, c);
+               if (recompute)  // the forward's first GEMM again, to the same bits
+                 k.gemm_call(v.args, v.x, groups_of(s.w1, c), v.offsets, v.index, Tensor(), groups_of(s.b1, c), hc);
+               if (s.need_w2 || s.need_b2) {  // the activation, recomputed while packing, only for dW2
+                 GroupedGemmArgs a{gn, rows, f, e, rows, false};
+                 a.x_act = s.act;
+                 a.accumulate = step.continues;
+                 k.dw_call(a, hc, Tensor(), dyc, v.offsets, groups_of(make(3), c), groups_of(make(4), c));
+               }
+               if (!(nx || s.need_w1 || s.need_b1)) return;
+               // dh = (dy W2^T) * act'(h), over h itself when h dies with this call (no
+               // retain_graph; h is not read after this) or is this chunk's recomputed rows,
+               // else over a copy of h.
+               GroupedGemmArgs a{gn, rows, e, f, rows, true};
+               a.out_act_grad = s.act;
+               Tensor dh = expire || recompute ? hc : hc.clone();
+               k.gemm_call(a, dyc, groups_of(s.w2, c), v.offsets, Tensor(), Tensor(), Tensor(), dh);
+               if (last) dy = dyc = Tensor();
+               if (s.need_w1 || s.need_b1) {
+                 GroupedGemmArgs a1 = v.args;
+                 a1.accumulate = step.continues;
+                 k.dw_call(a1, v.x, v.index, dh, v.offsets, groups_of(make(1), c), groups_of(make(2), c));
+               }
+               if (nx)
+                 k.gemm_call(GroupedGemmArgs{gn, rows, f, d, rows, true}, dh, groups_of(s.w1, c), v.offsets, Tensor(),
+                             Tensor(), Tensor(), rows_of(make(5), c));
+               if (last && expire) h = hc = dh = Tensor();
+             });
+  for (size_t i = 1; i < 6; ++i) make(i);  // G = 0: no chunk wrote them
+  dy = Tensor();
+  if (expire) h = Tensor();  // (tasks have no last chunk to drop it)
+  if (nx) {
+    if (s.index.defined()) {
+      scatter_rows_stub.get(dv)(res[5], s.index, Tensor(), make(0));
+    } else {
+      res[0] = res[5];
+    }
+  }
+  res.pop_back();
+  return res;
+}
+
+// Checks grouped_ffn's arguments; returns M, the rows of the output.
+int64_t check_ffn_args(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2,
+                       const Tensor& offsets, const Tensor& index, UnaryOp act, int64_t chunk_rows) {
+  HMOE_CHECK(x.defined() && w1.defined() && w2.defined() && x.dim() == 2 && w1.dim() == 3 && w2.dim() == 3 &&
+                 is_floating(x.dtype()) && w1.dtype() == x.dtype() && w2.dtype() == x.dtype() &&
+                 x.size(1) == w1.size(1) && w2.size(0) == w1.size(0) && w2.size(1) == w1.size(2),
+             "grouped_ffn: x ", meta(x), ", w1 ", meta(w1), " and w2 ", meta(w2),
+             " must be float [X, d], [G, d, f] and [G, f, e] of one dtype");
+  const int64_t G = w1.size(0), f = w1.size(2), e = w2.size(2);
+  HMOE_CHECK(!b1.defined() || (b1.shape() == Shape{G, f} && is_floating(b1.dtype())),
+             "grouped_ffn: b1 must be float [G, f] = [", G, ", ", f, "], got ", meta(b1));
+  HMOE_CHECK(!b2.defined() || (b2.shape() == Shape{G, e} && is_floating(b2.dtype())),
+             "grouped_ffn: b2 must be float [G, e] = [", G, ", ", e, "], got ", meta(b2));
+  HMOE_CHECK(act == UnaryOp::relu || act == UnaryOp::gelu_erf || act == UnaryOp::gelu_tanh || act == UnaryOp::silu,
+             "grouped_ffn: the activation must be relu, gelu (erf or tanh) or silu, got UnaryOp ", int(act));
+  HMOE_CHECK(chunk_rows >= 0, "grouped_ffn: chunk_rows must be >= 0 (0: the device's default), got ", chunk_rows);
+  const int64_t M = check_group_offsets("grouped_ffn", offsets, G);
+  HMOE_CHECK(index.defined() || x.size(0) == M, "grouped_ffn: offsets must run from 0 to M = ", x.size(0),
+             " (rows of x, no index given), got offsets[G] = ", M);
+  return M;
+}
+
 }  // namespace
 
 Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in, const Tensor& w2_in,
                    const Tensor& b2_in, const Tensor& offsets, const Tensor& index_in, UnaryOp act, int64_t chunk_rows,
                    bool recompute) {
-  HMOE_CHECK(x_in.defined() && w1_in.defined() && w2_in.defined() && x_in.dim() == 2 && w1_in.dim() == 3 &&
-                 w2_in.dim() == 3 && is_floating(x_in.dtype()) && w1_in.dtype() == x_in.dtype() &&
-                 w2_in.dtype() == x_in.dtype() && x_in.size(1) == w1_in.size(1) && w2_in.size(0) == w1_in.size(0) &&
-                 w2_in.size(1) == w1_in.size(2),
-             "grouped_ffn: x ", meta(x_in), ", w1 ", meta(w1_in), " and w2 ", meta(w2_in),
-             " must be float [X, d], [G, d, f] and [G, f, e] of one dtype");
+  const int64_t M = check_ffn_args(x_in, w1_in, b1_in, w2_in, b2_in, offsets, index_in, act, chunk_rows);
   const int64_t G = w1_in.size(0), d = w1_in.size(1), f = w1_in.size(2), e = w2_in.size(2);
-  HMOE_CHECK(!b1_in.defined() || (b1_in.shape() == Shape{G, f} && is_floating(b1_in.dtype())),
-             "grouped_ffn: b1 must be float [G, f] = [", G, ", ", f, "], got ", meta(b1_in));
-  HMOE_CHECK(!b2_in.defined() || (b2_in.shape() == Shape{G, e} && is_floating(b2_in.dtype())),
-             "grouped_ffn: b2 must be float [G, e] = [", G, ", ", e, "], got ", meta(b2_in));
-  HMOE_CHECK(act == UnaryOp::relu || act == UnaryOp::gelu_erf || act == UnaryOp::gelu_tanh || act == UnaryOp::silu,
-             "grouped_ffn: the activation must be relu, gelu (erf or tanh) or silu, got UnaryOp ", int(act));
-  HMOE_CHECK(chunk_rows >= 0, "grouped_ffn: chunk_rows must be >= 0 (0: the device's default), got ", chunk_rows);
-  const int64_t M = check_group_offsets("grouped_ffn", offsets, G);
-  HMOE_CHECK(index_in.defined() || x_in.size(0) == M, "grouped_ffn: offsets must run from 0 to M = ", x_in.size(0),
-             " (rows of x, no index given), got offsets[G] = ", M);
   const Device dev = ops::common_device("grouped_ffn", {&x_in, &w1_in, &b1_in, &w2_in, &b2_in, &index_in});
   const bool half = x_in.dtype() != DType::f32 && x_in.dtype() != DType::f64;
   if (half && !dev.is_cuda()) {
@@ -234,111 +347,51 @@ Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in,
                                         : std::max<int64_t>(M, 1);
 
   auto det = [](const Tensor& t) { return t.defined() ? t.detach() : t; };
-  const Tensor xd = x.detach(), w1d = w1.detach(), w2d = w2.detach(), b1d = det(b1), b2d = det(b2);
+  FfnSaved s{.x = x.detach(),
+             .w1 = w1.detach(),
+             .b1 = det(b1),
+             .w2 = w2.detach(),
+             .h = Tensor(),
+             .index = index,
+             .views = {},
+             .act = act,
+             .d = d,
+             .f = f,
+             .e = e,
+             .ct = ct,
+             .need_x = x.requires_grad(),
+             .need_w1 = w1.requires_grad(),
+             .need_b1 = b1.defined() && b1.requires_grad(),
+             .need_w2 = w2.requires_grad(),
+             .need_b2 = b2.defined() && b2.requires_grad(),
+             .recompute = recompute,
+             .tasks = tasks,
+             .h_rows = {recompute ? f : 0, {dt, dev}}};
+  const Tensor b2d = det(b2);
   // The activation is fused into the GEMMs around it (read as act(h) while packing A,
   // dh made in the epilogue over h): no [M, f] buffer besides h, one pass over it less.
   Tensor y = Tensor::empty({M, e}, {dt, dev});
-  std::vector<ChunkView> views;
   for (const Chunk& c : make_chunks(off.data_ptr<int64_t>(), G, budget))
-    views.emplace_back(c, off.data_ptr<int64_t>(), d, f, xd, index);
+    s.views.emplace_back(c, off.data_ptr<int64_t>(), d, f, s.x, index);
   // The pre-activation, saved whole for the backward unless it is recomputed there.
-  Tensor h = recompute ? Tensor() : Tensor::empty({M, f}, {dt, dev});
+  if (!recompute) s.h = Tensor::empty({M, f}, {dt, dev});
   // The chunks' pre-activation, when not kept. In f32 on the CPU (whose f32 kernel sums a
   // weight gradient over parts of the rows to the bits of one sum) a task's h is at most
   // 2 MiB: the pool hands out memory in 2 MiB units, and a larger h per thread would cost
   // the step new segments where 2 MiB blocks the step frees serve it.
-  ScratchSpec h_rows{recompute ? f : 0, {dt, dev}};
   if (recompute && tasks && dt == DType::f32)
-    h_rows.most_rows = std::max<int64_t>(64, (int64_t(2) << 20) / (f * int64_t(sizeof(float))));
-  for_chunks(views, tasks, dev, h_rows,
+    s.h_rows.most_rows = std::max<int64_t>(64, (int64_t(2) << 20) / (f * int64_t(sizeof(float))));
+  for_chunks(s.views, tasks, dev, s.h_rows,
              [&](const ChunkView& v, ChunkStep, const ChunkKernels& k, const Tensor& scratch) {
                const Chunk& c = v.c;
-               const Tensor hc = recompute ? scratch : rows_of(h, c);
-               k.gemm_call(v.args, v.x, groups_of(w1d, c), v.offsets, v.index, Tensor(), groups_of(b1d, c), hc);
+               const Tensor hc = recompute ? scratch : rows_of(s.h, c);
+               k.gemm_call(v.args, v.x, groups_of(s.w1, c), v.offsets, v.index, Tensor(), groups_of(s.b1, c), hc);
                GroupedGemmArgs a2{v.args.groups, v.args.rows, f, e, v.args.rows, false};
                a2.x_act = act;
-               k.gemm_call(a2, hc, groups_of(w2d, c), v.offsets, Tensor(), Tensor(), groups_of(b2d, c), rows_of(y, c));
+               k.gemm_call(a2, hc, groups_of(s.w2, c), v.offsets, Tensor(), Tensor(), groups_of(b2d, c), rows_of(y, c));
              });
-
-  const bool nx = x.requires_grad(), nw1 = w1.requires_grad(), nw2 = w2.requires_grad();
-  const bool nb1 = b1.defined() && b1.requires_grad(), nb2 = b2.defined() && b2.requires_grad();
-  autograd::record(
-      "grouped_ffn", {x, w1, b1, w2, b2}, {y},
-      [xd, w1d, b1d, w2d, h, index, views, act, d, f, e, ct, nx, nw1, nw2, nb1, nb2, recompute, tasks,
-       h_rows](std::vector<Tensor> gr) mutable {
-        const Device dv = xd.device();
-        const DType dt = xd.dtype();
-        const int64_t M = views.empty() ? 0 : views.back().c.r1, G = w1d.size(0), X = xd.size(0);
-        // dy and h are dropped after their last use (h only when it dies with this call),
-        // so that neither is alive when dX is gathered into dx.
-        Tensor dy = gr[0].to(dt).contiguous();
-        gr.clear();
-        const bool expire = autograd::saved_tensors_expire();
-        // Results are made when first written, so that no buffer is alive before it must be
-        // (all at once before chunks run as tasks, which must not race to make them).
-        struct Result {
-          bool need;
-          Shape shape;
-          DType type;
-        };
-        const Result spec[6] = {{nx, {X, d}, dt},     {nw1, {G, d, f}, dt}, {nb1, {G, f}, ct},
-                                {nw2, {G, f, e}, dt}, {nb2, {G, e}, ct},    {nx, {M, d}, dt}};
-        std::vector<Tensor> res(6);  // dx, dw1, db1, dw2, db2, and dx's rows in slot order
-        // dx's rows go over dy's ([M, d] both, d = e): each chunk's dy rows are dead once its
-        // dh is made, before its dX GEMM writes them. Only into a dy nothing else holds.
-        if (nx && e == d && dy.is_sole_owner()) res[5] = dy;
-        auto make = [&](size_t i) -> const Tensor& {
-          if (spec[i].need && !res[i].defined()) res[i] = Tensor::empty(spec[i].shape, {spec[i].type, dv});
-          return res[i];
-        };
-        if (tasks)
-          for (size_t i = 1; i < 6; ++i) make(i);
-        for_chunks(views, tasks, dv, h_rows,
-                   [&](const ChunkView& v, ChunkStep step, const ChunkKernels& k, const Tensor& scratch) {
-                     const Chunk& c = v.c;
-                     const int64_t gn = v.args.groups, rows = v.args.rows;
-                     const bool last = step.last;
-                     Tensor hc = recompute ? scratch : rows_of(h, c), dyc = rows_of(dy, c);
-                     if (recompute)  // the forward's first GEMM again, to the same bits
-                       k.gemm_call(v.args, v.x, groups_of(w1d, c), v.offsets, v.index, Tensor(), groups_of(b1d, c), hc);
-                     if (nw2 || nb2) {  // the activation, recomputed while packing, only for dW2
-                       GroupedGemmArgs a{gn, rows, f, e, rows, false};
-                       a.x_act = act;
-                       a.accumulate = step.continues;
-                       k.dw_call(a, hc, Tensor(), dyc, v.offsets, groups_of(make(3), c), groups_of(make(4), c));
-                     }
-                     if (!(nx || nw1 || nb1)) return;
-                     // dh = (dy W2^T) * act'(h), over h itself when h dies with this call (no
-                     // retain_graph; h is not read after this) or is this chunk's recomputed rows,
-                     // else over a copy of h.
-                     GroupedGemmArgs a{gn, rows, e, f, rows, true};
-                     a.out_act_grad = act;
-                     Tensor dh = expire || recompute ? hc : hc.clone();
-                     k.gemm_call(a, dyc, groups_of(w2d, c), v.offsets, Tensor(), Tensor(), Tensor(), dh);
-                     if (last) dy = dyc = Tensor();
-                     if (nw1 || nb1) {
-                       GroupedGemmArgs a1 = v.args;
-                       a1.accumulate = step.continues;
-                       k.dw_call(a1, v.x, v.index, dh, v.offsets, groups_of(make(1), c), groups_of(make(2), c));
-                     }
-                     if (nx)
-                       k.gemm_call(GroupedGemmArgs{gn, rows, f, d, rows, true}, dh, groups_of(w1d, c), v.offsets,
-                                   Tensor(), Tensor(), Tensor(), rows_of(make(5), c));
-                     if (last && expire) h = hc = dh = Tensor();
-                   });
-        for (size_t i = 1; i < 6; ++i) make(i);  // G = 0: no chunk wrote them
-        dy = Tensor();
-        if (expire) h = Tensor();  // (tasks have no last chunk to drop it)
-        if (nx) {
-          if (index.defined()) {
-            scatter_rows_stub.get(dv)(res[5], index, Tensor(), make(0));
-          } else {
-            res[0] = res[5];
-          }
-        }
-        res.pop_back();
-        return res;
-      });
+  autograd::record("grouped_ffn", {x, w1, b1, w2, b2}, {y},
+                   [s = std::move(s)](std::vector<Tensor> gr) mutable { return ffn_backward(s, std::move(gr)); });
   return y;
 }
 

@@ -1,5 +1,6 @@
-// The MoE kernel interfaces (device-neutral: tensors plus sizes) and their dispatch
-// stubs; ops/moe/cpu/ fills them for the CPU, the CUDA backend will fill the same ones.
+// The kernel contracts of the MoE ops (device-neutral: tensors plus sizes) and their
+// dispatch stubs. Filled by CPU: ops/moe/cpu/{router,token_dispatch,grouped_gemm}.cpp;
+// CUDA: ops/moe/cuda/{router,token_dispatch,grouped_gemm}.cu.
 #pragma once
 
 #include <cstdint>

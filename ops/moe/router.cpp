@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "autograd/node.h"
+#include "ops/broadcast.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"
 #include "ops/index.h"

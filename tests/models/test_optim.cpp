@@ -2,6 +2,7 @@
 #include "engine/thread_pool.h"
 #include "models/optim/optimizer.h"
 #include "ops/optim.h"
+#include "ops/optim_kernels.h"
 #include "tests/support/ref.h"
 #include "tests/support/test_util.h"
 

@@ -270,7 +270,7 @@ void grouped_row_dot_cpu(const GroupedGemmArgs& a, const Tensor& x, const Tensor
                          const Tensor& dy, const Tensor& bias, const Tensor& offsets, const Tensor& out) {
   const int64_t* off = offsets.data_ptr<int64_t>();
   const int64_t K = a.k, N = a.n;
-  dispatch_real(x.dtype(), "grouped_gemm backward", [&]<typename T>() {
+  hmoe::detail::dispatch_real(x.dtype(), "grouped_gemm backward", [&]<typename T>() {
     const T* xp = x.data_ptr<T>();
     const int64_t* ix = opt_ptr<int64_t>(index);
     const T* g = gx.data_ptr<T>();
@@ -307,7 +307,7 @@ void scatter_rows_cpu(const Tensor& src, const Tensor& index, const Tensor& scal
     for (int64_t r = 0; r < R; ++r)
       if (ix[r] >= 0) list[size_t(next[size_t(ix[r])]++)] = r;
   }
-  dispatch_real(src.dtype(), "grouped_gemm backward", [&]<typename T>() {
+  hmoe::detail::dispatch_real(src.dtype(), "grouped_gemm backward", [&]<typename T>() {
     const T* s = src.data_ptr<T>();
     const T* sc = opt_ptr<T>(scale);
     T* o = out.data_ptr<T>();
@@ -330,14 +330,14 @@ void scatter_rows_cpu(const Tensor& src, const Tensor& index, const Tensor& scal
 void grouped_gemm_cpu_tiled(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w, const Tensor& offsets,
                             const Tensor& index, const Tensor& scale, const Tensor& bias, const Tensor& out,
                             const GroupedTiling& tiling) {
-  dispatch_real(x.dtype(), "grouped_gemm", [&]<typename T>() {
+  hmoe::detail::dispatch_real(x.dtype(), "grouped_gemm", [&]<typename T>() {
     grouped_forward<T>(a, x, w, offsets.data_ptr<int64_t>(), index, scale, bias, out, tiling);
   });
 }
 
 void grouped_gemm_dw_cpu_tiled(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, const Tensor& dy,
                                const Tensor& offsets, const Tensor& dw, const Tensor& db, const GroupedTiling& tiling) {
-  dispatch_real(dy.dtype(), "grouped_gemm backward", [&]<typename T>() {
+  hmoe::detail::dispatch_real(dy.dtype(), "grouped_gemm backward", [&]<typename T>() {
     grouped_dw<T>(a, x, index, dy, offsets.data_ptr<int64_t>(), dw, db, tiling);
   });
 }

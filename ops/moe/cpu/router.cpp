@@ -25,7 +25,7 @@ void topk_row(const T* v, int64_t n, int64_t k, std::vector<int64_t>& order) {
 void router_topk_cpu(const Tensor& logits, int64_t k, bool renorm, const Tensor& probs, const Tensor& ids,
                      const Tensor& gates) {
   const int64_t T = logits.size(0), N = logits.size(1);
-  dispatch_real(logits.dtype(), "route_topk", [&]<typename T_>() {
+  hmoe::detail::dispatch_real(logits.dtype(), "route_topk", [&]<typename T_>() {
     const T_* l = logits.data_ptr<T_>();
     T_* p = probs.data_ptr<T_>();
     T_* g = gates.data_ptr<T_>();
@@ -59,7 +59,7 @@ void router_topk_cpu(const Tensor& logits, int64_t k, bool renorm, const Tensor&
 void router_backward_cpu(const Tensor& probs, const Tensor& ids, const Tensor& gates, bool renorm,
                          const Tensor& dgates, const Tensor& dprobs, const Tensor& dlogits) {
   const int64_t T = probs.size(0), N = probs.size(1), k = gates.size(1);
-  dispatch_real(probs.dtype(), "route_topk backward", [&]<typename T_>() {
+  hmoe::detail::dispatch_real(probs.dtype(), "route_topk backward", [&]<typename T_>() {
     const T_* p = probs.data_ptr<T_>();
     const T_* g = gates.data_ptr<T_>();
     const T_* dg = opt_ptr<T_>(dgates);
@@ -93,8 +93,8 @@ void router_backward_cpu(const Tensor& probs, const Tensor& ids, const Tensor& g
 
 void scatter_gates_cpu(const Tensor& values, const Tensor& ids, const Tensor& out) {
   const int64_t T = out.size(0), N = out.size(1), k = values.size(1);
-  dispatch_real(values.dtype(), "dense_gates", [&]<typename T_>() {
-    dispatch_ids(ids, "dense_gates", [&]<typename I>() {
+  hmoe::detail::dispatch_real(values.dtype(), "dense_gates", [&]<typename T_>() {
+    hmoe::detail::dispatch_index(ids.dtype(), "dense_gates", [&]<typename I>() {
       const T_* v = values.data_ptr<T_>();
       const I* id = ids.data_ptr<I>();
       T_* o = out.data_ptr<T_>();
@@ -113,8 +113,8 @@ void scatter_gates_cpu(const Tensor& values, const Tensor& ids, const Tensor& ou
 
 void gather_gates_cpu(const Tensor& dense, const Tensor& ids, const Tensor& out) {
   const int64_t T = out.size(0), k = out.size(1), N = dense.size(1);
-  dispatch_real(dense.dtype(), "dense_gates backward", [&]<typename T_>() {
-    dispatch_ids(ids, "dense_gates backward", [&]<typename I>() {
+  hmoe::detail::dispatch_real(dense.dtype(), "dense_gates backward", [&]<typename T_>() {
+    hmoe::detail::dispatch_index(ids.dtype(), "dense_gates backward", [&]<typename I>() {
       const T_* d = dense.data_ptr<T_>();
       const I* id = ids.data_ptr<I>();
       T_* o = out.data_ptr<T_>();
@@ -147,7 +147,7 @@ T_ normal_pdf(T_ x) { return std::exp(T_(-0.5) * x * x) / std::sqrt(T_(2) * std:
 
 void smooth_load_cpu(const Tensor& clean, const Tensor& noisy, const Tensor& sd, int64_t k, const Tensor& load) {
   const int64_t T = clean.size(0), N = clean.size(1);
-  dispatch_real(clean.dtype(), "smooth_load", [&]<typename T_>() {
+  hmoe::detail::dispatch_real(clean.dtype(), "smooth_load", [&]<typename T_>() {
     const T_* c = clean.data_ptr<T_>();
     const T_* z = noisy.data_ptr<T_>();
     const T_* s = sd.data_ptr<T_>();
@@ -177,7 +177,7 @@ void smooth_load_cpu(const Tensor& clean, const Tensor& noisy, const Tensor& sd,
 void smooth_load_backward_cpu(const Tensor& clean, const Tensor& noisy, const Tensor& sd, int64_t k,
                               const Tensor& dload, const Tensor& dclean, const Tensor& dnoisy, const Tensor& dstd) {
   const int64_t T = clean.size(0), N = clean.size(1);
-  dispatch_real(clean.dtype(), "smooth_load backward", [&]<typename T_>() {
+  hmoe::detail::dispatch_real(clean.dtype(), "smooth_load backward", [&]<typename T_>() {
     const T_* c = clean.data_ptr<T_>();
     const T_* z = noisy.data_ptr<T_>();
     const T_* s = sd.data_ptr<T_>();

@@ -21,7 +21,7 @@ void plan_cpu(const Tensor& ids, int64_t G, int64_t pad, const Tensor& counts, c
   int64_t* off = offsets.data_ptr<int64_t>();
   int64_t* pm = perm.data_ptr<int64_t>();
   int64_t* inv = inverse.data_ptr<int64_t>();
-  dispatch_ids(ids, "make_plan", [&]<typename I>() {
+  hmoe::detail::dispatch_index(ids.dtype(), "make_plan", [&]<typename I>() {
     const I* id = ids.data_ptr<I>();
     std::fill(cnt, cnt + G, int64_t(0));
     for (int64_t i = 0; i < n; ++i) {
@@ -43,7 +43,7 @@ void plan_cpu(const Tensor& ids, int64_t G, int64_t pad, const Tensor& counts, c
 
 void permute_rows_cpu(const Tensor& x, const Tensor& perm, int64_t k, const Tensor& slot_scale, const Tensor& out) {
   const int64_t R = out.size(0), d = out.size(1);
-  dispatch_real(x.dtype(), "permute_rows", [&]<typename T>() {
+  hmoe::detail::dispatch_real(x.dtype(), "permute_rows", [&]<typename T>() {
     const T* xp = x.data_ptr<T>();
     const T* sc = opt_ptr<T>(slot_scale);
     const int64_t* pm = perm.data_ptr<int64_t>();
@@ -68,7 +68,7 @@ void permute_rows_cpu(const Tensor& x, const Tensor& perm, int64_t k, const Tens
 
 void combine_cpu(const Tensor& ys, const Tensor& inverse, int64_t k, const Tensor& gates, const Tensor& out) {
   const int64_t T_ = out.size(0), d = out.size(1);
-  dispatch_real(ys.dtype(), "combine", [&]<typename T>() {
+  hmoe::detail::dispatch_real(ys.dtype(), "combine", [&]<typename T>() {
     const T* y = ys.data_ptr<T>();
     const T* g = opt_ptr<T>(gates);
     const int64_t* inv = inverse.data_ptr<int64_t>();
@@ -89,7 +89,7 @@ void combine_cpu(const Tensor& ys, const Tensor& inverse, int64_t k, const Tenso
 
 void combine_gate_grad_cpu(const Tensor& dy, const Tensor& ys, const Tensor& inverse, int64_t k, const Tensor& dg) {
   const int64_t T_ = dy.size(0), d = dy.size(1);
-  dispatch_real(dy.dtype(), "combine backward", [&]<typename T>() {
+  hmoe::detail::dispatch_real(dy.dtype(), "combine backward", [&]<typename T>() {
     const T* gy = dy.data_ptr<T>();
     const T* y = ys.data_ptr<T>();
     const int64_t* inv = inverse.data_ptr<int64_t>();
@@ -109,7 +109,7 @@ void combine_gate_grad_cpu(const Tensor& dy, const Tensor& ys, const Tensor& inv
 void pattern_ids_cpu(const Tensor& ids, int64_t N, const Tensor& bits) {
   const int64_t T = ids.size(0), k = ids.size(1);
   int64_t* out = bits.data_ptr<int64_t>();
-  dispatch_ids(ids, "pattern_ids", [&]<typename I>() {
+  hmoe::detail::dispatch_index(ids.dtype(), "pattern_ids", [&]<typename I>() {
     const I* id = ids.data_ptr<I>();
     for (int64_t t = 0; t < T; ++t) {
       uint64_t m = 0;

@@ -20,6 +20,7 @@
 #include "engine/cuda/launch.h"
 #include "engine/cuda/runtime.h"
 #include "engine/error.h"
+#include "ops/cuda/kernel_utils.cuh"
 #include "ops/dispatch.h"
 #include "ops/moe/cuda/grouped_gemm.cuh"
 #include "ops/moe/moe_kernels.h"
@@ -30,46 +31,13 @@ namespace {
 using moe::GroupedGemmArgs;
 namespace mg = moe_gemm;
 
-// The engine's host element types and the kernels' device types.
-template <typename T>
-struct DevType {
-  using type = T;
-};
-template <>
-struct DevType<bf16> {
-  using type = __nv_bfloat16;
-};
-template <>
-struct DevType<f16> {
-  using type = __half;
-};
-template <typename T>
-using dev_t = typename DevType<T>::type;
-
 template <typename T>
 constexpr bool kTensorCore = !std::is_same_v<T, float> && !std::is_same_v<T, double>;
 
 DType compute_dtype(DType dt) { return dt == DType::f64 ? DType::f64 : DType::f32; }
 
-template <typename D>
-const D* cptr(const Tensor& t) {
-  return t.defined() ? static_cast<const D*>(t.data_ptr<void>()) : nullptr;
-}
-template <typename D>
-D* mptr(const Tensor& t) {
-  return t.defined() ? static_cast<D*>(t.data_ptr<void>()) : nullptr;
-}
-
 device::Stream stream_of(int device) {
   return static_cast<device::Stream>(hmoe::cuda::current_stream(device).native());
-}
-
-// HMOE_LAUNCH_CHECKED with the kernel's name given (the kernels here are template
-// instances picked through generic lambdas): launch on the current stream, then check.
-template <typename... P, typename... A>
-void launch(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, int device, A&&... args) {
-  device::launch_kernel(name, kernel, grid, block, smem, stream_of(device), std::forward<A>(args)...);
-  hmoe::cuda::check_launch(name, grid.x, grid.y, grid.z, block.x, block.y, block.z, smem);
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -153,16 +121,16 @@ template <typename T>
 void forward_typed(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w, const int64_t* off, const Tensor& index,
                    const Tensor& scale, const Tensor& bias, const Tensor& out, mg::FusedAct x_act,
                    mg::FusedAct act_grad) {
-  using D = dev_t<T>;
+  using D = device_elem_t<T>;
   using C = compute_t<T>;
   const int device = out.device().index;
   const int64_t k = a.k, n = a.n;
-  const D* xp = cptr<D>(x);
-  const D* wp = cptr<D>(w);
-  D* op = mptr<D>(out);
-  const int64_t* ix = cptr<int64_t>(index);
-  const C* sp = cptr<C>(scale);
-  const C* bp = cptr<C>(bias);
+  const D* xp = data_or_null<const D>(x);
+  const D* wp = data_or_null<const D>(w);
+  D* op = data_or_null<D>(out);
+  const int64_t* ix = data_or_null<const int64_t>(index);
+  const C* sp = data_or_null<const C>(scale);
+  const C* bp = data_or_null<const C>(bias);
   constexpr int V = 16 / int(sizeof(D));
   const bool vec = aligned_to(xp, 16) && aligned_to(wp, 16) && k % V == 0 && (a.trans_w ? k : n) % V == 0;
   const bool vec_out = aligned_to(op, 16) && n % V == 0;
@@ -171,7 +139,7 @@ void forward_typed(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w, c
     const int64_t nb = ceil_div(n, BN), tiles = blocks.back() * nb;
     if (tiles == 0) return;
     const DeviceTable t = upload(off, a.groups, blocks, 0, nb, tiles, device);
-    launch(name, kernel, grid_of(tiles), 256, SMEM, device, t.tab, xp, ix, wp, sp, bp, op, k, n, vec_out, x_act,
+    hmoe::cuda::launch_checked(name, kernel, grid_of(tiles), 256, SMEM, stream_of(device), t.tab, xp, ix, wp, sp, bp, op, k, n, vec_out, x_act,
            act_grad);
   };
   if constexpr (kTensorCore<T>) {
@@ -233,27 +201,27 @@ void grouped_gemm_cuda(const GroupedGemmArgs& a, const Tensor& x, const Tensor& 
 template <typename T>
 void dw_typed(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, const Tensor& dy, const int64_t* off,
               const Tensor& dw, const Tensor& db, mg::FusedAct x_act) {
-  using D = dev_t<T>;
+  using D = device_elem_t<T>;
   using C = compute_t<T>;
   const int device = dy.device().index;
   const int64_t G = a.groups, k = a.k, n = a.n;
-  const D* xp = cptr<D>(x);
-  const D* yp = cptr<D>(dy);
-  const int64_t* ix = cptr<int64_t>(index);
+  const D* xp = data_or_null<const D>(x);
+  const D* yp = data_or_null<const D>(dy);
+  const int64_t* ix = data_or_null<const int64_t>(index);
   if (dw.defined() && k > 0 && n > 0) {
     // Groups by decreasing row count (ties in group order): the longest reductions first.
     std::vector<int64_t> order(static_cast<size_t>(G));
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(),
                      [&](int64_t u, int64_t v) { return off[u + 1] - off[u] > off[v + 1] - off[v]; });
-    D* wp = mptr<D>(dw);
+    D* wp = data_or_null<D>(dw);
     constexpr int V = 16 / int(sizeof(D));
     const bool vec = aligned_to(xp, 16) && aligned_to(yp, 16) && k % V == 0 && n % V == 0;
     const bool vec_out = aligned_to(wp, 16) && n % V == 0;
     auto run = [&]<int BM, int BN, size_t SMEM, typename K>(const char* name, K kernel) {
       const int64_t mb = ceil_div(k, BM), nb = ceil_div(n, BN), tiles = G * mb * nb;
       const DeviceTable t = upload(off, G, order, mb, nb, tiles, device);
-      launch(name, kernel, grid_of(tiles), 256, SMEM, device, t.tab, xp, ix, yp, wp, k, n, vec_out, x_act);
+      hmoe::cuda::launch_checked(name, kernel, grid_of(tiles), 256, SMEM, stream_of(device), t.tab, xp, ix, yp, wp, k, n, vec_out, x_act);
     };
     if constexpr (kTensorCore<T>) {
       using Cfg = mg::MmaLarge;
@@ -275,7 +243,7 @@ void dw_typed(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index, co
     const DeviceTable t = upload(off, G, {}, 0, 0, 0, device);
     auto grouped_db_kernel = &mg::grouped_db_kernel<D, C>;
     HMOE_LAUNCH_CHECKED(grouped_db_kernel, dim3(unsigned(ceil_div(n, 32)), unsigned(std::min<int64_t>(G, 65535))),
-                        dim3(32, mg::kDbRows), 0, stream_of(device), t.tab.offsets, G, yp, mptr<C>(db), n);
+                        dim3(32, mg::kDbRows), 0, stream_of(device), t.tab.offsets, G, yp, data_or_null<C>(db), n);
   }
 }
 
@@ -314,13 +282,13 @@ void grouped_row_dot_cuda(const GroupedGemmArgs& a, const Tensor& x, const Tenso
   const int device = out.device().index;
   const int64_t* off = offsets.data_ptr<int64_t>();
   detail::dispatch_float(dt, op, [&]<typename T>() {
-    using D = dev_t<T>;
+    using D = device_elem_t<T>;
     using C = compute_t<T>;
     const DeviceTable t = bias.defined() ? upload(off, a.groups, {}, 0, 0, 0, device) : DeviceTable{};
     auto grouped_row_dot_kernel = &mg::grouped_row_dot_kernel<D, C>;
     HMOE_LAUNCH_CHECKED(grouped_row_dot_kernel, flat_blocks(a.rows * 32, device), 256, 0, stream_of(device),
-                        t.tab.offsets, a.groups, cptr<D>(x), cptr<int64_t>(index), cptr<D>(gx),
-                        bias.defined() ? cptr<D>(dy) : nullptr, cptr<C>(bias), mptr<C>(out), a.rows, a.k, a.n);
+                        t.tab.offsets, a.groups, data_or_null<const D>(x), data_or_null<const int64_t>(index), data_or_null<const D>(gx),
+                        bias.defined() ? data_or_null<const D>(dy) : nullptr, data_or_null<const C>(bias), data_or_null<C>(out), a.rows, a.k, a.n);
   });
 }
 
@@ -348,11 +316,11 @@ void scatter_rows_cuda(const Tensor& src, const Tensor& index, const Tensor& sca
   uint64_t* pa = ixs::pack_ptr<uint64_t>(bufa);
   if (R > 0) {
     auto scatter_packs_kernel = &mg::scatter_packs_kernel;
-    HMOE_LAUNCH_CHECKED(scatter_packs_kernel, flat_blocks(R, device), 256, 0, s, cptr<int64_t>(index), R, pa);
+    HMOE_LAUNCH_CHECKED(scatter_packs_kernel, flat_blocks(R, device), 256, 0, s, data_or_null<const int64_t>(index), R, pa);
   }
   const uint64_t* sorted = ixs::sort_segments<uint64_t>(pa, ixs::pack_ptr<uint64_t>(bufb), 1, R, device);
   detail::dispatch_float(src.dtype(), op, [&]<typename T>() {
-    using Dv = dev_t<T>;
+    using Dv = device_elem_t<T>;
     using C = compute_t<T>;
     auto launch = [&]<int V>() {
       const int64_t packs = ceil_div(K, V);
@@ -360,8 +328,8 @@ void scatter_rows_cuda(const Tensor& src, const Tensor& index, const Tensor& sca
       const dim3 grid(unsigned(std::min<int64_t>(D, int64_t(hmoe::cuda::properties(device).multiprocessors) * 64)),
                       unsigned(std::min<int64_t>(ceil_div(packs, threads), 65535)));
       auto scatter_rows_kernel = &mg::scatter_rows_kernel<Dv, C, V>;
-      HMOE_LAUNCH_CHECKED(scatter_rows_kernel, grid, threads, 0, s, cptr<Dv>(src), cptr<C>(scale), sorted, R, D, K,
-                          mptr<Dv>(out));
+      HMOE_LAUNCH_CHECKED(scatter_rows_kernel, grid, threads, 0, s, data_or_null<const Dv>(src), data_or_null<const C>(scale), sorted, R, D, K,
+                          data_or_null<Dv>(out));
     };
     constexpr int V = 16 / int(sizeof(Dv));
     if (K % V == 0 && aligned_to(src.data_ptr<void>(), 16) && aligned_to(out.data_ptr<void>(), 16))

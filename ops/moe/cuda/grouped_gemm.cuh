@@ -72,12 +72,12 @@ __global__ void __launch_bounds__(256)
     C acc = C(0);
     if (src >= 0)
       for (int64_t c = lane; c < k; c += 32)
-        acc = fma_c(C(to_compute(x[src * k + c])), C(to_compute(gx[r * k + c])), acc);
+        acc = d_fma(C(to_compute(x[src * k + c])), C(to_compute(gx[r * k + c])), acc);
     if (bias != nullptr) {
       const C* b = bias + group_of(offsets, groups, r) * n;
-      for (int64_t c = lane; c < n; c += 32) acc = fma_c(C(to_compute(dy[r * n + c])), b[c], acc);
+      for (int64_t c = lane; c < n; c += 32) acc = d_fma(C(to_compute(dy[r * n + c])), b[c], acc);
     }
-    acc = warp_reduce_down(acc, [](C u, C v) { return u + v; });
+    acc = warp_reduce_down(acc, Plus{});
     if (lane == 0) out[r] = acc;
   }
 }
@@ -114,7 +114,7 @@ __global__ void __launch_bounds__(256)
         const C f = scale != nullptr ? scale[r] : C(1);
         const Pack<T, V> s = load_pack<T, V>(src + r * k + col);
 #pragma unroll
-        for (int e = 0; e < V; ++e) acc[e] = fma_c(f, C(to_compute(s.v[e])), acc[e]);
+        for (int e = 0; e < V; ++e) acc[e] = d_fma(f, C(to_compute(s.v[e])), acc[e]);
       }
       Pack<T, V> o;
 #pragma unroll

@@ -104,7 +104,7 @@ __device__ __forceinline__ void simt_mainloop(const Lines<T>& a, const Lines<T>&
 #pragma unroll
       for (int i = 0; i < TM; ++i)
 #pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = fma_c(av[i], bv[j], acc[i][j]);
+        for (int j = 0; j < TN; ++j) acc[i][j] = d_fma(av[i], bv[j], acc[i][j]);
     }
     if (V > 1 && s + 1 < steps) put(buf ^ 1);
     __syncthreads();

@@ -112,10 +112,6 @@ struct Lines {
   }
 };
 
-// One rounding per multiply-add, on the GPU and in the emulator alike.
-__device__ __forceinline__ float fma_c(float a, float b, float c) { return fmaf(a, b, c); }
-__device__ __forceinline__ double fma_c(double a, double b, double c) { return ::fma(a, b, c); }
-
 template <typename T>
 __device__ __forceinline__ T zero_of() {
   return from_compute<T>(device_compute_t<T>(0));

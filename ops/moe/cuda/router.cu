@@ -12,6 +12,7 @@
 #include "engine/cuda/runtime.h"
 #include "engine/error.h"
 #include "ops/cuda/index_sort.cuh"
+#include "ops/cuda/kernel_utils.cuh"
 #include "ops/cuda/strided.cuh"
 #include "ops/moe/cuda/router.cuh"
 #include "ops/moe/moe_kernels.h"
@@ -20,27 +21,6 @@ namespace hmoe::ops::cuda {
 namespace {
 
 using namespace moe_router;
-
-template <typename Fn>
-decltype(auto) dispatch_real(DType t, const char* op, Fn&& fn) {
-  switch (t) {
-    case DType::f32:
-      return fn.template operator()<float>();
-    case DType::f64:
-      return fn.template operator()<double>();
-    default:
-      hmoe::detail::unsupported_dtype(op, t);
-  }
-}
-
-template <typename T>
-const T* ptr_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.data_ptr<void>()) : nullptr;
-}
-template <typename T>
-T* mut_ptr(const Tensor& t) {
-  return static_cast<T*>(t.data_ptr<void>());
-}
 
 // Warp-per-row kernels: 4 warps a block, enough blocks to fill the device a few times.
 constexpr int kRowThreads = 128;
@@ -62,12 +42,12 @@ void router_topk_cuda(const Tensor& logits, int64_t k, bool renorm, const Tensor
   check_int_sizes("route_topk", N, k);
   const int device = logits.device().index;
   const ixs::DeviceFlag flag(logits.device());
-  dispatch_real(logits.dtype(), "route_topk", [&]<typename T_>() {
+  dispatch_device_real(logits.dtype(), "route_topk", [&]<typename T_>() {
     auto go = [&]<int VPL>() {
       auto kern = &router_topk_kernel<T_, VPL>;
       HMOE_LAUNCH_CHECKED(kern, row_blocks(T, device), kRowThreads, 0, stream_of(logits).native(),
                           static_cast<const T_*>(logits.data_ptr<void>()), T, int(N), int(k), renorm,
-                          mut_ptr<T_>(probs), mut_ptr<int32_t>(ids), mut_ptr<T_>(gates), flag.ptr());
+                          data_or_null<T_>(probs), data_or_null<int32_t>(ids), data_or_null<T_>(gates), flag.ptr());
     };
     if (N <= 32)
       go.template operator()<1>();
@@ -91,13 +71,13 @@ void router_backward_cuda(const Tensor& probs, const Tensor& ids, const Tensor& 
   if (T == 0) return;
   check_int_sizes("route_topk backward", N, k);
   const int device = probs.device().index;
-  dispatch_real(probs.dtype(), "route_topk backward", [&]<typename T_>() {
+  dispatch_device_real(probs.dtype(), "route_topk backward", [&]<typename T_>() {
     auto kern = &router_backward_kernel<T_>;
     HMOE_LAUNCH_CHECKED(kern, row_blocks(T, device), kRowThreads, 0, stream_of(probs).native(),
                         static_cast<const T_*>(probs.data_ptr<void>()),
                         static_cast<const int32_t*>(ids.data_ptr<void>()),
-                        static_cast<const T_*>(gates.data_ptr<void>()), renorm, ptr_or_null<T_>(dgates),
-                        ptr_or_null<T_>(dprobs), mut_ptr<T_>(dlogits), T, int(N), int(k));
+                        static_cast<const T_*>(gates.data_ptr<void>()), renorm, data_or_null<const T_>(dgates),
+                        data_or_null<const T_>(dprobs), data_or_null<T_>(dlogits), T, int(N), int(k));
   });
 }
 
@@ -108,12 +88,12 @@ void scatter_gates_cuda(const Tensor& values, const Tensor& ids, const Tensor& o
   if (T == 0) return;
   const int device = out.device().index;
   const ixs::DeviceFlag flag(out.device());
-  dispatch_real(values.dtype(), "dense_gates", [&]<typename T_>() {
+  dispatch_device_real(values.dtype(), "dense_gates", [&]<typename T_>() {
     hmoe::detail::dispatch_index(ids.dtype(), "dense_gates", [&]<typename I>() {
       auto kern = &scatter_gates_kernel<T_, I>;
       HMOE_LAUNCH_CHECKED(kern, flat_blocks(T * N, device), 256, 0, stream_of(out).native(),
                           static_cast<const T_*>(values.data_ptr<void>()), static_cast<const I*>(ids.data_ptr<void>()),
-                          mut_ptr<T_>(out), T, N, k, flag.ptr());
+                          data_or_null<T_>(out), T, N, k, flag.ptr());
     });
   });
   const unsigned long long bad = flag.read();
@@ -126,12 +106,12 @@ void gather_gates_cuda(const Tensor& dense, const Tensor& ids, const Tensor& out
   const int64_t total = out.numel(), k = out.size(1), N = dense.size(1);
   if (total == 0) return;
   const int device = out.device().index;
-  dispatch_real(dense.dtype(), "dense_gates backward", [&]<typename T_>() {
+  dispatch_device_real(dense.dtype(), "dense_gates backward", [&]<typename T_>() {
     hmoe::detail::dispatch_index(ids.dtype(), "dense_gates backward", [&]<typename I>() {
       auto kern = &gather_gates_kernel<T_, I>;
       HMOE_LAUNCH_CHECKED(kern, flat_blocks(total, device), 256, 0, stream_of(out).native(),
                           static_cast<const T_*>(dense.data_ptr<void>()), static_cast<const I*>(ids.data_ptr<void>()),
-                          mut_ptr<T_>(out), total, N, k);
+                          data_or_null<T_>(out), total, N, k);
     });
   });
 }
@@ -147,8 +127,8 @@ void smooth_load_cuda(const Tensor& clean, const Tensor& noisy, const Tensor& sd
   check_int_sizes("smooth_load", N, k);
   const int device = load.device().index;
   const auto& stream = stream_of(load);
-  dispatch_real(clean.dtype(), "smooth_load", [&]<typename T_>() {
-    T_* out = mut_ptr<T_>(load);
+  dispatch_device_real(clean.dtype(), "smooth_load", [&]<typename T_>() {
+    T_* out = data_or_null<T_>(load);
     if (T == 0) {
       hmoe::cuda::memset_async(out, 0, size_t(N) * sizeof(T_), stream);
       return;
@@ -157,11 +137,11 @@ void smooth_load_cuda(const Tensor& clean, const Tensor& noisy, const Tensor& sd
     auto kp = &smooth_load_prob_kernel<T_>;
     HMOE_LAUNCH_CHECKED(kp, row_blocks(T, device), kRowThreads, 0, stream.native(),
                         static_cast<const T_*>(clean.data_ptr<void>()), static_cast<const T_*>(noisy.data_ptr<void>()),
-                        static_cast<const T_*>(sd.data_ptr<void>()), T, int(N), int(k), mut_ptr<T_>(prob));
+                        static_cast<const T_*>(sd.data_ptr<void>()), T, int(N), int(k), data_or_null<T_>(prob));
     // Column sums in a fixed order: chunks of rows in increasing row order, then the chunks in order.
     const int64_t chunk = chunk_rows_for(T), chunks = (T + chunk - 1) / chunk;
     const Tensor partial = chunks > 1 ? Tensor::empty({chunks, N}, {clean.dtype(), clean.device()}) : Tensor();
-    T_* part = chunks > 1 ? mut_ptr<T_>(partial) : out;
+    T_* part = chunks > 1 ? data_or_null<T_>(partial) : out;
     auto kc = &column_partial_kernel<T_>;
     HMOE_LAUNCH_CHECKED(kc, dim3(unsigned((N + 127) / 128), unsigned(chunks)), 128, 0, stream.native(),
                         static_cast<const T_*>(prob.data_ptr<void>()), T, N, chunk, part);
@@ -180,7 +160,7 @@ void smooth_load_backward_cuda(const Tensor& clean, const Tensor& noisy, const T
   check_int_sizes("smooth_load backward", N, k);
   const int device = clean.device().index;
   const auto& stream = stream_of(clean);
-  dispatch_real(clean.dtype(), "smooth_load backward", [&]<typename T_>() {
+  dispatch_device_real(clean.dtype(), "smooth_load backward", [&]<typename T_>() {
     if (k >= N) {  // every expert always selected: a constant load, zero gradients
       for (const Tensor* g : {&dclean, &dnoisy, &dstd})
         hmoe::cuda::memset_async(g->data_ptr<void>(), 0, size_t(T * N) * sizeof(T_), stream);
@@ -190,7 +170,7 @@ void smooth_load_backward_cuda(const Tensor& clean, const Tensor& noisy, const T
     HMOE_LAUNCH_CHECKED(kern, row_blocks(T, device), kRowThreads, 0, stream.native(),
                         static_cast<const T_*>(clean.data_ptr<void>()), static_cast<const T_*>(noisy.data_ptr<void>()),
                         static_cast<const T_*>(sd.data_ptr<void>()), static_cast<const T_*>(dload.data_ptr<void>()), T,
-                        int(N), int(k), mut_ptr<T_>(dclean), mut_ptr<T_>(dnoisy), mut_ptr<T_>(dstd));
+                        int(N), int(k), data_or_null<T_>(dclean), data_or_null<T_>(dnoisy), data_or_null<T_>(dstd));
   });
 }
 

@@ -14,39 +14,26 @@ namespace hmoe::ops::cuda::moe_router {
 
 inline constexpr unsigned kFull = 0xffffffffu;
 
-__device__ __forceinline__ float dexp(float x) { return expf(x); }
-__device__ __forceinline__ double dexp(double x) { return exp(x); }
-__device__ __forceinline__ float derfc(float x) { return erfcf(x); }
-__device__ __forceinline__ double derfc(double x) { return erfc(x); }
-__device__ __forceinline__ float dsqrt(float x) { return sqrtf(x); }
-__device__ __forceinline__ double dsqrt(double x) { return sqrt(x); }
-
 // As ops/moe/cpu/router.cpp: Phi(x) = erfc(-x / sqrt 2) / 2 and the normal density.
 template <typename T>
 __device__ __forceinline__ T normal_cdf(T x) {
-  return T(0.5) * derfc(-x / T(1.41421356237309504880));
+  return T(0.5) * d_erfc(-x / T(1.41421356237309504880));
 }
 template <typename T>
 __device__ __forceinline__ T normal_pdf(T x) {
-  return dexp(T(-0.5) * x * x) / dsqrt(T(2) * T(3.14159265358979323846));
+  return d_exp(T(-0.5) * x * x) / d_sqrt(T(2) * T(3.14159265358979323846));
 }
 
-// Butterfly reductions: every lane ends with the same value (a + b == b + a exactly, so
-// the partners of each step agree bit for bit); the tree is fixed, so is the result.
+// Butterfly reductions from lane distance 16 down: every lane ends with the same value
+// (a + b == b + a exactly, so the partners of each step agree bit for bit); the tree is
+// fixed, so is the result.
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {
-#pragma unroll
-  for (int o = 16; o >= 1; o >>= 1) v += __shfl_xor_sync(kFull, v, o);
-  return v;
+  return warp_allreduce<true>(v, [](T a, T b) { return a + b; });
 }
 template <typename T>
 __device__ __forceinline__ T warp_max(T v) {
-#pragma unroll
-  for (int o = 16; o >= 1; o >>= 1) {
-    const T u = __shfl_xor_sync(kFull, v, o);
-    v = u > v ? u : v;
-  }
-  return v;
+  return warp_allreduce<true>(v, [](T a, T b) { return b > a ? b : a; });
 }
 
 // The top-k order: a strictly better than b. Larger value first, ties to the lower index
@@ -135,12 +122,12 @@ __global__ void router_topk_kernel(const T* __restrict__ logits, int64_t rows, i
 #pragma unroll
       for (int q = 0; q < VPL; ++q)
         if (lane + 32 * q < N) {
-          v[q] = dexp(v[q] - m);
+          v[q] = d_exp(v[q] - m);
           s += v[q];
         }
     } else {
       for (int i = lane; i < N; i += 32) {
-        const T e = dexp(l[i] - m);
+        const T e = d_exp(l[i] - m);
         p[i] = e;
         s += e;
       }

@@ -27,6 +27,7 @@
 #include "engine/cuda/runtime.h"
 #include "engine/error.h"
 #include "ops/cuda/index_sort.cuh"
+#include "ops/cuda/kernel_utils.cuh"
 #include "ops/cuda/strided.cuh"
 #include "ops/moe/cuda/token_dispatch.cuh"
 #include "ops/moe/moe_kernels.h"
@@ -36,18 +37,6 @@ namespace {
 
 using namespace moe_dispatch;
 
-template <typename Fn>
-decltype(auto) dispatch_real(DType t, const char* op, Fn&& fn) {
-  switch (t) {
-    case DType::f32:
-      return fn.template operator()<float>();
-    case DType::f64:
-      return fn.template operator()<double>();
-    default:
-      hmoe::detail::unsupported_dtype(op, t);
-  }
-}
-
 const hmoe::cuda::Stream& stream_of(const Tensor& t) { return hmoe::cuda::current_stream(t.device().index); }
 
 // ---- plan ------------------------------------------------------------------------------------
@@ -56,7 +45,7 @@ constexpr int64_t kFusedMaxRows = 4096;
 constexpr int64_t kMaxCountGroups = 2048;
 constexpr int64_t kMinTile = 2048;
 constexpr int64_t kMaxTiles = 256;
-constexpr size_t kSmemBudget = 48 * 1024;  // dynamic shared memory without an opt-in
+constexpr size_t kSmemBudget = hmoe::cuda::kSmemWithoutOptIn;
 
 // Warps (a power of two, 1..max_warps) whose int [warps][G] counters plus `fixed` bytes fit the budget.
 int warps_for(int64_t G, size_t fixed, int max_warps) {
@@ -170,7 +159,7 @@ void permute_rows_cuda(const Tensor& x, const Tensor& perm, int64_t k, const Ten
   const int64_t R = out.size(0), d = out.size(1);
   if (R == 0 || d == 0) return;
   const int device = out.device().index;
-  dispatch_real(x.dtype(), "permute_rows", [&]<typename T>() {
+  dispatch_device_real(x.dtype(), "permute_rows", [&]<typename T>() {
     const T* xp = static_cast<const T*>(x.data_ptr<void>());
     const T* sc = slot_scale.defined() ? static_cast<const T*>(slot_scale.data_ptr<void>()) : nullptr;
     T* o = static_cast<T*>(out.data_ptr<void>());
@@ -191,7 +180,7 @@ void combine_cuda(const Tensor& ys, const Tensor& inverse, int64_t k, const Tens
   const int64_t Tn = out.size(0), d = out.size(1);
   if (Tn == 0 || d == 0) return;
   const int device = out.device().index;
-  dispatch_real(ys.dtype(), "combine", [&]<typename T>() {
+  dispatch_device_real(ys.dtype(), "combine", [&]<typename T>() {
     const T* y = static_cast<const T*>(ys.data_ptr<void>());
     const T* g = gates.defined() ? static_cast<const T*>(gates.data_ptr<void>()) : nullptr;
     T* o = static_cast<T*>(out.data_ptr<void>());
@@ -212,7 +201,7 @@ void combine_gate_grad_cuda(const Tensor& dy, const Tensor& ys, const Tensor& in
   const int64_t pairs = dg.numel(), d = dy.size(1);
   if (pairs == 0) return;
   const int device = dg.device().index;
-  dispatch_real(dy.dtype(), "combine backward", [&]<typename T>() {
+  dispatch_device_real(dy.dtype(), "combine backward", [&]<typename T>() {
     const T* a = static_cast<const T*>(dy.data_ptr<void>());
     const T* b = static_cast<const T*>(ys.data_ptr<void>());
     T* o = static_cast<T*>(dg.data_ptr<void>());

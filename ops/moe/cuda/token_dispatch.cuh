@@ -24,21 +24,11 @@ inline constexpr unsigned kFull = 0xffffffffu;
 __device__ __forceinline__ int64_t block_inclusive_scan(int64_t v, int64_t* total) {
   HMOE_SHARED(int64_t, warp_sums, [32]);
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5, nwarps = int(blockDim.x) >> 5;
-#pragma unroll
-  for (int d = 1; d < 32; d <<= 1) {
-    const int64_t u = __shfl_up_sync(kFull, v, unsigned(d));
-    if (lane >= d) v += u;
-  }
+  v = warp_inclusive_scan(v, lane);
   if (lane == 31) warp_sums[warp] = v;
   __syncthreads();
   if (warp == 0) {
-    int64_t w = lane < nwarps ? warp_sums[lane] : 0;
-#pragma unroll
-    for (int d = 1; d < 32; d <<= 1) {
-      const int64_t u = __shfl_up_sync(kFull, w, unsigned(d));
-      if (lane >= d) w += u;
-    }
-    warp_sums[lane] = w;
+    warp_sums[lane] = warp_inclusive_scan(lane < nwarps ? warp_sums[lane] : int64_t(0), lane);
   }
   __syncthreads();
   const int64_t prefix = warp == 0 ? 0 : warp_sums[warp - 1];
@@ -342,7 +332,7 @@ __global__ void combine_gate_grad_kernel(const T* __restrict__ dy, const T* __re
 #pragma unroll
       for (int v = 0; v < V; ++v) acc += x.v[v] * y.v[v];
     }
-    acc = warp_reduce_down(acc, [](T u, T w) { return u + w; });
+    acc = warp_reduce_down(acc, Plus{});
     if (lane == 0) dgates[p] = acc;
   }
 }

@@ -13,9 +13,6 @@
 #include "tests/support/cuda_util.h"
 
 namespace hmoe {
-HMOE_DECLARE_STUB(AttentionForwardKernel, attention_forward_stub);
-HMOE_DECLARE_STUB(AttentionBackwardKernel, attention_backward_stub);
-HMOE_DECLARE_STUB(DropoutKernel, dropout_stub);
 
 namespace {
 

@@ -18,13 +18,12 @@
 
 #include "hmoe.h"
 #include "ops/dispatch.h"
+#include "ops/elementwise_kernels.h"
 #include "tests/support/cuda_util.h"
 #include "tests/support/ref.h"
 #include "tests/support/test_util.h"
 
 namespace hmoe {
-HMOE_DECLARE_STUB(UnaryKernel, unary_stub);
-HMOE_DECLARE_STUB(BinaryKernel, binary_stub);
 namespace {
 
 using namespace testing;

@@ -21,8 +21,6 @@
 #include "tests/support/test_util.h"
 
 namespace hmoe {
-HMOE_DECLARE_STUB(NormKernel, norm_stub);
-HMOE_DECLARE_STUB(NormBackwardKernel, norm_backward_stub);
 namespace {
 
 using namespace testing;

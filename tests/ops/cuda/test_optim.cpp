@@ -7,6 +7,7 @@
 
 #include "models/optim/optimizer.h"
 #include "ops/optim.h"
+#include "ops/optim_kernels.h"
 #include "tests/support/cuda_util.h"
 #include "tests/support/ref.h"
 #include "tests/support/test_util.h"

@@ -17,12 +17,12 @@
 
 #include "hmoe.h"
 #include "ops/dispatch.h"
+#include "ops/reduce_kernels.h"
 #include "tests/support/cuda_util.h"
 #include "tests/support/ref.h"
 #include "tests/support/test_util.h"
 
 namespace hmoe {
-HMOE_DECLARE_STUB(ReduceKernel, reduce_stub);
 namespace {
 
 using namespace testing;

@@ -22,8 +22,6 @@
 #include "tests/support/test_util.h"
 
 namespace hmoe {
-HMOE_DECLARE_STUB(SoftmaxKernel, softmax_stub);
-HMOE_DECLARE_STUB(SoftmaxBackwardKernel, softmax_backward_stub);
 namespace {
 
 using namespace testing;
