@@ -237,7 +237,7 @@ Tensor MoEFFN::run_experts_sharded(const Tensor& x, const Routing& rt) {
   const Tensor xin = dist::exchange_rows(par_.ep, xs, send_rows, recv_rows, {int(E), false, true});
   // Every rank runs its experts, with no rows too, so that the backward's exchanges meet.
   const Tensor ys_local = moe::grouped_ffn(xin, w1_, b1_, w2_, b2_,
-                                           from_vector(offsets, {E + 1}, {DType::i64, x.device()}), Tensor(),
+                                           from_vector(offsets, {E + 1}), Tensor(),
                                            UnaryOp::gelu_erf, 0, cfg_.expert_recompute);
   Tensor ys = dist::exchange_rows(par_.ep, ys_local, recv_rows, send_rows, {int(E), true, false});
   if (stay) ys = cat({ys, zeros({stay, d}, {ys.dtype(), ys.device()})}, 0);  // replaced below

@@ -12,6 +12,7 @@
 #include <limits>
 #include <memory>
 
+#include "engine/dist/communicator.h"
 #include "engine/error.h"
 #include "engine/thread_pool.h"
 #include "models/hypermoe/shapes.h"
@@ -63,9 +64,10 @@ CLI::Validator finite_non_negative() {
 constexpr int64_t kMaxCount = std::numeric_limits<int64_t>::max();
 
 // The command line that started this process, with --overwrite dropped and --resume added:
-// how an interrupted run goes on.
-std::string resume_command(const std::vector<std::string>& argv) {
-  std::string cmd;
+// how an interrupted run goes on (under mpirun with the same number of processes, or
+// another: a run's maths does not depend on it).
+std::string resume_command(const std::vector<std::string>& argv, int world_size) {
+  std::string cmd = world_size > 1 ? "mpirun -np " + std::to_string(world_size) : "";
   bool resume = false;
   for (const std::string& a : argv) {
     if (a == "--overwrite") continue;
@@ -101,6 +103,10 @@ Verb train_verb(CLI::App& app, const std::vector<std::string>& argv) {
          "replace the run in train.out_dir (its checkpoint and metrics); without it a fresh run there is refused")
       ->excludes(resume);
   cmd->add_flag("--quiet", a->run.quiet, "no progress output");
+  cmd->add_option("--stop-at", a->run.stop_at,
+                  "stop with a checkpoint after this many steps in all (the schedule stays train.steps'; "
+                  "--resume continues it, on any number of processes)")
+      ->check(whole_in(1, kMaxCount));
   cmd->add_option("--profile", a->run.profile_path,
                   "profile steps from the second on: Chrome trace JSON to this file, per-op time and memory printed");
   cmd->add_option("--profile-steps", a->run.profile_steps, "steps to profile (default 5)")
@@ -108,17 +114,33 @@ Verb train_verb(CLI::App& app, const std::vector<std::string>& argv) {
   return {cmd, [a, argv] {
             using namespace hmoe::train;
             const Config cfg = load_config(a->config.path, a->config.overrides);
+            // The processes of `mpirun -np N hmoe train ...` (one without mpirun).
+            hmoe::dist::Options dopts;
+            dopts.backend = cfg.dist.backend;
+            dopts.timeout_s = cfg.dist.timeout_s;
+            const hmoe::dist::Environment env(dopts);
+            const int rank = env.world().rank(), world = env.world().size();
             RunOptions opts = a->run;
-            opts.progress_tty = isatty(fileno(stdout)) != 0;
+            opts.progress_tty = rank == 0 && isatty(fileno(stdout)) != 0;
             opts.stop_on_signals = true;
-            const TrainResult r = run_training(cfg, opts);
+            opts.world = env.world_ptr();
+            TrainResult r;
+            try {
+              r = run_training(cfg, opts);
+            } catch (const std::exception& e) {
+              // One rank's error ends the job at once, naming the rank (the others would
+              // otherwise wait in their next collective until dist.timeout_s).
+              if (world > 1) env.abort(std::string("error: ") + e.what(), 2);
+              throw;
+            }
+            if (rank != 0) return r.interrupted_by != 0 ? kExitInterrupted : 0;
             if (r.interrupted_by != 0) {
               std::fflush(stdout);
               std::fprintf(stderr,
                            "hmoe: stopped by %s after step %lld; the checkpoint is saved in %s\n"
                            "continue with: %s\n",
                            r.interrupted_by == SIGINT ? "SIGINT" : "SIGTERM", static_cast<long long>(r.steps),
-                           r.checkpoint_dir.c_str(), resume_command(argv).c_str());
+                           r.checkpoint_dir.c_str(), resume_command(argv, world).c_str());
               return kExitInterrupted;
             }
             std::printf("done: %lld steps, ", static_cast<long long>(r.steps));
