@@ -20,6 +20,7 @@
 #include "models/train/generate.h"
 #include "models/train/interrupt.h"
 #include "models/train/trainer.h"
+#include "tools/hmoe/plan_ep.h"
 #include "tools/hmoe/selftest.h"
 #if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
 #include "engine/cuda/runtime.h"
@@ -183,6 +184,35 @@ Verb presets_verb(CLI::App& app) {
   return {cmd, [a] { return run_presets(*a); }};
 }
 
+Verb plan_verb(CLI::App& app) {
+  struct Args {
+    ConfigArgs config;
+    hmoe::tools::PlanOptions plan;
+    hmoe::tools::PlanCluster cluster{"the given cluster", 0, 0, 0, 0};
+  };
+  auto a = std::make_shared<Args>();
+  auto* cmd = app.add_subcommand("plan", "plans on paper");
+  auto* ep = cmd->add_subcommand("ep", "expert parallelism on GPU clusters: bytes each rank sends per layer, "
+                                       "step time from link bandwidths and compute (default: DeepEP's EP 8 / EP 16)");
+  cmd->require_subcommand(1);
+  a->config.add_to(ep, "config file (.toml or .json)", "section.key=value overrides, e.g. model.preset=base");
+  ep->add_option("--peak-tflops", a->plan.peak_tflops, "the GPU's dense bf16 peak (default 989.4, H100 SXM)")
+      ->check(finite_non_negative());
+  ep->add_option("--mfu", a->plan.mfu, "the fraction of the peak the compute reaches (default 0.5)")
+      ->check(CLI::Range(0.01, 1.0));
+  ep->add_option("--ep", a->cluster.ep, "plan this cluster instead: its expert-parallel ranks")->check(whole_in(1, 1 << 20));
+  ep->add_option("--dispatch-gbps", a->cluster.dispatch_gbps, "... its dispatch bandwidth per rank, GB/s")
+      ->check(finite_non_negative());
+  ep->add_option("--combine-gbps", a->cluster.combine_gbps, "... its combine bandwidth per rank, GB/s")
+      ->check(finite_non_negative());
+  ep->add_option("--allreduce-gbps", a->cluster.allreduce_gbps, "... its all-reduce bus bandwidth per rank, GB/s")
+      ->check(finite_non_negative());
+  return {cmd, [a] {
+            if (a->cluster.ep > 0) a->plan.clusters.push_back(a->cluster);
+            return hmoe::tools::run_plan_ep(hmoe::train::load_config(a->config.path, a->config.overrides), a->plan);
+          }};
+}
+
 Verb eval_verb(CLI::App& app) {
   struct Args {
     std::string checkpoint, tokens;
@@ -283,8 +313,8 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "CPU threads (default: all cores or HMOE_NUM_THREADS)")
       ->check(whole_in(0, 4096));
   const std::vector<std::string> args(argv, argv + argc);
-  const std::vector<Verb> verbs{train_verb(app, args), presets_verb(app),  eval_verb(app),
-                                generate_verb(app),    selftest_verb(app), bench_verb(app)};
+  const std::vector<Verb> verbs{train_verb(app, args), presets_verb(app),   eval_verb(app), generate_verb(app),
+                                plan_verb(app),        selftest_verb(app), bench_verb(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
