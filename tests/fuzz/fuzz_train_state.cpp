@@ -3,8 +3,8 @@
 // tensor that does not fit must be refused with hmoe::Error, never crash or read out of
 // bounds (run under ASan). The seed corpus (corpus_state/) holds this model's state after
 // two steps (`hmoe train model.ffn=dense model.n_layer=1 model.d_model=4 model.n_head=1
-// model.d_ff=4 model.block_size=4 model.vocab_size=8 data.tokens=<ids 0..7>
-// train.steps=2`), as saved and with its digests and config taken out (as a file of
+// model.d_ff=4 model.block_size=4 model.vocab_size=8 data.tokens=<ids 0..7 repeated>
+// train.steps=2 train.batch_size=2`), as saved and with its digests and config taken out (as a file of
 // another tool: the fuzzer's changes then reach the state's own checks).
 #include <cstddef>
 #include <cstdint>
