@@ -3,30 +3,14 @@
 // included, with two layers on it) for k = 1 and k = 2; the initialisation follows the
 // spec; the LM runs for every FFN kind.
 #include "models/hypermoe/lm.h"
+#include "tests/support/model_util.h"
 #include "tests/support/test_util.h"
 
 using namespace hmoe;
 using namespace hmoe::testing;
 
 namespace {
-model::ModelConfig small_cfg(int64_t k) {
-  model::ModelConfig c;
-  c.n_layer = 2;
-  c.d_model = 16;
-  c.n_head = 2;
-  c.d_ff = 24;
-  c.block_size = 8;
-  c.vocab_size = 32;
-  c.n_experts = 5;
-  c.top_k = k;
-  c.expert_emb_dim = 6;
-  c.selection_hidden = 7;
-  c.hyper_in = 5;
-  c.hyper_hidden = 9;
-  c.layer_emb_dim = 3;
-  c.adapter_rank = 4;
-  return c;
-}
+model::ModelConfig small_cfg(int64_t k) { return small_lm_config(5, k); }
 
 // Every gradient the backward of sum(y * w) leaves: each parameter of `ms` (named, zeros
 // when undefined) and x's.

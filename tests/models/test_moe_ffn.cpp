@@ -8,6 +8,7 @@
 #include <map>
 
 #include "models/hypermoe/ffn.h"
+#include "tests/support/model_util.h"
 #include "tests/support/moe_ref.h"
 
 using namespace hmoe;
@@ -18,21 +19,7 @@ namespace {
 using Params = std::map<std::string, Tensor>;
 const TensorOptions kF64{DType::f64};
 
-model::ModelConfig layer_cfg(int64_t N, int64_t k) {
-  model::ModelConfig c;
-  c.n_layer = 2;
-  c.d_model = 8;
-  c.d_ff = 12;
-  c.n_experts = N;
-  c.top_k = k;
-  c.expert_emb_dim = 6;
-  c.selection_hidden = 7;
-  c.hyper_in = 5;
-  c.hyper_hidden = 9;
-  c.layer_emb_dim = 3;
-  c.adapter_rank = 4;
-  return c;
-}
+model::ModelConfig layer_cfg(int64_t N, int64_t k) { return small_layer_config(N, k); }
 
 // A MoEFFN, or a HyperMoEFFN (layer 1 of 2) with its hypernetwork.
 struct Layer {

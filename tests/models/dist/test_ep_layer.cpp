@@ -12,6 +12,7 @@
 #include "models/hypermoe/ffn.h"
 #include "ops/dist.h"
 #include "tests/support/dist_world.h"
+#include "tests/support/model_util.h"
 #include "tests/support/test_util.h"
 
 using namespace hmoe;
@@ -21,18 +22,7 @@ namespace td = hmoe::testing::dist;
 namespace {
 
 model::ModelConfig layer_cfg(int64_t k) {
-  model::ModelConfig c;
-  c.n_layer = 2;
-  c.d_model = 8;
-  c.d_ff = 12;
-  c.n_experts = 8;
-  c.top_k = k;
-  c.expert_emb_dim = 6;
-  c.selection_hidden = 7;
-  c.hyper_in = 5;
-  c.hyper_hidden = 9;
-  c.layer_emb_dim = 3;
-  c.adapter_rank = 4;
+  model::ModelConfig c = small_layer_config(8, k);
   c.aux_cv_coef = 0.1;
   c.aux_lb_coef = 0.05;
   c.aux_z_coef = 0.01;

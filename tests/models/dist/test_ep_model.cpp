@@ -7,6 +7,7 @@
 #include "models/nn/parallel.h"
 #include "models/optim/optimizer.h"
 #include "tests/support/dist_world.h"
+#include "tests/support/model_util.h"
 #include "tests/support/test_util.h"
 
 using namespace hmoe;
@@ -16,22 +17,8 @@ namespace td = hmoe::testing::dist;
 namespace {
 
 model::ModelConfig lm_cfg(model::FfnKind ffn, int64_t k) {
-  model::ModelConfig c;
+  model::ModelConfig c = small_lm_config(8, k);
   c.ffn = ffn;
-  c.n_layer = 2;
-  c.d_model = 16;
-  c.n_head = 2;
-  c.d_ff = 24;
-  c.block_size = 8;
-  c.vocab_size = 29;
-  c.n_experts = 8;
-  c.top_k = k;
-  c.expert_emb_dim = 6;
-  c.selection_hidden = 7;
-  c.hyper_in = 5;
-  c.hyper_hidden = 9;
-  c.layer_emb_dim = 3;
-  c.adapter_rank = 4;
   c.aux_lb_coef = 0.01;
   c.aux_z_coef = 0.001;
   c.dropout = 0.1;
