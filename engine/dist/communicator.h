@@ -101,6 +101,9 @@ class Communicator {
   // Collectives started on this communicator so far (every call counts, split and
   // barrier included): equal on all its ranks between calls. Timeouts report it.
   uint64_t sequence() const { return sequence_; }
+  // The cuda device whose tensors this communicator's device collectives take: nccl's
+  // own (the rank's); -1 where any cuda device's tensors go (single, mpi).
+  virtual int device() const { return -1; }
 
   // Ranks calling with the same color form a new communicator, ranked by (key, rank).
   // A negative color joins none and gets nullptr. Collective over this communicator.

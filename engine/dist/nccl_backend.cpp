@@ -88,6 +88,8 @@ class NcclCommunicator final : public MpiCommunicator {
     start_watchdog(std::move(actions));
   }
 
+  int device() const override { return device_; }
+
   ~NcclCommunicator() override {
     stop_watchdog();
     ncclComm_t c = comm_.exchange(nullptr);

@@ -282,12 +282,28 @@ int on_cuda_device(F run) {
 }
 
 Verb selftest_verb(CLI::App& app) {
-  auto o = std::make_shared<hmoe::tools::SelftestOptions>();
+  struct Args {
+    hmoe::tools::SelftestOptions o;
+    bool dist = false;
+  };
+  auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("selftest", "check every CUDA kernel against the CPU on the cuda device");
-  cmd->add_option("--filter", o->filter, "only kernels whose name contains this");
-  cmd->add_option("--seed", o->seed, "input seed");
-  cmd->add_flag("--quick", o->quick, "small shapes");
-  return {cmd, [o] { return on_cuda_device([o] { return hmoe::tools::run_selftest(*o) == 0 ? 0 : 1; }); }};
+  cmd->add_option("--filter", a->o.filter,
+                  "only kernels whose name contains this (--dist: the sections collectives, group, layer)");
+  cmd->add_option("--seed", a->o.seed, "input seed");
+  cmd->add_flag("--quick", a->o.quick, "small shapes");
+  cmd->add_flag("--dist", a->dist,
+                "under `mpirun -np <gpus>`: the communicator's collectives and the expert-parallel layer on each "
+                "rank's device against serial references (one process: world size 1)");
+  auto* backend = cmd->add_option("--backend", a->o.backend, "--dist: the communicator's backend")
+                      ->check(CLI::IsMember({"auto", "single", "mpi", "nccl"}));
+  backend->needs(cmd->get_option("--dist"));
+  return {cmd, [a] {
+            return on_cuda_device([a] {
+              const int failures = a->dist ? hmoe::tools::run_selftest_dist(a->o) : hmoe::tools::run_selftest(a->o);
+              return failures == 0 ? 0 : 1;
+            });
+          }};
 }
 
 Verb bench_verb(CLI::App& app) {

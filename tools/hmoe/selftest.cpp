@@ -20,21 +20,9 @@
 #include "ops/moe/router.h"
 #include "ops/moe/token_dispatch.h"
 
-#if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
 namespace hmoe::tools {
-namespace {
 
-double bound_for(DType dt) {
-  switch (dt) {
-    case DType::f64: return 1e-12;
-    case DType::f32: return 1e-5;
-    case DType::bf16: return 1e-2;
-    case DType::f16: return 2e-3;
-    default: return 0;
-  }
-}
-
-// ||a - b|| / ||b|| in f64; +inf when a has NaN/Inf where b is finite.
+// Declared in selftest.h (the distributed self-test uses it too).
 double rel_error(const Tensor& a, const Tensor& b) {
   const auto x = a.to(Device::cpu()).to_vector(), y = b.to(Device::cpu()).to_vector();
   if (x.size() != y.size()) return INFINITY;
@@ -46,6 +34,27 @@ double rel_error(const Tensor& a, const Tensor& b) {
     den += y[i] * y[i];
   }
   return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+}  // namespace hmoe::tools
+
+#if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
+namespace hmoe::tools {
+namespace {
+
+double bound_for(DType dt) {
+  switch (dt) {
+    case DType::f64:
+      return 1e-12;
+    case DType::f32:
+      return 1e-5;
+    case DType::bf16:
+      return 1e-2;
+    case DType::f16:
+      return 2e-3;
+    default:
+      return 0;
+  }
 }
 
 // A case computes its outputs (and input gradients) on `dev` from CPU inputs.

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/dist/communicator.h"
+#include "engine/dist/reference.h"
 #include "hmoe.h"
 #include "tests/support/dist_world.h"
 #if defined(HMOE_WITH_CUDA_BACKEND)
@@ -41,18 +42,9 @@ inline const std::vector<DType>& all_dtypes() {
   return d;
 }
 
-// Element i of rank r's data (seed tells tests apart): integers in [-8, 8], exact in
-// every dtype even summed over a few ranks; 0 or 1 for bool.
-inline double value(int r, int64_t i, DType dt, int64_t seed = 0) {
-  const int64_t h = (int64_t(r) * 7 + i * 3 + seed * 11) % 17;
-  return dt == DType::b8 ? double(h % 2) : double(h - 8);
-}
-
-inline std::vector<double> values(int r, int64_t n, DType dt, int64_t seed = 0) {
-  std::vector<double> v(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) v[size_t(i)] = value(r, i, dt, seed);
-  return v;
-}
+// Deterministic per-rank data and the serial references (shared with `hmoe selftest --dist`).
+using hmoe::dist::reference::value;
+using hmoe::dist::reference::values;
 
 inline Tensor make(const std::vector<double>& v, const Shape& shape, DType dt, Device dev) {
   return from_vector(v, shape, {dt, dev});

@@ -11,91 +11,21 @@
 namespace hmoe::testing::dist {
 namespace {
 
-using hmoe::dist::ChunkLayout;
+using hmoe::dist::reference::AllToAllCase;
+using hmoe::dist::reference::Pattern;
+namespace ref = hmoe::dist::reference;
 
-enum class Pattern { uneven, silent_first_rank, all_to_rank_0, large, empty };
-
-// Rows that rank `src` sends rank `dst` in chunk c (known to every rank).
-int64_t count(Pattern p, int src, int dst, int c, int size) {
-  const int64_t h = (int64_t(src) * 5 + int64_t(dst) * 3 + int64_t(c) * 7) % 5;
-  switch (p) {
-    case Pattern::uneven:
-      return h;  // 0..4, zeros included
-    case Pattern::silent_first_rank:
-      return src == 0 || dst == size - 1 ? 0 : h + 1;
-    case Pattern::all_to_rank_0:
-      return dst == 0 ? h + 2 : 0;
-    case Pattern::large:
-      return 3000 + 500 * h;
-    case Pattern::empty:
-      return 0;
-  }
-  return 0;
-}
-
-// Element k of row j of the block src sends dst in chunk c: a small integer, so every
-// dtype holds it exactly.
-double element(int src, int dst, int c, int64_t j, int64_t k, DType dt) {
-  const int64_t h = (int64_t(src) * 31 + int64_t(dst) * 17 + int64_t(c) * 13 + j * 7 + k) % 200 - 100;
-  return dt == DType::b8 ? double(h & 1) : double(h);
-}
-
-struct Case {
-  Pattern pattern;
-  int chunks;
-  bool send_chunk_major, recv_chunk_major;
-  DType dtype;
-  Shape row;  // the shape after dim 0
-};
-
-// The blocks of one buffer in memory order: (peer, chunk) pairs as the layout orders them.
-std::vector<std::pair<int, int>> block_order(int size, int chunks, bool chunk_major) {
-  std::vector<std::pair<int, int>> out;
-  for (int a = 0; a < (chunk_major ? chunks : size); ++a)
-    for (int b = 0; b < (chunk_major ? size : chunks); ++b) out.emplace_back(chunk_major ? b : a, chunk_major ? a : b);
-  return out;
-}
-
-// The rows of a buffer holding, for each (peer, chunk) block in layout order, the block
-// from `src(peer)` to `dst(peer)`.
-template <typename Src, typename Dst>
-std::vector<double> buffer(const Case& k, int size, bool chunk_major, Src src, Dst dst, int64_t row_elems) {
-  std::vector<double> v;
-  for (auto [peer, c] : block_order(size, k.chunks, chunk_major)) {
-    const int s = src(peer), d = dst(peer);
-    for (int64_t j = 0; j < count(k.pattern, s, d, c, size); ++j)
-      for (int64_t e = 0; e < row_elems; ++e) v.push_back(element(s, d, c, j, e, k.dtype));
-  }
-  return v;
-}
-
-void check_case(Communicator& comm, const Case& k, Device dev) {
+void check_case(Communicator& comm, const AllToAllCase& k, Device dev) {
   const int me = comm.rank(), size = comm.size();
-  std::vector<int64_t> send_rows, recv_rows;
-  for (int p = 0; p < size; ++p)
-    for (int c = 0; c < k.chunks; ++c) {
-      send_rows.push_back(count(k.pattern, me, p, c, size));
-      recv_rows.push_back(count(k.pattern, p, me, c, size));
-    }
-  const int64_t row_elems = shape_numel(k.row);
-  const auto shape_of = [&](const std::vector<int64_t>& rows) {
-    Shape s{0};
-    for (int64_t r : rows) s[0] += r;
-    s.insert(s.end(), k.row.begin(), k.row.end());
-    return s;
-  };
-  const auto self = [&](int) { return me; };
-  const auto peer = [&](int p) { return p; };
-  const std::vector<double> send_v = buffer(k, size, k.send_chunk_major, self, peer, row_elems);
-  const std::vector<double> want = buffer(k, size, k.recv_chunk_major, peer, self, row_elems);
-  const Tensor send = make(send_v, shape_of(send_rows), k.dtype, dev);
-  const ChunkLayout layout{k.chunks, k.send_chunk_major, k.recv_chunk_major};
-  const Tensor recv = comm.all_to_all_v(send, send_rows, recv_rows, layout);
+  const std::vector<int64_t> send_rows = ref::rows(k, me, size, false), recv_rows = ref::rows(k, me, size, true);
+  const std::vector<double> send_v = ref::buffer(k, me, size, false), want = ref::buffer(k, me, size, true);
+  const Tensor send = make(send_v, ref::buffer_shape(k, send_rows), k.dtype, dev);
+  const Tensor recv = comm.all_to_all_v(send, send_rows, recv_rows, k.layout());
   const std::string what = where(dev, k.dtype) + " pattern " + std::to_string(int(k.pattern)) + ", " +
                            std::to_string(k.chunks) + " chunks, send " + (k.send_chunk_major ? "chunk" : "peer") +
                            "-major, recv " + (k.recv_chunk_major ? "chunk" : "peer") + "-major, row " +
                            shape_str(k.row) + " on " + comm.name();
-  EXPECT_EQ(recv.shape(), shape_of(recv_rows)) << what;
+  EXPECT_EQ(recv.shape(), ref::buffer_shape(k, recv_rows)) << what;
   EXPECT_EQ(recv.to_vector(), want) << what;
   // The reverse exchange (counts and layouts swapped) gives the input back.
   const Tensor back = comm.all_to_all_v(recv, recv_rows, send_rows, {k.chunks, k.recv_chunk_major, k.send_chunk_major});

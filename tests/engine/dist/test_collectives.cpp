@@ -29,12 +29,7 @@ void check_all_reduce(Communicator& c, int64_t seed) {
           const int64_t n = shape_numel(shape);
           Tensor t = make(values(c.rank(), n, dt, seed), shape, dt, dev);
           c.all_reduce(t, op);
-          std::vector<double> want(size_t(n), op == ReduceOp::sum ? 0.0 : -1e300);
-          for (int r = 0; r < c.size(); ++r)
-            for (int64_t i = 0; i < n; ++i) {
-              const double v = value(r, i, dt, seed);
-              want[size_t(i)] = op == ReduceOp::sum ? want[size_t(i)] + v : std::max(want[size_t(i)], v);
-            }
+          const std::vector<double> want = hmoe::dist::reference::all_reduce(c.size(), n, dt, seed, op);
           EXPECT_EQ(t.shape(), shape);
           EXPECT_EQ(t.to_vector(), want) << where(dev, dt) << " " << shape_str(shape)
                                          << (op == ReduceOp::sum ? " sum" : " max") << " on " << c.name();
@@ -51,11 +46,7 @@ void check_all_gather(Communicator& c, int64_t seed) {
         Tensor out = c.all_gather(in);
         Shape want_shape = shape.empty() ? Shape{int64_t(c.size())} : shape;
         if (!shape.empty()) want_shape[0] *= c.size();
-        std::vector<double> want;
-        for (int r = 0; r < c.size(); ++r) {
-          const std::vector<double> v = values(r, n, dt, seed);
-          want.insert(want.end(), v.begin(), v.end());
-        }
+        const std::vector<double> want = hmoe::dist::reference::all_gather(c.size(), n, dt, seed);
         EXPECT_EQ(out.shape(), want_shape) << where(dev, dt);
         EXPECT_EQ(out.to_vector(), want) << where(dev, dt) << " " << shape_str(shape) << " on " << c.name();
         // Into a given output of another shape with the same number of elements.

@@ -9,7 +9,7 @@
 // tokens are dropped).
 #include <map>
 
-#include "models/hypermoe/ffn.h"
+#include "models/hypermoe/ep_pair.h"
 #include "ops/dist.h"
 #include "tests/support/dist_world.h"
 #include "tests/support/model_util.h"
@@ -27,30 +27,6 @@ model::ModelConfig layer_cfg(int64_t k) {
   c.aux_lb_coef = 0.05;
   c.aux_z_coef = 0.01;
   return c;
-}
-
-// A MoEFFN or a HyperMoEFFN (MoE layer 1 of 2) with its hypernetwork.
-struct Layer {
-  std::shared_ptr<model::HyperNetwork> hyper;
-  std::shared_ptr<model::MoEFFN> ffn;
-  std::vector<std::pair<std::string, Tensor>> params() const {
-    auto p = ffn->named_parameters();
-    if (hyper)
-      for (auto& [n, t] : hyper->named_parameters()) p.emplace_back("hyper." + n, t);
-    return p;
-  }
-};
-
-Layer make_layer(const model::ModelConfig& c, bool hyper, const nn::Parallel& par) {
-  Generator gen(3);
-  Layer l;
-  if (hyper) {
-    l.hyper = std::make_shared<model::HyperNetwork>(c, 2, gen);
-    l.ffn = std::make_shared<model::HyperMoEFFN>(c, 1, l.hyper, gen, par);
-  } else {
-    l.ffn = std::make_shared<model::MoEFFN>(c, gen, par);
-  }
-  return l;
 }
 
 // Rows [first, first + rows) of t along dim 0.
@@ -86,13 +62,13 @@ void check(const Case& cs) {
     cfg.aux_cv_coef = 0;
   }
   const nn::Parallel par = nn::Parallel::make(td::world_ptr(), cs.ep);
-  Layer ref = make_layer(cfg, cs.hyper, {});
-  Layer ep = make_layer(cfg, cs.hyper, par);
+  model::FfnLayer ref = model::make_ffn_layer(cfg, cs.hyper, {}, 3);
+  model::FfnLayer ep = model::make_ffn_layer(cfg, cs.hyper, par, 3);
 
   // The sharded layer is built with the values of the whole one (its rows of the experts).
   const std::map<std::string, nn::RowShard> shards = ep.ffn->parameter_shards();
-  const auto ref_params = ref.params();
-  const auto ep_params = ep.params();
+  const auto ref_params = ref.parameters();
+  const auto ep_params = ep.parameters();
   ASSERT_EQ(ref_params.size(), ep_params.size());
   for (size_t i = 0; i < ref_params.size(); ++i) {
     const auto& [n, whole] = ref_params[i];
@@ -102,28 +78,10 @@ void check(const Case& cs) {
     const Tensor want = sh == shards.end() ? whole : rows_of(whole, sh->second.first, mine.size(0));
     EXPECT_TRUE(bit_equal(mine, want)) << n << " at construction";
   }
-  // Random values everywhere (a zero router routes trivially), the same on every rank and
-  // in both layers; then f64.
-  {
-    NoGradGuard ng;
-    Generator g(11);
-    for (size_t i = 0; i < ref_params.size(); ++i) {
-      const auto& [n, whole] = ref_params[i];
-      Tensor w = whole;
-      w.copy_(normal(whole.shape(), g, 0.0, n == "router.weight" ? 1.0 : 0.3));
-      if (cs.forced && n == "router.weight") {
-        w.zero_();
-        w.select(0, 0).narrow(0, 0, 1).fill_(30.0);  // expert 0 reads feature 0, which is positive
-      }
-      const auto sh = shards.find(n);
-      Tensor dst = ep_params[i].second;
-      dst.copy_(sh == shards.end() ? whole : rows_of(whole, sh->second.first, dst.size(0)));
-    }
-  }
-  for (Layer* l : {&ref, &ep}) {
-    l->ffn->to(DType::f64);
-    if (l->hyper) l->hyper->to(DType::f64);
-  }
+  // Random values everywhere, the same on every rank and in both layers; then f64.
+  model::set_random_parameters(ref, ep, cs.forced, 11);
+  ref.to(DType::f64);
+  ep.to(DType::f64);
 
   const int64_t T = 6, d = cfg.d_model;  // tokens per rank
   Tensor x_all = rand_t({W * T, d}, 21);
