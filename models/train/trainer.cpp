@@ -28,6 +28,9 @@
 #include "models/train/run_dir.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"
+#if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
+#include "engine/cuda/runtime.h"
+#endif
 
 namespace hmoe::train {
 
@@ -265,6 +268,21 @@ nn::Parallel parallel_layout(const Config& cfg, const std::shared_ptr<dist::Comm
   return nn::Parallel::make(world, cfg.dist.ep);
 }
 
+// Under mpirun with the nccl backend, each rank trains on the GPU its communicator
+// uses (its node-local rank modulo the node's GPUs): train.device = cuda means that GPU.
+// Returns it (-1 where the run has no such choice: one process, the CPU, or a backend
+// that takes any device's tensors).
+int rank_device(Config& cfg, const dist::Communicator* world) {
+  DeviceSetting& d = cfg.train.device;
+  if (!world || world->size() == 1 || d.device.type != DeviceType::cuda || world->device() < 0) return -1;
+  const int mine = world->device();
+  HMOE_CHECK(!d.numbered || d.device.index == mine, "train: train.device = ", d.str(), " names one GPU for every ",
+             "rank; under mpirun each rank trains on its own (rank ", world->rank(), ": cuda:", mine,
+             "): write train.device = cuda");
+  d.device = Device::cuda(mine);
+  return mine;
+}
+
 // The run directory, locked and writable, with room on its disk for a checkpoint (the
 // writer's checks; every rank then knows the paths).
 RunDir open_run_dir(const Config& cfg, const RunOptions& opts, bool writer) {
@@ -419,6 +437,12 @@ TrainResult run_training(const Config& cfg, const RunOptions& opts) {
   const Progress progress(opts.quiet || !writer, opts.progress_tty);
   Prepared p = prepare(cfg, progress);
   const nn::Parallel par = parallel_layout(p.cfg, opts.world);
+  [[maybe_unused]] const int gpu = rank_device(p.cfg, opts.world.get());
+#if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
+  // Kernels launch on the calling thread's current device: this rank's GPU.
+  std::optional<cuda::DeviceGuard> on_gpu;
+  if (gpu >= 0) on_gpu.emplace(gpu);
+#endif
   Run run(std::move(p), opts, progress, par);
   return run.step_loop();
 }

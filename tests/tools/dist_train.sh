@@ -80,6 +80,9 @@ if [ "$with_cuda" = cuda ]; then
   run_np 2 c_cpu "${few[@]}" dist.ep=2 || fail "cpu: $(cat c_cpu.err)"
   run_np 2 c_dev "${few[@]}" dist.ep=2 train.device=cuda || fail "cuda device: $(cat c_dev.err)"
   close_losses c_cpu c_dev 1e-5 || fail "the emulated cuda device under MPI differs from the CPU"
+  # The same through the nccl backend (the emulated NCCL): each rank on its communicator's GPU.
+  run_np 2 c_nccl "${few[@]}" dist.ep=2 train.device=cuda dist.backend=nccl || fail "nccl: $(cat c_nccl.err)"
+  close_losses c_cpu c_nccl 1e-5 || fail "the nccl backend's run differs from the CPU"
 fi
 
 # A rank killed mid-run: the job ends at once (not after the watchdog's timeout), naming
