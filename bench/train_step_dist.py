@@ -7,7 +7,11 @@ batch of 16 sequences, in tokens/s:
   hmoe w1     `hmoe --threads 2 train`: one process, two threads
   hmoe w2 ep2 `mpirun -np 2 hmoe --threads 1 train ... dist.ep=2`: the experts split over the
               two ranks, tokens sent to their expert's rank; with --bind best both mpirun
-              bindings (none, core) are measured and the faster kept (column "bind")
+              bindings (none, core) are measured and the faster kept (column "bind"); with
+              `--mca mpi_yield_when_idle 1` (--no-yield: without): OpenMPI's blocking calls
+              otherwise spin, which on a machine shared with other work takes the CPU from
+              the rank being waited for (here, under load: about 0.5 of world 1 spinning,
+              0.95 yielding); gloo does not spin
   torch dp2   2 processes, 1 thread each, data-parallel: every parameter replicated, the
               gradients summed with one all_reduce of a flat buffer they live in
   torch ep2   2 processes, 1 thread each, expert-parallel: each rank owns half of every
@@ -15,13 +19,17 @@ batch of 16 sequences, in tokens/s:
               rows with all_to_all_single (and back; the backward swaps the splits); the
               replicated parameters' gradients summed with one all_reduce, the clipping norm
               completed with one more (the experts' shards)
-  torch w1    one process, two threads (the reference)
+  torch w1    one process, two threads (the reference), with OMP_WAIT_POLICY=PASSIVE unless
+              set: libgomp's spinning threads, like OpenMPI's, starve on a shared machine
+              (here, under load: 7 s a tiny step spinning, 0.45 s passive); hmoe's thread
+              pool waits on condition variables
 The PyTorch model is bench/train_step_torch.py's (imported, its shapes set per preset):
 noisy top-k router with the cv^2 aux loss, experts as index_select / addmm / index_add
 over tokens sorted by expert (no per-expert nonzero), and HyperMoE with the exact
 per-pattern adapter of /work/shared/spec/hypermoe.md section 6 (the selection MLP and
 hypernetwork run once per distinct selected set, not per token as the reference does),
-so PyTorch gets the same algorithmic savings hmoe has. AdamW with foreach=True (torch
+so PyTorch gets the same algorithmic savings hmoe has; its expert-parallel aux loss is
+each rank's own (hmoe reduces the statistics over the world first: a few bytes). AdamW with foreach=True (torch
 1.13 has no fused CPU AdamW); gradients live in preallocated flat buffers. Both sides
 train on windows of the default corpus (/usr/share/games/fortunes, bytes, vocab 256).
 tokens/s = global tokens per step / the median step time over --steps steps after
@@ -29,7 +37,7 @@ tokens/s = global tokens per step / the median step time over --steps steps afte
 cumulative since the run's first step: step n ends at n * tokens / tokens_per_s).
 
 usage: /usr/bin/python3 bench/train_step_dist.py [--hmoe build/tools/hmoe] [--presets tiny small]
-           [--ffn moe hypermoe] [--steps 8] [--warmup 2] [--bind best|none|core] [--quick]
+           [--ffn moe hypermoe] [--steps 8] [--warmup 2] [--bind best|none|core] [--no-yield] [--quick]
        (--quick: tiny only, 1 timed step, no core binding: a smoke test, about 30 s on 2 quiet cores)
 """
 import argparse
@@ -265,7 +273,8 @@ def hmoe_tokens_per_s(world, bind, preset, ffn, a, tmp):
            f"train.steps={a.warmup + a.steps}", "train.eval_every=0", "train.eval_batches=1",
            "train.checkpoint_every=0", f"train.out_dir={out_dir}"]
     if world > 1:
-        cmd = ["mpirun", "-np", str(world), "--bind-to", bind] + cmd + [f"dist.ep={world}"]
+        yield_idle = [] if a.no_yield else ["--mca", "mpi_yield_when_idle", "1"]
+        cmd = ["mpirun", "-np", str(world), "--bind-to", bind, *yield_idle] + cmd + [f"dist.ep={world}"]
     env = dict(os.environ)
     if os.geteuid() == 0:  # OpenMPI refuses root without these
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
@@ -289,10 +298,12 @@ def main():
     ap.add_argument("--warmup", type=int, default=2, help="steps before them, not timed")
     ap.add_argument("--bind", default="best", choices=["best", "none", "core"],
                     help="mpirun --bind-to for hmoe w2; best: both, the faster kept")
+    ap.add_argument("--no-yield", action="store_true", help="hmoe w2: let OpenMPI spin while it waits")
     ap.add_argument("--quick", action="store_true", help="a smoke test: tiny, 1 step after 1, --bind none")
     a = ap.parse_args()
     if a.quick:
         a.presets, a.steps, a.warmup, a.bind = ["tiny"], 1, 1, "none"
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # inherited by the spawned workers
     binds = ["none", "core"] if a.bind == "best" else [a.bind]
     print(f"torch {torch.__version__} (gloo), {os.cpu_count()} CPUs; batch {BATCH}, top-{TOP_K}, "
           f"{a.steps} timed steps after {a.warmup}; tokens/s (global tokens per step / median step time)")
