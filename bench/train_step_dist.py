@@ -37,7 +37,8 @@ tokens/s = global tokens per step / the median step time over --steps steps afte
 cumulative since the run's first step: step n ends at n * tokens / tokens_per_s).
 
 usage: /usr/bin/python3 bench/train_step_dist.py [--hmoe build/tools/hmoe] [--presets tiny small]
-           [--ffn moe hypermoe] [--steps 8] [--warmup 2] [--bind best|none|core] [--no-yield] [--quick]
+           [--ffn moe hypermoe] [--steps 8] [--warmup 2] [--bind best|none|core] [--no-yield] [--rounds 1] [--no-torch]
+           [--quick]
        (--quick: tiny only, 1 timed step, no core binding: a smoke test, about 30 s on 2 quiet cores)
 """
 import argparse
@@ -299,28 +300,55 @@ def main():
     ap.add_argument("--bind", default="best", choices=["best", "none", "core"],
                     help="mpirun --bind-to for hmoe w2; best: both, the faster kept")
     ap.add_argument("--no-yield", action="store_true", help="hmoe w2: let OpenMPI spin while it waits")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure every column this many times, back to back; medians (a shared machine drifts)")
+    ap.add_argument("--no-torch", action="store_true", help="hmoe's columns only")
     ap.add_argument("--quick", action="store_true", help="a smoke test: tiny, 1 step after 1, --bind none")
     a = ap.parse_args()
     if a.quick:
-        a.presets, a.steps, a.warmup, a.bind = ["tiny"], 1, 1, "none"
+        a.presets, a.steps, a.warmup, a.bind, a.rounds = ["tiny"], 1, 1, "none", 1
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # inherited by the spawned workers
     binds = ["none", "core"] if a.bind == "best" else [a.bind]
     print(f"torch {torch.__version__} (gloo), {os.cpu_count()} CPUs; batch {BATCH}, top-{TOP_K}, "
-          f"{a.steps} timed steps after {a.warmup}; tokens/s (global tokens per step / median step time)")
+          f"{a.steps} timed steps after {a.warmup}; tokens/s (global tokens per step / median step time)"
+          + (f"; medians of {a.rounds} rounds, ratios' range in brackets" if a.rounds > 1 else ""))
     cols = ["hmoe w1", "hmoe w2 ep2", "bind", "torch dp2", "torch ep2", "torch w1", "w2/w1", "w2/torch2"]
-    print(f"{'preset':7s} {'ffn':9s}" + "".join(f" {c:>11s}" for c in cols), flush=True)
+    widths = [11] * 6 + [11 if a.rounds == 1 else 17] * 2  # the ratios' ranges widen the last two
+    print(f"{'preset':7s} {'ffn':9s}" + "".join(f" {c:>{w}s}" for c, w in zip(cols, widths)), flush=True)
     with tempfile.TemporaryDirectory(prefix="train_step_dist-") as tmp:
         for preset in a.presets:
             for ffn in a.ffn:
-                w1 = hmoe_tokens_per_s(1, "none", preset, ffn, a, tmp)
-                w2, bind = max((hmoe_tokens_per_s(2, b, preset, ffn, a, tmp), b) for b in binds)
-                dp2 = torch_tokens_per_s("dp", 2, 1, preset, ffn, a, tmp)
-                ep2 = torch_tokens_per_s("ep", 2, 1, preset, ffn, a, tmp)
-                tw1 = torch_tokens_per_s("dp", 1, 2, preset, ffn, a, tmp)
-                row = [f"{w1:.0f}", f"{w2:.0f}", bind, f"{dp2:.0f}", f"{ep2:.0f}", f"{tw1:.0f}",
-                       f"{w2 / w1:.2f}", f"{w2 / max(dp2, ep2):.2f}x"]
-                print(f"{preset:7s} {ffn:9s}" + "".join(f" {c:>11s}" for c in row), flush=True)
+                rounds = [measure_row(preset, ffn, binds, a, tmp) for _ in range(a.rounds)]
+                row = format_row(rounds)
+                print(f"{preset:7s} {ffn:9s}" + "".join(f" {c:>{w}s}" for c, w in zip(row, widths)), flush=True)
 
+
+def measure_row(preset, ffn, binds, a, tmp):
+    """One round of a row: {column: tokens/s} and the binding hmoe w2 had."""
+    r = {"hmoe w1": hmoe_tokens_per_s(1, "none", preset, ffn, a, tmp)}
+    r["hmoe w2"], r["bind"] = max((hmoe_tokens_per_s(2, b, preset, ffn, a, tmp), b) for b in binds)
+    if not a.no_torch:
+        r["torch dp2"] = torch_tokens_per_s("dp", 2, 1, preset, ffn, a, tmp)
+        r["torch ep2"] = torch_tokens_per_s("ep", 2, 1, preset, ffn, a, tmp)
+        r["torch w1"] = torch_tokens_per_s("dp", 1, 2, preset, ffn, a, tmp)
+    return r
+
+
+def format_row(rounds):
+    def med(key):
+        return f"{statistics.median(r[key] for r in rounds):.0f}" if key in rounds[0] else "-"
+
+    def ratio(f, suffix=""):
+        v = [f(r) for r in rounds]
+        spread = f" [{min(v):.2f}-{max(v):.2f}]" if len(v) > 1 else ""
+        return f"{statistics.median(v):.2f}{suffix}{spread}"
+
+    binds = sorted({r["bind"] for r in rounds})
+    row = [med("hmoe w1"), med("hmoe w2"), "/".join(binds), med("torch dp2"), med("torch ep2"), med("torch w1"),
+           ratio(lambda r: r["hmoe w2"] / r["hmoe w1"])]
+    if "torch dp2" in rounds[0]:
+        row.append(ratio(lambda r: r["hmoe w2"] / max(r["torch dp2"], r["torch ep2"]), "x"))
+    return row
 
 if __name__ == "__main__":
     main()
