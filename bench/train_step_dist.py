@@ -39,7 +39,8 @@ cumulative since the run's first step: step n ends at n * tokens / tokens_per_s)
 usage: /usr/bin/python3 bench/train_step_dist.py [--hmoe build/tools/hmoe] [--presets tiny small]
            [--ffn moe hypermoe] [--steps 8] [--warmup 2] [--bind best|none|core] [--no-yield] [--rounds 1] [--no-torch]
            [--quick]
-       (--quick: tiny only, 1 timed step, no core binding: a smoke test, about 30 s on 2 quiet cores)
+       (--quick: tiny only, 1 timed step, bind none: a smoke test; 77 s on the shared 2-core machine
+       under load, 13 s with --no-torch: too long for ctest, so it is not there)
 """
 import argparse
 import json
