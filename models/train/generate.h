@@ -20,8 +20,7 @@ struct GenerateOptions {
   int64_t window_keep = 0;        // see infer::Request
 };
 // The prompt, then each sampled token's byte as soon as it is made, handed to `out` (so a
-// long generation shows from its first token; memory stays bounded by the block size
-// whatever max_tokens, beyond the stop strings' check of the output so far).
+// long generation shows from its first token; memory stays bounded whatever max_tokens).
 void generate(const std::string& checkpoint_dir, const GenerateOptions& opts,
               const std::function<void(std::string_view)>& out);
 // The prompt followed by the sampled continuation, as bytes.
