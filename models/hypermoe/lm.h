@@ -1,6 +1,7 @@
 // The GPT-style decoder language model: token and learned position embeddings,
 // pre-norm blocks (causal self-attention + an FFN that is dense, MoE or HyperMoE per
-// the config), a final norm and an LM head tied to the token embedding.
+// the config), a final norm and an LM head tied to the token embedding; and its
+// incremental eval forward over a key/value cache (models/infer drives it).
 #pragma once
 
 #include <memory>
@@ -16,10 +17,26 @@
 
 namespace hmoe::model {
 
+// What incremental decoding keeps of the tokens a batch has seen (inference only): per
+// block, keys and values [B, H, capacity, dh] in the activations' dtype, slot s holding
+// the token at position s. Slots hold finite values from the start (zeros), so a masked
+// slot's weight of exactly 0 never meets a NaN.
+struct KvCache {
+  std::vector<Tensor> k, v;
+  int64_t capacity() const { return k.empty() ? 0 : k[0].size(2); }
+  // Rows [first, first + n) as views: a forward through them writes into this cache.
+  KvCache rows(int64_t first, int64_t n) const;
+};
+
 class CausalSelfAttention : public nn::Module {
  public:
   CausalSelfAttention(const ModelConfig& cfg, Generator& gen);
   Tensor forward(const Tensor& x);  // [B, T, d]
+  // x [B, T, d], eval without autograd: row b's T new keys and values fill slots start[b]
+  // .. start[b] + T - 1 of k_cache, v_cache (this block's [B, H, capacity, dh]), and its
+  // query t attends to slots 0 .. start[b] + t.
+  Tensor forward_cached(const Tensor& x, const std::vector<int64_t>& start, const Tensor& k_cache,
+                        const Tensor& v_cache);
 
  private:
   int64_t n_head_;
@@ -33,6 +50,9 @@ class Block : public nn::Module {
         const nn::Parallel& par = {});
   // Adds the FFN's aux loss and routing counts to `out`.
   Tensor forward(const Tensor& x, FfnStats& stats, Generator& noise);
+  // The eval forward with attention through this block's part of the cache.
+  Tensor forward_cached(const Tensor& x, const std::vector<int64_t>& start, const Tensor& k_cache,
+                        const Tensor& v_cache, FfnStats& stats, Generator& noise);
 
  private:
   std::shared_ptr<nn::LayerNorm> ln1_, ln2_;
@@ -58,6 +78,15 @@ class LanguageModel : public nn::Module {
   // world of W ranks each holds B of the batch's W * B sequences (rank r: from r * B on)
   // and draws the values one process draws for them.
   LmOutput forward(const Tensor& ids, Generator& noise);
+  // An empty cache for `batch` rows of `capacity` slots on the model's device.
+  KvCache make_cache(int64_t batch, int64_t capacity) const;
+  // Incremental eval forward (call in eval mode, under NoGradGuard): ids [B, T] at
+  // positions pos (i64 [B, T], each < block_size) fill cache slots start[b] .. start[b] +
+  // T - 1 of row b and attend as CausalSelfAttention::forward_cached says; returns the
+  // logits [B, V] of row b's token at index at[b] (0 <= at[b] < T). Reads the parameters
+  // only, so several threads may run it at once, each on its own cache.
+  Tensor forward_cached(const Tensor& ids, const Tensor& pos, const std::vector<int64_t>& start, KvCache& cache,
+                        const std::vector<int64_t>& at);
   const ModelConfig& config() const { return cfg_; }
   const nn::Parallel& parallel() const { return par_; }
 

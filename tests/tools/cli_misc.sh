@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CLI's own checks (issue 18, cases 7, 12 and 14): a fresh run over an existing one
 # needs --overwrite; a FIFO as data is refused at once; range errors are short; metrics
-# lines are strict JSON; generate prints as it goes; a zero-step run is refused.
+# lines are strict JSON; generate prints as it goes (and runs a batch of prompts); a zero-step
+# run is refused.
 # usage: cli_misc.sh HMOE_BINARY
 source "$(dirname "$0")/lib.sh"
 
@@ -43,4 +44,15 @@ check_short "train.lr must be a finite number" "$hmoe" train train.lr=1e30
 bytes=$( (timeout 60 "$hmoe" generate --checkpoint run/checkpoint --prompt "the " \
   --max-tokens 9223372036854775807 || true) | head -c 40 | wc -c)
 [ "$bytes" -eq 40 ] || fail "generate did not stream (got $bytes bytes)"
+# Several prompts run as one batch, each row what it is alone; bad sampling input is refused.
+"$hmoe" generate --checkpoint run/checkpoint --prompt "the q" --prompt "jumps over" --max-tokens 30 --greedy \
+  > batch.txt || fail "batch generate"
+[ "$(wc -l < batch.txt)" -eq 2 ] || fail "two prompts, not two lines: $(cat batch.txt)"
+for p in "the q" "jumps over"; do
+  one=$("$hmoe" generate --checkpoint run/checkpoint --prompt "$p" --max-tokens 30 --greedy)
+  grep -qxF -- "$one" batch.txt || fail "'$one' alone is not a row of the batch: $(cat batch.txt)"
+done
+check_short "top_p must be in (0, 1\]" "$hmoe" generate --checkpoint run/checkpoint --top-p 0
+check_short "the prompt has 17 tokens; a prompt needs 1 .. block_size = 16" "$hmoe" generate \
+  --checkpoint run/checkpoint --prompt "the quick brown f"
 echo "cli_misc: ok"

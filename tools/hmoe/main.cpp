@@ -11,6 +11,8 @@
 #include <functional>
 #include <limits>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "engine/dist/communicator.h"
 #include "engine/error.h"
@@ -239,20 +241,41 @@ Verb eval_verb(CLI::App& app) {
 Verb generate_verb(CLI::App& app) {
   struct Args {
     std::string checkpoint;
+    std::vector<std::string> prompts;
+    bool greedy = false;
     hmoe::train::GenerateOptions gen;
   };
   auto a = std::make_shared<Args>();
-  auto* cmd = app.add_subcommand("generate", "sample text from a checkpoint");
+  auto* cmd = app.add_subcommand("generate", "sample text from a checkpoint (a key/value cache, one step per token)");
   cmd->add_option("--checkpoint", a->checkpoint, "checkpoint directory")->required();
-  cmd->add_option("--prompt", a->gen.prompt, "text to continue");
+  cmd->add_option("--prompt", a->prompts,
+                  "text to continue (at most block_size bytes); repeated: the prompts run as one batch and each "
+                  "result is printed when all are done");
   cmd->add_option("--max-tokens", a->gen.max_tokens, "tokens to sample (printed as they are made)")
       ->check(whole_in(0, kMaxCount));
   cmd->add_option("--temperature", a->gen.temperature, "sampling temperature (0: greedy)")
       ->check(finite_non_negative());
+  cmd->add_flag("--greedy", a->greedy, "the likeliest token every time (temperature 0)");
   cmd->add_option("--top-k", a->gen.top_k, "sample among the k most likely tokens (0: all)")
       ->check(whole_in(0, kMaxCount));
+  cmd->add_option("--top-p", a->gen.top_p, "then among the fewest whose probabilities sum to >= p (1: all)")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", a->gen.seed, "sampling seed");
+  cmd->add_option("--stop", a->gen.stop, "stop right after the output ends with this text (repeatable)");
+  cmd->add_option("--window-keep", a->gen.window_keep,
+                  "tokens a full window keeps when it starts over (0: half the block size; block_size: the whole "
+                  "window again for every token)")
+      ->check(whole_in(0, kMaxCount));
   return {cmd, [a] {
+            if (a->greedy) a->gen.temperature = 0;
+            if (a->prompts.size() > 1) {
+              for (const std::string& text : hmoe::train::generate_texts(a->checkpoint, a->prompts, a->gen)) {
+                std::fwrite(text.data(), 1, text.size(), stdout);
+                std::fputc('\n', stdout);
+              }
+              return 0;
+            }
+            if (!a->prompts.empty()) a->gen.prompt = a->prompts[0];
             hmoe::train::generate(a->checkpoint, a->gen, [](std::string_view bytes) {
               std::fwrite(bytes.data(), 1, bytes.size(), stdout);
               std::fflush(stdout);
