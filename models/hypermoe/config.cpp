@@ -33,6 +33,29 @@ T parse_named(std::string_view key, std::string_view s, const std::array<T, N>& 
 
 }  // namespace
 
+ModelConfig preset(std::string_view name) {
+  ModelConfig c;
+  c.preset = std::string(name);
+  auto sizes = [&c](int64_t layers, int64_t d, int64_t heads, int64_t ff, int64_t block, int64_t rank) {
+    c.n_layer = layers;
+    c.d_model = d;
+    c.n_head = heads;
+    c.d_ff = ff;
+    c.block_size = block;
+    c.adapter_rank = rank;
+  };
+  if (name == "tiny") return c;  // the struct's defaults
+  if (name == "small") {
+    sizes(6, 256, 8, 1024, 256, 32);
+    return c;
+  }
+  if (name == "base") {
+    sizes(12, 768, 12, 3072, 1024, 64);
+    return c;
+  }
+  HMOE_FAIL("config: unknown model preset '", name, "' (expected tiny, small or base)");
+}
+
 std::string_view name(FfnKind k) {
   switch (k) {
     case FfnKind::dense:

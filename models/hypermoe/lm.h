@@ -33,6 +33,7 @@ class Block : public nn::Module {
         const nn::Parallel& par = {});
   // Adds the FFN's aux loss and routing counts to `out`.
   Tensor forward(const Tensor& x, FfnStats& stats, Generator& noise);
+  const FeedForward& ffn() const { return *ffn_; }
 
  private:
   std::shared_ptr<nn::LayerNorm> ln1_, ln2_;
@@ -58,6 +59,9 @@ class LanguageModel : public nn::Module {
   // world of W ranks each holds B of the batch's W * B sequences (rank r: from r * B on)
   // and draws the values one process draws for them.
   LmOutput forward(const Tensor& ids, Generator& noise);
+  // The same in eval (no router noise, jitter or dropout drawn); in training an
+  // hmoe::Error when the model would draw any (pass a Generator, or call eval()).
+  LmOutput forward(const Tensor& ids);
   const ModelConfig& config() const { return cfg_; }
   const nn::Parallel& parallel() const { return par_; }
 
