@@ -77,23 +77,23 @@ std::vector<Tensor> Module::parameters() const {
   return out;
 }
 
-std::vector<std::pair<std::string, Tensor>> Module::state_dict() const { return collect_all(true); }
+StateDict Module::state_dict() const { return StateDict(collect_all(true)); }
 
-void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool strict) {
+void Module::load_state_dict(const StateDict& state, bool strict) {
   NoGradGuard ng;
   std::set<std::string> used;
   for (auto& [name, t] : state_dict()) {
-    auto it = state.find(name);
-    if (it == state.end()) {
+    const Tensor* src = state.find(name);
+    if (src == nullptr) {
       HMOE_CHECK(!strict, "load_state_dict: missing key '", name, "'");
       continue;
     }
-    HMOE_CHECK(it->second.shape() == t.shape(), "load_state_dict: '", name, "' has shape ",
-               shape_str(it->second.shape()), ", the module expects ", shape_str(t.shape()));
-    HMOE_CHECK(!strict || it->second.dtype() == t.dtype(), "load_state_dict: '", name, "' has dtype ",
-               dtype_name(it->second.dtype()), ", the module expects ", dtype_name(t.dtype()));
+    HMOE_CHECK(src->shape() == t.shape(), "load_state_dict: '", name, "' has shape ", shape_str(src->shape()),
+               ", the module expects ", shape_str(t.shape()));
+    HMOE_CHECK(!strict || src->dtype() == t.dtype(), "load_state_dict: '", name, "' has dtype ",
+               dtype_name(src->dtype()), ", the module expects ", dtype_name(t.dtype()));
     Tensor dst = t;
-    dst.copy_(it->second);
+    dst.copy_(*src);
     used.insert(name);
   }
   if (strict)

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/tensor.h"
+#include "models/nn/state_dict.h"
 
 namespace hmoe::nn {
 
@@ -55,9 +56,12 @@ class Module {
   // In registration order, depth first.
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
   std::vector<Tensor> parameters() const;
-  std::vector<std::pair<std::string, Tensor>> state_dict() const;  // parameters and buffers
-  // strict: every key must be present and match in shape and dtype, and no key may be unknown.
-  void load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true);
+  // Parameters and buffers, in registration order (depth first): the tensors themselves.
+  StateDict state_dict() const;
+  // Copies each entry into the tensor of its name. strict: every key must be present and
+  // match in shape and dtype, and no key may be unknown. (A std::map, a safetensors
+  // file's tensors, converts.)
+  void load_state_dict(const StateDict& state, bool strict = true);
   int64_t num_parameters() const;  // of this process's tensors
   // The sharded parameters by hierarchical name (empty when every parameter is whole).
   std::map<std::string, RowShard> parameter_shards() const;
