@@ -3,16 +3,11 @@
 // and router (the shared hypernetwork included, listed once); the language model's state
 // dict keys as before; FfnOptions (no init reading a layer count, a router that spreads
 // tokens), presets from the API, forward without a Generator, ModuleList and Sequential.
+#include <filesystem>
 #include <set>
 
-#include "autograd/node.h"
-#include "models/hypermoe/ffn.h"
-#include "models/hypermoe/lm.h"
-#include "models/nn/containers.h"
+#include "hmoe.h"  // what a user includes: modules, layers, models (and the rest)
 #include "models/train/config.h"
-#include "ops/elementwise.h"
-#include "ops/factory.h"
-#include "ops/reduce.h"
 #include "tests/support/model_util.h"
 #include "tests/support/test_util.h"
 
@@ -257,6 +252,40 @@ TEST(LayerContainers, SequentialAppliesInOrderAndListsParameters) {
   EXPECT_EQ(names.front().first, "0.weight");
   EXPECT_EQ(names.back().first, "2.router.weight");
   EXPECT_HMOE_ERROR((void)nn::ModuleList()[0], "index 0 out of range");
+}
+
+// The README's example ("Using the engine from C++"), as it stands there.
+TEST(LayerApi, ReadmeExample) {
+  const auto dir = std::filesystem::temp_directory_path() / "hmoe_test_readme_example";
+  std::filesystem::create_directories(dir);
+  const std::string layer_file = (dir / "layer.safetensors").string(),
+                    optim_file = (dir / "optim.safetensors").string();
+  model::FfnOptions o;
+  o.top_k = 2;
+  Generator gen(0);
+  auto layer = std::make_shared<model::HyperMoEFFN>(o, gen);
+  optim::AdamW opt({{"decay", layer->parameters()}}, {.lr = 1e-3});
+  Tensor x = normal({64, o.d_model}, gen);
+  model::FfnStats stats;
+  Tensor loss = sum(square(layer->forward(x, stats, gen))) + stats.aux_loss;
+  loss.backward();
+  opt.step();
+  opt.zero_grad();
+  io::save_safetensors(layer_file, layer->state_dict().items());
+  opt.save(optim_file);
+  layer->eval();
+  Tensor y = layer->forward(x);
+  EXPECT_EQ(y.shape(), x.shape());
+  // Both files load back: the weights into a fresh layer, the state into its optimiser.
+  Generator other(1);
+  auto again = std::make_shared<model::HyperMoEFFN>(o, other);
+  again->load_state_dict(io::load_safetensors(layer_file).tensors);
+  optim::AdamW opt2({{"decay", again->parameters()}}, {.lr = 1e-3});
+  opt2.load(optim_file);
+  EXPECT_EQ(opt2.step_count(), 1);
+  again->eval();
+  EXPECT_EQ(max_abs_diff(again->forward(x), y), 0.0);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Presets, FromTheApiAsTheConfigLoaderSetsThem) {
