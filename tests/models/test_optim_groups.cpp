@@ -109,7 +109,7 @@ TEST(OptimGroups, StateDictSavedToAFileResumesExactly) {
     EXPECT_TRUE(bit_equal(p2, p));
     EXPECT_TRUE(bit_equal(q2, q));
     const auto sd = opt.state_dict();
-    EXPECT_EQ(sd.back().first, "step");
+    EXPECT_EQ(sd.items().back().first, "step");
     // An optimiser over other groups refuses the file, naming it and the key.
     optim::AdamW wrong(
         std::vector<optim::ParamGroup>{{"decay", {p2}, {"v"}, 1.0, std::nullopt}, {"plain", {q2}, {"b"}, 1.0, 0.0}},
