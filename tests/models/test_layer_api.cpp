@@ -48,23 +48,18 @@ void expect_parameters_are_what_it_trains(const nn::Module& m, const Tensor& los
   for (const auto& [n, p] : m.named_parameters()) EXPECT_TRUE(p.grad().defined()) << "no gradient for '" << n << "'";
 }
 
+// small_layer_config's sizes, 4 experts, with the router asked for and every aux loss,
+// initialised as a layer of its own.
 model::FfnOptions small_options(model::RouterKind router, int64_t k, bool noisy) {
-  model::FfnOptions o;
-  o.d_model = 8;
-  o.d_ff = 12;
-  o.n_experts = 4;
-  o.top_k = k;
-  o.router = router;
-  o.noisy = noisy;
-  o.jitter = router == model::RouterKind::switch_ ? 0.1 : 0.0;
-  o.aux_lb_coef = 0.01;
-  o.aux_z_coef = 0.001;
-  o.expert_emb_dim = 6;
-  o.selection_hidden = 7;
-  o.hyper_in = 5;
-  o.hyper_hidden = 9;
-  o.layer_emb_dim = 3;
-  o.adapter_rank = 4;
+  model::ModelConfig c = small_layer_config(4, k);
+  c.router = router;
+  c.noisy = noisy;
+  c.jitter = router == model::RouterKind::switch_ ? 0.1 : 0.0;
+  c.aux_lb_coef = 0.01;
+  c.aux_z_coef = 0.001;
+  model::FfnOptions o = model::ffn_options(c);
+  o.out_init_std = o.init_std;
+  o.router_init_std = 0.02;
   return o;
 }
 
