@@ -297,6 +297,11 @@ TEST(Presets, FromTheApiAsTheConfigLoaderSetsThem) {
     EXPECT_EQ(a.preset, p);
   }
   EXPECT_EQ(model::preset("small").d_model, 256);
+  const model::ModelConfig defaults, tiny = model::preset("tiny");
+  EXPECT_EQ(tiny.n_layer, defaults.n_layer);
+  EXPECT_EQ(tiny.d_model, defaults.d_model);
+  EXPECT_EQ(tiny.d_ff, defaults.d_ff);
+  EXPECT_EQ(tiny.adapter_rank, defaults.adapter_rank);
   EXPECT_HMOE_ERROR(model::preset("huge"), "unknown model preset 'huge'");
 }
 
