@@ -375,10 +375,9 @@ struct PeakMemory {
   double mib() const { return double(proc_status_kib("VmHWM") - base_kib) / 1024.0; }
 };
 
-// `shared`: a module the layer uses but does not own (the model-wide hypernetwork), whose
-// gradients a step must clear as well, as the trainer's optimizer does.
+// A HyperMoE layer's zero_grad clears its hypernetwork's gradients too (a submodule).
 template <typename Layer>
-void run_layer(benchmark::State& st, Layer& layer, nn::Module* shared = nullptr) {
+void run_layer(benchmark::State& st, Layer& layer) {
   const int64_t T = 2048;
   Generator g(1), noise(2);
   Tensor x = normal({T, 256}, g).set_requires_grad(true);
@@ -391,7 +390,6 @@ void run_layer(benchmark::State& st, Layer& layer, nn::Module* shared = nullptr)
     Tensor loss = sum(y * w);
     loss.backward();
     layer.zero_grad();
-    if (shared) shared->zero_grad();
     x.zero_grad();
   };
   const PeakMemory peak;
@@ -423,7 +421,7 @@ void BM_hypermoe_layer(benchmark::State& st) {
   auto hyper = std::make_shared<model::HyperNetwork>(c, 1, g);
   model::HyperMoEFFN layer(c, 0, hyper, g);
   use_baseline_router(layer, g);
-  run_layer(st, layer, hyper.get());
+  run_layer(st, layer);
 }
 
 }  // namespace

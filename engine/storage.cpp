@@ -123,4 +123,11 @@ void cpu_cache_reset_peak() { host_cache().cache.reset_peak_stats(); }
 Storage::Storage(size_t nbytes, Device device)
     : data_(allocator_for(device.type).allocate(nbytes, device.index)), nbytes_(nbytes), device_(device) {}
 
+Storage::Storage(void* data, size_t nbytes, Device device, std::function<void(void*)> deleter)
+    : data_(data, [](void*) {}), deleter_(std::move(deleter)), nbytes_(nbytes), device_(device) {}
+
+Storage::~Storage() {
+  if (deleter_) deleter_(data_.get());
+}
+
 }  // namespace hmoe

@@ -1,9 +1,11 @@
-// Storage: one owned allocation on one device, shared by every tensor view of it;
-// and the allocator registry that backends fill (the CPU one is built in).
+// Storage: one allocation on one device, shared by every tensor view of it (owned, or
+// memory of the caller's wrapped with its deleter); and the allocator registry that
+// backends fill (the CPU one is built in).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "engine/device.h"
@@ -49,6 +51,10 @@ void cpu_cache_reset_peak();  // peak statistics restart from the current use
 class Storage {
  public:
   Storage(size_t nbytes, Device device);
+  // The caller's memory (nbytes at data, on device), not copied; deleter(data) runs once,
+  // when the storage dies (no deleter: the caller keeps the memory alive that long).
+  Storage(void* data, size_t nbytes, Device device, std::function<void(void*)> deleter);
+  ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 
@@ -62,6 +68,7 @@ class Storage {
 
  private:
   DataPtr data_;
+  std::function<void(void*)> deleter_;  // the caller's memory: its deleter (data_ frees nothing)
   size_t nbytes_;
   Device device_;
   uint64_t version_ = 0;

@@ -20,6 +20,18 @@ Tensor Tensor::empty(const Shape& shape, TensorOptions opts) {
   return t;
 }
 
+Tensor Tensor::from_blob(void* data, const Shape& shape, DType dtype, Device device,
+                         std::function<void(void*)> deleter) {
+  HMOE_CHECK(shape.size() <= size_t(kMaxRank), "from_blob: rank ", shape.size(), " exceeds the maximum of ", kMaxRank);
+  for (int64_t d : shape) HMOE_CHECK(d >= 0, "from_blob: negative dimension in shape ", shape_str(shape));
+  const int64_t bytes = checked_mul(shape_numel(shape), int64_t(dtype_size(dtype)), "from_blob: bytes of the tensor");
+  HMOE_CHECK(data != nullptr || bytes == 0, "from_blob: null data for ", bytes, " bytes");
+  HMOE_CHECK(reinterpret_cast<uintptr_t>(data) % dtype_size(dtype) == 0, "from_blob: data at ", data,
+             " is not aligned to the ", dtype_size(dtype), " bytes of ", dtype_name(dtype));
+  auto storage = std::make_shared<Storage>(data, size_t(bytes), device, std::move(deleter));
+  return Tensor(std::make_shared<TensorImpl>(std::move(storage), shape, contiguous_strides(shape), 0, dtype));
+}
+
 Tensor Tensor::make_view(const Tensor& base, Shape shape, Shape strides, int64_t offset) {
   HMOE_CHECK(shape.size() == strides.size(), "view: shape ", shape_str(shape), " and strides ", shape_str(strides),
              " differ in rank");

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -54,6 +55,14 @@ class Tensor {
 
   // A new, uninitialised, contiguous tensor.
   static Tensor empty(const Shape& shape, TensorOptions opts = {});
+  // A contiguous tensor over the caller's memory, without a copy (as libtorch's from_blob
+  // and MLX's array over a pointer): `data` holds shape's elements of dtype on device,
+  // aligned to the element size. deleter(data) runs once, when the last tensor or view
+  // sharing the memory dies (a gradient or a copy does not share it); with none, the
+  // caller keeps the memory alive while any such tensor lives. Writes through the tensor
+  // (copy_, in-place ops, an optimiser) change the caller's memory.
+  static Tensor from_blob(void* data, const Shape& shape, DType dtype, Device device = Device::cpu(),
+                          std::function<void(void*)> deleter = nullptr);
   // A tensor over existing storage (a view); checks the view stays inside storage.
   static Tensor make_view(const Tensor& base, Shape shape, Shape strides, int64_t offset);
 
@@ -108,6 +117,10 @@ class Tensor {
   Tensor flatten(int64_t start = 0, int64_t end = -1) const;
   Tensor contiguous() const;
   Tensor clone() const;
+  // Floating to integer conversion (i32, i64) truncates toward zero, as C++ and
+  // PyTorch do (2.7 -> 2, -2.7 -> -2), on every device; NaN and values outside the
+  // target's range are not defined (C++'s cast rules): clamp first. To bf16/f16: round
+  // to nearest even.
   Tensor to(DType dtype) const;
   Tensor to(Device device) const;
 

@@ -52,17 +52,41 @@ struct BoundKernel {
   }
 };
 
+// The name a stub's calls carry in the profiler and its traces: the kernel's, without
+// the registry's "_stub" ("gemm" inside the "matmul" or "linear" event the op records,
+// "attention_forward"); the elementwise stubs name each call by its op instead ("add",
+// "gelu": get's op_name). Fills `out` at compile time (stubs are constant-initialised).
+constexpr void stub_op_name(const char* stub, char (&out)[48]) {
+  size_t n = 0;
+  while (stub[n] != '\0') ++n;
+  constexpr const char* kSuffix = "_stub";
+  if (n >= 5) {
+    bool suffix = true;
+    for (size_t i = 0; i < 5; ++i) suffix = suffix && stub[n - 5 + i] == kSuffix[i];
+    if (suffix) n -= 5;
+  }
+  if (n >= sizeof(out)) n = sizeof(out) - 1;
+  for (size_t i = 0; i < n; ++i) out[i] = stub[i];
+  out[n] = '\0';
+}
+
 template <typename Fn>
 struct DispatchStub {
-  const char* name;
+  constexpr explicit DispatchStub(const char* stub, WorkFn<Fn> w = nullptr) : name(stub), work(w) {
+    stub_op_name(stub, op);
+  }
+  const char* name;  // the stub's, for errors about the kernel table
   WorkFn<Fn> work = nullptr;
   Fn table[kNumDeviceTypes] = {};
+  char op[48] = {};  // the profiler's name for its calls (stub_op_name)
 
-  BoundKernel<Fn> get(Device d) const {
+  // op_name: the profiler's name for this call where the stub serves several ops (the
+  // elementwise stubs: "add", "gelu", ...); it must outlive the profiler (a literal).
+  BoundKernel<Fn> get(Device d, const char* op_name = nullptr) const {
     ensure_backends_registered();
     Fn f = table[size_t(d.type)];
     HMOE_CHECK(f != nullptr, name, ": no kernel for device ", d.str(), " in this build");
-    return {f, name, d, work};
+    return {f, op_name ? op_name : op, d, work};
   }
   void set(DeviceType t, Fn f) { table[size_t(t)] = f; }
 };
@@ -80,8 +104,8 @@ void register_cuda_backend();
 }  // namespace hmoe::ops
 
 #define HMOE_DECLARE_STUB(fn_type, stub) extern ::hmoe::ops::DispatchStub<fn_type> stub
-#define HMOE_DEFINE_STUB(fn_type, stub) ::hmoe::ops::DispatchStub<fn_type> stub{#stub}
-// A stub with a cost model (a WorkFn<fn_type>), for the profiler's GFLOP/s and GB/s.
 // clang-format off
-#define HMOE_DEFINE_STUB_WITH_WORK(fn_type, stub, work) ::hmoe::ops::DispatchStub<fn_type> stub{#stub, work}
+#define HMOE_DEFINE_STUB(fn_type, stub) constinit ::hmoe::ops::DispatchStub<fn_type> stub{#stub}
+// A stub with a cost model (a WorkFn<fn_type>), for the profiler's GFLOP/s and GB/s.
+#define HMOE_DEFINE_STUB_WITH_WORK(fn_type, stub, work) constinit ::hmoe::ops::DispatchStub<fn_type> stub{#stub, work}
 // clang-format on

@@ -60,13 +60,13 @@ Tensor run_binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   const Tensor ac = (a.dtype() == ct ? a : a.to(ct)).expand(shape);
   const Tensor bc = (b.dtype() == ct ? b : b.to(ct)).expand(shape);
   Tensor out = Tensor::empty(shape, {is_comparison(op) ? DType::b8 : ct, dev});
-  binary_stub.get(dev)(op, ac.detach(), bc.detach(), out);
+  binary_stub.get(dev, name)(op, ac.detach(), bc.detach(), out);
   return out;
 }
 
 Tensor run_unary(UnaryOp op, const Tensor& a, double p0 = 0, double p1 = 0) {
   Tensor out = Tensor::empty(a.shape(), {op == UnaryOp::logical_not ? DType::b8 : a.dtype(), a.device()});
-  unary_stub.get(a.device())(op, a.detach(), out, p0, p1);
+  unary_stub.get(a.device(), unary_name(op))(op, a.detach(), out, p0, p1);
   return out;
 }
 
@@ -104,7 +104,7 @@ void add_(const Tensor& dst, const Tensor& src) {
     return;
   }
   const Tensor s = (src.dtype() == dst.dtype() ? src : src.to(dst.dtype())).expand(dst.shape());
-  binary_stub.get(dev)(BinaryOp::add, dst.detach(), s.detach(), dst.detach());
+  binary_stub.get(dev, "add_")(BinaryOp::add, dst.detach(), s.detach(), dst.detach());
   dst.storage()->bump_version();
 }
 

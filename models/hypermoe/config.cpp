@@ -33,6 +33,28 @@ T parse_named(std::string_view key, std::string_view s, const std::array<T, N>& 
 
 }  // namespace
 
+ModelConfig preset(std::string_view name) {
+  struct Sizes {
+    std::string_view name;
+    int64_t n_layer, d_model, n_head, d_ff, block_size, adapter_rank;
+  };
+  static constexpr Sizes kPresets[] = {
+      {"tiny", 4, 128, 4, 512, 128, 16}, {"small", 6, 256, 8, 1024, 256, 32}, {"base", 12, 768, 12, 3072, 1024, 64}};
+  for (const Sizes& p : kPresets) {
+    if (p.name != name) continue;
+    ModelConfig c;
+    c.preset = std::string(name);
+    c.n_layer = p.n_layer;
+    c.d_model = p.d_model;
+    c.n_head = p.n_head;
+    c.d_ff = p.d_ff;
+    c.block_size = p.block_size;
+    c.adapter_rank = p.adapter_rank;
+    return c;
+  }
+  HMOE_FAIL("config: unknown model preset '", name, "' (expected tiny, small or base)");
+}
+
 std::string_view name(FfnKind k) {
   switch (k) {
     case FfnKind::dense:

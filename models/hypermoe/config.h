@@ -43,6 +43,13 @@ struct ModelConfig {
   int64_t adapter_rank = 16;
 };
 
+// The ModelConfig of a preset (tiny | small | base: the sizes a config's model.preset
+// sets, the other fields their defaults); another name is an hmoe::Error listing them.
+// tiny: 4 layers, d_model 128, 4 heads, d_ff 512, block 128, adapter rank 16 (the
+// struct's defaults, as a test checks); small: 6, 256, 8, 1024, 256, 32; base: 12, 768,
+// 12, 3072, 1024, 64.
+ModelConfig preset(std::string_view name);
+
 // The names config files use, and back; a name not in the list is an hmoe::Error that
 // names the key and the accepted values.
 std::string_view name(FfnKind k);

@@ -9,22 +9,11 @@
 
 namespace hmoe::model {
 
-std::vector<std::pair<std::string, Tensor>> FfnLayer::parameters() const {
-  auto p = ffn->named_parameters();
-  if (hyper)
-    for (auto& [n, t] : hyper->named_parameters()) p.emplace_back("hyper." + n, t);
-  return p;
-}
+std::vector<std::pair<std::string, Tensor>> FfnLayer::parameters() const { return ffn->named_parameters(); }
 
-void FfnLayer::to(DType dt) {
-  ffn->to(dt);
-  if (hyper) hyper->to(dt);
-}
+void FfnLayer::to(DType dt) { ffn->to(dt); }
 
-void FfnLayer::to(Device d) {
-  ffn->to(d);
-  if (hyper) hyper->to(d);
-}
+void FfnLayer::to(Device d) { ffn->to(d); }
 
 FfnLayer make_ffn_layer(const ModelConfig& cfg, bool hyper, const nn::Parallel& par, uint64_t seed) {
   Generator gen(seed);

@@ -14,11 +14,12 @@
 
 namespace hmoe::model {
 
-// A MoEFFN, or a HyperMoEFFN (MoE layer 1 of 2) with its hypernetwork.
+// A MoEFFN, or a HyperMoEFFN (MoE layer 1 of 2) with its hypernetwork (which the layer
+// registers as "hyper").
 struct FfnLayer {
   std::shared_ptr<HyperNetwork> hyper;
   std::shared_ptr<MoEFFN> ffn;
-  // The ffn's parameters, then the hypernetwork's prefixed "hyper.".
+  // The ffn's parameters, its hypernetwork's ("hyper.*") among them.
   std::vector<std::pair<std::string, Tensor>> parameters() const;
   void to(DType dt);
   void to(Device d);

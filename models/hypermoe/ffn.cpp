@@ -59,12 +59,24 @@ void init_uniform(const Tensor& t, Generator& gen, double a) {
 }
 }  // namespace
 
-DenseFFN::DenseFFN(const ModelConfig& cfg, Generator& gen) {
-  const DenseFfnShapes s = dense_ffn_shapes(cfg);
+Tensor FeedForward::forward(const Tensor& x, FfnStats& stats) {
+  HMOE_CHECK(!draws_noise(), "FeedForward::forward: this layer draws router noise or jitter in training: pass a ",
+             "Generator, or call eval()");
+  Generator unused(0);  // nothing is drawn from it (checked above)
+  return forward(x, stats, unused);
+}
+
+Tensor FeedForward::forward(const Tensor& x) {
+  FfnStats stats;
+  return forward(x, stats);
+}
+
+DenseFFN::DenseFFN(const FfnOptions& o, Generator& gen) {
+  const DenseFfnShapes s = dense_ffn_shapes(layer_config(o));
   fc_ = register_module("fc", std::make_shared<nn::Linear>(s.fc, gen));
   proj_ = register_module("proj", std::make_shared<nn::Linear>(s.proj, gen));
-  init_normal(fc_->weight, gen, 0.02);
-  init_normal(proj_->weight, gen, 0.02 / std::sqrt(2.0 * double(cfg.n_layer)));
+  init_normal(fc_->weight, gen, o.init_std);
+  init_normal(proj_->weight, gen, o.out_init_std);
   NoGradGuard ng;
   fc_->bias.zero_();
   proj_->bias.zero_();
@@ -99,12 +111,15 @@ AdapterWeights HyperNetwork::generate(const Tensor& s, int64_t layer) {
           head_up_->forward(h).reshape({P, r_, d_}), head_bup_->forward(h)};
 }
 
-MoEFFN::MoEFFN(const ModelConfig& cfg, Generator& gen, const nn::Parallel& par) : cfg_(cfg), par_(par) {
+MoEFFN::MoEFFN(const FfnOptions& o, Generator& gen, const nn::Parallel& par) : cfg_(layer_config(o)), par_(par) {
+  const ModelConfig& cfg = cfg_;
   HMOE_CHECK(cfg.n_experts % par.ep_size() == 0, "MoE layer: ", cfg.n_experts, " experts cannot be shared by ",
              par.ep_size(), " expert-parallel ranks (dist.ep must divide n_experts)");
   const MoEShapes s = moe_shapes(cfg);
   router_ = register_module("router", std::make_shared<nn::Linear>(s.router, gen));
-  {
+  if (o.router_init_std > 0) {
+    init_normal(router_->weight, gen, o.router_init_std);
+  } else {
     NoGradGuard ng;
     router_->weight.zero_();  // zero-initialised as in the reference
   }
@@ -114,16 +129,16 @@ MoEFFN::MoEFFN(const ModelConfig& cfg, Generator& gen, const nn::Parallel& par) 
     noise_->weight.zero_();
   }
   if (!par.experts_sharded()) {
-    w1_ = param(*this, "w1", s.w1, gen, 0.02);
+    w1_ = param(*this, "w1", s.w1, gen, o.init_std);
     b1_ = param(*this, "b1", s.b1, gen, 0.0);
-    w2_ = param(*this, "w2", s.w2, gen, 0.02 / std::sqrt(2.0 * double(cfg.n_layer)));
+    w2_ = param(*this, "w2", s.w2, gen, o.out_init_std);
     b2_ = param(*this, "b2", s.b2, gen, 0.0);
     return;
   }
   const nn::RowShard mine = par.experts(cfg.n_experts);
-  w1_ = sharded_param(*this, "w1", s.w1, mine, gen, 0.02);
+  w1_ = sharded_param(*this, "w1", s.w1, mine, gen, o.init_std);
   b1_ = sharded_param(*this, "b1", s.b1, mine, gen, 0.0);
-  w2_ = sharded_param(*this, "w2", s.w2, mine, gen, 0.02 / std::sqrt(2.0 * double(cfg.n_layer)));
+  w2_ = sharded_param(*this, "w2", s.w2, mine, gen, o.out_init_std);
   b2_ = sharded_param(*this, "b2", s.b2, mine, gen, 0.0);
 }
 
@@ -248,13 +263,23 @@ Tensor MoEFFN::forward(const Tensor& x, FfnStats& stats, Generator& noise) {
   return run_experts(x, route(x, stats, noise));
 }
 
-HyperMoEFFN::HyperMoEFFN(const ModelConfig& cfg, int64_t moe_layer, std::shared_ptr<HyperNetwork> hyper, Generator& gen,
+bool MoEFFN::draws_noise() const {
+  const bool jitter = cfg_.router == RouterKind::switch_ && cfg_.jitter > 0;
+  return is_training() && (noise_ != nullptr || jitter);
+}
+
+HyperMoEFFN::HyperMoEFFN(const FfnOptions& o, Generator& gen, int64_t moe_layer, std::shared_ptr<HyperNetwork> hyper,
                          const nn::Parallel& par)
-    : MoEFFN(cfg, gen, par), layer_(moe_layer), hyper_(std::move(hyper)) {
-  const HyperExpertShapes s = hyper_expert_shapes(cfg);
+    : MoEFFN(o, gen, par), layer_(moe_layer), hyper_(std::move(hyper)) {
+  HMOE_CHECK(moe_layer >= 0, "HyperMoEFFN: moe_layer must be >= 0, got ", moe_layer);
+  const HyperExpertShapes s = hyper_expert_shapes(cfg_);
   expert_emb_ = param(*this, "expert_emb", s.expert_emb, gen, 1.0);
   sel1_ = register_module("sel1", std::make_shared<nn::Linear>(s.sel1, gen));
   sel2_ = register_module("sel2", std::make_shared<nn::Linear>(s.sel2, gen));
+  if (!hyper_) hyper_ = std::make_shared<HyperNetwork>(o, moe_layer + 1, gen);
+  HMOE_CHECK(moe_layer < hyper_->layers(), "HyperMoEFFN: MoE layer ", moe_layer, " of a hypernetwork built for ",
+             hyper_->layers(), " layers");
+  register_module("hyper", hyper_);
 }
 
 Tensor HyperMoEFFN::selection_embedding(const Tensor& unselected_mask) {

@@ -1,6 +1,8 @@
 // The feed-forward sub-layers of a block: dense GELU MLP, MoE (router + N experts
 // run with the grouped GEMM), and HyperMoE (MoE plus the HyperExpert whose adapter
 // is generated, once per distinct selection pattern, by the model-wide hypernetwork).
+// Each is built from FfnOptions (a layer on its own) or from a model's ModelConfig
+// (what the language model builds: ffn_options of it).
 #pragma once
 
 #include <memory>
@@ -8,6 +10,7 @@
 
 #include "engine/rng.h"
 #include "models/hypermoe/config.h"
+#include "models/hypermoe/layer_options.h"
 #include "models/nn/layers.h"
 #include "models/nn/module.h"
 #include "models/nn/parallel.h"
@@ -25,13 +28,22 @@ struct FfnStats {
 
 class FeedForward : public nn::Module {
  public:
-  // x: [T, d] (normalised). noise: router noise in training.
+  // x: [T, d] (normalised) -> [T, d]. noise: router noise and jitter in training.
   virtual Tensor forward(const Tensor& x, FfnStats& stats, Generator& noise) = 0;
+  // The same without a Generator, for a layer that draws nothing (in eval, or one with
+  // no router noise or jitter): else an hmoe::Error saying to pass one or call eval().
+  Tensor forward(const Tensor& x, FfnStats& stats);
+  Tensor forward(const Tensor& x);  // the aux losses and expert counts dropped
+  // Whether forward draws random numbers in the current mode.
+  virtual bool draws_noise() const { return false; }
 };
 
 class DenseFFN : public FeedForward {
  public:
-  DenseFFN(const ModelConfig& cfg, Generator& gen);
+  // fc [d_model -> d_ff] ~ N(0, init_std), proj [d_ff -> d_model] ~ N(0, out_init_std).
+  DenseFFN(const FfnOptions& o, Generator& gen);
+  DenseFFN(const ModelConfig& cfg, Generator& gen) : DenseFFN(ffn_options(cfg), gen) {}
+  using FeedForward::forward;
   Tensor forward(const Tensor& x, FfnStats& stats, Generator& noise) override;
 
  private:
@@ -50,8 +62,11 @@ struct AdapterWeights {
 class HyperNetwork : public nn::Module {
  public:
   HyperNetwork(const ModelConfig& cfg, int64_t n_moe_layers, Generator& gen);
+  HyperNetwork(const FfnOptions& o, int64_t n_moe_layers, Generator& gen)
+      : HyperNetwork(layer_config(o), n_moe_layers, gen) {}
   // s: [P, hyper_in] selection embeddings of layer `layer`.
   AdapterWeights generate(const Tensor& s, int64_t layer);
+  int64_t layers() const { return layer_emb_.size(0); }  // the MoE layers it has embeddings for
 
  private:
   int64_t d_, r_;
@@ -65,8 +80,13 @@ class HyperNetwork : public nn::Module {
 // whole batch (par.world), so the layer computes what one process computes on it.
 class MoEFFN : public FeedForward {
  public:
-  MoEFFN(const ModelConfig& cfg, Generator& gen, const nn::Parallel& par = {});
+  // The router [d_model -> N] ~ N(0, router_init_std) (zeros for 0: see FfnOptions), the
+  // noise projection zeros, the experts' w1 ~ N(0, init_std), w2 ~ N(0, out_init_std).
+  MoEFFN(const FfnOptions& o, Generator& gen, const nn::Parallel& par = {});
+  MoEFFN(const ModelConfig& cfg, Generator& gen, const nn::Parallel& par = {}) : MoEFFN(ffn_options(cfg), gen, par) {}
+  using FeedForward::forward;
   Tensor forward(const Tensor& x, FfnStats& stats, Generator& noise) override;
+  bool draws_noise() const override;
 
  protected:
   // The router's choice for x and its plan (aux losses and expert counts go to stats).
@@ -78,7 +98,7 @@ class MoEFFN : public FeedForward {
   // The experts' combined output [T, d] (tokens over capacity pass p_max * x).
   Tensor run_experts(const Tensor& x, const Routing& rt);
 
-  const ModelConfig cfg_;
+  const ModelConfig cfg_;  // layer_config of the options: what the router and shapes read
   const nn::Parallel par_;
   std::shared_ptr<nn::Linear> router_, noise_;
   Tensor w1_, b1_, w2_, b2_;  // [E, d, d_ff], [E, d_ff], [E, d_ff, d], [E, d]: this rank's E experts
@@ -93,11 +113,20 @@ class MoEFFN : public FeedForward {
   Tensor batch_capacity_drops(const Tensor& expert_ids) const;
 };
 
+// The hypernetwork is a submodule ("hyper") of every layer that uses it. Given none, the
+// layer builds its own (embeddings for moe_layer + 1 layers) after its other parameters;
+// a model passes the one it shares, registered at its top first so that its state dict
+// lists it once (see nn::Module on shared submodules).
 class HyperMoEFFN : public MoEFFN {
  public:
+  explicit HyperMoEFFN(const FfnOptions& o, Generator& gen, int64_t moe_layer = 0,
+                       std::shared_ptr<HyperNetwork> hyper = nullptr, const nn::Parallel& par = {});
   HyperMoEFFN(const ModelConfig& cfg, int64_t moe_layer, std::shared_ptr<HyperNetwork> hyper, Generator& gen,
-              const nn::Parallel& par = {});
+              const nn::Parallel& par = {})
+      : HyperMoEFFN(ffn_options(cfg), gen, moe_layer, std::move(hyper), par) {}
+  using FeedForward::forward;
   Tensor forward(const Tensor& x, FfnStats& stats, Generator& noise) override;
+  const std::shared_ptr<HyperNetwork>& hypernetwork() const { return hyper_; }
   // The HyperExpert's output for given hard selections (used by tests too).
   Tensor hyper_expert(const Tensor& x, const Tensor& expert_ids);
   // The same, materialising each token's adapter as the reference implementation does.
@@ -108,7 +137,7 @@ class HyperMoEFFN : public MoEFFN {
   Tensor selection_embedding(const Tensor& unselected_mask);
 
   int64_t layer_;
-  std::shared_ptr<HyperNetwork> hyper_;  // shared; registered by the model, not here
+  std::shared_ptr<HyperNetwork> hyper_;  // registered here as "hyper"; may be shared with other layers
   Tensor expert_emb_;                    // [N, e]
   std::shared_ptr<nn::Linear> sel1_, sel2_;
 };

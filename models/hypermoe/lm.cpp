@@ -220,4 +220,13 @@ Tensor LanguageModel::forward_cached(const Tensor& ids, const Tensor& pos, const
   return linear(h, wte_->weight);
 }
 
+LmOutput LanguageModel::forward(const Tensor& ids) {
+  bool draws = is_training() && cfg_.dropout > 0;
+  for (const auto& b : blocks_) draws = draws || b->ffn().draws_noise();
+  HMOE_CHECK(!draws, "LanguageModel::forward: the model draws router noise, jitter or dropout in training: pass a ",
+             "Generator, or call eval()");
+  Generator unused(0);  // nothing is drawn from it (checked above)
+  return forward(ids, unused);
+}
+
 }  // namespace hmoe::model

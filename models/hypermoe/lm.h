@@ -53,6 +53,7 @@ class Block : public nn::Module {
   // The eval forward with attention through this block's part of the cache.
   Tensor forward_cached(const Tensor& x, const std::vector<int64_t>& start, const Tensor& k_cache,
                         const Tensor& v_cache, FfnStats& stats, Generator& noise);
+  const FeedForward& ffn() const { return *ffn_; }
 
  private:
   std::shared_ptr<nn::LayerNorm> ln1_, ln2_;
@@ -87,6 +88,9 @@ class LanguageModel : public nn::Module {
   // only, so several threads may run it at once, each on its own cache.
   Tensor forward_cached(const Tensor& ids, const Tensor& pos, const std::vector<int64_t>& start, KvCache& cache,
                         const std::vector<int64_t>& at);
+  // The same in eval (no router noise, jitter or dropout drawn); in training an
+  // hmoe::Error when the model would draw any (pass a Generator, or call eval()).
+  LmOutput forward(const Tensor& ids);
   const ModelConfig& config() const { return cfg_; }
   const nn::Parallel& parallel() const { return par_; }
 

@@ -39,29 +39,37 @@ void Module::add_child(const std::string& name, std::shared_ptr<Module> m) {
   children_.emplace_back(name, std::move(m));
 }
 
-void Module::collect(const std::string& prefix, bool buffers, std::vector<std::pair<std::string, Tensor>>& out) const {
+void Module::collect(const std::string& prefix, bool buffers, std::vector<std::pair<std::string, Tensor>>& out,
+                     std::set<const Module*>& seen) const {
+  if (!seen.insert(this).second) return;
   for (const auto& [n, t] : params_) out.emplace_back(prefix + n, t);
   if (buffers)
     for (const auto& [n, t] : buffers_) out.emplace_back(prefix + n, t);
-  for (const auto& [n, c] : children_) c->collect(prefix + n + ".", buffers, out);
+  for (const auto& [n, c] : children_) c->collect(prefix + n + ".", buffers, out, seen);
 }
 
-void Module::collect_shards(const std::string& prefix, std::map<std::string, RowShard>& out) const {
+std::vector<std::pair<std::string, Tensor>> Module::collect_all(bool buffers) const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  std::set<const Module*> seen;
+  collect("", buffers, out, seen);
+  return out;
+}
+
+void Module::collect_shards(const std::string& prefix, std::map<std::string, RowShard>& out,
+                            std::set<const Module*>& seen) const {
+  if (!seen.insert(this).second) return;
   for (const auto& [n, sh] : shards_) out.emplace(prefix + n, sh);
-  for (const auto& [n, c] : children_) c->collect_shards(prefix + n + ".", out);
+  for (const auto& [n, c] : children_) c->collect_shards(prefix + n + ".", out, seen);
 }
 
 std::map<std::string, RowShard> Module::parameter_shards() const {
   std::map<std::string, RowShard> out;
-  collect_shards("", out);
+  std::set<const Module*> seen;
+  collect_shards("", out, seen);
   return out;
 }
 
-std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
-  std::vector<std::pair<std::string, Tensor>> out;
-  collect("", false, out);
-  return out;
-}
+std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const { return collect_all(false); }
 
 std::vector<Tensor> Module::parameters() const {
   std::vector<Tensor> out;
@@ -69,27 +77,23 @@ std::vector<Tensor> Module::parameters() const {
   return out;
 }
 
-std::vector<std::pair<std::string, Tensor>> Module::state_dict() const {
-  std::vector<std::pair<std::string, Tensor>> out;
-  collect("", true, out);
-  return out;
-}
+StateDict Module::state_dict() const { return StateDict(collect_all(true)); }
 
-void Module::load_state_dict(const std::map<std::string, Tensor>& state, bool strict) {
+void Module::load_state_dict(const StateDict& state, bool strict) {
   NoGradGuard ng;
   std::set<std::string> used;
   for (auto& [name, t] : state_dict()) {
-    auto it = state.find(name);
-    if (it == state.end()) {
+    const Tensor* src = state.find(name);
+    if (src == nullptr) {
       HMOE_CHECK(!strict, "load_state_dict: missing key '", name, "'");
       continue;
     }
-    HMOE_CHECK(it->second.shape() == t.shape(), "load_state_dict: '", name, "' has shape ",
-               shape_str(it->second.shape()), ", the module expects ", shape_str(t.shape()));
-    HMOE_CHECK(!strict || it->second.dtype() == t.dtype(), "load_state_dict: '", name, "' has dtype ",
-               dtype_name(it->second.dtype()), ", the module expects ", dtype_name(t.dtype()));
+    HMOE_CHECK(src->shape() == t.shape(), "load_state_dict: '", name, "' has shape ", shape_str(src->shape()),
+               ", the module expects ", shape_str(t.shape()));
+    HMOE_CHECK(!strict || src->dtype() == t.dtype(), "load_state_dict: '", name, "' has dtype ",
+               dtype_name(src->dtype()), ", the module expects ", dtype_name(t.dtype()));
     Tensor dst = t;
-    dst.copy_(it->second);
+    dst.copy_(*src);
     used.insert(name);
   }
   if (strict)
@@ -104,24 +108,19 @@ int64_t Module::num_parameters() const {
 
 void Module::to(Device d) {
   NoGradGuard ng;
-  std::vector<std::pair<std::string, Tensor>> all;
-  collect("", true, all);
-  for (auto& [n, t] : all)
+  for (auto& [n, t] : collect_all(true))
     if (t.device() != d) t.set_data(t.detach().to(d));
 }
 
 void Module::to(DType dt) {
   HMOE_CHECK(is_floating(dt), "Module::to: parameters can only be cast to a floating dtype, got ", dtype_name(dt));
   NoGradGuard ng;
-  std::vector<std::pair<std::string, Tensor>> all;
-  collect("", true, all);
-  for (auto& [n, t] : all)
+  for (auto& [n, t] : collect_all(true))
     if (is_floating(t.dtype()) && t.dtype() != dt) t.set_data(t.detach().to(dt));
 }
 
 Device Module::device() const {
-  std::vector<std::pair<std::string, Tensor>> all;
-  collect("", true, all);
+  const std::vector<std::pair<std::string, Tensor>> all = collect_all(true);
   return all.empty() ? Device::cpu() : all.front().second.device();
 }
 

@@ -1,15 +1,18 @@
 // Module: the base of every layer and model. Parameters and children are registered
 // by name, so every parameter has a hierarchical name ("blocks.0.attn.qkv.weight");
-// train/eval mode propagates; state dicts save and load strictly.
+// train/eval mode propagates; state dicts save and load strictly. A submodule may be
+// shared by several parents and is then listed once (see Module).
 #pragma once
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "engine/tensor.h"
+#include "models/nn/state_dict.h"
 
 namespace hmoe::nn {
 
@@ -23,6 +26,14 @@ struct RowShard {
   int64_t total = 0;
 };
 
+// Shared submodules. A module instance may be registered under several parents (the
+// hypernetwork every HyperMoE layer of a model uses). Every module that uses a submodule
+// registers it, so each one alone (a layer built on its own) lists all it trains; every
+// traversal (named_parameters, parameters, state_dict, parameter_shards, to, zero_grad,
+// train) then visits each instance once, under the first name it is reached by, depth
+// first in registration order. A model registers what it shares before the layers that
+// use it: the language model lists its hypernetwork once as "hyper.*", and a
+// HyperMoEFFN built alone lists its own as "hyper.*" too.
 class Module {
  public:
   Module() = default;
@@ -45,9 +56,12 @@ class Module {
   // In registration order, depth first.
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
   std::vector<Tensor> parameters() const;
-  std::vector<std::pair<std::string, Tensor>> state_dict() const;  // parameters and buffers
-  // strict: every key must be present and match in shape and dtype, and no key may be unknown.
-  void load_state_dict(const std::map<std::string, Tensor>& state, bool strict = true);
+  // Parameters and buffers, in registration order (depth first): the tensors themselves.
+  StateDict state_dict() const;
+  // Copies each entry into the tensor of its name. strict: every key must be present and
+  // match in shape and dtype, and no key may be unknown. (A std::map, a safetensors
+  // file's tensors, converts.)
+  void load_state_dict(const StateDict& state, bool strict = true);
   int64_t num_parameters() const;  // of this process's tensors
   // The sharded parameters by hierarchical name (empty when every parameter is whole).
   std::map<std::string, RowShard> parameter_shards() const;
@@ -67,8 +81,12 @@ class Module {
 
  private:
   void add_child(const std::string& name, std::shared_ptr<Module> m);
-  void collect(const std::string& prefix, bool buffers, std::vector<std::pair<std::string, Tensor>>& out) const;
-  void collect_shards(const std::string& prefix, std::map<std::string, RowShard>& out) const;
+  // Each module once (`seen`): see "Shared submodules" above.
+  void collect(const std::string& prefix, bool buffers, std::vector<std::pair<std::string, Tensor>>& out,
+               std::set<const Module*>& seen) const;
+  void collect_shards(const std::string& prefix, std::map<std::string, RowShard>& out,
+                      std::set<const Module*>& seen) const;
+  std::vector<std::pair<std::string, Tensor>> collect_all(bool buffers) const;
   static void check_name(const std::string& name);
 
   bool training_ = true;

@@ -3,8 +3,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 
 #include "autograd/grad_mode.h"
+#include "engine/io/safetensors.h"
 #include "ops/elementwise.h"
 #include "ops/factory.h"
 #include "ops/optim.h"
@@ -37,129 +39,169 @@ Tensor grad_of(const Tensor& p) {
 }
 }  // namespace
 
-Optimizer::Optimizer(std::vector<Tensor> params) : params_(std::move(params)) {
-  for (const Tensor& p : params_) {
-    check_param(p);
-    masters_.push_back(make_master(p));
+std::vector<ParamGroup> one_group(std::vector<Tensor> params) {
+  std::vector<ParamGroup> g(1);
+  g[0].params = std::move(params);
+  return g;
+}
+
+Optimizer::Optimizer(std::vector<ParamGroup> groups, double lr) : groups_(std::move(groups)), lr_(lr) {
+  std::set<std::string> names;
+  for (const ParamGroup& g : groups_) {
+    HMOE_CHECK(names.insert(g.name).second, "optimizer: two parameter groups named '", g.name, "'");
+    HMOE_CHECK(g.name.find('.') == std::string::npos, "optimizer: group name '", g.name, "' has a '.'");
+    HMOE_CHECK(g.param_names.empty() || g.param_names.size() == g.params.size(), "optimizer: group '", g.name, "' has ",
+               g.params.size(), " parameters and ", g.param_names.size(), " names");
+    HMOE_CHECK(g.lr_scale >= 0 && (!g.weight_decay || *g.weight_decay >= 0), "optimizer: group '", g.name,
+               "' needs lr_scale >= 0 and weight_decay >= 0");
+    for (const Tensor& p : g.params) {
+      check_param(p);
+      masters_.push_back(make_master(p));
+    }
   }
 }
 
-void Optimizer::append_master_state(std::vector<std::pair<std::string, Tensor>>& s) const {
-  for (size_t k = 0; k < masters_.size(); ++k)
-    if (masters_[k].defined()) s.emplace_back(std::to_string(k) + ".master", masters_[k]);
+std::string Optimizer::state_key(size_t group, size_t index, const std::string& what) const {
+  const ParamGroup& g = groups_[group];
+  const std::string param = g.param_names.empty() ? std::to_string(index) : g.param_names[index];
+  return (g.name.empty() ? "" : g.name + ".") + param + "." + what;
 }
 
-size_t Optimizer::master_state_count() const {
-  size_t n = 0;
-  for (const Tensor& m : masters_) n += m.defined();
-  return n;
+std::vector<std::pair<std::string, Tensor>> Optimizer::state_tensors() const {
+  std::vector<std::pair<std::string, Tensor>> s;
+  size_t first = 0;  // the group's first parameter over all groups
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    const size_t n = groups_[gi].params.size();
+    for (size_t i = 0; i < n; ++i)
+      for (const auto& [what, per_param] : slots_) s.emplace_back(state_key(gi, i, what), (*per_param)[first + i]);
+    for (size_t i = 0; i < n; ++i)
+      if (masters_[first + i].defined()) s.emplace_back(state_key(gi, i, "master"), masters_[first + i]);
+    first += n;
+  }
+  return s;
+}
+
+std::string Optimizer::parameter_of(const std::string& key) const {
+  const size_t last = key.rfind('.');
+  if (last == std::string::npos) return "";
+  for (size_t gi = 0; gi < groups_.size(); ++gi) {
+    const ParamGroup& g = groups_[gi];
+    const std::string prefix = g.name.empty() ? "" : g.name + ".";
+    if (key.compare(0, prefix.size(), prefix) != 0 || last <= prefix.size()) continue;
+    const std::string param = key.substr(prefix.size(), last - prefix.size());
+    for (size_t i = 0; i < g.params.size(); ++i)
+      if (param == (g.param_names.empty() ? std::to_string(i) : g.param_names[i])) return param;
+  }
+  return "";
+}
+
+void Optimizer::load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t steps) {
+  const std::vector<std::pair<std::string, Tensor>> mine = state_tensors();
+  HMOE_CHECK(state.size() == mine.size(), "optimizer state: ", state.size(), " tensors for ", mine.size(),
+             " expected (", masters_.size(), " parameters in ", groups_.size(), " groups)");
+  HMOE_CHECK(steps >= 0, "optimizer state: negative step count");
+  std::map<std::string, Tensor> given;
+  for (const auto& [n, t] : state) given.emplace(n, t);
+  NoGradGuard ng;
+  for (auto [name, dst] : mine) {
+    auto it = given.find(name);
+    HMOE_CHECK(it != given.end(), "optimizer state: missing '", name, "'");
+    const Tensor& t = it->second;
+    HMOE_CHECK(t.shape() == dst.shape() && t.dtype() == dst.dtype(), "optimizer state: '", name, "' is ", t.meta_str(),
+               ", expected ", dst.meta_str());
+    dst.copy_(t);
+  }
+  size_t k = 0;
+  for (const ParamGroup& g : groups_)
+    for (const Tensor& p : g.params) {
+      Tensor dst = p;
+      if (masters_[k].defined()) dst.copy_(masters_[k]);  // the low-precision copy follows its master
+      ++k;
+    }
+  steps_ = steps;
+}
+
+nn::StateDict Optimizer::state_dict() const {
+  nn::StateDict s(state_tensors());
+  s.insert("step", from_vector(std::vector<int64_t>{steps_}, {}));
+  return s;
+}
+
+void Optimizer::load_state_dict(const nn::StateDict& state) {
+  const Tensor* step = state.find("step");
+  HMOE_CHECK(step != nullptr && step->dtype() == DType::i64 && step->numel() == 1,
+             "optimizer state: no i64 'step' entry");
+  const int64_t steps = step->to(Device::cpu()).to_vector_as<int64_t>()[0];
+  std::vector<std::pair<std::string, Tensor>> rest;
+  for (const auto& [n, t] : state)
+    if (n != "step") rest.emplace_back(n, t);
+  load_state(rest, steps);
+}
+
+void Optimizer::save(const std::string& path) const {
+  io::save_safetensors(path, state_dict().items(), {{"format", "hmoe-optimizer-1"}});
+}
+
+void Optimizer::load(const std::string& path) {
+  const io::SafeTensors st = io::load_safetensors(path);
+  try {
+    load_state_dict(st.tensors);
+  } catch (const Error& e) {
+    HMOE_FAIL("optimizer: '", path, "': ", e.what());
+  }
 }
 
 void Optimizer::zero_grad() {
-  for (Tensor& p : params_) p.zero_grad();
+  for (ParamGroup& g : groups_)
+    for (Tensor& p : g.params) p.zero_grad();
 }
 
-SGD::SGD(std::vector<Tensor> params, SGDOptions o) : Optimizer(std::move(params)), o_(o) {
+namespace {
+std::vector<Tensor> states_like(const std::vector<ParamGroup>& groups) {
+  std::vector<Tensor> s;
+  for (const ParamGroup& g : groups)
+    for (const Tensor& p : g.params) s.push_back(state_like(p));
+  return s;
+}
+}  // namespace
+
+SGD::SGD(std::vector<ParamGroup> groups, SGDOptions o) : Optimizer(std::move(groups), o.lr), o_(o) {
   HMOE_CHECK(o.lr >= 0 && o.momentum >= 0 && o.weight_decay >= 0, "SGD: bad options");
   HMOE_CHECK(!o.nesterov || (o.momentum > 0 && o.dampening == 0), "SGD: nesterov needs momentum and no dampening");
-  lr_ = o.lr;
-  for (const Tensor& p : params_) buf_.push_back(state_like(p));
+  buf_ = states_like(groups_);
+  add_state("momentum", &buf_);
 }
 
 void SGD::step() {
   NoGradGuard ng;
-  const SGDStep s{lr_, o_.momentum, o_.dampening, o_.weight_decay, o_.nesterov, steps_ == 0};
-  for (size_t k = 0; k < params_.size(); ++k) {
-    const Tensor& p = params_[k];
-    if (!p.grad().defined()) continue;
-    const bool copy = masters_[k].defined();
-    sgd_update_(copy ? masters_[k] : p, buf_[k], grad_of(p), copy ? p : Tensor(), s);
-  }
+  for_each_update([&](size_t k, const ParamGroup& g, const Tensor& p, const Tensor& master) {
+    const SGDStep s{group_lr(g), o_.momentum, o_.dampening, g.weight_decay.value_or(o_.weight_decay),
+                    o_.nesterov, steps_ == 0};
+    const bool copy = master.defined();
+    sgd_update_(copy ? master : p, buf_[k], grad_of(p), copy ? p : Tensor(), s);
+  });
   ++steps_;
 }
 
-std::vector<std::pair<std::string, Tensor>> SGD::state_tensors() const {
-  std::vector<std::pair<std::string, Tensor>> s;
-  for (size_t k = 0; k < buf_.size(); ++k) s.emplace_back(std::to_string(k) + ".momentum", buf_[k]);
-  append_master_state(s);
-  return s;
-}
-
-namespace {
-void load_named(const std::vector<std::pair<std::string, Tensor>>& state, const std::string& name, Tensor& dst) {
-  for (const auto& [n, t] : state)
-    if (n == name) {
-      HMOE_CHECK(t.shape() == dst.shape() && t.dtype() == dst.dtype(), "optimizer state: '", name, "' is ",
-                 t.meta_str(), ", expected ", dst.meta_str());
-      NoGradGuard ng;
-      dst.copy_(t);
-      return;
-    }
-  HMOE_FAIL("optimizer state: missing '", name, "'");
-}
-}  // namespace
-
-void Optimizer::load_master_state(const std::vector<std::pair<std::string, Tensor>>& state) {
-  for (size_t k = 0; k < masters_.size(); ++k)
-    if (masters_[k].defined()) {
-      load_named(state, std::to_string(k) + ".master", masters_[k]);
-      NoGradGuard ng;
-      params_[k].copy_(masters_[k]);  // the low-precision copy follows its master
-    }
-}
-
-void SGD::load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t steps) {
-  HMOE_CHECK(state.size() == buf_.size() + master_state_count(), "optimizer state: ", state.size(), " tensors for ",
-             buf_.size(), " parameters");
-  for (size_t k = 0; k < buf_.size(); ++k) load_named(state, std::to_string(k) + ".momentum", buf_[k]);
-  load_master_state(state);
-  HMOE_CHECK(steps >= 0, "optimizer state: negative step count");
-  steps_ = steps;
-}
-
-AdamW::AdamW(std::vector<Tensor> params, AdamWOptions o) : Optimizer(std::move(params)), o_(o) {
+AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions o) : Optimizer(std::move(groups), o.lr), o_(o) {
   HMOE_CHECK(
       o.lr >= 0 && o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1 && o.eps > 0 && o.weight_decay >= 0,
       "AdamW: bad options (lr >= 0, betas in [0, 1), eps > 0, weight_decay >= 0)");
-  lr_ = o.lr;
-  for (const Tensor& p : params_) {
-    m_.push_back(state_like(p));
-    v_.push_back(state_like(p));
-  }
+  m_ = states_like(groups_);
+  v_ = states_like(groups_);
+  add_state("exp_avg", &m_);
+  add_state("exp_avg_sq", &v_);
 }
 
 void AdamW::step() {
   NoGradGuard ng;
-  const AdamWStep s{lr_, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, steps_ + 1};
-  for (size_t k = 0; k < params_.size(); ++k) {
-    const Tensor& p = params_[k];
-    if (!p.grad().defined()) continue;
-    const bool copy = masters_[k].defined();
-    adamw_update_(copy ? masters_[k] : p, m_[k], v_[k], grad_of(p), copy ? p : Tensor(), s);
-  }
-  steps_ = s.step;
-}
-
-std::vector<std::pair<std::string, Tensor>> AdamW::state_tensors() const {
-  std::vector<std::pair<std::string, Tensor>> s;
-  for (size_t k = 0; k < m_.size(); ++k) {
-    s.emplace_back(std::to_string(k) + ".exp_avg", m_[k]);
-    s.emplace_back(std::to_string(k) + ".exp_avg_sq", v_[k]);
-  }
-  append_master_state(s);
-  return s;
-}
-
-void AdamW::load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t steps) {
-  HMOE_CHECK(state.size() == 2 * m_.size() + master_state_count(), "optimizer state: ", state.size(), " tensors for ",
-             m_.size(), " parameters");
-  for (size_t k = 0; k < m_.size(); ++k) {
-    load_named(state, std::to_string(k) + ".exp_avg", m_[k]);
-    load_named(state, std::to_string(k) + ".exp_avg_sq", v_[k]);
-  }
-  load_master_state(state);
-  HMOE_CHECK(steps >= 0, "optimizer state: negative step count");
-  steps_ = steps;
+  const int64_t step = steps_ + 1;
+  for_each_update([&](size_t k, const ParamGroup& g, const Tensor& p, const Tensor& master) {
+    const AdamWStep s{group_lr(g), o_.beta1, o_.beta2, o_.eps, g.weight_decay.value_or(o_.weight_decay), step};
+    const bool copy = master.defined();
+    adamw_update_(copy ? master : p, m_[k], v_[k], grad_of(p), copy ? p : Tensor(), s);
+  });
+  steps_ = step;
 }
 
 double warmup_cosine_lr(int64_t step, int64_t warmup, int64_t total, double lr, double min_lr) {

@@ -1,43 +1,99 @@
 // Optimisers (SGD with momentum, AdamW), learning-rate schedules and global-norm
-// clipping, on any device (the fused updates of ops/optim.h). Updates run in place
-// under no-grad; bf16/f16 parameters get f32 master weights; state is exposed as named
-// tensors so checkpoints can save and restore it exactly.
+// clipping, on any device (the fused updates of ops/optim.h). Parameters come in groups
+// with their own learning-rate scale and weight decay. Updates run in place under
+// no-grad; bf16/f16 parameters get f32 master weights; state is exposed as named
+// tensors (and saved to a safetensors file) so checkpoints can restore it exactly.
 #pragma once
 
+#include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "engine/tensor.h"
+#include "models/nn/state_dict.h"
 
 namespace hmoe::optim {
 
+// Parameters updated together with their own learning-rate scale and weight decay (as
+// libtorch's OptimizerParamGroup). Their state is keyed "<name>.<parameter>.<what>"
+// ("<parameter>.<what>" for a group with no name), the parameter by its entry in
+// param_names, or by its index in the group when param_names is empty.
+struct ParamGroup {
+  std::string name;
+  std::vector<Tensor> params;
+  std::vector<std::string> param_names;  // empty, or one per parameter
+  double lr_scale = 1.0;                 // the group's learning rate: the optimiser's lr() times this
+  std::optional<double> weight_decay;    // unset: the optimiser's options'
+};
+
 class Optimizer {
  public:
-  explicit Optimizer(std::vector<Tensor> params);
   virtual ~Optimizer() = default;
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
+
+  // One update of every group, in group order (a parameter with no gradient is skipped).
   virtual void step() = 0;
   void zero_grad();
-  void set_lr(double lr) { lr_ = lr; }
+  void set_lr(double lr) { lr_ = lr; }  // each group at lr times its lr_scale
   double lr() const { return lr_; }
   int64_t step_count() const { return steps_; }
-  // Per-parameter state tensors, named "<index>.<what>".
-  virtual std::vector<std::pair<std::string, Tensor>> state_tensors() const = 0;
-  virtual void load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t steps) = 0;
+  const std::vector<ParamGroup>& param_groups() const { return groups_; }
+
+  // Every state tensor (what: exp_avg, exp_avg_sq, momentum; master for bf16/f16
+  // parameters), keyed as ParamGroup says: group by group, each parameter's, then the
+  // group's masters. The tensors are the optimiser's own (a copy_ into one changes it).
+  std::vector<std::pair<std::string, Tensor>> state_tensors() const;
+  // The name of the parameter a state key belongs to ("" when the key is none of ours).
+  std::string parameter_of(const std::string& key) const;
+  // Loads exactly the keys state_tensors() has (copies; shapes and dtypes must match) and
+  // the step count; an hmoe::Error names the key or group that does not fit.
+  void load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t steps);
+
+  // state_tensors() and the step count as "step" (an i64 scalar): what save() writes.
+  nn::StateDict state_dict() const;
+  void load_state_dict(const nn::StateDict& state);
+  // The state dict as a safetensors file, and back (an optimiser over the same groups).
+  void save(const std::string& path) const;
+  void load(const std::string& path);
 
  protected:
-  // "<index>.master" entries for the parameters that have master weights.
-  void append_master_state(std::vector<std::pair<std::string, Tensor>>& s) const;
-  void load_master_state(const std::vector<std::pair<std::string, Tensor>>& state);
-  size_t master_state_count() const;
+  // Checks every group; lr: the optimiser's options' learning rate.
+  Optimizer(std::vector<ParamGroup> groups, double lr);
+  // A per-parameter state tensor of the derived optimiser, "<what>", for every parameter
+  // (in group order); registered once, in the constructor.
+  void add_state(const std::string& what, std::vector<Tensor>* per_param) { slots_.emplace_back(what, per_param); }
+  // Calls update(k, group, param, master) for every parameter with a gradient: k its
+  // index over all groups, master its f32 master weights (undefined for f32/f64).
+  template <typename F>
+  void for_each_update(F&& update) {
+    size_t k = 0;
+    for (const ParamGroup& g : groups_)
+      for (const Tensor& p : g.params) {
+        if (p.grad().defined()) update(k, g, p, masters_[k]);
+        ++k;
+      }
+  }
+  double group_lr(const ParamGroup& g) const { return lr_ * g.lr_scale; }
 
-  std::vector<Tensor> params_;
+  std::vector<ParamGroup> groups_;
+  double lr_ = 1e-3;
+  int64_t steps_ = 0;
+
+ private:
+  // The key of a parameter's state (k: its index over all groups).
+  std::string state_key(size_t group, size_t index, const std::string& what) const;
+
   // f32 master weights of bf16/f16 parameters (undefined where the parameter is f32/f64):
   // updates run on the master, the parameter receives its rounded copy.
   std::vector<Tensor> masters_;
-  double lr_ = 1e-3;
-  int64_t steps_ = 0;
+  std::vector<std::pair<std::string, std::vector<Tensor>*>> slots_;
 };
+
+// One group of all `params`, unnamed: state keys "<index>.<what>".
+std::vector<ParamGroup> one_group(std::vector<Tensor> params);
 
 struct SGDOptions {
   double lr = 1e-2, momentum = 0, dampening = 0, weight_decay = 0;
@@ -46,10 +102,9 @@ struct SGDOptions {
 
 class SGD final : public Optimizer {
  public:
-  SGD(std::vector<Tensor> params, SGDOptions o);
+  SGD(std::vector<Tensor> params, SGDOptions o) : SGD(one_group(std::move(params)), o) {}
+  SGD(std::vector<ParamGroup> groups, SGDOptions o);
   void step() override;
-  std::vector<std::pair<std::string, Tensor>> state_tensors() const override;
-  void load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t steps) override;
 
  private:
   SGDOptions o_;
@@ -64,10 +119,9 @@ struct AdamWOptions {
 // kept in f32 (f64 for f64 parameters), one fused kernel per parameter on its device.
 class AdamW final : public Optimizer {
  public:
-  AdamW(std::vector<Tensor> params, AdamWOptions o);
+  AdamW(std::vector<Tensor> params, AdamWOptions o) : AdamW(one_group(std::move(params)), o) {}
+  AdamW(std::vector<ParamGroup> groups, AdamWOptions o);
   void step() override;
-  std::vector<std::pair<std::string, Tensor>> state_tensors() const override;
-  void load_state(const std::vector<std::pair<std::string, Tensor>>& state, int64_t steps) override;
 
  private:
   AdamWOptions o_;

@@ -119,20 +119,21 @@ void place_model(model::LanguageModel& m, const Config& c) {
   m.to(c.train.device.device);
 }
 
-CheckpointContent checkpoint_content(const model::LanguageModel& m, const ParamGroups& groups) {
+CheckpointContent checkpoint_content(const model::LanguageModel& m, const optim::Optimizer& opt) {
   const nn::Parallel& par = m.parallel();
   const std::map<std::string, nn::RowShard> shards = m.parameter_shards();
   CheckpointContent c;
   c.weights = nn::gather_shards(m.named_parameters(), shards, par);
   // Optimiser state shards like its parameter.
   std::map<std::string, nn::RowShard> state_shards;
-  const std::vector<std::pair<std::string, Tensor>> state = groups.state_tensors();
+  const std::vector<std::pair<std::string, Tensor>> state = opt.state_tensors();
   for (const auto& [key, t] : state) {
-    const auto sh = shards.find(groups.parameter_of(key));
+    const auto sh = shards.find(opt.parameter_of(key));
     if (sh != shards.end()) state_shards.emplace(key, sh->second);
   }
   c.state = nn::gather_shards(state, state_shards, par);
-  for (const ParamGroup& g : groups.groups()) c.group_steps[g.name] = g.opt->step_count();
+  // One step count, written per group (the file's format from when each group had its own).
+  for (const optim::ParamGroup& g : opt.param_groups()) c.group_steps[g.name] = opt.step_count();
   return c;
 }
 
@@ -234,7 +235,7 @@ void load_weights(model::LanguageModel& m, const CheckpointFiles& files) {
   m.load_state_dict(nn::slice_shards(files.weights.tensors, m.parameter_shards()), /*strict=*/true);
 }
 
-TrainState read_train_state(const io::SafeTensors& s, const model::LanguageModel& m, ParamGroups& groups,
+TrainState read_train_state(const io::SafeTensors& s, const model::LanguageModel& m, optim::Optimizer& opt,
                             const std::string& sf) {
   TrainState st{meta_step(s.metadata, "step", sf), meta_uint(s.metadata, "sampler_position", sf),
                 meta_uint(s.metadata, "noise_offset", sf)};
@@ -243,15 +244,19 @@ TrainState read_train_state(const io::SafeTensors& s, const model::LanguageModel
   const std::map<std::string, nn::RowShard> shards = m.parameter_shards();
   std::map<std::string, nn::RowShard> state_shards;
   for (const auto& [key, t] : s.tensors) {
-    HMOE_CHECK(!groups.parameter_of(key).empty(), "resume: unexpected tensor '", io::json_brief(nlohmann::json(key)),
+    HMOE_CHECK(!opt.parameter_of(key).empty(), "resume: unexpected tensor '", io::json_brief(nlohmann::json(key)),
                "' in the training state '", sf, "'");
-    const auto sh = shards.find(groups.parameter_of(key));
+    const auto sh = shards.find(opt.parameter_of(key));
     if (sh != shards.end()) state_shards.emplace(key, sh->second);
   }
-  std::map<std::string, int64_t> steps;
-  for (const ParamGroup& g : groups.groups()) steps[g.name] = meta_step(s.metadata, g.name + "_steps", sf);
+  const std::vector<optim::ParamGroup>& groups = opt.param_groups();
+  const int64_t steps = groups.empty() ? 0 : meta_step(s.metadata, groups[0].name + "_steps", sf);
+  for (const optim::ParamGroup& g : groups)
+    HMOE_CHECK(meta_step(s.metadata, g.name + "_steps", sf) == steps, "resume: the training state '", sf,
+               "' records different step counts for the optimizer groups '", groups[0].name, "' and '", g.name, "'");
+  const std::map<std::string, Tensor> mine = nn::slice_shards(s.tensors, state_shards);
   try {
-    groups.load_state(nn::slice_shards(s.tensors, state_shards), steps);
+    opt.load_state({mine.begin(), mine.end()}, steps);
   } catch (const Error& e) {
     HMOE_FAIL("resume: the training state '", sf, "': ", e.what());
   }

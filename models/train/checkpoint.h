@@ -8,15 +8,15 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
-#include <utility>
-#include <vector>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "engine/io/safetensors.h"
 #include "models/hypermoe/lm.h"
+#include "models/optim/optimizer.h"
 #include "models/train/config.h"
-#include "models/train/param_groups.h"
 
 namespace hmoe::train {
 
@@ -49,7 +49,7 @@ struct CheckpointContent {
 // several ranks (m.parallel()) has its shards, and their optimiser state, gathered by
 // global expert id into the tensors one process holds, so the files are the same on any
 // number of processes: collective over the expert-parallel group (every rank calls it).
-CheckpointContent checkpoint_content(const model::LanguageModel& m, const ParamGroups& groups);
+CheckpointContent checkpoint_content(const model::LanguageModel& m, const optim::Optimizer& opt);
 
 // Writes a new checkpoint into `dir`, replacing the one there. A crash at any point leaves
 // one whole checkpoint (see restore_interrupted_save). Weights or optimiser state that
@@ -84,10 +84,10 @@ CheckpointFiles read_checkpoint(const std::filesystem::path& dir);
 // a model sharing its experts takes its rows of them.
 void load_weights(model::LanguageModel& m, const CheckpointFiles& files);
 
-// The optimiser state of a state file into the groups of `m` (which must be those of the
+// The optimiser state of a state file into `opt`, over the groups of `m` (which must be those of the
 // saved run; expert state sliced as m's experts are); returns where the loop stood.
 // `file` names the file in errors.
-TrainState read_train_state(const io::SafeTensors& state, const model::LanguageModel& m, ParamGroups& groups,
+TrainState read_train_state(const io::SafeTensors& state, const model::LanguageModel& m, optim::Optimizer& opt,
                             const std::string& file);
 
 }  // namespace hmoe::train

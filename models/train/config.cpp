@@ -97,14 +97,12 @@ Config from_json(const json& j) {
   return c;
 }
 
+// The sizes a preset sets (model::preset's), as config values.
 json preset_values(const std::string& name) {
+  const model::ModelConfig m = model::preset(name);
   if (name == "tiny") return json::object();  // the struct defaults
-  if (name == "small")
-    return {{"n_layer", 6}, {"d_model", 256}, {"n_head", 8}, {"d_ff", 1024}, {"block_size", 256}, {"adapter_rank", 32}};
-  if (name == "base")
-    return {{"n_layer", 12}, {"d_model", 768}, {"n_head", 12}, {"d_ff", 3072}, {"block_size", 1024},
-            {"adapter_rank", 64}};
-  HMOE_FAIL("config: unknown model preset '", name, "' (expected tiny, small or base)");
+  return {{"n_layer", m.n_layer}, {"d_model", m.d_model},       {"n_head", m.n_head},
+          {"d_ff", m.d_ff},       {"block_size", m.block_size}, {"adapter_rank", m.adapter_rank}};
 }
 
 const char* kind(const json& v) {

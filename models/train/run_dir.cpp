@@ -88,7 +88,7 @@ void RunDir::check_room(double bytes) const {
 
 bool RunDir::restore_interrupted_save() const { return train::restore_interrupted_save(checkpoint_); }
 
-TrainState RunDir::resume(const Config& cfg, model::LanguageModel& m, ParamGroups& groups) const {
+TrainState RunDir::resume(const Config& cfg, model::LanguageModel& m, optim::Optimizer& opt) const {
   // Nothing to continue is an error, not a fresh start over the run's metrics.
   HMOE_CHECK(fs::exists(state_file(checkpoint_)), "resume: no checkpoint to continue: '",
              state_file(checkpoint_).string(), "' does not exist (run without --resume to start afresh)");
@@ -102,7 +102,7 @@ TrainState RunDir::resume(const Config& cfg, model::LanguageModel& m, ParamGroup
               "checkpoint_every, on_nonfinite and model.expert_recompute)");
   }
   load_weights(m, files);
-  const TrainState st = read_train_state(files.state, m, groups, files.state_path);
+  const TrainState st = read_train_state(files.state, m, opt, files.state_path);
   if (writer()) trim_metrics(metrics_path(), st.step);
   return st;
 }

@@ -9,9 +9,9 @@
 
 #include "engine/io/file.h"
 #include "models/hypermoe/lm.h"
+#include "models/optim/optimizer.h"
 #include "models/train/checkpoint.h"
 #include "models/train/config.h"
-#include "models/train/param_groups.h"
 
 namespace hmoe::train {
 
@@ -44,7 +44,7 @@ class RunDir {
   // both values) and that its two files belong together, loads its weights into `m` and
   // its optimiser state into `groups` (a model sharing its experts takes its rows), and
   // the writer drops the metrics logged after it. Returns where the loop stood.
-  TrainState resume(const Config& cfg, model::LanguageModel& m, ParamGroups& groups) const;
+  TrainState resume(const Config& cfg, model::LanguageModel& m, optim::Optimizer& opt) const;
   // Writer only: the checkpoint of `content` (checkpoint_content, gathered by every rank).
   void save(const Config& cfg, const CheckpointContent& content, const TrainState& st) const;
 

@@ -84,7 +84,7 @@ struct Training {
   StepMetrics train_step(const OptimConfig& t);
 
   model::LanguageModel model;
-  ParamGroups groups;
+  std::unique_ptr<optim::AdamW> opt;  // the model's parameter groups (param_groups.h)
   data::WindowSampler sampler;
   Generator noise;
   int64_t step = 0;  // steps done
@@ -106,7 +106,7 @@ Training::Training(const Config& cfg, const data::TokenDataset& train, const nn:
       noise(uint64_t(cfg.train.seed) + 1) {
   place_model(model, cfg);
   model.train();
-  groups = ParamGroups(model, cfg.train);
+  opt = make_optimizer(model, cfg.train);
 }
 
 void Training::seek(const TrainState& st) {
@@ -142,7 +142,7 @@ double Training::mean_over_ranks(double v) const {
 StepMetrics Training::train_step(const OptimConfig& t) {
   StepMetrics s;
   s.lr = optim::warmup_cosine_lr(step, t.warmup, t.steps, t.lr, t.min_lr);
-  groups.set_lr(s.lr);
+  opt->set_lr(s.lr);
   for (int64_t micro = 0; micro < t.grad_accum; ++micro) {
     // Each rank's loss is the mean over its rows; averaged over the ranks (the gradients
     // by average_gradients), the whole batch's. The aux losses are the whole batch's.
@@ -165,10 +165,8 @@ StepMetrics Training::train_step(const OptimConfig& t) {
       layer = c.to_vector_as<int64_t>();
     }
   s.finite = std::isfinite(s.lm_loss) && std::isfinite(s.aux_loss) && std::isfinite(s.grad_norm);
-  if (s.finite)
-    groups.step();
-  else
-    groups.zero_grad();
+  if (s.finite) opt->step();
+  opt->zero_grad();
   s.step = ++step;
   return s;
 }
@@ -333,7 +331,7 @@ Run::Run(Prepared p, const RunOptions& opts, const Progress& progress, const nn:
   if (opts.resume) {
     if (run_.writer() && run_.restore_interrupted_save()) progress_.restored(run_.checkpoint_dir());
     barrier();
-    tr_.seek(run_.resume(cfg_, tr_.model, tr_.groups));
+    tr_.seek(run_.resume(cfg_, tr_.model, *tr_.opt));
     saved_step_ = tr_.step;
     progress_.resumed(run_.checkpoint_dir(), tr_.step);
   }
@@ -354,7 +352,7 @@ void Run::validate_at(int64_t done) {
 }
 
 void Run::save() {
-  const CheckpointContent content = checkpoint_content(tr_.model, tr_.groups);  // every rank
+  const CheckpointContent content = checkpoint_content(tr_.model, *tr_.opt);  // every rank
   if (run_.writer()) {
     metrics_->sync();
     run_.save(cfg_, content, tr_.state());

@@ -21,12 +21,12 @@ namespace {
 struct Fixture {
   hmoe::train::Config cfg;
   std::unique_ptr<hmoe::model::LanguageModel> model;
-  hmoe::train::ParamGroups groups;
+  std::unique_ptr<hmoe::optim::AdamW> opt;
   Fixture()
       : cfg(hmoe::train::load_config("", {"model.ffn=dense", "model.n_layer=1", "model.d_model=4", "model.n_head=1",
                                           "model.d_ff=4", "model.block_size=4", "model.vocab_size=8"})) {
     model = std::make_unique<hmoe::model::LanguageModel>(cfg.model, 0);
-    groups = hmoe::train::ParamGroups(*model, cfg.train);
+    opt = hmoe::train::make_optimizer(*model, cfg.train);
   }
 };
 
@@ -42,7 +42,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Fixture& f = fixture();
   try {
     const hmoe::io::SafeTensors state = hmoe::io::parse_safetensors(data, size);
-    hmoe::train::read_train_state(state, *f.model, f.groups, "fuzz");
+    hmoe::train::read_train_state(state, *f.model, *f.opt, "fuzz");
   } catch (const hmoe::Error&) {
   }
   return 0;

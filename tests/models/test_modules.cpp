@@ -61,6 +61,28 @@ TEST(Modules, StateDictRoundTripAndStrictErrors) {
   EXPECT_HMOE_ERROR(b.load_state_dict(bad), "dtype");
 }
 
+// state_dict() and load_state_dict() take one type: a module's dict loads into another
+// as it is; its order is registration order; names are unique and looked up.
+TEST(Modules, StateDictIsOneOrderedType) {
+  Generator g1(1), g2(2);
+  Net a(g1), b(g2);
+  const nn::StateDict sd = a.state_dict();
+  // A module's own parameters and buffers, then its children's, in registration order.
+  EXPECT_EQ(sd.items()[0].first, "scale");
+  EXPECT_EQ(sd.items()[1].first, "blocks.0.fc.weight");
+  EXPECT_EQ(sd.items().back().first, "ln.bias");
+  b.load_state_dict(a.state_dict());
+  const Tensor x = rand_t({3, 4}, 5, -1, 1, DType::f32);
+  expect_close(a.forward(x), b.forward(x), 0);
+  EXPECT_TRUE(sd.contains("ln.weight"));
+  EXPECT_TRUE(sd.at("ln.weight").is_same(a.ln->weight));
+  EXPECT_EQ(sd.find("nothing"), nullptr);
+  EXPECT_HMOE_ERROR(sd.at("nothing"), "no tensor named 'nothing'");
+  nn::StateDict d;
+  d.insert("w", ones({1}));
+  EXPECT_HMOE_ERROR(d.insert("w", ones({1})), "'w' is there twice");
+}
+
 TEST(Modules, LayersMatchOps) {
   Generator g(3);
   nn::Linear lin(5, 3, true, g);

@@ -25,11 +25,8 @@ model::ModelConfig layer_cfg(int64_t N, int64_t k) { return small_layer_config(N
 struct Layer {
   std::shared_ptr<model::HyperNetwork> hyper;
   std::shared_ptr<model::MoEFFN> ffn;
-  std::vector<nn::Module*> modules() const {
-    std::vector<nn::Module*> m{ffn.get()};
-    if (hyper) m.push_back(hyper.get());
-    return m;
-  }
+  // The layer lists its hypernetwork among its parameters ("hyper.*").
+  std::vector<nn::Module*> modules() const { return {ffn.get()}; }
 };
 
 // Random parameters: the router and the noise weights are zero-initialised and the
@@ -211,7 +208,10 @@ Outcome expect_matches_reference(const model::ModelConfig& c, const Layer& l, in
   const Tensor aux = stats.aux_loss;
   (aux.defined() ? sum(y * w) + aux : sum(y * w)).backward();
 
-  const Params p = f64_copies(*l.ffn), hp = l.hyper ? f64_copies(*l.hyper) : Params{};
+  const Params p = f64_copies(*l.ffn);
+  Params hp;  // the hypernetwork's: the layer's "hyper.*" under the hypernetwork's names
+  for (const auto& [n, t] : p)
+    if (n.starts_with("hyper.")) hp[n.substr(6)] = t;
   const Tensor xr = x.detach().to(DType::f64).clone().set_requires_grad(true);
   Reference r = reference(c, p, l.hyper ? &hp : nullptr, xr, draws_of(c, l.ffn->is_training(), T, noise_seed));
   const Tensor aux_ref = weighted_aux(c, r);
@@ -230,8 +230,6 @@ Outcome expect_matches_reference(const model::ModelConfig& c, const Layer& l, in
     EXPECT_LE(max_abs_diff(g, gw), 5e-5 * (1 + max_abs(gw))) << "gradient of " << name;
   };
   for (auto& [n, t] : l.ffn->named_parameters()) expect_grad(n, t, p.at(n));
-  if (l.hyper)
-    for (auto& [n, t] : l.hyper->named_parameters()) expect_grad("hyper." + n, t, hp.at(n));
   expect_grad("x", x, xr);
   return {y, aux, std::move(r)};
 }

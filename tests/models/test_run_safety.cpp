@@ -29,6 +29,7 @@
 #include "models/train/interrupt.h"
 #include "models/train/memory.h"
 #include "models/train/metrics.h"
+#include "models/train/param_groups.h"
 #include "models/train/run_dir.h"
 #include "models/train/trainer.h"
 #include "tests/support/test_util.h"
@@ -320,12 +321,12 @@ TEST(RunSafety, NonFiniteStepsStopOrSkipAndNeverReachACheckpoint) {
   model::ModelConfig mc = c.model;
   mc.vocab_size = 256;
   model::LanguageModel m(mc, 0);
-  train::ParamGroups groups(m, c.train);
+  const auto opt = train::make_optimizer(m, c.train);
   {
     NoGradGuard ng;
     m.named_parameters()[0].second.fill_(std::nan(""));
   }
-  EXPECT_HMOE_ERROR(train::save_checkpoint(ckpt, c, train::checkpoint_content(m, groups), {4, 0, 0}),
+  EXPECT_HMOE_ERROR(train::save_checkpoint(ckpt, c, train::checkpoint_content(m, *opt), {4, 0, 0}),
                     "holds values that are not finite");
   EXPECT_TRUE(read(train::model_file(ckpt)) == saved);
   rewrite(train::model_file(ckpt), [](auto& t, auto&) { t["wte.weight"] = t["wte.weight"] * std::nan(""); });

@@ -213,7 +213,6 @@ Check check_layer(const std::shared_ptr<Communicator>& world, Device dev, const 
   const Tensor y = mine.ffn->forward(x, st, noise);
   (sum(y * up.narrow(0, r * T, T).to(dev)) / double(T) + st.aux_loss).backward();
   nn::average_gradients(*mine.ffn, par);
-  if (mine.hyper) nn::average_gradients(*mine.hyper, par);
 
   Check c{std::string(cs.hyper ? "hypermoe" : "moe") + " k " + std::to_string(cs.k) + " ep " + std::to_string(cs.ep) +
               (cs.ep < W ? " x dp " + std::to_string(W / cs.ep) : "") + (cs.forced ? " all to expert 0" : ""),

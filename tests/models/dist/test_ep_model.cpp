@@ -42,8 +42,8 @@ void check(model::FfnKind ffn, int64_t k, int64_t ep) {
   ref.train();
   mine.train();
   // The whole model's state, gathered from the ranks, is the one process's (construction).
-  const auto gathered = nn::gather_shards(mine.state_dict(), mine.parameter_shards(), par);
-  const auto whole = ref.state_dict();
+  const auto gathered = nn::gather_shards(mine.state_dict().items(), mine.parameter_shards(), par);
+  const auto whole = ref.state_dict().items();
   ASSERT_EQ(gathered.size(), whole.size());
   for (size_t i = 0; i < whole.size(); ++i) {
     EXPECT_EQ(gathered[i].first, whole[i].first);
