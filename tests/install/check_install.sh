@@ -50,6 +50,6 @@ if [ -x "$prefix/bin/hmoe" ]; then
   quiet "$prefix/bin/hmoe" train --config "$src/tools/configs/tiny_hypermoe.toml" train.out_dir="$scratch/run" \
     train.steps=2 train.batch_size=2 train.eval_every=1 train.eval_batches=1 model.block_size=32
   "$scratch/examples/generate" "$scratch/run/checkpoint" "The " > "$scratch/sample.txt"
-  echo "generate: $(head -c 60 "$scratch/sample.txt" | tr '\n' ' ')"
+  echo "generate: $(head -c 60 "$scratch/sample.txt" | tr -c '[:print:]' '?')"
 fi
 echo "check_install: ok"
