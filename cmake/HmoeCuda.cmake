@@ -16,8 +16,8 @@ file(GLOB HMOE_CUDA_RUNTIME_SOURCES CONFIGURE_DEPENDS ${HMOE_CUDA_ROOT}/engine/c
 file(GLOB HMOE_CUDA_KERNEL_CU CONFIGURE_DEPENDS ${HMOE_CUDA_ROOT}/ops/cuda/*.cu ${HMOE_CUDA_ROOT}/ops/moe/cuda/*.cu)
 file(GLOB HMOE_CUDA_KERNEL_CPP CONFIGURE_DEPENDS ${HMOE_CUDA_ROOT}/ops/cuda/*.cpp ${HMOE_CUDA_ROOT}/ops/moe/cuda/*.cpp)
 
-# What find_package(hmoe) must find again for the installed static library's deps
-# (substituted into cmake/hmoeConfig.cmake.in).
+# What find_package(hmoe COMPONENTS static) must find again for the installed static
+# library's deps (substituted into cmake/hmoeConfig.cmake.in).
 set(HMOE_CONFIG_DEPENDENCIES "")
 
 if(HMOE_GPU_RESOLVED STREQUAL "emu")
@@ -35,35 +35,16 @@ if(HMOE_GPU_RESOLVED STREQUAL "emu")
     COMPILE_OPTIONS "-Wno-unknown-pragmas;-Wno-maybe-uninitialized")
   target_sources(hmoe_objects PRIVATE ${HMOE_CUDA_RUNTIME_SOURCES} ${HMOE_CUDA_KERNEL_CU} ${HMOE_CUDA_KERNEL_CPP})
   target_link_libraries(hmoe_objects PUBLIC hmoe_emu)
-  target_link_libraries(hmoe_static PUBLIC hmoe_emu)
+  # The project's own users of the static library (tests, tools) compile against the
+  # emulator (HMOE_EMU=1 comes with it); an installed static library only links it.
+  target_link_libraries(hmoe_static PUBLIC $<BUILD_INTERFACE:hmoe_emu>
+                        INTERFACE $<INSTALL_INTERFACE:$<LINK_ONLY:hmoe::hmoe_emu>>)
   target_link_libraries(hmoe_shared PRIVATE hmoe_emu)
-  # Tests and users of the static library see HMOE_EMU=1 through hmoe_emu; the shared
-  # library's users get it here (cuda_test_util.h picks the emulator's schedules by it).
-  target_compile_definitions(hmoe_shared PUBLIC HMOE_EMU=1)
-  install(TARGETS hmoe_emu EXPORT hmoeTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  target_compile_definitions(hmoe_shared PUBLIC $<BUILD_INTERFACE:HMOE_EMU=1>)
   set(HMOE_CONFIG_DEPENDENCIES "find_dependency(Boost COMPONENTS context)")
 else()  # cuda
   list(FILTER HMOE_CUDA_RUNTIME_SOURCES EXCLUDE REGEX "_emu\\.cpp$")
-  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-    set(CMAKE_CUDA_ARCHITECTURES 80 90)
-  endif()
-  if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
-    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
-  endif()
-  if(NOT CMAKE_CUDA_HOST_COMPILER)
-    set(CMAKE_CUDA_HOST_COMPILER ${CMAKE_CXX_COMPILER})
-  endif()
-  if(CMAKE_CXX_COMPILER_LAUNCHER AND NOT CMAKE_CUDA_COMPILER_LAUNCHER)
-    set(CMAKE_CUDA_COMPILER_LAUNCHER ${CMAKE_CXX_COMPILER_LAUNCHER})
-  endif()
-  enable_language(CUDA)
-  find_package(CUDAToolkit REQUIRED)
-  # CMake 3.25 does not know nvcc's C++20 flag; CUDA takes the CXX_STANDARD (20) of
-  # each target when it has no CUDA_STANDARD, so teach it the flag.
-  if(NOT CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
-    set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
-    set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
-  endif()
+  # The language itself is enabled earlier (cmake/HmoeCudaLanguage.cmake).
 
   option(HMOE_PTXAS_REPORT "Print ptxas's per-kernel resource report (-Xptxas -v) while compiling" ON)
   add_library(hmoe_cuda_objects OBJECT ${HMOE_CUDA_KERNEL_CU})
@@ -91,6 +72,7 @@ else()  # cuda
   set(HMOE_CONFIG_DEPENDENCIES "find_dependency(CUDAToolkit)")
 endif()
 
-foreach(t hmoe_objects hmoe_static hmoe_shared)
-  target_compile_definitions(${t} PUBLIC HMOE_WITH_CUDA_BACKEND=1)
+target_compile_definitions(hmoe_objects PUBLIC HMOE_WITH_CUDA_BACKEND=1)
+foreach(t hmoe_static hmoe_shared)
+  target_compile_definitions(${t} PUBLIC $<BUILD_INTERFACE:HMOE_WITH_CUDA_BACKEND=1>)
 endforeach()

@@ -54,3 +54,16 @@ function(hmoe_add_mpi_test name ranks)
   set_tests_properties(${name} PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT ${ARG_TIMEOUT} SKIP_RETURN_CODE 77
                        ENVIRONMENT "${HMOE_MPI_ENV};${ARG_ENV}")
 endfunction()
+
+# The emulated cuda device is off unless a program opts in (engine/cuda/runtime_emu.cpp).
+# Every test of an emu build runs with HMOE_EMULATE_CUDA=1: a file that ctest reads
+# before it runs anything sets it in ctest's environment, which the tests, the scripts
+# they run and mpirun's ranks inherit.
+if(HMOE_GPU_RESOLVED STREQUAL "emu")
+  file(WRITE ${PROJECT_BINARY_DIR}/hmoe_test_env.cmake "set(ENV{HMOE_EMULATE_CUDA} 1)\n")
+  get_property(hmoe_test_includes DIRECTORY ${PROJECT_SOURCE_DIR} PROPERTY TEST_INCLUDE_FILES)
+  if(NOT ${PROJECT_BINARY_DIR}/hmoe_test_env.cmake IN_LIST hmoe_test_includes)
+    set_property(DIRECTORY ${PROJECT_SOURCE_DIR} APPEND PROPERTY TEST_INCLUDE_FILES
+                 ${PROJECT_BINARY_DIR}/hmoe_test_env.cmake)
+  endif()
+endif()

@@ -4,9 +4,13 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "engine/storage.h"
+#if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
+#include "engine/cuda/runtime.h"
+#endif
 
 namespace hmoe {
 namespace {
@@ -147,7 +151,19 @@ std::string Profiler::chrome_trace() const {
        << " pool MiB\", \"ph\": \"C\", \"pid\": 0, \"ts\": " << double(e.start_ns + e.duration_ns) * 1e-3
        << ", \"args\": {\"MiB\": " << double(e.mem_live) / (1 << 20) << "}}";
   }
-  os << "\n]}\n";
+  os << "\n]";
+#if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
+  // Metadata: what each cuda device of the trace is (an emulated build's says so).
+  std::set<int> cuda_devices;
+  for (const ProfileEvent& e : events_)
+    if (e.device.is_cuda()) cuda_devices.insert(e.device.index);
+  os << ", \"otherData\": {";
+  for (int d : cuda_devices)
+    os << (d == *cuda_devices.begin() ? "" : ", ") << "\"" << Device::cuda(d).str() << "\": \""
+       << cuda::properties(d).name << "\"";
+  os << "}";
+#endif
+  os << "}\n";
   return os.str();
 }
 

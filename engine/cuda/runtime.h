@@ -16,7 +16,7 @@ namespace hmoe::cuda {
 // True when this build has the CUDA backend and it is the emulator.
 bool is_emulated();
 // Devices the driver sees (0 when there is no driver or no device; never throws).
-// The emulator always has exactly one.
+// The emulator has one for programs that opt in (HMOE_EMULATE_CUDA=1), else none.
 int device_count();
 // device_count() > 0: the cuda device can be used. Real-build tests skip without it.
 bool device_available();

@@ -1,7 +1,8 @@
 // The device runtime under emulation (HMOE_GPU=emu): one device whose memory is host
 // memory with canary guard bytes around every raw allocation (checked on raw_free),
 // streams that run in order (every call completes before it returns: kernels run
-// synchronously on the SIMT emulator), and events that read the host clock.
+// synchronously on the SIMT emulator), and events that read the host clock. The device
+// is a test instrument: a program uses it only when it opts in (HMOE_EMULATE_CUDA=1).
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <string_view>
 #include <thread>
 
 #include "engine/cuda/runtime.h"
@@ -62,12 +64,30 @@ void check_device_range(const void* p, size_t n, const char* what) {
              "out-of-bounds range)");
 }
 
+// What the device calls itself (properties().name, hmoe selftest, profiler traces).
+constexpr const char* kEmulatedName = "emulated CUDA device (SIMT emulator on the CPU)";
+
+// A library built with HMOE_GPU=emu must not pass for a GPU: the device exists only for
+// programs that ask for it (ctest sets the variable for every test). Read once:
+// whether the device exists does not change while a program runs.
+bool emulation_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("HMOE_EMULATE_CUDA");
+    return v != nullptr && std::string_view(v) == "1";
+  }();
+  return on;
+}
+
 }  // namespace
 
 bool is_emulated() { return true; }
-int device_count() { return 1; }
+int device_count() { return emulation_enabled() ? 1 : 0; }
 
 void check_device(int device) {
+  HMOE_CHECK(emulation_enabled(), "cuda:", device, ": this hmoe was built with HMOE_GPU=emu, whose cuda device is the ",
+             kEmulatedName,
+             ", a test instrument and not a GPU; set HMOE_EMULATE_CUDA=1 to use it anyway (ctest sets it "
+             "for every test), or build hmoe with -DHMOE_GPU=cuda for a GPU");
   HMOE_CHECK(device == 0, "cuda:", device, " does not exist: the emulated build has exactly one device (cuda:0)");
 }
 
@@ -78,7 +98,7 @@ const DeviceProperties& properties(int device) {
   check_device(device);
   static const DeviceProperties props = [] {
     DeviceProperties p;
-    p.name = "hmoe SIMT emulator (host CPU)";
+    p.name = kEmulatedName;
     // The emulator checks launches against sm_90 limits, so it describes itself as one.
     p.major = 9;
     p.minor = 0;

@@ -38,11 +38,16 @@ inline double tolerance(DType dt) {
   }
 }
 
-// Skips the test (real build, no GPU present) and turns on output poisoning.
-#define HMOE_REQUIRE_CUDA()                                                              \
-  do {                                                                                   \
-    if (!::hmoe::cuda::device_available()) GTEST_SKIP() << "no CUDA device present";     \
-    ::hmoe::cuda::set_poison_allocations(true);                                          \
+// Skips the test (real build, no GPU present) and turns on output poisoning. The
+// emulated build fails instead: its device is off only when the opt-in is missing.
+#define HMOE_REQUIRE_CUDA()                                                                      \
+  do {                                                                                           \
+    if (!::hmoe::cuda::device_available()) {                                                     \
+      if (::hmoe::cuda::is_emulated())                                                           \
+        GTEST_FAIL() << "the emulated cuda device is off: set HMOE_EMULATE_CUDA=1 (ctest does)"; \
+      GTEST_SKIP() << "no CUDA device present";                                                  \
+    }                                                                                            \
+    ::hmoe::cuda::set_poison_allocations(true);                                                  \
   } while (0)
 
 // The schedules each emulated check runs under (in the real build: once).

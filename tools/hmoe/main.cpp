@@ -291,6 +291,7 @@ template <typename F>
 int on_cuda_device(F run) {
 #if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
   if (!hmoe::cuda::device_available()) {
+    if (hmoe::cuda::is_emulated()) hmoe::cuda::check_device(0);  // throws: why the emulated device is off
     std::fprintf(stderr, "hmoe: no CUDA device found: nothing to test\n");
     return 77;
   }
