@@ -29,6 +29,16 @@ constexpr Gpu kGpus[] = {
     {"H100-SXM5", 3352, 989.4, 66.9, 132, 1.98, &cuda::kSm90},
 };
 
+// The kernel's name as nvcc's build spells it: the emulator's 16-bit float types are
+// aliases that demangle under their own names.
+std::string cuda_spelling(std::string name) {
+  for (const auto& [emu, cuda] :
+       {std::pair<std::string, std::string>{"hmoe::emu::detail::Float16<true>", "__nv_bfloat16"},
+        {"hmoe::emu::detail::Float16<false>", "__half"}})
+    for (size_t p; (p = name.find(emu)) != std::string::npos;) name.replace(p, emu.size(), cuda);
+  return name;
+}
+
 void print_occupancy(const BenchOptions& o, const std::vector<cuda::PtxasKernel>& table,
                      const emu::counters::KernelCounts& k) {
   if (o.ptxas.empty()) {
@@ -36,7 +46,7 @@ void print_occupancy(const BenchOptions& o, const std::vector<cuda::PtxasKernel>
     return;
   }
   for (const Gpu& g : kGpus) {
-    const cuda::PtxasKernel* p = cuda::find_ptxas_kernel(table, k.function_name, g.sm->name);
+    const cuda::PtxasKernel* p = cuda::find_ptxas_kernel(table, cuda_spelling(k.function_name), g.sm->name);
     if (p == nullptr) {
       std::printf("  occupancy %s: kernel not in %s\n", g.sm->name, o.ptxas.c_str());
       continue;
