@@ -32,7 +32,7 @@ if(HMOE_GPU_RESOLVED STREQUAL "emu")
   # are filled in a guarded loop and read under the same guard (nvcc does not): kernels
   # only, the host code keeps the warning.
   set_source_files_properties(${HMOE_CUDA_KERNEL_CU} PROPERTIES LANGUAGE CXX
-    COMPILE_OPTIONS "-Wno-unknown-pragmas;-Wno-maybe-uninitialized")
+    COMPILE_OPTIONS "-Wno-unknown-pragmas;$<$<CXX_COMPILER_ID:GNU>:-Wno-maybe-uninitialized>;${HMOE_EMU_COUNTER_FLAGS}")
   target_sources(hmoe_objects PRIVATE ${HMOE_CUDA_RUNTIME_SOURCES} ${HMOE_CUDA_KERNEL_CU} ${HMOE_CUDA_KERNEL_CPP})
   target_link_libraries(hmoe_objects PUBLIC hmoe_emu)
   # The project's own users of the static library (tests, tools) compile against the

@@ -3,7 +3,8 @@
 # compiling every kernel source (ops/cuda, ops/moe/cuda) once, with ptxas's per-kernel
 # report (-Xptxas -v,-warn-spills,-warn-lmem-usage); writes the report to
 # <build-dir>/ptxas_report.txt plus a per-kernel table
-# (<build-dir>/ptxas_kernels.tsv), and fails when a gated kernel spills registers or
+# (<build-dir>/ptxas_kernels.tsv: registers, stack, spills, static shared memory; the
+# occupancy of `hmoe bench kernels --emu-counters --ptxas FILE` reads it), and fails when a gated kernel spills registers or
 # uses local memory (a non-zero stack frame). Then the instruction check: the sources
 # holding tensor-core kernels are compiled once more to sm_80 PTX (this toolkit install
 # has no cuobjdump/nvdisasm, so PTX is what can be read), and every kernel entry matching
@@ -62,7 +63,7 @@ for line in text.splitlines():
     m = re.search(r"Compiling entry function '([^']+)' for '(sm_\d+a?)'", line)
     if m:
         cur = (m.group(1), m.group(2))
-        kernels[cur] = {"regs": 0, "stack": 0, "spill_st": 0, "spill_ld": 0, "lmem": 0}
+        kernels[cur] = {"regs": 0, "stack": 0, "spill_st": 0, "spill_ld": 0, "lmem": 0, "smem": 0}
         continue
     if cur is None:
         continue
@@ -73,6 +74,9 @@ for line in text.splitlines():
     m = re.search(r"Used (\d+) registers", line)
     if m:
         kernels[cur]["regs"] = int(m.group(1))
+    m = re.search(r"(\d+) bytes smem", line)
+    if m:
+        kernels[cur]["smem"] = int(m.group(1))
     m = re.search(r"(\d+) bytes lmem", line)
     if m:
         kernels[cur]["lmem"] = int(m.group(1))
@@ -86,11 +90,11 @@ if names and shutil.which("c++filt"):
         demangled = dict(zip(names, out))
 bad = []
 with open(table, "w") as t:
-    t.write("kernel\tarch\tregisters\tstack_bytes\tspill_stores\tspill_loads\tlmem_bytes\tgated\n")
+    t.write("kernel\tarch\tregisters\tstack_bytes\tspill_stores\tspill_loads\tlmem_bytes\tgated\tsmem_bytes\n")
     for (name, arch), k in sorted(kernels.items(), key=lambda kv: (demangled[kv[0][0]], kv[0][1])):
         d = demangled[name]
         gated = bool(re.search(hot, d)) and not (allow and re.search(allow, d))
-        t.write(f"{d}\t{arch}\t{k['regs']}\t{k['stack']}\t{k['spill_st']}\t{k['spill_ld']}\t{k['lmem']}\t{int(gated)}\n")
+        t.write(f"{d}\t{arch}\t{k['regs']}\t{k['stack']}\t{k['spill_st']}\t{k['spill_ld']}\t{k['lmem']}\t{int(gated)}\t{k['smem']}\n")
         if gated and (k["spill_st"] or k["spill_ld"] or k["lmem"] or k["stack"]):
             bad.append(f"  {d} [{arch}]: {k['spill_st']} B spill stores, {k['spill_ld']} B spill loads, "
                        f"{k['stack']} B stack frame, {k['lmem']} B lmem")

@@ -9,6 +9,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libopenmpi-dev openmpi-bin
   clang libclang-rt-14-dev
+  clang-16  # the emulator's access counters (HMOE_EMU_COUNTERS) need clang >= 15
   python3 python3-pip fortunes-min fortunes
 )
 

@@ -34,7 +34,9 @@ class DeviceGuard {
   DeviceGuard& operator=(const DeviceGuard&) = delete;
 
  private:
-  int previous_ = 0, device_ = 0;
+  // Unread by the emulated runtime (one device), which clang would flag.
+  [[maybe_unused]] int previous_ = 0;
+  [[maybe_unused]] int device_ = 0;
 };
 
 struct DeviceProperties {

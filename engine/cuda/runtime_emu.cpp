@@ -18,6 +18,7 @@
 
 #include "engine/cuda/runtime.h"
 #include "engine/cuda/runtime_backend.h"
+#include "engine/emu/counters.h"
 #include "engine/error.h"
 
 namespace hmoe::cuda {
@@ -129,6 +130,9 @@ void* raw_malloc(size_t nbytes, int device) {
   auto& r = raw_registry();
   std::lock_guard<std::mutex> lk(r.mu);
   r.live.emplace(user, RawBlock{base, nbytes, total});
+#if defined(HMOE_EMU_COUNTERS)
+  emu::counters::add_global_range(user, nbytes);  // the access counters' global memory
+#endif
   return user;
 }
 
@@ -144,6 +148,9 @@ void raw_free(void* p, int device) {
                ") of a pointer that raw_malloc did not return (or that was freed twice)");
     b = it->second;
     r.live.erase(it);
+#if defined(HMOE_EMU_COUNTERS)
+    emu::counters::remove_global_range(p);
+#endif
   }
   // Check the canaries, then free the memory whatever they say (the error is the report).
   const char* user = b.base + kGuard;

@@ -32,6 +32,43 @@ struct dim3 {
   constexpr operator uint3() const { return uint3{x, y, z}; }  // NOLINT(google-explicit-constructor)
 };
 
+#if defined(HMOE_EMU_COUNTERS)
+// Access-counting builds (clang): clang vector types, so that copying one is one 8- or
+// 16-byte load or store, as LDG.64 / LDG.128 on a GPU (a struct copy is a memcpy, which
+// the load/store instrumentation does not see). Same size, alignment and members.
+#define HMOE_EMU_VEC2(T, name, al)                                             \
+  typedef T name __attribute__((ext_vector_type(2)));                          \
+  static_assert(alignof(name) == (al) && sizeof(name) == 2 * sizeof(T));       \
+  inline constexpr name make_##name(T x, T y) { return name{x, y}; }
+#define HMOE_EMU_VEC4(T, name, al)                                             \
+  typedef T name __attribute__((ext_vector_type(4)));                          \
+  static_assert(alignof(name) == (al) && sizeof(name) == 4 * sizeof(T));       \
+  inline constexpr name make_##name(T x, T y, T z, T w) { return name{x, y, z, w}; }
+namespace hmoe::emu {
+// One load or store of a whole trivially copyable P (a vector pack) in access-counting
+// builds: clang would split a struct copy whose fields are used one by one into per-field
+// accesses, where nvcc emits one 8- or 16-byte access.
+template <typename P>
+inline P whole_load(const void* p) {
+  if constexpr (sizeof(P) % 4 == 0) {
+    typedef unsigned W __attribute__((ext_vector_type(sizeof(P) / 4)));
+    const W w = *static_cast<const volatile W*>(p);  // volatile: never split or narrowed
+    return __builtin_bit_cast(P, w);
+  } else {
+    return *static_cast<const P*>(p);
+  }
+}
+template <typename P>
+inline void whole_store(void* p, const P& v) {
+  if constexpr (sizeof(P) % 4 == 0) {
+    typedef unsigned W __attribute__((ext_vector_type(sizeof(P) / 4)));
+    *static_cast<volatile W*>(p) = __builtin_bit_cast(W, v);
+  } else {
+    *static_cast<P*>(p) = v;
+  }
+}
+}  // namespace hmoe::emu
+#else
 #define HMOE_EMU_VEC2(T, name, al) \
   struct alignas(al) name {        \
     T x, y;                        \
@@ -42,6 +79,7 @@ struct dim3 {
     T x, y, z, w;                  \
   };                               \
   inline constexpr name make_##name(T x, T y, T z, T w) { return name{x, y, z, w}; }
+#endif
 HMOE_EMU_VEC2(float, float2, 8)
 HMOE_EMU_VEC4(float, float4, 16)
 HMOE_EMU_VEC2(int, int2, 8)

@@ -93,8 +93,8 @@ class Fiber {
   bool alive_ = false;
   Entry entry_ = nullptr;
   void* arg_ = nullptr;
-  void* tsan_self_ = nullptr;  // TSan fiber context (TSan builds only)
-  void* tsan_resumer_ = nullptr;
+  [[maybe_unused]] void* tsan_self_ = nullptr;  // TSan fiber context (TSan builds only)
+  [[maybe_unused]] void* tsan_resumer_ = nullptr;
 };
 
 // TSan happens-before annotations; no-ops unless built with HMOE_EMU_TSAN.

@@ -10,6 +10,7 @@
 
 #include "engine/emu/runtime.h"
 #include "engine/emu/check.h"
+#include "engine/emu/counters_internal.h"
 
 namespace hmoe::emu {
 namespace {
@@ -171,7 +172,13 @@ Worker& launch_worker(unsigned slot, size_t stack_bytes) {
   return *w;
 }
 
-void work(Worker& w, LaunchState& l) {
+void work(Worker& w, LaunchState& l, [[maybe_unused]] WorkerCounters* counters) {
+#if defined(HMOE_EMU_COUNTERS)
+  t_counters = counters;  // counts the blocks this OS thread runs
+  struct Off {
+    ~Off() { t_counters = nullptr; }
+  } off;
+#endif
   const bool shuffled = l.schedule.mode == ScheduleMode::random;
   while (!l.abort.load(std::memory_order_relaxed)) {
     const uint64_t i = l.next.fetch_add(1, std::memory_order_relaxed);
@@ -211,6 +218,8 @@ void launch_erased(const LaunchConfig& cfg, KernelRef kernel) {
   const size_t stack = stack_size();
   const unsigned workers = unsigned(std::min<uint64_t>(cfg.workers ? cfg.workers : worker_count(), l.num_blocks));
 
+  // Null unless counting is on (which needs a build with HMOE_EMU_COUNTERS).
+  const std::unique_ptr<LaunchCounters> counters = counters_begin_launch(workers);
   tsan_release(&l.tsan_start);
   {
     // Made here, on the launching thread, so its helpers borrow them.
@@ -218,9 +227,9 @@ void launch_erased(const LaunchConfig& cfg, KernelRef kernel) {
     for (unsigned i = 0; i < workers; ++i) slots.push_back(&launch_worker(i, stack));
     std::vector<std::jthread> helpers;
     for (unsigned i = 1; i < workers; ++i) {
-      helpers.emplace_back([&l, w = slots[i]] {
+      helpers.emplace_back([&l, w = slots[i], c = counters_worker(counters.get(), i)] {
         try {
-          work(*w, l);
+          work(*w, l, c);
         } catch (const std::exception& e) {
           std::lock_guard lock(l.mu);
           if (l.error.empty()) l.error = std::string("hmoe::emu: worker failed: ") + e.what();
@@ -228,9 +237,10 @@ void launch_erased(const LaunchConfig& cfg, KernelRef kernel) {
         }
       });
     }
-    work(*slots[0], l);
+    work(*slots[0], l, counters_worker(counters.get(), 0));
   }  // joins the helpers
   tsan_acquire(&l.tsan_done);
+  if (counters) counters_end_launch(counters.get(), l);
   if (!l.error.empty()) throw Error(l.error);
 }
 

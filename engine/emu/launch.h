@@ -81,6 +81,7 @@ namespace detail {
 struct KernelRef {
   void (*invoke)(const void* closure);  // runs the kernel once for the current thread
   const void* closure;
+  const void* function = nullptr;  // the kernel itself (the access counters name it)
 };
 void launch_erased(const LaunchConfig& cfg, KernelRef kernel);
 
@@ -106,7 +107,7 @@ template <typename... P, typename... A>
 void launch(const LaunchConfig& cfg, void (*kernel)(P...), A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "hmoe::emu::launch: wrong number of kernel arguments");
   detail::Closure<P...> closure{kernel, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
-  detail::launch_erased(cfg, detail::KernelRef{&detail::invoke_closure<P...>, &closure});
+  detail::launch_erased(cfg, detail::KernelRef{&detail::invoke_closure<P...>, &closure, reinterpret_cast<const void*>(kernel)});
 }
 
 // CUDA-shaped spelling: launch(kernel, grid, block, dynamic_smem, args...).

@@ -92,6 +92,9 @@ class SharedArena {
   size_t dynamic_size() const { return dyn_size_; }
   void* get(const SharedSite& site);  // throws hmoe::Error past the limits
   std::string check() const;          // empty when every red zone is intact
+  const void* data() const { return mem_.get(); }
+  size_t static_bytes() const { return static_bytes_; }
+  size_t capacity() const { return capacity_; }
 
  private:
   struct Region {

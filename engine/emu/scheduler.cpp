@@ -8,6 +8,7 @@
 
 #include "engine/emu/runtime.h"
 #include "engine/emu/check.h"
+#include "engine/emu/counters_internal.h"
 
 namespace hmoe::emu::detail {
 
@@ -343,6 +344,9 @@ std::optional<std::string> run_block(Worker& w, LaunchState& l, uint64_t linear)
   w.stacks.recycle();
   w.arena.begin_block(l.dynamic_smem);
   tsan_release(&w.tsan_block_start);
+#if defined(HMOE_EMU_COUNTERS)
+  if (t_counters) counters_begin_block(b, w.arena.data(), w.arena.capacity());
+#endif
 
   BlockBuiltins* const saved_block = t_block;
   ThreadBuiltins* const saved_thread = t_thread;
@@ -383,6 +387,9 @@ std::optional<std::string> run_block(Worker& w, LaunchState& l, uint64_t linear)
   }
   t_block = saved_block;
   tsan_acquire(&w.tsan_block_end);  // the worker may free what the fibers touched
+#if defined(HMOE_EMU_COUNTERS)
+  if (t_counters) counters_end_block(w.arena.static_bytes());
+#endif
   if (!b.error) {
     if (std::string bad = w.arena.check(); !bad.empty()) b.error = bad + " (detected at block end)";
   }

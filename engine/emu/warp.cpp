@@ -4,6 +4,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "engine/emu/counters_internal.h"
 #include "engine/emu/runtime.h"
 #include "engine/emu/check.h"
 
@@ -164,6 +165,7 @@ void try_complete(BlockState& b, unsigned warp, size_t si) {
   const void* anchor = &w.tsan_sync[si % 32];
   if (s.call.op == WarpOp::custom) {
     tsan_acquire(anchor);
+    const CountersPause pause;  // the completion's memory traffic is not this lane's
     s.call.complete(s.value, s.call.shared, s.arrived);
     tsan_release(anchor);
   } else {

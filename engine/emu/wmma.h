@@ -16,6 +16,12 @@ const uint16_t* wmma_map(int use, int rows, int cols);
 // Per-lane argument checks (alignment, ldm); throw hmoe::Error naming the call.
 void wmma_check(const char* what, const void* ptr, unsigned ldm, unsigned elem_size, unsigned min_ldm,
                 const std::source_location& loc);
+#if defined(HMOE_EMU_COUNTERS)
+// The access counters' model of a tile load or store (counters.cpp): this lane's share
+// of the tile's 16-byte line chunks, in ldmatrix order (eight lines a phase).
+void count_wmma_tile(const void* ptr, unsigned ldm, bool row_major, int rows, int cols, unsigned elem, bool store,
+                     const std::source_location& loc);
+#endif
 }  // namespace hmoe::emu::detail
 
 namespace nvcuda::wmma {
@@ -97,6 +103,9 @@ void tile_call(const char* name, typename Frag::element_type* ptr, unsigned ldm,
   c.name = name;
   c.complete = &tile_transfer<Frag, Store>;
   c.loc = loc;
+#if defined(HMOE_EMU_COUNTERS)
+  emu::count_wmma_tile(ptr, ldm, row_major, Frag::shape::rows, Frag::shape::cols, sizeof(T), Store, loc);
+#endif
   emu::warp_collective(c);
 }
 

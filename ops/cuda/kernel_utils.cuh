@@ -240,11 +240,19 @@ inline constexpr int kVec16 = int(16 / sizeof(T));
 
 template <typename T, int V>
 __device__ __forceinline__ Pack<T, V> load_pack(const T* p) {
+#if defined(HMOE_EMU_COUNTERS)
+  return ::hmoe::emu::whole_load<Pack<T, V>>(p);  // one access, as nvcc makes it
+#else
   return *reinterpret_cast<const Pack<T, V>*>(p);
+#endif
 }
 template <typename T, int V>
 __device__ __forceinline__ void store_pack(T* p, const Pack<T, V>& v) {
+#if defined(HMOE_EMU_COUNTERS)
+  ::hmoe::emu::whole_store(p, v);
+#else
   *reinterpret_cast<Pack<T, V>*>(p) = v;
+#endif
 }
 
 // Host and device: p is a multiple of `bytes` (a power of two).

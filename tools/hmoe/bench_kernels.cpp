@@ -17,6 +17,7 @@
 #include "engine/cuda/runtime.h"
 #include "hmoe.h"
 #include "ops/moe/moe_kernels.h"
+#include "tools/hmoe/bench_counters.h"
 #include "tools/hmoe/selftest.h"
 
 #if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
@@ -188,13 +189,21 @@ int run_bench_kernels(const BenchOptions& o) {
   const cuda::DeviceProperties& p = cuda::properties(0);
   const bool emu = cuda::is_emulated();
   std::printf("hmoe bench kernels on %s%s\n", p.str().c_str(), emu ? " (emulated: timings are not GPU timings)" : "");
-  const Peaks peak = measure_peaks(o, emu);
+  HMOE_CHECK(!o.emu_counters || emu, "hmoe bench kernels --emu-counters: needs the emulated build (HMOE_GPU=emu "
+             "with HMOE_EMU_COUNTERS=ON); this one runs on a GPU");
+  const Peaks peak = o.emu_counters ? Peaks{} : measure_peaks(o, emu);
   std::vector<KernelBench> benches;
   // The emulator runs everything ~1e4x slower: a sixteenth of the rows there.
   add_row_benches(benches, std::max<size_t>(p.l2_cache, 1 << 20), emu ? 16 : 1);
   add_matmul_benches(benches, emu);
   add_grouped_gemm_benches(benches, emu);
 
+  if (o.emu_counters) {
+    for (const KernelBench& kb : benches)
+      if ((o.filter.empty() || kb.name.find(o.filter) != std::string::npos) && kb.name.find("cublas") == std::string::npos)
+        print_access_counters(o, kb.name, kb.flops, kb.f32_peak, [&kb] { kb.run(0); });
+    return 0;
+  }
   std::printf("%-30s %10s %10s %8s %10s %8s\n", "kernel", "median ms", "GB/s", "% peak", "TFLOP/s", "% peak");
   std::map<std::string, double> times;
   for (const KernelBench& kb : benches) {

@@ -338,6 +338,11 @@ Verb bench_verb(CLI::App& app) {
   kernels->add_option("--filter", o->filter, "only kernels whose name contains this");
   kernels->add_option("--reps", o->reps, "timed runs per kernel (median reported)")->check(whole_in(1, 1000000));
   kernels->add_option("--warmup", o->warmup, "untimed runs first")->check(whole_in(0, 1000000));
+  kernels->add_flag("--emu-counters", o->emu_counters,
+                    "emulated build with HMOE_EMU_COUNTERS: run each kernel once and print its memory access "
+                    "counters (sectors per request, bank conflicts), occupancy and roofline bound instead of timing");
+  kernels->add_option("--ptxas", o->ptxas,
+                      "with --emu-counters: the real build's ptxas_kernels.tsv (tools/ptxas_gate.sh), for occupancy");
   return {cmd, [o] { return on_cuda_device([o] { return hmoe::tools::run_bench_kernels(*o); }); }};
 }
 

@@ -35,6 +35,8 @@ double rel_error(const Tensor& a, const Tensor& b);
 struct BenchOptions {
   std::string filter;
   int warmup = 5, reps = 50;
+  bool emu_counters = false;  // run each kernel once with the emulator's access counters
+  std::string ptxas;          // ptxas_kernels.tsv of the real build, for occupancy
 };
 // Times each kernel (median of reps, CUDA events, inputs rotated through buffers larger
 // than L2) and prints GB/s and TFLOP/s against the device's peak.
