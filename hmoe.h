@@ -51,6 +51,11 @@
 #include "models/hypermoe/layer_options.h"
 #include "models/hypermoe/lm.h"
 
+// Inference: infer::Model (a checkpoint loaded once, shared by threads), infer::Session
+// (one batch's key/value cache: prefill, decode steps), sampling options and
+// infer::generate for a batch of requests.
+#include "models/infer/generate.h"
+
 // Optimisers: SGD and AdamW over parameter groups (a learning-rate scale and weight
 // decay each), state_dict / save / load of their state; the warm-up cosine schedule and
 // global-norm clipping.

@@ -1,22 +1,18 @@
 // Profiles a HyperMoE layer's forward and backward and writes a Chrome trace (open it
 // in Perfetto, https://ui.perfetto.dev, or chrome://tracing). usage: profile_layer [trace.json]
-#include <hmoe/engine/profiler.h>
 #include <hmoe/hmoe.h>
-#include <hmoe/models/hypermoe/ffn.h>
 
 #include <cstdio>
 #include <fstream>
-#include <memory>
 
 using namespace hmoe;
 
 int main(int argc, char** argv) {
   const char* path = argc > 1 ? argv[1] : "trace.json";
-  model::ModelConfig cfg;  // the tiny preset's layer sizes: d_model 128, d_ff 512, 8 experts
+  model::FfnOptions o;  // the tiny preset's layer sizes: d_model 128, d_ff 512, 8 experts
   Generator gen(1);
-  auto hyper = std::make_shared<model::HyperNetwork>(cfg, /*n_moe_layers=*/1, gen);
-  model::HyperMoEFFN layer(cfg, /*moe_layer=*/0, hyper, gen);
-  const Tensor x = normal({256, cfg.d_model}, gen);
+  model::HyperMoEFFN layer(o, gen);
+  const Tensor x = normal({256, o.d_model}, gen);
 
   Profiler prof;  // records every op run on this thread while it lives
   model::FfnStats stats;

@@ -47,6 +47,9 @@ std::vector<ParamGroup> one_group(std::vector<Tensor> params) {
 
 Optimizer::Optimizer(std::vector<ParamGroup> groups, double lr) : groups_(std::move(groups)), lr_(lr) {
   std::set<std::string> names;
+  // A tensor given twice (e.g. a shared submodule's parameters listed by hand next to a
+  // module that lists them already) would be stepped twice per step.
+  std::set<std::pair<const void*, int64_t>> seen;
   for (const ParamGroup& g : groups_) {
     HMOE_CHECK(names.insert(g.name).second, "optimizer: two parameter groups named '", g.name, "'");
     HMOE_CHECK(g.name.find('.') == std::string::npos, "optimizer: group name '", g.name, "' has a '.'");
@@ -54,8 +57,12 @@ Optimizer::Optimizer(std::vector<ParamGroup> groups, double lr) : groups_(std::m
                g.params.size(), " parameters and ", g.param_names.size(), " names");
     HMOE_CHECK(g.lr_scale >= 0 && (!g.weight_decay || *g.weight_decay >= 0), "optimizer: group '", g.name,
                "' needs lr_scale >= 0 and weight_decay >= 0");
-    for (const Tensor& p : g.params) {
+    for (size_t i = 0; i < g.params.size(); ++i) {
+      const Tensor& p = g.params[i];
       check_param(p);
+      HMOE_CHECK(seen.emplace(p.storage().get(), p.offset()).second, "optimizer: parameter ",
+                 g.param_names.empty() ? std::to_string(i) : "'" + g.param_names[i] + "'", " of group '", g.name,
+                 "' is given twice (it would be updated twice per step)");
       masters_.push_back(make_master(p));
     }
   }

@@ -73,6 +73,13 @@ TEST(OptimGroups, BadGroupsAreErrors) {
                     "1 parameters and 2 names");
   EXPECT_HMOE_ERROR(optim::SGD(std::vector<optim::ParamGroup>{{"a.b", {leaf(1, 2)}, {}, 1.0, std::nullopt}}, {}),
                     "has a '.'");
+  // One tensor twice, within a group or across two, would be stepped twice per step.
+  const Tensor w = leaf(1, 2);
+  EXPECT_HMOE_ERROR(optim::AdamW(std::vector<Tensor>{w, leaf(2, 2), w}, o), "parameter 2 of group '' is given twice");
+  EXPECT_HMOE_ERROR(optim::AdamW(std::vector<optim::ParamGroup>{{"a", {w}, {"w"}, 1.0, std::nullopt},
+                                                                {"b", {w}, {"w2"}, 1.0, std::nullopt}},
+                                 o),
+                    "parameter 'w2' of group 'b' is given twice");
 }
 
 // Saved after two steps and loaded into a fresh optimiser over copies of the parameters,
