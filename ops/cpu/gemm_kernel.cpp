@@ -34,16 +34,19 @@ using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, int64_t
 
 // Portable: std::fma keeps the exact chain of the vector kernels (fused, p in order).
 constexpr int kPortMR = 4, kPortNR = 16;
+// Each kernel computes the first R rows of its MR-row panel (R = MR, or 1 for a one-row
+// product such as a decode step, which would otherwise do MR rows of arithmetic for one).
+template <int R>
 void ukr_portable(int64_t kc, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc, float beta,
                   Init init) {
-  float acc[kPortMR][kPortNR];
-  for (int i = 0; i < kPortMR; ++i)
+  float acc[R][kPortNR];
+  for (int i = 0; i < R; ++i)
     for (int j = 0; j < kPortNR; ++j)
       acc[i][j] = init == Init::zero ? 0.f : init == Init::load ? c[i * ldc + j] : beta * c[i * ldc + j];
   for (int64_t p = 0; p < kc; ++p, a += kPortMR, b += ldb)
-    for (int i = 0; i < kPortMR; ++i)
+    for (int i = 0; i < R; ++i)
       for (int j = 0; j < kPortNR; ++j) acc[i][j] = std::fma(a[i], b[j], acc[i][j]);
-  for (int i = 0; i < kPortMR; ++i)
+  for (int i = 0; i < R; ++i)
     for (int j = 0; j < kPortNR; ++j) c[i * ldc + j] = acc[i][j];
 }
 
@@ -54,16 +57,17 @@ void ukr_portable(int64_t kc, const float* a, const float* b, int64_t ldb, float
 
 // 14 rows x 2 zmm columns: 28 accumulators + 2 B vectors + 1 broadcast of 32 registers.
 constexpr int kAvx512MR = 14, kAvx512NR = 32;
+template <int R>
 HMOE_TARGET_AVX512 void ukr_avx512(int64_t kc, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
                                    float beta, Init init) {
-  __m512 c0[kAvx512MR], c1[kAvx512MR];
+  __m512 c0[R], c1[R];
   if (init == Init::zero) {
 #pragma GCC unroll 14
-    for (int i = 0; i < kAvx512MR; ++i) c0[i] = c1[i] = _mm512_setzero_ps();
+    for (int i = 0; i < R; ++i) c0[i] = c1[i] = _mm512_setzero_ps();
   } else {
     const __m512 bv = _mm512_set1_ps(init == Init::load ? 1.f : beta);  // x * 1 is exact
 #pragma GCC unroll 14
-    for (int i = 0; i < kAvx512MR; ++i) {
+    for (int i = 0; i < R; ++i) {
       c0[i] = _mm512_mul_ps(bv, _mm512_loadu_ps(c + i * ldc));
       c1[i] = _mm512_mul_ps(bv, _mm512_loadu_ps(c + i * ldc + 16));
     }
@@ -71,14 +75,14 @@ HMOE_TARGET_AVX512 void ukr_avx512(int64_t kc, const float* a, const float* b, i
   for (int64_t p = 0; p < kc; ++p, a += kAvx512MR, b += ldb) {
     const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
 #pragma GCC unroll 14
-    for (int i = 0; i < kAvx512MR; ++i) {
+    for (int i = 0; i < R; ++i) {
       const __m512 av = _mm512_set1_ps(a[i]);
       c0[i] = _mm512_fmadd_ps(av, b0, c0[i]);
       c1[i] = _mm512_fmadd_ps(av, b1, c1[i]);
     }
   }
 #pragma GCC unroll 14
-  for (int i = 0; i < kAvx512MR; ++i) {
+  for (int i = 0; i < R; ++i) {
     _mm512_storeu_ps(c + i * ldc, c0[i]);
     _mm512_storeu_ps(c + i * ldc + 16, c1[i]);
   }
@@ -86,16 +90,17 @@ HMOE_TARGET_AVX512 void ukr_avx512(int64_t kc, const float* a, const float* b, i
 
 // 6 rows x 2 ymm columns: 12 accumulators + 2 B vectors + 1 broadcast of 16 registers.
 constexpr int kAvx2MR = 6, kAvx2NR = 16;
+template <int R>
 HMOE_TARGET_AVX2 void ukr_avx2(int64_t kc, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc,
                                float beta, Init init) {
-  __m256 c0[kAvx2MR], c1[kAvx2MR];
+  __m256 c0[R], c1[R];
   if (init == Init::zero) {
 #pragma GCC unroll 6
-    for (int i = 0; i < kAvx2MR; ++i) c0[i] = c1[i] = _mm256_setzero_ps();
+    for (int i = 0; i < R; ++i) c0[i] = c1[i] = _mm256_setzero_ps();
   } else {
     const __m256 bv = _mm256_set1_ps(init == Init::load ? 1.f : beta);
 #pragma GCC unroll 6
-    for (int i = 0; i < kAvx2MR; ++i) {
+    for (int i = 0; i < R; ++i) {
       c0[i] = _mm256_mul_ps(bv, _mm256_loadu_ps(c + i * ldc));
       c1[i] = _mm256_mul_ps(bv, _mm256_loadu_ps(c + i * ldc + 8));
     }
@@ -103,14 +108,14 @@ HMOE_TARGET_AVX2 void ukr_avx2(int64_t kc, const float* a, const float* b, int64
   for (int64_t p = 0; p < kc; ++p, a += kAvx2MR, b += ldb) {
     const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
 #pragma GCC unroll 6
-    for (int i = 0; i < kAvx2MR; ++i) {
+    for (int i = 0; i < R; ++i) {
       const __m256 av = _mm256_broadcast_ss(a + i);
       c0[i] = _mm256_fmadd_ps(av, b0, c0[i]);
       c1[i] = _mm256_fmadd_ps(av, b1, c1[i]);
     }
   }
 #pragma GCC unroll 6
-  for (int i = 0; i < kAvx2MR; ++i) {
+  for (int i = 0; i < R; ++i) {
     _mm256_storeu_ps(c + i * ldc, c0[i]);
     _mm256_storeu_ps(c + i * ldc + 8, c1[i]);
   }
@@ -389,7 +394,7 @@ void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, c
 // micro-kernel, so every element is the same fma chain as in the packed driver.
 constexpr int64_t kSmallKc = 128;
 
-template <int mr, int nr, MicroKernel kernel, bool avx512_packs>
+template <int mr, int nr, MicroKernel kernel, MicroKernel one_row, bool avx512_packs>
 void small_m_driver(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, const GemmB& b, float beta, float* c,
                     int64_t ldc) {
   float* pa = tl_pack.a.get(size_t(mr * k));
@@ -415,7 +420,7 @@ void small_m_driver(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a
       if (init != Init::zero)
         for (int i = 0; i < mr; ++i)
           for (int j = 0; j < nr; ++j) edge[i * nr + j] = i < m && j < nv ? cp[i * ldc + j] : 0.f;
-      kernel(kb, pa + pc * mr, bp, ldb, edge, nr, beta, init);
+      (m == 1 ? one_row : kernel)(kb, pa + pc * mr, bp, ldb, edge, nr, beta, init);
       for (int64_t i = 0; i < m; ++i) std::memcpy(cp + i * ldc, edge + i * nr, size_t(nv) * sizeof(float));
     }
   }
@@ -440,13 +445,13 @@ struct KernelInfo {
 // 512 too once k is split evenly (sgemm), so a k of up to 384 is one block.
 const KernelInfo& kernel_info(GemmIsa isa) {
   static const KernelInfo portable{
-      kPortMR, kPortNR, &gemm_driver<kPortMR, kPortNR, &ukr_portable, false>,
-      &small_m_driver<kPortMR, kPortNR, &ukr_portable, false>, {128, 384, 1024}};
+      kPortMR, kPortNR, &gemm_driver<kPortMR, kPortNR, &ukr_portable<kPortMR>, false>,
+      &small_m_driver<kPortMR, kPortNR, &ukr_portable<kPortMR>, &ukr_portable<1>, false>, {128, 384, 1024}};
 #ifdef HMOE_GEMM_X86
-  static const KernelInfo avx2{kAvx2MR, kAvx2NR, &gemm_driver<kAvx2MR, kAvx2NR, &ukr_avx2, false>,
-                               &small_m_driver<kAvx2MR, kAvx2NR, &ukr_avx2, false>, {144, 384, 1024}};
-  static const KernelInfo avx512{kAvx512MR, kAvx512NR, &gemm_driver<kAvx512MR, kAvx512NR, &ukr_avx512, true>,
-                                 &small_m_driver<kAvx512MR, kAvx512NR, &ukr_avx512, true>, {168, 384, 1024}};
+  static const KernelInfo avx2{kAvx2MR, kAvx2NR, &gemm_driver<kAvx2MR, kAvx2NR, &ukr_avx2<kAvx2MR>, false>,
+                               &small_m_driver<kAvx2MR, kAvx2NR, &ukr_avx2<kAvx2MR>, &ukr_avx2<1>, false>, {144, 384, 1024}};
+  static const KernelInfo avx512{kAvx512MR, kAvx512NR, &gemm_driver<kAvx512MR, kAvx512NR, &ukr_avx512<kAvx512MR>, true>,
+                                 &small_m_driver<kAvx512MR, kAvx512NR, &ukr_avx512<kAvx512MR>, &ukr_avx512<1>, true>, {168, 384, 1024}};
   if (isa == GemmIsa::avx512) return avx512;
   if (isa == GemmIsa::avx2) return avx2;
 #endif

@@ -119,6 +119,12 @@ std::vector<Case> cases() {
       {700, 5, 300, true, false, 1.f, 0.75f, 1},  // small n with beta and padding
       {700, 8, 300, false, false, 2.f, 0.f},      // small n, alpha != 1: the packed loop
       {40, 6, 70, false, false, 1.f, 0.f, 0, true},  // small n with a gather: the packed loop
+      // One row (a decode step): the one-row kernels.
+      {1, 300, 700, false, true, 0.5f, 1.f, 2},   // B transposed (a linear layer), several k blocks
+      {1, 90, 40, false, false, 1.f, 0.f},        // B read in place
+      {1, 37, 260, true, false, 1.f, -0.5f, 1},   // A^T, an edge column block, beta
+      {1, 90, 40, false, false, 1.f, 0.f, 0, true},  // one gathered row
+      {700, 1, 300, false, true, 1.f, 0.f},       // one column: C^T on the one-row kernel
   };
   return v;
 }
