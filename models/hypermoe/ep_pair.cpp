@@ -1,4 +1,4 @@
-// FfnLayer: a MoE / HyperMoE layer made whole and sharded with the same values.
+// make_ffn_layer and set_random_parameters: a MoE / HyperMoE layer made whole and sharded with the same values.
 #include "models/hypermoe/ep_pair.h"
 
 #include <map>
@@ -9,27 +9,16 @@
 
 namespace hmoe::model {
 
-std::vector<std::pair<std::string, Tensor>> FfnLayer::parameters() const { return ffn->named_parameters(); }
-
-void FfnLayer::to(DType dt) { ffn->to(dt); }
-
-void FfnLayer::to(Device d) { ffn->to(d); }
-
-FfnLayer make_ffn_layer(const ModelConfig& cfg, bool hyper, const nn::Parallel& par, uint64_t seed) {
+std::shared_ptr<MoEFFN> make_ffn_layer(const ModelConfig& cfg, bool hyper, const nn::Parallel& par, uint64_t seed) {
   Generator gen(seed);
-  FfnLayer l;
-  if (hyper) {
-    l.hyper = std::make_shared<HyperNetwork>(cfg, 2, gen);
-    l.ffn = std::make_shared<HyperMoEFFN>(cfg, 1, l.hyper, gen, par);
-  } else {
-    l.ffn = std::make_shared<MoEFFN>(cfg, gen, par);
-  }
-  return l;
+  if (!hyper) return std::make_shared<MoEFFN>(cfg, gen, par);
+  auto net = std::make_shared<HyperNetwork>(cfg, 2, gen);
+  return std::make_shared<HyperMoEFFN>(cfg, 1, net, gen, par);
 }
 
-void set_random_parameters(const FfnLayer& whole, const FfnLayer& sharded, bool forced, uint64_t seed) {
-  const std::map<std::string, nn::RowShard> shards = sharded.ffn->parameter_shards();
-  const auto w = whole.parameters(), s = sharded.parameters();
+void set_random_parameters(const MoEFFN& whole, const MoEFFN& sharded, bool forced, uint64_t seed) {
+  const std::map<std::string, nn::RowShard> shards = sharded.parameter_shards();
+  const auto w = whole.named_parameters(), s = sharded.named_parameters();
   HMOE_CHECK(w.size() == s.size(), "set_random_parameters: the layers hold ", w.size(), " and ", s.size(),
              " parameters: not one layer's");
   NoGradGuard ng;

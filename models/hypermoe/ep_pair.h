@@ -6,34 +6,21 @@
 
 #include <cstdint>
 #include <memory>
-#include <string>
-#include <utility>
-#include <vector>
 
 #include "models/hypermoe/ffn.h"
 
 namespace hmoe::model {
 
-// A MoEFFN, or a HyperMoEFFN (MoE layer 1 of 2) with its hypernetwork (which the layer
-// registers as "hyper").
-struct FfnLayer {
-  std::shared_ptr<HyperNetwork> hyper;
-  std::shared_ptr<MoEFFN> ffn;
-  // The ffn's parameters, its hypernetwork's ("hyper.*") among them.
-  std::vector<std::pair<std::string, Tensor>> parameters() const;
-  void to(DType dt);
-  void to(Device d);
-};
-
-// The layer for cfg, its initial values drawn from Generator(seed) (the same values
+// A MoEFFN, or a HyperMoEFFN (MoE layer 1 of 2, with the hypernetwork it registers as
+// "hyper"), for cfg, its initial values drawn from Generator(seed) (the same values
 // whatever par shards: each rank's expert rows of the whole layer's).
-FfnLayer make_ffn_layer(const ModelConfig& cfg, bool hyper, const nn::Parallel& par, uint64_t seed);
+std::shared_ptr<MoEFFN> make_ffn_layer(const ModelConfig& cfg, bool hyper, const nn::Parallel& par, uint64_t seed);
 
 // Gives whole fresh random values (normal, std 1 for the router, 0.3 elsewhere; a zero
 // router routes trivially), the same on every rank for a seed, and sharded the same
 // values (its rows of the sharded ones). forced: the router sends every token whose
 // feature 0 is positive to expert 0, so the other experts (and ranks) receive nothing.
 // Both layers were made by make_ffn_layer from one config, on the CPU, in one dtype.
-void set_random_parameters(const FfnLayer& whole, const FfnLayer& sharded, bool forced, uint64_t seed);
+void set_random_parameters(const MoEFFN& whole, const MoEFFN& sharded, bool forced, uint64_t seed);
 
 }  // namespace hmoe::model

@@ -189,11 +189,11 @@ Check check_layer(const std::shared_ptr<Communicator>& world, Device dev, const 
   const int W = world->size(), r = world->rank();
   const model::ModelConfig cfg = layer_config(quick, cs.k);
   const nn::Parallel par = nn::Parallel::make(world, cs.ep);
-  model::FfnLayer whole = model::make_ffn_layer(cfg, cs.hyper, {}, seed);
-  model::FfnLayer mine = model::make_ffn_layer(cfg, cs.hyper, par, seed);
-  model::set_random_parameters(whole, mine, cs.forced, seed + 1);
-  whole.to(DType::f64);  // from the f32 values the device layer holds
-  mine.to(dev);
+  const auto whole = model::make_ffn_layer(cfg, cs.hyper, {}, seed);
+  const auto mine = model::make_ffn_layer(cfg, cs.hyper, par, seed);
+  model::set_random_parameters(*whole, *mine, cs.forced, seed + 1);
+  whole->to(DType::f64);  // from the f32 values the device layer holds
+  mine->to(dev);
 
   const int64_t T = quick ? 8 : 64, d = cfg.d_model;  // tokens per rank
   Generator g(seed + 2);
@@ -208,11 +208,11 @@ Check check_layer(const std::shared_ptr<Communicator>& world, Device dev, const 
   // ranks, the reference's, and so are the gradients.
   Generator noise_ref(seed + 3), noise(seed + 3);
   model::FfnStats st_ref, st;
-  const Tensor y_ref = whole.ffn->forward(x_ref, st_ref, noise_ref);
+  const Tensor y_ref = whole->forward(x_ref, st_ref, noise_ref);
   (sum(y_ref * up.to(DType::f64)) / double(W * T) + st_ref.aux_loss).backward();
-  const Tensor y = mine.ffn->forward(x, st, noise);
+  const Tensor y = mine->forward(x, st, noise);
   (sum(y * up.narrow(0, r * T, T).to(dev)) / double(T) + st.aux_loss).backward();
-  nn::average_gradients(*mine.ffn, par);
+  nn::average_gradients(*mine, par);
 
   Check c{std::string(cs.hyper ? "hypermoe" : "moe") + " k " + std::to_string(cs.k) + " ep " + std::to_string(cs.ep) +
               (cs.ep < W ? " x dp " + std::to_string(W / cs.ep) : "") + (cs.forced ? " all to expert 0" : ""),
@@ -232,8 +232,8 @@ Check check_layer(const std::shared_ptr<Communicator>& world, Device dev, const 
   compare(y.detach(), y_ref.detach().narrow(0, r * T, T), "y");
   compare(st.aux_loss.detach(), st_ref.aux_loss.detach(), "aux loss");
   compare(x.grad() / double(W), x_ref.grad().narrow(0, r * T, T), "dx");
-  const std::map<std::string, nn::RowShard> shards = mine.ffn->parameter_shards();
-  const auto ref_params = whole.parameters(), params = mine.parameters();
+  const std::map<std::string, nn::RowShard> shards = mine->parameter_shards();
+  const auto ref_params = whole->named_parameters(), params = mine->named_parameters();
   for (size_t i = 0; i < params.size(); ++i) {
     const auto& [name, p] = params[i];
     const Tensor want = ref_params[i].second.grad();

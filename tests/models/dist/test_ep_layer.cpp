@@ -62,13 +62,13 @@ void check(const Case& cs) {
     cfg.aux_cv_coef = 0;
   }
   const nn::Parallel par = nn::Parallel::make(td::world_ptr(), cs.ep);
-  model::FfnLayer ref = model::make_ffn_layer(cfg, cs.hyper, {}, 3);
-  model::FfnLayer ep = model::make_ffn_layer(cfg, cs.hyper, par, 3);
+  const auto ref = model::make_ffn_layer(cfg, cs.hyper, {}, 3);
+  const auto ep = model::make_ffn_layer(cfg, cs.hyper, par, 3);
 
   // The sharded layer is built with the values of the whole one (its rows of the experts).
-  const std::map<std::string, nn::RowShard> shards = ep.ffn->parameter_shards();
-  const auto ref_params = ref.parameters();
-  const auto ep_params = ep.parameters();
+  const std::map<std::string, nn::RowShard> shards = ep->parameter_shards();
+  const auto ref_params = ref->named_parameters();
+  const auto ep_params = ep->named_parameters();
   ASSERT_EQ(ref_params.size(), ep_params.size());
   for (size_t i = 0; i < ref_params.size(); ++i) {
     const auto& [n, whole] = ref_params[i];
@@ -79,9 +79,9 @@ void check(const Case& cs) {
     EXPECT_TRUE(bit_equal(mine, want)) << n << " at construction";
   }
   // Random values everywhere, the same on every rank and in both layers; then f64.
-  model::set_random_parameters(ref, ep, cs.forced, 11);
-  ref.to(DType::f64);
-  ep.to(DType::f64);
+  model::set_random_parameters(*ref, *ep, cs.forced, 11);
+  ref->to(DType::f64);
+  ep->to(DType::f64);
 
   const int64_t T = 6, d = cfg.d_model;  // tokens per rank
   Tensor x_all = rand_t({W * T, d}, 21);
@@ -93,11 +93,11 @@ void check(const Case& cs) {
   // The reference: one process, the whole batch; mean over its rows + the aux losses.
   Generator noise_ref(5), noise_ep(5);
   model::FfnStats st_ref, st_ep;
-  const Tensor y_ref = ref.ffn->forward(x_ref, st_ref, noise_ref);
+  const Tensor y_ref = ref->forward(x_ref, st_ref, noise_ref);
   (sum(y_ref * up) / double(W * T) + st_ref.aux_loss).backward();
   // This rank: the mean over its rows + the aux losses (of the whole batch). Averaged over
   // the ranks these are the reference's loss; so are the gradients, averaged.
-  const Tensor y = ep.ffn->forward(x_mine, st_ep, noise_ep);
+  const Tensor y = ep->forward(x_mine, st_ep, noise_ep);
   (sum(y * rows_of(up, r * T, T)) / double(T) + st_ep.aux_loss).backward();
 
   EXPECT_EQ(noise_ep.offset(), noise_ref.offset()) << "both draw the whole batch's noise";
