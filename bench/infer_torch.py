@@ -6,7 +6,10 @@ and decode without one (the whole window through the model per token), at contex
 and 1024, for the tiny and small presets with block_size 1024. The PyTorch model is
 bench/train_step_torch.py's (imported, its sizes set per preset), run in eval under
 inference_mode with flush-denormal on; its cache is the usual preallocated tensor per
-layer written at the new positions. Both routers run without noise, as in eval.
+layer written at the new positions. Both routers run without noise, as in eval. In the
+cached paths both generate each HyperMoE selection's adapter once and keep it (hmoe's
+infer::Model does; here a dict per layer, tokens grouped by selection); the no-cache path
+is the plain forward on both sides.
 
 usage: /usr/bin/python3 bench/infer_torch.py [build/bench/bench_infer] [--threads 2]
          [--seconds 1] [--ffn hypermoe] [--preset tiny --preset small]
@@ -45,6 +48,31 @@ def build(preset, ffn):
     return tm.LM(ffn, K).eval()
 
 
+def hyper_cached(self, x):
+    """HyperMoE forward with each selection's adapter generated once (per layer, kept in
+    self.adapters) and applied to the tokens of that selection."""
+    g, idx, _ = self.route(x)
+    y = self.experts(x, g, idx)
+    adapters = self.__dict__.setdefault("adapters", {})
+    keys = [tuple(sorted(r)) for r in idx.tolist()]
+    missing = sorted(set(keys) - adapters.keys())
+    if missing:
+        unselected = torch.ones(len(missing), tm.N)
+        for i, key in enumerate(missing):
+            unselected[i, list(key)] = 0.0
+        s = self.sel2(F.relu(self.sel1(unselected @ self.expert_emb)))
+        for key, *w in zip(missing, *self.hyper[0](s, self.layer)):
+            adapters[key] = w
+    if len(set(keys)) == 1:
+        wd, bd, wu, bu = adapters[keys[0]]
+        return y + F.relu(x @ wd + bd) @ wu + bu
+    for key in set(keys):
+        tok = torch.tensor([t for t, k in enumerate(keys) if k == key])
+        wd, bd, wu, bu = adapters[key]
+        y.index_add_(0, tok, F.relu(x[tok] @ wd + bd) @ wu + bu)
+    return y
+
+
 def forward_cached(m, ids, pos0, cache):
     """ids [1, t] at positions pos0.. into the cache; the last position's logits."""
     b, t = ids.shape
@@ -58,7 +86,8 @@ def forward_cached(m, ids, pos0, cache):
             att = att.masked_fill(torch.ones(t, pos0 + t, dtype=torch.bool).triu(pos0 + 1), float("-inf"))
         y = torch.softmax(att, -1) @ vc[:, :, :pos0 + t]
         x = x + blk.attn.proj(y.transpose(1, 2).reshape(b, t, D))
-        f, _ = blk.ffn(blk.ln2(x).reshape(b * t, D))
+        h = blk.ln2(x).reshape(b * t, D)
+        f = hyper_cached(blk.ffn, h) if isinstance(blk.ffn, tm.HyperMoE) else blk.ffn(h)[0]
         x = x + f.view(b, t, D)
     return m.ln_f(x[:, -1]) @ m.wte.weight.t()
 

@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "autograd/grad_mode.h"
 #include "engine/profiler.h"
 #include "models/hypermoe/shapes.h"
 #include "ops/dist.h"
@@ -304,8 +305,17 @@ Tensor HyperMoEFFN::hyper_expert(const Tensor& x, const Tensor& expert_ids) {
   const ProfileScope scope("hyper_expert", x.device());
   moe::Patterns pat = moe::selection_patterns(expert_ids, cfg_.n_experts);
   const std::vector<int64_t> patterns = pat.patterns.to_vector_as<int64_t>();
-  AdapterWeights a = hyper_->generate(selection_embedding(unselected_mask(patterns, cfg_.n_experts, x)), layer_);
+  auto generate = [&](const std::vector<int64_t>& p) {
+    return hyper_->generate(selection_embedding(unselected_mask(p, cfg_.n_experts, x)), layer_);
+  };
+  HMOE_CHECK(!adapter_cache_ || !autograd::grad_enabled(),
+             "HyperMoEFFN: this layer caches its adapters for inference (cache_adapters); it cannot be trained");
+  const AdapterWeights a = adapter_cache_ ? adapter_cache_->get(patterns, generate) : generate(patterns);
   return moe::hyper_adapter(x, pat.token_pattern, a.w_down, a.b_down, a.w_up, a.b_up);
+}
+
+void HyperMoEFFN::cache_adapters() {
+  if (!adapter_cache_) adapter_cache_ = std::make_unique<AdapterCache>();
 }
 
 Tensor HyperMoEFFN::hyper_expert_per_token(const Tensor& x, const Tensor& expert_ids) {

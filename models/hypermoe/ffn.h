@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/rng.h"
+#include "models/hypermoe/adapter_cache.h"
 #include "models/hypermoe/config.h"
 #include "models/hypermoe/layer_options.h"
 #include "models/nn/layers.h"
@@ -48,14 +49,6 @@ class DenseFFN : public FeedForward {
 
  private:
   std::shared_ptr<nn::Linear> fc_, proj_;
-};
-
-// The adapter weights generated for P selection patterns of one layer.
-struct AdapterWeights {
-  Tensor w_down;  // [P, d, r]
-  Tensor b_down;  // [P, r]
-  Tensor w_up;    // [P, r, d]
-  Tensor b_up;    // [P, d]
 };
 
 // One per model: z = [s, LayerEmb[l]] -> h = ReLU(Wh z + bh) -> the four heads.
@@ -131,6 +124,12 @@ class HyperMoEFFN : public MoEFFN {
   Tensor hyper_expert(const Tensor& x, const Tensor& expert_ids);
   // The same, materialising each token's adapter as the reference implementation does.
   Tensor hyper_expert_per_token(const Tensor& x, const Tensor& expert_ids);
+  // For a model nobody changes any more (infer::Model): each selection pattern's adapter
+  // is generated once and reused by every later forward without gradients (exact: an
+  // adapter depends only on the weights and the pattern). A forward with gradients is
+  // then an error, as training would leave the cached adapters stale.
+  void cache_adapters();
+  size_t cached_adapters() const { return adapter_cache_ ? adapter_cache_->size() : 0; }
 
  private:
   // s for each distinct selection pattern: [P, hyper_in] from the unselected-expert mask [P, N].
@@ -140,6 +139,7 @@ class HyperMoEFFN : public MoEFFN {
   std::shared_ptr<HyperNetwork> hyper_;  // registered here as "hyper"; may be shared with other layers
   Tensor expert_emb_;                    // [N, e]
   std::shared_ptr<nn::Linear> sel1_, sel2_;
+  std::unique_ptr<AdapterCache> adapter_cache_;  // set by cache_adapters()
 };
 
 }  // namespace hmoe::model

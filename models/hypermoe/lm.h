@@ -85,7 +85,8 @@ class LanguageModel : public nn::Module {
   // positions pos (i64 [B, T], each < block_size) fill cache slots start[b] .. start[b] +
   // T - 1 of row b and attend as CausalSelfAttention::forward_cached says; returns the
   // logits [B, V] of row b's token at index at[b] (0 <= at[b] < T). Reads the parameters
-  // only, so several threads may run it at once, each on its own cache.
+  // only (and fills HyperMoE layers' adapter caches, which lock), so several threads may
+  // run it at once, each on its own cache.
   Tensor forward_cached(const Tensor& ids, const Tensor& pos, const std::vector<int64_t>& start, KvCache& cache,
                         const std::vector<int64_t>& at);
   // The same in eval (no router noise, jitter or dropout drawn); in training an

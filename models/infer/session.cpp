@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "autograd/grad_mode.h"
+#include "models/nn/layers.h"
 #include "models/train/checkpoint.h"
 #include "ops/factory.h"
 
@@ -20,6 +21,18 @@ Model::Model(std::unique_ptr<model::LanguageModel> lm) : lm_(std::move(lm)) {
   HMOE_CHECK(lm_ != nullptr, "infer::Model: no model given");
   lm_->eval();
   device_ = lm_->device();
+  // Each HyperMoE layer caches the adapter of every selection pattern it meets: the
+  // hypernetwork's heads are most of a decode step's arithmetic otherwise.
+  // A decode step multiplies one row by each weight: with W [out, in] stored row-major the
+  // CPU GEMM transposes a micro-panel of W for every call (measured as half of a small
+  // decode step) before an in-place product could start. Stored column-major (the same
+  // values; W^T contiguous) the one-row product reads W^T in place. The model is ours and
+  // immutable from here, so this is a one-time copy, not a second set of weights.
+  const bool cpu = device_.is_cpu();
+  lm_->apply([cpu](nn::Module& m) {
+    if (auto* l = dynamic_cast<nn::Linear*>(&m); l && cpu) l->weight.set_data(l->weight.detach().t().contiguous().t());
+    if (auto* h = dynamic_cast<model::HyperMoEFFN*>(&m)) h->cache_adapters();
+  });
 }
 
 Tensor Model::forward_cached(const Tensor& ids, const Tensor& pos, const std::vector<int64_t>& start,

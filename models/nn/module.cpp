@@ -62,6 +62,17 @@ void Module::collect_shards(const std::string& prefix, std::map<std::string, Row
   for (const auto& [n, c] : children_) c->collect_shards(prefix + n + ".", out, seen);
 }
 
+void Module::apply(const std::function<void(Module&)>& fn, std::set<const Module*>& seen) {
+  if (!seen.insert(this).second) return;
+  fn(*this);
+  for (auto& [n, c] : children_) c->apply(fn, seen);
+}
+
+void Module::apply(const std::function<void(Module&)>& fn) {
+  std::set<const Module*> seen;
+  apply(fn, seen);
+}
+
 std::map<std::string, RowShard> Module::parameter_shards() const {
   std::map<std::string, RowShard> out;
   std::set<const Module*> seen;

@@ -4,6 +4,7 @@
 // shared by several parents and is then listed once (see Module).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -75,6 +76,10 @@ class Module {
   Device device() const;  // of the first parameter or buffer (cpu if none)
   DType dtype() const;    // of the first floating parameter (f32 if none)
 
+  // Calls fn on this module and every submodule, each once (a shared one at its first
+  // place), depth first in registration order, a parent before its children.
+  void apply(const std::function<void(Module&)>& fn);
+
   void train(bool on = true);
   void eval() { train(false); }
   bool is_training() const { return training_; }
@@ -87,6 +92,7 @@ class Module {
   void collect_shards(const std::string& prefix, std::map<std::string, RowShard>& out,
                       std::set<const Module*>& seen) const;
   std::vector<std::pair<std::string, Tensor>> collect_all(bool buffers) const;
+  void apply(const std::function<void(Module&)>& fn, std::set<const Module*>& seen);
   static void check_name(const std::string& name);
 
   bool training_ = true;

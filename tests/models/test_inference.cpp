@@ -93,6 +93,49 @@ TEST_P(CachedDecode, BatchedPromptsEqualEachAlone) {
 INSTANTIATE_TEST_SUITE_P(Ffn, CachedDecode, ::testing::Values("dense", "moe", "hypermoe"));
 
 // One model, four threads, each generating its own batch: the results of a serial run.
+// infer::Model keeps each selection's adapter (exactly what generating it again gives) and
+// stores the Linear weights column-major on the CPU (the same values, the same keys).
+TEST(Inference, ModelCachesAdaptersAndKeepsWeights) {
+  auto ref = wide_lm("hypermoe");
+  auto lm = wide_lm("hypermoe");
+  model::LanguageModel* owned = lm.get();  // the infer::Model's own from here
+  const infer::Model m(std::move(lm));
+  const nn::StateDict a = ref->state_dict(), b = owned->state_dict();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    const auto &[name, t] = a.items()[i];
+    EXPECT_EQ(b.items()[i].first, name);
+    EXPECT_TRUE(bit_equal(b.items()[i].second, t)) << name;
+  }
+  EXPECT_FALSE(b.at("blocks.0.attn.qkv.weight").is_contiguous());
+
+  auto first_hyper = [](nn::Module& root) {
+    model::HyperMoEFFN* found = nullptr;
+    root.apply([&](nn::Module& x) {
+      if (!found) found = dynamic_cast<model::HyperMoEFFN*>(&x);
+    });
+    return found;
+  };
+  model::HyperMoEFFN *layer = first_hyper(*owned), *fresh = first_hyper(*ref);
+  ASSERT_TRUE(layer && fresh);
+  const NoGradGuard ng;
+  const int64_t d = ref->config().d_model;
+  Generator gen(3);
+  const Tensor x = normal({12, d}, gen);
+  // Every pattern of 4 experts top-2 once, then one token of a pattern already seen.
+  const Tensor ids = from_vector(std::vector<int64_t>{0, 1, 0, 2, 0, 3, 1, 2, 1, 3, 2, 3, 0, 1, 2, 3, 0, 2, 1, 3,
+                                                      3, 2, 1, 0},
+                                 {12, 2});
+  EXPECT_EQ(layer->cached_adapters(), 0u);
+  EXPECT_TRUE(bit_equal(layer->hyper_expert(x, ids), fresh->hyper_expert(x, ids)));
+  EXPECT_EQ(layer->cached_adapters(), 6u);
+  const Tensor one = ids.narrow(0, 5, 1);
+  EXPECT_TRUE(bit_equal(layer->hyper_expert(x.narrow(0, 5, 1), one), fresh->hyper_expert(x.narrow(0, 5, 1), one)));
+  EXPECT_EQ(layer->cached_adapters(), 6u);
+  const autograd::GradModeGuard grad(true);
+  EXPECT_HMOE_ERROR(layer->hyper_expert(x, ids), "caches its adapters for inference");
+}
+
 TEST(Inference, ThreadsShareOneModel) {
   auto m = wide_model("hypermoe");
   std::vector<std::vector<infer::Request>> jobs;

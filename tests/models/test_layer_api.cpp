@@ -4,6 +4,7 @@
 // dict keys as before; FfnOptions (no init reading a layer count, a router that spreads
 // tokens), presets from the API, forward without a Generator, ModuleList and Sequential.
 #include <filesystem>
+#include <map>
 #include <set>
 
 #include "hmoe.h"  // what a user includes: modules, layers, models (and the rest)
@@ -125,6 +126,15 @@ TEST(LayerParameters, HyperMoELayerOwnsOrSharesItsHypernetwork) {
   Tensor loss = ffn_loss(*l0, o.d_model, 3) + ffn_loss(*l1, o.d_model, 4);
   expect_parameters_are_what_it_trains(layers, loss);
   EXPECT_HMOE_ERROR(model::HyperMoEFFN(o, gen, 2, hyper), "MoE layer 2 of a hypernetwork built for 2 layers");
+
+  // apply() visits the list, both layers, and the shared hypernetwork once.
+  std::map<const nn::Module*, int> visits;
+  layers.apply([&](nn::Module& m) { ++visits[&m]; });
+  EXPECT_EQ(visits[&layers], 1);
+  EXPECT_EQ(visits[l0.get()], 1);
+  EXPECT_EQ(visits[l1.get()], 1);
+  EXPECT_EQ(visits[hyper.get()], 1);
+  for (const auto& [m, n] : visits) EXPECT_EQ(n, 1);
 }
 
 // The keys main (7aa4f1a) wrote for small_lm_config(4, 2): the hypernetwork once, at the top.
