@@ -7,9 +7,13 @@
 #include <set>
 #include <sstream>
 
+#include "engine/error.h"
 #include "engine/storage.h"
 #if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
 #include "engine/cuda/runtime.h"
+#endif
+#if defined(HMOE_GPU_EMU)
+#include "engine/emu/counters.h"
 #endif
 
 namespace hmoe {
@@ -17,8 +21,28 @@ namespace {
 thread_local Profiler* t_profiler = nullptr;
 }
 
-Profiler::Profiler() : outer_(t_profiler), origin_(std::chrono::steady_clock::now()) { t_profiler = this; }
-Profiler::~Profiler() { t_profiler = outer_; }
+Profiler::Profiler(const ProfilerOptions& options)
+    : outer_(t_profiler), options_(options), origin_(std::chrono::steady_clock::now()) {
+  if (options_.emu_counters) {
+#if defined(HMOE_GPU_EMU)
+    namespace cnt = emu::counters;
+    HMOE_CHECK(cnt::available(), "Profiler: emu_counters needs the emulator's access counters; configure with "
+                                 "-DCMAKE_CXX_COMPILER=clang++-16 -DHMOE_GPU=emu -DHMOE_EMU_COUNTERS=ON");
+    cnt::reset();
+    cnt::set_enabled(true);
+#else
+    HMOE_FAIL("Profiler: emu_counters needs the emulated CUDA build (HMOE_GPU=emu with HMOE_EMU_COUNTERS=ON)");
+#endif
+  }
+  t_profiler = this;
+}
+
+Profiler::~Profiler() {
+  t_profiler = outer_;
+#if defined(HMOE_GPU_EMU)
+  if (options_.emu_counters) emu::counters::set_enabled(false);
+#endif
+}
 Profiler* Profiler::current() { return t_profiler; }
 
 namespace {
@@ -118,6 +142,11 @@ std::string Profiler::summary() const {
     }
     os << dev << " pool peak " << double(e->mem_peak) * kMiB << " MiB, reached in " << where << "\n";
   }
+#if defined(HMOE_GPU_EMU)
+  if (options_.emu_counters)
+    os << "\nemulator access counters of the kernels launched while profiling:\n"
+       << emu::counters::report(emu::counters::snapshot(true));
+#endif
   return os.str();
 }
 

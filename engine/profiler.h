@@ -40,9 +40,18 @@ struct ProfileEvent {
   bool raised_peak = false;
 };
 
+struct ProfilerOptions {
+  // Also count the emulated CUDA kernels' memory accesses while this profiler lives (the
+  // emulator's access counters: a build with HMOE_GPU=emu and HMOE_EMU_COUNTERS=ON, else
+  // an hmoe::Error); summary() then ends with their per-kernel report. Counting slows
+  // every kernel launch by orders of magnitude: profile a few steps.
+  bool emu_counters = false;
+};
+
 class Profiler {
  public:
-  Profiler();  // activates on the calling thread (nesting restores the outer one)
+  // Activates on the calling thread (nesting restores the outer one).
+  explicit Profiler(const ProfilerOptions& options = {});
   ~Profiler();
   Profiler(const Profiler&) = delete;
   Profiler& operator=(const Profiler&) = delete;
@@ -51,7 +60,8 @@ class Profiler {
   // One line per op: calls, total and mean time, GFLOP/s and GB/s where known, the most
   // pool memory live at its end; then the pool's peak and the op that reached it.
   // Ends with the work of all events (kernels carry it; no event's work includes a
-  // nested one's) over the time of the outermost events.
+  // nested one's) over the time of the outermost events, and with emu_counters, the
+  // access counters of the kernels launched since this profiler started.
   std::string summary() const;
   // The FLOPs and bytes of all events, and the time the outermost events took.
   KernelWork total_work() const;
@@ -71,6 +81,7 @@ class Profiler {
   bool has_seen(Device d) const { return seen_peak_.count({int(d.type), d.index}) != 0; }
 
   Profiler* outer_;
+  ProfilerOptions options_;
   std::vector<ProfileEvent> events_;
   std::set<std::string> names_;
   std::map<std::pair<int, int>, int64_t> seen_peak_;

@@ -176,6 +176,10 @@ void check_profile_options(const RunOptions& opts) {
   HMOE_CHECK(opts.profile_steps > 0, "profile: the number of steps to profile must be > 0, got ", opts.profile_steps);
   const fs::path dir = fs::absolute(opts.profile_path).parent_path();
   HMOE_CHECK(fs::is_directory(dir), "profile: cannot write ", opts.profile_path, ": no directory ", dir.string());
+  // A build without the counters fails here, before any step, naming the build to make.
+  if (opts.profile_emu_counters) {
+    const Profiler probe(ProfilerOptions{true});
+  }
 }
 
 // --profile: profile_steps steps under a Profiler, from this run's second step when it
@@ -188,7 +192,7 @@ class StepProfiler {
       : opts_(opts), first_(steps_to_run > 1 ? 1 : 0), on_(writer && !opts.profile_path.empty()) {}
   // Around the step after `done` of this run's steps.
   void before_step(int64_t done) {
-    if (on_ && done == first_) profiler_ = std::make_unique<Profiler>();
+    if (on_ && done == first_) profiler_ = std::make_unique<Profiler>(ProfilerOptions{opts_.profile_emu_counters});
   }
   void after_step(int64_t done, bool last, const Progress& progress) {
     if (!profiler_ || (done != first_ + opts_.profile_steps && !last)) return;

@@ -26,6 +26,7 @@ struct RunOptions {
   // printed (unless quiet). Empty: no profiling.
   std::string profile_path;
   int64_t profile_steps = 5;
+  bool profile_emu_counters = false;  // ProfilerOptions::emu_counters for those steps
   // Training over several processes (dist::Environment's world; null or size 1: this
   // process alone): every rank calls run_training with the same config and options;
   // rank 0 writes the run's files and prints, every rank steps. See DistConfig.

@@ -2,6 +2,9 @@
 #include <cstdlib>
 
 #include "engine/profiler.h"
+#if defined(HMOE_GPU_EMU)
+#include "engine/emu/counters.h"
+#endif
 #include "ops/moe/grouped_gemm.h"
 #include "tests/support/test_util.h"
 
@@ -112,4 +115,21 @@ TEST(Profiler, CountsKernelWork) {
   EXPECT_EQ(p.total_work().flops, flops);
   EXPECT_GE(flops, 2.0 * 64 * 128 * 32 + 2.0 * 12 * 16 * 8 + 64 * 32);
   EXPECT_NE(p.summary().find("work: "), std::string::npos) << p.summary();
+}
+
+// The emulator's access counters come only with a counters build; elsewhere asking for
+// them is an error naming what to build (the counters' own tests: tests/engine/emu).
+TEST(Profiler, EmuCountersNeedACountersBuild) {
+#if defined(HMOE_GPU_EMU)
+  if (emu::counters::available()) {
+    const Profiler p(ProfilerOptions{true});
+    EXPECT_TRUE(emu::counters::enabled());
+    return;
+  }
+  EXPECT_HMOE_ERROR(Profiler(ProfilerOptions{true}), "configure with -DCMAKE_CXX_COMPILER=clang++-16");
+#else
+  EXPECT_HMOE_ERROR(Profiler(ProfilerOptions{true}), "needs the emulated CUDA build");
+#endif
+  const Profiler plain;
+  EXPECT_EQ(plain.summary().find("access counters"), std::string::npos);
 }

@@ -114,6 +114,10 @@ Verb train_verb(CLI::App& app, const std::vector<std::string>& argv) {
                   "profile steps from the second on: Chrome trace JSON to this file, per-op time and memory printed");
   cmd->add_option("--profile-steps", a->run.profile_steps, "steps to profile (default 5)")
       ->check(whole_in(1, kMaxCount));
+  cmd->add_flag("--emu-counters", a->run.profile_emu_counters,
+                "with --profile on the emulated device: the emulator's memory-access counters of every kernel "
+                "(a build with -DHMOE_EMU_COUNTERS=ON; much slower)")
+      ->needs("--profile");
   return {cmd, [a, argv] {
             using namespace hmoe::train;
             const Config cfg = load_config(a->config.path, a->config.overrides);
