@@ -1,6 +1,7 @@
-// The umbrella header of the hmoe engine (installed as <hmoe/hmoe.h>): everything a
-// program embedding the engine uses, and nothing of the backends' kernel contracts
-// (ops/*_kernels.h, ops/dispatch.h) or the device runtime.
+/// @file
+/// The umbrella header of the hmoe engine (installed as <hmoe/hmoe.h>): everything a
+/// program embedding the engine uses, and nothing of the backends' kernel contracts
+/// (ops/*_kernels.h, ops/dispatch.h) or the device runtime.
 #pragma once
 
 // Tensors and autograd: Tensor (views, to(dtype / device), from_blob over your own
@@ -65,3 +66,27 @@
 // Chrome trace), safetensors load and save.
 #include "engine/io/safetensors.h"
 #include "engine/profiler.h"
+
+/// @namespace hmoe
+/// The engine: Tensor, DType, Device, Generator, Error, the profiler, and every op as a
+/// free function over tensors (zeros, matmul, softmax, ...).
+/// @namespace hmoe::autograd
+/// The autograd mechanism: graph nodes, the backward engine, grad mode and gradcheck.
+/// @namespace hmoe::moe
+/// The Mixture-of-Experts ops: routers, the plan / permute / combine of tokens, the
+/// grouped GEMM and FFN over experts, HyperMoE's adapter.
+/// @namespace hmoe::nn
+/// Modules: nn::Module, the state dict, containers and the standard layers.
+/// @namespace hmoe::model
+/// The FFN layers (dense, MoE, HyperMoE), their options, and the HyperMoE language model
+/// with its configuration and presets.
+/// @namespace hmoe::optim
+/// Optimisers (SGD, AdamW) over parameter groups, the learning-rate schedule, clipping.
+/// @namespace hmoe::infer
+/// Inference with a key/value cache: a loaded model, sessions, sampling, generation.
+/// @namespace hmoe::train
+/// Training: its configuration, checkpoints, the trainer, evaluation and metrics.
+/// @namespace hmoe::data
+/// Training data: byte-level text datasets and the window sampler.
+/// @namespace hmoe::io
+/// Files: safetensors reading and writing, atomic writes.

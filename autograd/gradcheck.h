@@ -1,5 +1,6 @@
-// gradcheck: compares an op's backward against central finite differences in f64
-// on the CPU, through random projections of the output (vector-Jacobian products).
+/// @file
+/// gradcheck: compares an op's backward against central finite differences in f64
+/// on the CPU, through random projections of the output (vector-Jacobian products).
 #pragma once
 
 #include <functional>
@@ -10,23 +11,26 @@
 
 namespace hmoe::autograd {
 
+/// How gradcheck perturbs and compares.
 struct GradcheckOptions {
-  double eps = 1e-6;
-  double atol = 1e-6;
-  double rtol = 1e-4;
-  int projections = 2;  // random output weightings checked
-  uint64_t seed = 1234;
+  double eps = 1e-6;     ///< finite-difference step
+  double atol = 1e-6;    ///< absolute tolerance: |analytic - numeric| <= atol + rtol |numeric|
+  double rtol = 1e-4;    ///< relative tolerance
+  int projections = 2;   ///< random output weightings checked
+  uint64_t seed = 1234;  ///< seed of the random output weightings
 };
 
+/// What gradcheck found.
 struct GradcheckResult {
-  bool ok = true;
-  double max_abs_error = 0;
-  std::string message;  // where and by how much it failed
+  bool ok = true;            ///< whether every gradient matched
+  double max_abs_error = 0;  ///< the largest |analytic - numeric| seen
+  std::string message;       ///< where and by how much it failed
+  /// ok.
   explicit operator bool() const { return ok; }
 };
 
-// fn takes the inputs and returns one tensor. Inputs that require grad must be f64
-// CPU tensors; each of their elements is perturbed by +-eps.
+/// fn takes the inputs and returns one tensor. Inputs that require grad must be f64
+/// CPU tensors; each of their elements is perturbed by +-eps.
 GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)>& fn,
                           const std::vector<Tensor>& inputs, const GradcheckOptions& opts = {});
 

@@ -1,5 +1,6 @@
-// DType (the element types a tensor can hold), their sizes and names, and the
-// bf16 / f16 storage types with exact round-to-nearest-even conversion.
+/// @file
+/// DType (the element types a tensor can hold), their sizes and names, and the
+/// bf16 / f16 storage types with exact round-to-nearest-even conversion.
 #pragma once
 
 #include <cstdint>
@@ -11,10 +12,13 @@
 
 namespace hmoe {
 
+/// The element types a tensor can hold.
 enum class DType : uint8_t { f32, f64, bf16, f16, i32, i64, b8 };
 
+/// The number of DType values.
 inline constexpr int kNumDTypes = 7;
 
+/// Bytes per element of t.
 constexpr size_t dtype_size(DType t) {
   switch (t) {
     case DType::f32: return 4;
@@ -28,6 +32,7 @@ constexpr size_t dtype_size(DType t) {
   return 0;
 }
 
+/// The name of t as configs and messages spell it ("f32", "bool", ...).
 constexpr std::string_view dtype_name(DType t) {
   switch (t) {
     case DType::f32: return "f32";
@@ -41,38 +46,52 @@ constexpr std::string_view dtype_name(DType t) {
   return "?";
 }
 
+/// Whether t is a floating type (f32, f64, bf16, f16).
 constexpr bool is_floating(DType t) {
   return t == DType::f32 || t == DType::f64 || t == DType::bf16 || t == DType::f16;
 }
+/// Whether t is an integer type (i32, i64).
 constexpr bool is_integral(DType t) { return t == DType::i32 || t == DType::i64; }
 
-// The dtype that a binary op between a and b computes in (floats win, wider wins;
-// bf16 with f16 goes to f32 since neither holds the other).
+/// The dtype that a binary op between a and b computes in (floats win, wider wins;
+/// bf16 with f16 goes to f32 since neither holds the other).
 DType promote(DType a, DType b);
 
+/// Prints the dtype's name.
 inline std::ostream& operator<<(std::ostream& os, DType t) { return os << dtype_name(t); }
 
-// bfloat16: the upper 16 bits of an IEEE f32.
+/// bfloat16: the upper 16 bits of an IEEE f32.
 struct bf16 {
-  uint16_t bits = 0;
+  uint16_t bits = 0;  ///< the bit pattern
+  /// Zero.
   bf16() = default;
+  /// Rounds f to nearest even.
   bf16(float f) : bits(half_bits::float_to_bf16_bits(f)) {}                // NOLINT(google-explicit-constructor)
+  /// The exact f32 value.
   operator float() const { return half_bits::bf16_bits_to_float(bits); }  // NOLINT(google-explicit-constructor)
+  /// The bits of f rounded to nearest even.
   static uint16_t from_float(float f) { return half_bits::float_to_bf16_bits(f); }
 };
 
-// IEEE binary16.
+/// IEEE binary16.
 struct f16 {
-  uint16_t bits = 0;
+  uint16_t bits = 0;  ///< the bit pattern
+  /// Zero.
   f16() = default;
+  /// Rounds f to nearest even.
   f16(float f) : bits(half_bits::float_to_half_bits(f)) {}                // NOLINT(google-explicit-constructor)
+  /// The exact f32 value.
   operator float() const { return half_bits::half_bits_to_float(bits); }  // NOLINT(google-explicit-constructor)
+  /// The bits of f rounded to nearest even.
   static uint16_t from_float(float f) { return half_bits::float_to_half_bits(f); }
+  /// The f32 value of the bits h.
   static float to_float(uint16_t h) { return half_bits::half_bits_to_float(h); }
 };
 
+/// The DType of the C++ type T (float, double, bf16, f16, int32_t, int64_t, bool).
 template <typename T>
 struct dtype_of;
+/// @cond INTERNAL
 template <> struct dtype_of<float> { static constexpr DType value = DType::f32; };
 template <> struct dtype_of<double> { static constexpr DType value = DType::f64; };
 template <> struct dtype_of<bf16> { static constexpr DType value = DType::bf16; };
@@ -80,15 +99,19 @@ template <> struct dtype_of<f16> { static constexpr DType value = DType::f16; };
 template <> struct dtype_of<int32_t> { static constexpr DType value = DType::i32; };
 template <> struct dtype_of<int64_t> { static constexpr DType value = DType::i64; };
 template <> struct dtype_of<bool> { static constexpr DType value = DType::b8; };
+/// @endcond
 
-// The type arithmetic on T happens in: half types compute in f32.
+/// @cond INTERNAL
 template <typename T> struct compute_type { using type = T; };
 template <> struct compute_type<bf16> { using type = float; };
 template <> struct compute_type<f16> { using type = float; };
+/// @endcond
+/// The type arithmetic on T happens in: half types compute in f32.
 template <typename T> using compute_t = typename compute_type<T>::type;
 
 }  // namespace hmoe
 
+/// @cond INTERNAL
 // detail::dispatch_<set>(dtype, "op", [&]<typename scalar_t>() { ... }) calls the lambda
 // with scalar_t bound to the C++ type of dtype, or throws naming the op and dtype when it
 // is outside the set: float = f32 f64 bf16 f16; real = f32 f64; numeric = float + i32
@@ -101,7 +124,7 @@ template <typename T> using compute_t = typename compute_type<T>::type;
 namespace hmoe::detail {
 [[noreturn]] void unsupported_dtype(const char* op, DType t);
 
-// Each set is built from the smaller ones, so every type is listed once.
+/// Each set is built from the smaller ones, so every type is listed once.
 template <typename Fn>
 decltype(auto) dispatch_real(DType t, const char* op, Fn&& fn) {
   switch (t) {
@@ -137,3 +160,4 @@ decltype(auto) dispatch_all(DType t, const char* op, Fn&& fn) {
   return dispatch_numeric(t, op, fn);
 }
 }  // namespace hmoe::detail
+/// @endcond

@@ -1,5 +1,6 @@
-// hmoe::Error, the one exception type for bad input, and the HMOE_CHECK macro
-// that builds its message from streamable parts.
+/// @file
+/// hmoe::Error, the one exception type for bad input, and the HMOE_CHECK macro
+/// that builds its message from streamable parts.
 #pragma once
 
 #include <sstream>
@@ -8,8 +9,11 @@
 
 namespace hmoe {
 
+/// The exception every bad input raises: the message names the op, the shapes and dtypes
+/// involved and what was wrong. Derives from std::runtime_error.
 class Error : public std::runtime_error {
  public:
+  /// An error with the message `what`.
   explicit Error(const std::string& what) : std::runtime_error(what) {}
 };
 
@@ -25,11 +29,12 @@ std::string concat(const Args&... args) {
 
 }  // namespace hmoe
 
-// HMOE_CHECK(cond, "op: ", shape, " must ...") throws hmoe::Error with the message.
+/// HMOE_CHECK(cond, "op: ", shape, " must ...") throws hmoe::Error with the message.
 #define HMOE_CHECK(cond, ...)                                                           \
   do {                                                                                  \
     if (!(cond)) [[unlikely]]                                                           \
       ::hmoe::detail::throw_error(__FILE__, __LINE__, ::hmoe::detail::concat(__VA_ARGS__)); \
   } while (0)
 
+/// HMOE_FAIL("op: ", ...) throws hmoe::Error with the message, unconditionally.
 #define HMOE_FAIL(...) ::hmoe::detail::throw_error(__FILE__, __LINE__, ::hmoe::detail::concat(__VA_ARGS__))

@@ -1,21 +1,26 @@
-// Exact round-to-nearest-even conversions between f32 and the 16-bit float formats
-// (bf16, IEEE f16) as bit patterns: one definition for the engine's bf16/f16 types
-// and the emulator's __nv_bfloat16/__half.
+/// @file
+/// Exact round-to-nearest-even conversions between f32 and the 16-bit float formats
+/// (bf16, IEEE f16) as bit patterns: one definition for the engine's bf16/f16 types
+/// and the emulator's __nv_bfloat16/__half.
 #pragma once
 
 #include <bit>
 #include <cstdint>
 
+/// Bit-exact conversions between f32 and the 16-bit float formats.
 namespace hmoe::half_bits {
 
+/// f32 to bf16 bits, rounding to nearest even (NaN stays a quiet NaN).
 constexpr uint16_t float_to_bf16_bits(float f) {
   uint32_t u = std::bit_cast<uint32_t>(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40u);  // quiet NaN, sign kept
   u += 0x7fffu + ((u >> 16) & 1u);                                           // ties to even
   return uint16_t(u >> 16);
 }
+/// bf16 bits to the exact f32.
 constexpr float bf16_bits_to_float(uint16_t b) { return std::bit_cast<float>(uint32_t(b) << 16); }
 
+/// f32 to IEEE f16 bits, rounding to nearest even (subnormals, infinities, NaN kept).
 constexpr uint16_t float_to_half_bits(float f) {
   const uint32_t x = std::bit_cast<uint32_t>(f);
   const uint32_t sign = (x >> 16) & 0x8000u;
@@ -38,6 +43,7 @@ constexpr uint16_t float_to_half_bits(float f) {
   if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;
   return uint16_t(sign | h);
 }
+/// IEEE f16 bits to the exact f32.
 constexpr float half_bits_to_float(uint16_t h) {
   const uint32_t sign = uint32_t(h & 0x8000u) << 16;
   const uint32_t exp = (h >> 10) & 0x1fu;

@@ -1,6 +1,7 @@
-// What the ops' backward formulas share for broadcast operands: sum_to, the adjoint of
-// expand, and scalar_like. Its own room so that the elementwise ops need no reduction
-// (ops/reduce.cpp builds on ops/elementwise.h; both build on this).
+/// @file
+/// What the ops' backward formulas share for broadcast operands: sum_to, the adjoint of
+/// expand, and scalar_like. Its own room so that the elementwise ops need no reduction
+/// (ops/reduce.cpp builds on ops/elementwise.h; both build on this).
 #pragma once
 
 #include "engine/shape.h"
@@ -8,10 +9,10 @@
 
 namespace hmoe {
 
-// Reduces a broadcast gradient back to `shape` by summing the broadcast dims.
+/// Reduces a broadcast gradient back to `shape` by summing the broadcast dims.
 Tensor sum_to(const Tensor& g, const Shape& shape);
 
-// A 0-d tensor holding s, in dtype/device of `like`.
+/// A 0-d tensor holding s, in dtype/device of `like`.
 Tensor scalar_like(double s, const Tensor& like);
 
 }  // namespace hmoe

@@ -1,5 +1,6 @@
-// Order statistics and scans: topk (ties to the lower index), stable sort/argsort,
-// cumsum, bincount.
+/// @file
+/// Order statistics and scans: topk (ties to the lower index), stable sort/argsort,
+/// cumsum, bincount.
 #pragma once
 
 #include <utility>
@@ -8,14 +9,16 @@
 
 namespace hmoe {
 
-// values and i64 indices of the k largest (or smallest) along dim, sorted; equal
-// values keep the lower index first.
+/// values and i64 indices of the k largest (or smallest) along dim, sorted; equal
+/// values keep the lower index first.
 std::pair<Tensor, Tensor> topk(const Tensor& t, int64_t k, int64_t dim = -1, bool largest = true);
-// Stable: equal keys keep their order.
+/// Values and i64 indices sorted along dim; stable: equal keys keep their order.
 std::pair<Tensor, Tensor> sort(const Tensor& t, int64_t dim = -1, bool descending = false);
+/// The i64 indices that sort t along dim (stable).
 Tensor argsort(const Tensor& t, int64_t dim = -1, bool descending = false);
+/// Running sums along dim.
 Tensor cumsum(const Tensor& t, int64_t dim);
-// Counts of each value in a 1-d non-negative integer tensor; length max(max+1, minlength); optional weights.
+/// Counts of each value in a 1-d non-negative integer tensor; length max(max+1, minlength); optional weights.
 Tensor bincount(const Tensor& ids, int64_t minlength = 0, const Tensor& weights = Tensor());
 
 }  // namespace hmoe

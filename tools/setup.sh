@@ -11,6 +11,7 @@ packages=(
   clang libclang-rt-14-dev
   clang-16  # the emulator's access counters (HMOE_EMU_COUNTERS) need clang >= 15
   python3 python3-pip fortunes-min fortunes
+  doxygen  # the API reference and its test (ctest docs: undocumented public declarations fail)
 )
 
 missing=()
