@@ -244,15 +244,25 @@ struct Panel {
   }
 
   // smem[along * ld + line]: the SIMT kernels' k-major layout for lines that are rows of
-  // the output (x rows in the forward, W^T rows with trans_w).
+  // the output (x rows in the forward, W^T rows with trans_w). Each store of a warp puts
+  // one element of each of its 32 chunks (8 lines x 4 chunks); with 4-byte elements,
+  // 4-element chunks and ld = 4 (mod 32) (the SIMT strides BM + 4, BN + 4), element e of
+  // chunk c lands in bank 16 c + 4 e + line (mod 32), so chunks c and c + 2 met (2-way
+  // conflicts). Chunks 2 and 3 of every four store their elements rotated by two, which
+  // moves them 8 banks over: 32 distinct banks.
   __device__ __forceinline__ void store_t(T* smem, int ld) const {
+    constexpr bool kRotate = sizeof(T) == 4 && V == 4;
 #pragma unroll
     for (int i = 0; i < kIters; ++i) {
       const int sl = slot(i);
       if (kSlots % NT != 0 && sl >= kSlots) break;
       const int line = line_of(sl), c = chunk_of(sl) * V;
+      const bool rot = kRotate && (chunk_of(sl) & 2) != 0;
 #pragma unroll
-      for (int e = 0; e < V; ++e) smem[(c + e) * ld + line] = r[i].v[e];
+      for (int e = 0; e < V; ++e) {
+        const int q = (e + 2) % V;  // a compile-time index: the select stays in registers
+        smem[(c + (rot ? q : e)) * ld + line] = rot ? r[i].v[q] : r[i].v[e];
+      }
     }
   }
 };
