@@ -45,6 +45,13 @@ struct LaunchState {
 
 enum class ThreadStatus : uint8_t { not_started, ready, running, at_barrier, at_warp, exited };
 
+// One cp.async in flight (async_copy.h): its bytes wait here until their group lands.
+struct AsyncCopy {
+  void* dst;
+  uint32_t group;  // the commit count when it was issued: the group it belongs to
+  alignas(16) unsigned char data[16];
+};
+
 struct BlockState;
 
 struct ThreadState : ThreadBuiltins {
@@ -55,6 +62,8 @@ struct ThreadState : ThreadBuiltins {
   const char* what = nullptr;  // the barrier or collective it waits in
   int slot = -1;               // its warp slot while at_warp
   unsigned phase = 0;          // barrier phase it waits in
+  std::vector<AsyncCopy> async_copies;  // cp.async copies not yet landed, in issue order
+  uint32_t async_commits = 0;           // cp.async groups committed so far
   Fiber fiber;
 };
 

@@ -330,6 +330,8 @@ std::optional<std::string> run_block(Worker& w, LaunchState& l, uint64_t linear)
     t.block = &b;
     t.status = ThreadStatus::not_started;
     t.slot = -1;
+    t.async_copies.clear();  // copies a thread never waited for never land
+    t.async_commits = 0;
   }
   for (unsigned i = 0; i < b.num_warps; ++i) {
     const unsigned lanes = std::min(32u, b.num_threads - i * 32);

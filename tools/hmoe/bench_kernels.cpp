@@ -183,6 +183,32 @@ void add_grouped_gemm_benches(std::vector<KernelBench>& benches, bool emu) {
   }
 }
 
+// The grouped GEMM's backward kernels at the forward's shapes: dX (gx = dy W_g^T, the
+// forward kernel with trans_w) and dW (dw_g = x_g^T dy_g, the variable-K kernel).
+void add_grouped_gemm_backward_benches(std::vector<KernelBench>& benches, bool emu) {
+  const int64_t G = emu ? 4 : 64, M = emu ? 512 : 32768, K = emu ? 128 : 2048, N = emu ? 128 : 1536;
+  std::vector<int64_t> off{0};
+  for (int64_t g = 0; g < G; ++g) off.push_back(M * (g + 1) / G);
+  const Tensor offs = from_vector(off, {G + 1});
+  for (DType dt : {DType::bf16, DType::f32}) {
+    const double e = double(dtype_size(dt)), flops = 2.0 * double(M) * double(N) * double(K);
+    const double bytes = (double(M * K) + double(G * K * N) + double(M * N)) * e;
+    Tensor x = rnd({M, K}, 42, dt), w = rnd({G, K, N}, 43, dt), dy = rnd({M, N}, 44, dt);
+    Tensor gx = Tensor::empty({M, K}, {dt, Device::cuda(0)}), dw = Tensor::empty({G, K, N}, {dt, Device::cuda(0)});
+    benches.push_back({"grouped_gemm_dx/" + std::string(dtype_name(dt)), bytes, flops,
+                       [dy, w, gx, offs, args = moe::GroupedGemmArgs{G, M, N, K, M, true}](int) {
+                         moe::grouped_gemm_stub.get(Device::cuda(0))(args, dy, w, offs, Tensor(), Tensor(), Tensor(),
+                                                                     gx);
+                       },
+                       dt == DType::f32});
+    benches.push_back({"grouped_gemm_dw/" + std::string(dtype_name(dt)), bytes, flops,
+                       [x, dy, dw, offs, args = moe::GroupedGemmArgs{G, M, K, N, M, false}](int) {
+                         moe::grouped_gemm_dw_stub.get(Device::cuda(0))(args, x, Tensor(), dy, offs, dw, Tensor());
+                       },
+                       dt == DType::f32});
+  }
+}
+
 }  // namespace
 
 int run_bench_kernels(const BenchOptions& o) {
@@ -197,6 +223,7 @@ int run_bench_kernels(const BenchOptions& o) {
   add_row_benches(benches, std::max<size_t>(p.l2_cache, 1 << 20), emu ? 16 : 1);
   add_matmul_benches(benches, emu);
   add_grouped_gemm_benches(benches, emu);
+  add_grouped_gemm_backward_benches(benches, emu);
 
   if (o.emu_counters) {
     for (const KernelBench& kb : benches)

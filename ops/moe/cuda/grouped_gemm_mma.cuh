@@ -1,5 +1,5 @@
 // The grouped GEMM on tensor cores, for bf16/f16 inputs with f32 accumulation: a WMMA
-// 16x16x16 main loop over register-staged, double-buffered operand panels, an epilogue
+// 16x16x16 main loop over operand panels in a three-stage cp.async pipeline, an epilogue
 // that goes through shared memory (store_matrix_sync; a fragment's element-to-lane
 // layout is unspecified, so no element of fragment.x is ever indexed), and the forward
 // and dW kernels built from them.
@@ -25,10 +25,14 @@ struct MmaCfg {
 using MmaLarge = MmaCfg<128, 64>;
 using MmaSmall = MmaCfg<64, 32>;
 
-// Shared memory of one configuration: two stages of the A and B panels, each stored as
-// [line][along + 8] (the padding keeps 16x16 fragment rows on distinct banks and every
-// fragment pointer 32-byte aligned); the f32 output staging (one warp row, WM x
-// (BN + 4)) reuses the panels once the main loop is done.
+// Stages of the cp.async pipeline: two panels in flight while the MMAs read a third.
+constexpr int kMmaStages = 3;
+
+// Shared memory of one configuration: kMmaStages stages of the A and B panels, each
+// stored as [line][along + 8] (the 16-byte padding keeps the 8 rows an ldmatrix phase
+// reads on distinct banks and every fragment pointer 32-byte aligned); the f32 output
+// staging (one warp row, WM x (BN + 4)) reuses the panels once the main loop is done.
+// Over 48 KiB for the 128-row tiles: launch_checked opts the kernel in.
 template <typename Cfg, bool A_LINES_M, bool B_LINES_N>
 struct MmaSmem {
   static constexpr int A_LINES = A_LINES_M ? Cfg::BM : Cfg::BK, A_ALONG = A_LINES_M ? Cfg::BK : Cfg::BM;
@@ -36,37 +40,68 @@ struct MmaSmem {
   static constexpr int LDA = A_ALONG + 8, LDB = B_ALONG + 8, LDC = Cfg::BN + 4;
   static constexpr size_t a_bytes = align128(size_t(A_LINES) * LDA * 2);
   static constexpr size_t b_bytes = align128(size_t(B_LINES) * LDB * 2);
-  static constexpr size_t panels = 2 * (a_bytes + b_bytes);
+  static constexpr size_t panels = kMmaStages * (a_bytes + b_bytes);
   static constexpr size_t staging = size_t(Cfg::WM) * LDC * 4;
   static constexpr size_t bytes = panels > staging ? panels : staging;
-  static_assert(bytes <= 48 * 1024, "fits the default dynamic shared memory limit");
+  // Two blocks fit an sm_80 SM (164 KiB, 1 KiB of it reserved per block).
+  static_assert(2 * (bytes + 1024) <= 164 * 1024, "two blocks fit an sm_80 SM");
 };
 
 using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
 
 // Blocks an SM must hold (__launch_bounds__): two for the vector-load kernels (128
 // registers a thread), one for the element-load fallbacks, whose per-element address
-// arithmetic needs more registers than that and would otherwise spill.
+// arithmetic needs more registers than that and would otherwise spill. Three for the
+// 64-row tiles (80 registers) was tried: their bf16 kernels then spill 20-52 bytes.
 template <int V>
 inline constexpr int kMinBlocks = V > 1 ? 2 : 1;
 
-// acc = sum over `steps` panels of A B for the warp's WM x WN block (warp row wm,
-// column wn). A_LINES_M: A's lines are output rows (x rows, [m][k]: matrix_a row-major),
-// else reduction rows ([k][m]: col-major); B_LINES_N: B's lines are output columns (W^T
-// rows, [n][k]: matrix_b col-major), else reduction rows ([k][n]: row-major). Ends with
-// a barrier (the panels are free for the epilogue's staging).
-template <typename T, typename Cfg, bool A_LINES_M, bool B_LINES_N, int V>
-__device__ __forceinline__ void mma_mainloop(const Lines<T>& a, const Lines<T>& b, int steps, unsigned char* smem,
-                                             FragC (&acc)[Cfg::FM][Cfg::FN]) {
+// acc += the products of one stage of panels in shared memory (as, bs) for the warp's
+// WM x WN block (warp row wm, column wn); the layouts as in mma_mainloop.
+template <typename T, typename Cfg, bool A_LINES_M, bool B_LINES_N>
+__device__ __forceinline__ void mma_stage(const T* as, const T* bs, FragC (&acc)[Cfg::FM][Cfg::FN]) {
   using S = MmaSmem<Cfg, A_LINES_M, B_LINES_N>;
-  constexpr int BK = Cfg::BK, NT = Cfg::NT, WM = Cfg::WM, WN = Cfg::WN, FM = Cfg::FM, FN = Cfg::FN;
+  constexpr int BK = Cfg::BK, WM = Cfg::WM, WN = Cfg::WN, FM = Cfg::FM, FN = Cfg::FN;
   using FragA =
       wmma::fragment<wmma::matrix_a, 16, 16, 16, T, std::conditional_t<A_LINES_M, wmma::row_major, wmma::col_major>>;
   using FragB =
       wmma::fragment<wmma::matrix_b, 16, 16, 16, T, std::conditional_t<B_LINES_N, wmma::col_major, wmma::row_major>>;
+  const int warp = int(threadIdx.x) / 32, wm = warp / Cfg::WARPS_N, wn = warp % Cfg::WARPS_N;
+#pragma unroll
+  for (int kk = 0; kk < BK / 16; ++kk) {
+    FragB fb[FN];
+#pragma unroll
+    for (int j = 0; j < FN; ++j) {
+      const int c = wn * WN + 16 * j;
+      wmma::load_matrix_sync(fb[j], B_LINES_N ? bs + c * S::LDB + 16 * kk : bs + 16 * kk * S::LDB + c, S::LDB);
+    }
+#pragma unroll
+    for (int i = 0; i < FM; ++i) {
+      const int r = wm * WM + 16 * i;
+      FragA fa;
+      wmma::load_matrix_sync(fa, A_LINES_M ? as + r * S::LDA + 16 * kk : as + 16 * kk * S::LDA + r, S::LDA);
+#pragma unroll
+      for (int j = 0; j < FN; ++j) wmma::mma_sync(acc[i][j], fa, fb[j], acc[i][j]);
+    }
+  }
+}
+
+// acc = sum over `steps` panels of A B for the warp's WM x WN block. A_LINES_M: A's
+// lines are output rows (x rows, [m][k]: matrix_a row-major), else reduction rows
+// ([k][m]: col-major); B_LINES_N: B's lines are output columns (W^T rows, [n][k]:
+// matrix_b col-major), else reduction rows ([k][n]: row-major). Vector panels (V > 1)
+// run a kMmaStages-deep cp.async pipeline: each step waits for its own copies of the
+// oldest stage, applies a.act to them, meets the others at a barrier (after which the
+// stage read in the previous step is free), refills that stage, then runs the MMAs.
+// Element panels (V = 1, no 16-byte chunks) load through registers into two stages.
+// Ends with a barrier (the panels are free for the epilogue's staging).
+template <typename T, typename Cfg, bool A_LINES_M, bool B_LINES_N, int V>
+__device__ __forceinline__ void mma_mainloop(const Lines<T>& a, const Lines<T>& b, int steps, unsigned char* smem,
+                                             FragC (&acc)[Cfg::FM][Cfg::FN]) {
+  using S = MmaSmem<Cfg, A_LINES_M, B_LINES_N>;
+  constexpr int BK = Cfg::BK, NT = Cfg::NT, FM = Cfg::FM, FN = Cfg::FN;
   using PA = Panel<T, S::A_LINES, S::A_ALONG, NT, V, A_LINES_M>;
   using PB = Panel<T, S::B_LINES, S::B_ALONG, NT, V, B_LINES_N>;
-  const int warp = int(threadIdx.x) / 32, wm = warp / Cfg::WARPS_N, wn = warp % Cfg::WARPS_N;
 #pragma unroll
   for (int i = 0; i < FM; ++i)
 #pragma unroll
@@ -74,51 +109,62 @@ __device__ __forceinline__ void mma_mainloop(const Lines<T>& a, const Lines<T>& 
   if (steps == 0) return;
   auto a_panel = [&](int buf) { return reinterpret_cast<T*>(smem + buf * (S::a_bytes + S::b_bytes)); };
   auto b_panel = [&](int buf) { return reinterpret_cast<T*>(smem + buf * (S::a_bytes + S::b_bytes) + S::a_bytes); };
+  // Panel offsets of step s: the reduction advances along A's lines or elements.
+  auto a_dl = [](int s) { return A_LINES_M ? 0 : s * BK; };
+  auto a_da = [](int s) { return A_LINES_M ? s * BK : 0; };
+  auto b_dl = [](int s) { return B_LINES_N ? 0 : s * BK; };
+  auto b_da = [](int s) { return B_LINES_N ? s * BK : 0; };
   PA pa;
   PB pb;
   pa.prepare(a);
   pb.prepare(b);
-  auto fetch = [&](int s) {
-    pa.load(a, A_LINES_M ? 0 : s * BK, A_LINES_M ? s * BK : 0);
-    pb.load(b, B_LINES_N ? 0 : s * BK, B_LINES_N ? s * BK : 0);
-  };
-  auto put = [&](int buf) {
-    pa.store(a_panel(buf), S::LDA);
-    pb.store(b_panel(buf), S::LDB);
-  };
-  fetch(0);
-  put(0);
-  __syncthreads();
-  for (int s = 0; s < steps; ++s) {
-    const int buf = s & 1;
-    // Vector panels are staged in registers across the MMAs (loads in flight while they
-    // run); element panels go straight to the other stage (their many registers would
-    // spill): it was last read before the previous barrier either way.
-    if (s + 1 < steps) {
-      fetch(s + 1);
-      if constexpr (V == 1) put(buf ^ 1);
-    }  // global loads in flight during the MMAs
-    const T* as = a_panel(buf);
-    const T* bs = b_panel(buf);
+  if constexpr (V > 1) {
+    constexpr int ST = kMmaStages;
+    auto issue = [&](int s, int buf) {
+      pa.copy_async(a, a_dl(s), a_da(s), a_panel(buf), S::LDA);
+      pb.copy_async(b, b_dl(s), b_da(s), b_panel(buf), S::LDB);
+    };
+    // Every step commits one group (empty past the end), so wait_group ST - 2 always
+    // means "step s has landed".
 #pragma unroll
-    for (int kk = 0; kk < BK / 16; ++kk) {
-      FragB fb[FN];
-#pragma unroll
-      for (int j = 0; j < FN; ++j) {
-        const int c = wn * WN + 16 * j;
-        wmma::load_matrix_sync(fb[j], B_LINES_N ? bs + c * S::LDB + 16 * kk : bs + 16 * kk * S::LDB + c, S::LDB);
-      }
-#pragma unroll
-      for (int i = 0; i < FM; ++i) {
-        const int r = wm * WM + 16 * i;
-        FragA fa;
-        wmma::load_matrix_sync(fa, A_LINES_M ? as + r * S::LDA + 16 * kk : as + 16 * kk * S::LDA + r, S::LDA);
-#pragma unroll
-        for (int j = 0; j < FN; ++j) wmma::mma_sync(acc[i][j], fa, fb[j], acc[i][j]);
-      }
+    for (int s = 0; s < ST - 1; ++s) {
+      if (s < steps) issue(s, s);
+      ::hmoe::device::cp_async_commit();
     }
-    if (V > 1 && s + 1 < steps) put(buf ^ 1);
+    // Step s reads stage s % ST and refills stage (s - 1) % ST, read by step s - 1.
+    for (int s = 0, rd = 0, wr = ST - 1; s < steps; ++s) {
+      ::hmoe::device::cp_async_wait<ST - 2>();
+      if (a.act != FusedAct::none) pa.act_in_place(a_panel(rd), S::LDA, a.act);
+      __syncthreads();
+      if (s + ST - 1 < steps) issue(s + ST - 1, wr);
+      ::hmoe::device::cp_async_commit();
+      mma_stage<T, Cfg, A_LINES_M, B_LINES_N>(a_panel(rd), b_panel(rd), acc);
+      wr = rd;
+      rd = rd == ST - 1 ? 0 : rd + 1;
+    }
     __syncthreads();
+  } else {
+    auto put = [&](int buf) {
+      pa.store(a_panel(buf), S::LDA);
+      pb.store(b_panel(buf), S::LDB);
+    };
+    auto fetch = [&](int s) {
+      pa.load(a, a_dl(s), a_da(s));
+      pb.load(b, b_dl(s), b_da(s));
+    };
+    fetch(0);
+    put(0);
+    __syncthreads();
+    for (int s = 0; s < steps; ++s) {
+      // The next panels go straight to the other stage, read last before the previous
+      // barrier; holding them in registers across the MMAs would spill.
+      if (s + 1 < steps) {
+        fetch(s + 1);
+        put((s + 1) & 1);
+      }
+      mma_stage<T, Cfg, A_LINES_M, B_LINES_N>(a_panel(s & 1), b_panel(s & 1), acc);
+      __syncthreads();
+    }
   }
 }
 
@@ -143,7 +189,13 @@ __device__ __forceinline__ void mma_epilogue(const Epilogue<T, float>& e, unsign
     }
     __syncthreads();
     for (int idx = int(threadIdx.x); idx < WM * (BN / CV); idx += NT) {
-      const int r = idx / (BN / CV), c = (idx % (BN / CV)) * CV;
+      // 32 consecutive idx cover two rows of BN / CV = 16 column groups: bits 0-1 and
+      // 3-4 pick the group, bit 2 the row. Each 8-lane phase of the 16-byte reads then
+      // takes 4 groups 32 bytes apart from each of two rows whose LDC stride is 16 bytes
+      // past a multiple of 128: 8 distinct 16-byte bank slots. (Lanes 0-15 on one row
+      // would put lanes i and i + 4 on one slot: 2-way conflicts.)
+      static_assert(BN / CV == 16 && WM % 2 == 0, "the epilogue's lane map covers two 128-column rows");
+      const int r = (idx >> 5) * 2 + ((idx >> 2) & 1), c = (((idx >> 3) & 3) * 4 + (idx & 3)) * CV;
       const int row = e.row0 + h * WM + r, col = e.col0 + c;
       if (row >= e.row_end || col >= e.col_end) continue;
       const float s = e.scale != nullptr ? e.scale[row] : 1.0f;

@@ -1,13 +1,14 @@
 // The grouped GEMM kernels' shared pieces: the tile scheduler (a flat tile index to
 // (group, row block, column block) through the host-built group table) and the operand
 // panel loader (the gather fused into the row loads, 16-byte vectors when aligned, zero
-// fill past every edge, register-staged so the next panel loads during the MMAs), and the
+// fill past every edge; into registers or by cp.async straight to shared memory), and the
 // grouped FFN's activation steps fused into them (read as act(x), dh = acc * act'(h)).
 #pragma once
 
 #include <cstdint>
 #include <type_traits>
 
+#include "engine/cuda/cp_async.h"
 #include "engine/cuda/device_code.h"
 #include "ops/cuda/kernel_utils.cuh"
 #include "ops/cuda/strided.cuh"
@@ -121,9 +122,10 @@ __device__ __forceinline__ T zero_of() {
 // elements (V > 1: the host checked that rows start 16-byte aligned and that along_end
 // is a multiple of V, so a chunk is either wholly inside or wholly past the edge).
 // load() fetches into registers, store()/store_t() write them to shared memory as
-// [line][along] or transposed [along][line]. Slot s of thread t is t + NT * i: line
-// s / CHUNKS, chunk s % CHUNKS, the same every step, so when the panel's lines stay put
-// over the reduction (FIXED) their row pointers (the gather) are read once per tile.
+// [line][along] or transposed [along][line]; copy_async() copies global -> shared
+// directly (cp.async, 16-byte chunks). Slot s of thread t is t + NT * i, the same line
+// and chunk every step, so when the panel's lines stay put over the reduction (FIXED)
+// their row pointers (the gather) are read once per tile.
 template <typename T, int LINES, int ALONG, int NT, int V, bool FIXED>
 struct Panel {
   static_assert(ALONG % V == 0, "panel width must be a multiple of the access width");
@@ -132,36 +134,62 @@ struct Panel {
   static constexpr int kIters = (kSlots + NT - 1) / NT;
   // Cached row pointers cost two registers each: only for a few slots a thread.
   static constexpr bool kCache = FIXED && kIters <= 4;
+  // Lines of fewer than 8 chunks go eight lines side by side (slot s: line s % 8 of its
+  // group of eight, chunk s / 8): the 8 lanes of a 16-byte store phase then write one
+  // chunk of 8 lines, which the 16-byte line padding puts on distinct banks, where line
+  // after line they would write 2 lines of 4 chunks and meet in 4 banks (2-way). A warp
+  // still covers the same 8 whole lines: the same global sectors.
+  static constexpr bool kInterleave = kChunks < 8 && LINES % 8 == 0;
   using P = Pack<T, V>;
 
   P r[kIters];
   const T* rows[kCache ? kIters : 1];
 
   __device__ __forceinline__ static int slot(int i) { return int(threadIdx.x) + NT * i; }
+  __device__ __forceinline__ static int line_of(int s) {
+    return kInterleave ? s / (8 * kChunks) * 8 + s % 8 : s / kChunks;
+  }
+  __device__ __forceinline__ static int chunk_of(int s) { return kInterleave ? s / 8 % kChunks : s % kChunks; }
 
   // Row pointers of this thread's slots for a panel whose lines start at s.line0 (FIXED).
   __device__ __forceinline__ void prepare(const Lines<T>& s) {
     if constexpr (kCache) {
 #pragma unroll
       for (int i = 0; i < kIters; ++i)
-        rows[i] = (kSlots % NT == 0 || slot(i) < kSlots) ? s.row(s.line0 + slot(i) / kChunks) : nullptr;
+        rows[i] = (kSlots % NT == 0 || slot(i) < kSlots) ? s.row(s.line0 + line_of(slot(i))) : nullptr;
     }
   }
 
+  // The memory row of this thread's slot i in the panel whose lines start at dl (null:
+  // past the last line or a -1 gather) and the element its chunk starts at.
+  __device__ __forceinline__ const T* row_of(const Lines<T>& s, int i, int dl) const {
+    if constexpr (kCache)
+      return rows[i];
+    else
+      return s.row(s.line0 + dl + line_of(slot(i)));
+  }
+  __device__ __forceinline__ static int along_of(const Lines<T>& s, int i, int da) {
+    return s.along0 + da + chunk_of(slot(i)) * V;
+  }
+
+  // Where this thread's slot i of the panel at (dl, da) starts in memory (null: past an
+  // edge or a -1 gather, the chunk is zeros).
+  __device__ __forceinline__ const T* source(const Lines<T>& s, int i, int dl, int da) const {
+    const T* p = row_of(s, i, dl);
+    const int a = along_of(s, i, da);
+    return p != nullptr && a < s.along_end ? p + a : nullptr;
+  }
+
   // The panel of lines [s.line0 + dl, + LINES) and elements [s.along0 + da, + ALONG).
+  // (Not through source(): forming p + a before the test costs the f32 element-load
+  // kernels 40 bytes of spills.)
   __device__ __forceinline__ void load(const Lines<T>& s, int dl, int da) {
     const T z = zero_of<T>();
 #pragma unroll
     for (int i = 0; i < kIters; ++i) {
-      const int sl = slot(i);
-      if (kSlots % NT != 0 && sl >= kSlots) break;
-      const int line = sl / kChunks, c = (sl % kChunks) * V;
-      const T* p;
-      if constexpr (kCache)
-        p = rows[i];
-      else
-        p = s.row(s.line0 + dl + line);
-      const int a = s.along0 + da + c;
+      if (kSlots % NT != 0 && slot(i) >= kSlots) break;
+      const T* p = row_of(s, i, dl);
+      const int a = along_of(s, i, da);
       if (p != nullptr && a < s.along_end) {
         if constexpr (V > 1) {
           r[i] = load_pack<T, V>(p + a);
@@ -185,20 +213,60 @@ struct Panel {
     for (int i = 0; i < kIters; ++i) {
       const int sl = slot(i);
       if (kSlots % NT != 0 && sl >= kSlots) break;
-      store_pack<T, V>(smem + (sl / kChunks) * ld + (sl % kChunks) * V, r[i]);
+      store_pack<T, V>(smem + line_of(sl) * ld + chunk_of(sl) * V, r[i]);
     }
   }
 
-  // smem[along * ld + line]: the SIMT kernels' k-major layout for lines that are rows of
-  // the output (x rows in the forward, W^T rows with trans_w).
-  __device__ __forceinline__ void store_t(T* smem, int ld) const {
+  // load() then store() as one asynchronous copy (cp.async of each 16-byte chunk,
+  // zero-filled past the edges): the data is in smem once this thread's wait covers the
+  // group it is committed in. No fused activation: see act_in_place().
+  __device__ __forceinline__ void copy_async(const Lines<T>& s, int dl, int da, T* smem, int ld) const {
+    static_assert(V * sizeof(T) == 16, "cp.async copies 16-byte chunks");
 #pragma unroll
     for (int i = 0; i < kIters; ++i) {
       const int sl = slot(i);
       if (kSlots % NT != 0 && sl >= kSlots) break;
-      const int line = sl / kChunks, c = (sl % kChunks) * V;
+      const T* p = source(s, i, dl, da);
+      ::hmoe::device::cp_async_16(smem + line_of(sl) * ld + chunk_of(sl) * V, p != nullptr ? p : s.base,
+                                  p != nullptr ? 16 : 0);
+    }
+  }
+
+  // The chunks this thread copied into smem become act(element), once its wait covered
+  // them (a zero-filled chunk stays zero: each activation sends 0 to 0).
+  __device__ __forceinline__ void act_in_place(T* smem, int ld, FusedAct act) const {
 #pragma unroll
-      for (int e = 0; e < V; ++e) smem[(c + e) * ld + line] = r[i].v[e];
+    for (int i = 0; i < kIters; ++i) {
+      const int sl = slot(i);
+      if (kSlots % NT != 0 && sl >= kSlots) break;
+      T* q = smem + line_of(sl) * ld + chunk_of(sl) * V;
+      P v = load_pack<T, V>(q);
+#pragma unroll
+      for (int e = 0; e < V; ++e) v.v[e] = fused_act<T>(act, v.v[e]);
+      store_pack<T, V>(q, v);
+    }
+  }
+
+  // smem[along * ld + line]: the SIMT kernels' k-major layout for lines that are rows of
+  // the output (x rows in the forward, W^T rows with trans_w). Each store of a warp puts
+  // one element of each of its 32 chunks (8 lines x 4 chunks); with 4-byte elements,
+  // 4-element chunks and ld = 4 (mod 32) (the SIMT strides BM + 4, BN + 4), element e of
+  // chunk c lands in bank 16 c + 4 e + line (mod 32), so chunks c and c + 2 met (2-way
+  // conflicts). Chunks 2 and 3 of every four store their elements rotated by two, which
+  // moves them 8 banks over: 32 distinct banks.
+  __device__ __forceinline__ void store_t(T* smem, int ld) const {
+    constexpr bool kRotate = sizeof(T) == 4 && V == 4;
+#pragma unroll
+    for (int i = 0; i < kIters; ++i) {
+      const int sl = slot(i);
+      if (kSlots % NT != 0 && sl >= kSlots) break;
+      const int line = line_of(sl), c = chunk_of(sl) * V;
+      const bool rot = kRotate && (chunk_of(sl) & 2) != 0;
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const int q = (e + 2) % V;  // a compile-time index: the select stays in registers
+        smem[(c + (rot ? q : e)) * ld + line] = rot ? r[i].v[q] : r[i].v[e];
+      }
     }
   }
 };

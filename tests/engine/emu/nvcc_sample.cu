@@ -1,5 +1,7 @@
-// Compiled by nvcc only (ctest emu_nvcc_compile): proves engine/cuda/device_code.h and
-// the sample kernels build for real, including the portable launch helper.
+// Compiled by nvcc only (ctest emu_nvcc_compile): proves engine/cuda/device_code.h,
+// engine/cuda/cp_async.h and the sample kernels build for real, including the portable
+// launch helper.
+#include "tests/engine/emu/async_copy_kernels.cuh"
 #include "tests/engine/emu/sample_kernels.cuh"
 
 void hmoe_sample_launch_all(const float* in, int n, float* total, unsigned* hist, const __nv_bfloat16* a,
@@ -7,4 +9,6 @@ void hmoe_sample_launch_all(const float* in, int n, float* total, unsigned* hist
   HMOE_LAUNCH(hmoe_sample::reduce_and_histogram, dim3(4), dim3(256), 0, s, in, n, total, hist);
   HMOE_LAUNCH(hmoe_sample::wmma_tile, dim3(1), dim3(32), 1024, s, a, b, c);
   HMOE_LAUNCH(hmoe_sample::convert_and_vote, dim3((n + 127) / 128), dim3(128), 0, s, in, out, count, n);
+  HMOE_LAUNCH(hmoe_async_sample::ring_reverse, dim3(1), dim3(hmoe_async_sample::kThreads),
+              hmoe_async_sample::kStages * hmoe_async_sample::kChunk * sizeof(float), s, in, total, 1);
 }

@@ -4,13 +4,15 @@
 // warms the workers' fiber contexts (they are reused from launch to launch, which must
 // not hide a race); `emu_tsan_race blocks` runs blocks that store to one global word
 // without atomics (a race between blocks on different workers); `emu_tsan_race
-// correct` runs correct kernels (barriers, shuffles, atomics, WMMA) that must stay
-// silent.
+// correct` runs correct kernels (barriers, shuffles, atomics, WMMA, a cp.async pipeline)
+// that must stay silent; `emu_tsan_race cp_async` reads another thread's cp.async
+// destination after the reader's own wait_group but with no __syncthreads (a race).
 #include <cstdio>
 #include <cstring>
 #include <vector>
 
 #include "engine/cuda/device_code.h"
+#include "tests/engine/emu/async_copy_kernels.cuh"
 #include "tests/engine/emu/sample_kernels.cuh"
 
 namespace {
@@ -34,6 +36,18 @@ __global__ void last_block_wins(int* out, float* scratch) {
   if (threadIdx.x == 0) out[0] = int(blockIdx.x);
 }
 
+// Each thread copies 16 bytes by cp.async and waits for them, then reads its
+// neighbour's: the wait orders only the thread's own copies, so without a barrier the
+// read races with the neighbour's copy.
+__global__ void cp_async_neighbour(const float* in, float* out) {
+  HMOE_SHARED_ALIGNED(16, float, s, [64 * 4]);
+  const unsigned t = threadIdx.x;
+  hmoe::device::cp_async_16(s + 4 * t, in + 4 * t, 16);
+  hmoe::device::cp_async_commit();
+  hmoe::device::cp_async_wait<0>();
+  out[t] = s[4 * ((t + 1) % 64)];
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -51,6 +65,13 @@ int main(int argc, char** argv) {
     std::printf("blocks: last = %d\n", last);
     return 0;
   }
+  if (argc > 1 && std::strcmp(argv[1], "cp_async") == 0) {
+    alignas(16) static float in[256];
+    for (int i = 0; i < 256; ++i) in[i] = float(i);
+    launch(LaunchConfig{dim3(1), dim3(64), 0, "cp_async_neighbour", rev, true, 1}, cp_async_neighbour, in, out.data());
+    std::printf("cp.async without a barrier: out[0] = %g (expected 4)\n", double(out[0]));
+    return 0;
+  }
   if (missing) {
     launch(LaunchConfig{dim3(4), dim3(64), 0, "neighbour_read<true>", rev, true, 2}, neighbour_read<true>, out.data());
     launch(LaunchConfig{dim3(4), dim3(64), 0, "neighbour_read<false>", rev, true, 2}, neighbour_read<false>,
@@ -64,14 +85,18 @@ int main(int argc, char** argv) {
     std::vector<float> in(n, 1.0f);
     float total = 0;
     std::vector<unsigned> hist(8, 0);
-    launch(LaunchConfig{dim3(4), dim3(256), 0, "reduce_and_histogram", s, true, 2},
-           hmoe_sample::reduce_and_histogram, in.data(), n, &total, hist.data());
+    launch(LaunchConfig{dim3(4), dim3(256), 0, "reduce_and_histogram", s, true, 2}, hmoe_sample::reduce_and_histogram,
+           in.data(), n, &total, hist.data());
     alignas(256) static __nv_bfloat16 a[256], b[256];
     alignas(256) static float c[256];
     for (int i = 0; i < 256; ++i) a[i] = b[i] = __nv_bfloat16(1.0f);
     launch(LaunchConfig{dim3(1), dim3(32), 1024, "wmma_tile", s}, hmoe_sample::wmma_tile, a, b, c);
-    std::printf("correct kernels: total = %g (expected %d), c[0] = %g (expected 16)\n", double(total), n,
-                double(c[0]));
+    namespace as = hmoe_async_sample;
+    std::vector<float> ring_in(3 * as::kChunk, 1.0f), ring_out(3 * as::kChunk);
+    launch(LaunchConfig{dim3(1), dim3(as::kThreads), as::kStages * as::kChunk * sizeof(float), "ring_reverse", s},
+           as::ring_reverse, ring_in.data(), ring_out.data(), 3);
+    std::printf("correct kernels: total = %g (expected %d), c[0] = %g (expected 16), ring %g (expected 1)\n",
+                double(total), n, double(c[0]), double(ring_out[0]));
   }
   return 0;
 }
