@@ -3,7 +3,7 @@
 // fuse runs here as passes of its own around one cublasGemmGroupedBatchedEx call: the
 // gather (the permute kernel), the FFN's activation of x (the unary kernel), bias and
 // scale (in the compute dtype, rounded once), the FFN's dh (the unary backward kernel
-// over the pre-activation).
+// over the pre-activation). No pass waits on the host.
 #include "ops/moe/cuda/grouped_gemm_cublas.h"
 
 #include <algorithm>
@@ -17,8 +17,6 @@
 #include "engine/cuda/tuning.h"
 #include "engine/error.h"
 #include "ops/elementwise_kernels.h"
-#include "ops/factory.h"
-#include "ops/index.h"
 
 namespace hmoe::ops::cuda {
 namespace {
@@ -60,13 +58,6 @@ Tensor a_rows(const GroupedGemmArgs& a, const Tensor& x, const Tensor& index) {
   return xa;
 }
 
-// Row r's group, for every row (offsets non-decreasing from 0 to rows).
-Tensor group_ids(const int64_t* off, int64_t groups, int64_t rows, Device dev) {
-  std::vector<int64_t> ids(static_cast<size_t>(rows));
-  for (int64_t g = 0; g < groups; ++g) std::fill(ids.begin() + off[g], ids.begin() + off[g + 1], g);
-  return from_vector(ids, {rows}).to(dev);
-}
-
 // out = scale * (xrow W_g + bias_g), or with out_act_grad out = (xrow op(W_g)) * act'(out).
 void forward_cublas(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w, const Tensor& offsets,
                     const Tensor& index, const Tensor& scale, const Tensor& bias, const Tensor& out) {
@@ -93,9 +84,12 @@ void forward_cublas(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w, 
   blas::grouped_gemm(g, hmoe::cuda::current_stream(dev.index));
   if (!epilogue) return;
   if (a.out_act_grad) return unary_backward_stub.get(dev)(*a.out_act_grad, out, c, out, 0, 0);
-  // In the compute dtype of scale and bias (f32 for half types), rounded to out's once.
+  // In the compute dtype of scale and bias (f32 for half types), rounded to out's once;
+  // the bias added group by group (no row-to-group table to upload).
   Tensor y = c.to(scale.defined() ? scale.dtype() : bias.dtype());
-  if (bias.defined()) y = add(y, index_select(bias, 0, group_ids(off, a.groups, a.rows, dev)));
+  if (bias.defined())
+    for (int64_t i = 0; i < a.groups; ++i)
+      if (off[i + 1] > off[i]) add_(y.narrow(0, off[i], off[i + 1] - off[i]), bias.narrow(0, i, 1));
   if (scale.defined()) y = mul(y, scale.unsqueeze(1));
   Tensor(out).copy_(y);  // a handle to out's memory
 }
