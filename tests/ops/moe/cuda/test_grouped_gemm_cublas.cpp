@@ -25,26 +25,16 @@ namespace {
 using moe::GroupedGemmArgs;
 using moe::GroupedGemmBackend;
 using namespace testing;
+namespace moe_ref = testing::moe_ref;
 
 const Device kCpu = Device::cpu();
 
 Tensor i64(const std::vector<int64_t>& v) { return from_vector(v, {int64_t(v.size())}); }
 DType aux(DType dt) { return dt == DType::f64 ? DType::f64 : DType::f32; }
 
-Tensor leaf_on(const Tensor& t, Device d, DType dt) {
-  Tensor l = t.detach().to(dt).to(d);
-  if (d.is_cpu() && l.data_ptr<void>() == t.data_ptr<void>()) l = l.clone();
-  l.set_requires_grad(true);
-  return l;
-}
-
-// A gather index into x_rows rows with repeats, every 4th row -1.
-std::vector<int64_t> gather_index(int64_t M, int64_t x_rows, uint64_t seed) {
-  std::vector<int64_t> ix(static_cast<size_t>(M));
-  for (int64_t r = 0; r < M; ++r)
-    ix[size_t(r)] = (r + int64_t(seed)) % 4 == 0 ? -1 : int64_t((uint64_t(r) * 2654435761u + seed) % uint64_t(x_rows));
-  return ix;
-}
+// A fresh leaf on d in dtype dt with t's values.
+Tensor leaf_on(const Tensor& t, Device d, DType dt) { return leaf(t.to(dt), d); }
+using moe_ref::gather_index;
 
 struct Problem {
   std::string name;
