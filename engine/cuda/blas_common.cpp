@@ -27,4 +27,27 @@ void check_gemm(const Gemm& g, const void* a, const void* b, const void* c) {
   HMOE_CHECK(empty || g.k == 0 || (a != nullptr && b != nullptr), "cuda gemm: null A or B");
 }
 
+Gemm problem_gemm(const GroupedGemm& g, const GemmProblem& p) {
+  return {.dtype = g.dtype,
+          .trans_a = g.trans_a,
+          .trans_b = g.trans_b,
+          .m = p.m,
+          .n = p.n,
+          .k = p.k,
+          .lda = p.lda,
+          .ldb = p.ldb,
+          .ldc = p.ldc,
+          .alpha = g.alpha,
+          .beta = g.beta};
+}
+
+void check_grouped_gemm(const GroupedGemm& g) {
+  // cublasGemmGroupedBatchedEx's types with CUBLAS_COMPUTE_32F.
+  HMOE_CHECK(g.dtype == DType::f32 || g.dtype == DType::bf16 || g.dtype == DType::f16,
+             "cuda grouped gemm: unsupported dtype ", dtype_name(g.dtype), " (f32, bf16 or f16)");
+  HMOE_CHECK(g.problems.size() <= size_t(INT_MAX), "cuda grouped gemm: ", g.problems.size(),
+             " products, more than 2^31-1");
+  for (const GemmProblem& p : g.problems) check_gemm(problem_gemm(g, p), p.a, p.b, p.c);
+}
+
 }  // namespace hmoe::cuda::blas::detail

@@ -2,12 +2,15 @@
 // operands through the transpose identity C^T = op(B)^T op(A)^T (column-major cuBLAS
 // computes C^T, which is row-major C). f32 computes in full f32 (CUBLAS_COMPUTE_32F, no
 // TF32), bf16/f16 accumulate in f32, f64 in f64. One cuBLAS handle per device and thread.
+// Grouped GEMM: cublasGemmGroupedBatchedEx, each product a group of one.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <array>
 #include <memory>
+#include <vector>
 
+#include "engine/cuda/allocator.h"
 #include "engine/cuda/blas.h"
 #include "engine/cuda/runtime_backend.h"
 #include "engine/error.h"
@@ -81,6 +84,22 @@ cudaDataType data_type(DType t) {
   }
 }
 
+// Device memory from the device's caching allocator, allocated and freed in the order
+// of stream s (RAII): the stream's later work alone may reuse it, after this call's.
+class StreamBuffer {
+ public:
+  StreamBuffer(size_t nbytes, const Stream& s)
+      : device_(s.device()), p_(caching_allocator(s.device()).allocate(nbytes, s.id())) {}
+  ~StreamBuffer() { caching_allocator(device_).free(p_); }
+  StreamBuffer(const StreamBuffer&) = delete;
+  StreamBuffer& operator=(const StreamBuffer&) = delete;
+  void* get() const { return p_; }
+
+ private:
+  int device_;
+  void* p_;
+};
+
 }  // namespace
 
 void gemm(const Gemm& g, const void* a, const void* b, void* c, const Stream& s) {
@@ -124,6 +143,53 @@ void gemm(const Gemm& g, const void* a, const void* b, void* c, const Stream& s)
   cudaSetDevice(previous);
   HMOE_CHECK(st == CUBLAS_STATUS_SUCCESS, "cuda gemm: cublasGemmStridedBatchedEx (", dtype_name(g.dtype), ", m=", g.m,
              " n=", g.n, " k=", g.k, " batch=", g.batch, ") failed: ", status_name(st));
+}
+
+void grouped_gemm(const GroupedGemm& g, const Stream& s) {
+  detail::check_grouped_gemm(g);
+  std::vector<const GemmProblem*> run;
+  for (const GemmProblem& p : g.problems) {
+    if (p.m == 0 || p.n == 0) continue;
+    if (p.k == 0)
+      gemm(detail::problem_gemm(g, p), p.a, p.b, p.c, s);  // C = beta C, as gemm does it
+    else
+      run.push_back(&p);
+  }
+  if (run.empty()) return;
+  const size_t count = run.size();
+  // Row-major through the transpose identity, as in gemm: cuBLAS's A is our B, its m our
+  // n. Per-group arrays stay on the host; the pointer arrays must be device memory.
+  const std::vector<cublasOperation_t> op_b(count, g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N),
+      op_a(count, g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N);
+  std::vector<int> m(count), n(count), k(count), ld_b(count), ld_a(count), ld_c(count);
+  const std::vector<int> size(count, 1);
+  const std::vector<float> alpha(count, float(g.alpha)), beta(count, float(g.beta));
+  std::vector<void*> ptrs(3 * count);  // B, then A, then C of every product
+  for (size_t i = 0; i < count; ++i) {
+    const GemmProblem& p = *run[i];
+    m[i] = int(p.n);
+    n[i] = int(p.m);
+    k[i] = int(p.k);
+    ld_b[i] = int(p.ldb);
+    ld_a[i] = int(p.lda);
+    ld_c[i] = int(p.ldc);
+    ptrs[i] = const_cast<void*>(p.b);
+    ptrs[count + i] = const_cast<void*>(p.a);
+    ptrs[2 * count + i] = p.c;
+  }
+  const StreamBuffer dev_ptrs(ptrs.size() * sizeof(void*), s);
+  // From pageable memory: ptrs is consumed before memcpy_async returns.
+  memcpy_async(dev_ptrs.get(), ptrs.data(), ptrs.size() * sizeof(void*), CopyKind::host_to_device, s);
+  void** d = static_cast<void**>(dev_ptrs.get());
+  const cudaDataType dt = data_type(g.dtype);
+  const DeviceGuard guard(s.device());
+  cublasHandle_t h = handle_for(s.device());
+  HMOE_CUBLAS_CHECK(cublasSetStream(h, static_cast<cudaStream_t>(s.native())));
+  const cublasStatus_t st = cublasGemmGroupedBatchedEx(
+      h, op_b.data(), op_a.data(), m.data(), n.data(), k.data(), alpha.data(), d, dt, ld_b.data(), d + count, dt,
+      ld_a.data(), beta.data(), d + 2 * count, dt, ld_c.data(), int(count), size.data(), CUBLAS_COMPUTE_32F);
+  HMOE_CHECK(st == CUBLAS_STATUS_SUCCESS, "cuda grouped gemm: cublasGemmGroupedBatchedEx (", dtype_name(g.dtype), ", ",
+             count, " products) failed: ", status_name(st));
 }
 
 }  // namespace hmoe::cuda::blas

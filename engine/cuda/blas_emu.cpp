@@ -1,6 +1,7 @@
 // The CUDA BLAS layer under emulation: device memory is host memory, so the GEMM runs
 // on the CPU with OpenBLAS (single-threaded calls, one batch entry per task, so the
-// result never depends on the thread count); bf16/f16 go through f32 like cuBLAS.
+// result never depends on the thread count); bf16/f16 go through f32 like cuBLAS. A
+// grouped GEMM is one such GEMM per product.
 #include <cblas.h>
 
 #include <algorithm>
@@ -101,6 +102,11 @@ void gemm(const Gemm& g, const void* a, const void* b, void* c, const Stream& s)
     case DType::f16: return gemm_batched<f16>(g, a, b, c);
     default: HMOE_FAIL("cuda gemm: unsupported dtype ", dtype_name(g.dtype));
   }
+}
+
+void grouped_gemm(const GroupedGemm& g, const Stream& s) {
+  detail::check_grouped_gemm(g);
+  for (const GemmProblem& p : g.problems) gemm(detail::problem_gemm(g, p), p.a, p.b, p.c, s);
 }
 
 }  // namespace hmoe::cuda::blas

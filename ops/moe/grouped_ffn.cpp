@@ -62,14 +62,23 @@ struct ChunkView {
   GroupedGemmArgs args;  // k = d, n = f
   Tensor offsets, index, x;
 
-  ChunkView(const Chunk& chunk, const int64_t* off, int64_t d, int64_t f, const Tensor& x_all, const Tensor& index_all)
+  ChunkView(const Chunk& chunk, const int64_t* off, int64_t d, int64_t f, const Tensor& x_all, const Tensor& index_all,
+            GroupedGemmBackend backend)
       : c(chunk), args{c.g1 - c.g0, c.r1 - c.r0, d, f, 0, false} {
+    args.backend = backend;
     offsets = Tensor::empty({args.groups + 1}, {DType::i64});
     int64_t* o = offsets.data_ptr<int64_t>();
     for (int64_t g = c.g0; g <= c.g1; ++g) o[g - c.g0] = off[g] - c.r0;
     index = rows_of(index_all, c);
     x = index.defined() ? x_all : rows_of(x_all, c);
     args.x_rows = x.size(0);
+  }
+
+  // The args of another of the chunk's GEMMs: its rows, inner size k, n output columns.
+  GroupedGemmArgs gemm_args(int64_t k, int64_t n, bool trans_w) const {
+    GroupedGemmArgs a{args.groups, args.rows, k, n, args.rows, trans_w};
+    a.backend = args.backend;
+    return a;
   }
 
   // Rows [p0, p1) of a one-group chunk, as a chunk of their own.
@@ -245,13 +254,12 @@ std::vector<Tensor> ffn_backward(FfnSaved& s, std::vector<Tensor> gr) {
   for_chunks(s.views, s.tasks, dv, s.h_rows,
              [&](const ChunkView& v, ChunkStep step, const ChunkKernels& k, const Tensor& scratch) {
                const Chunk& c = v.c;
-               const int64_t gn = v.args.groups, rows = v.args.rows;
                const bool last = step.last;
                Tensor hc = recompute ? scratch : rows_of(h, c), dyc = rows_of(dy, c);
                if (recompute)  // the forward's first GEMM again, to the same bits
                  k.gemm_call(v.args, v.x, groups_of(s.w1, c), v.offsets, v.index, Tensor(), groups_of(s.b1, c), hc);
                if (s.need_w2 || s.need_b2) {  // the activation, recomputed while packing, only for dW2
-                 GroupedGemmArgs a{gn, rows, f, e, rows, false};
+                 GroupedGemmArgs a = v.gemm_args(f, e, false);
                  a.x_act = s.act;
                  a.accumulate = step.continues;
                  k.dw_call(a, hc, Tensor(), dyc, v.offsets, groups_of(make(3), c), groups_of(make(4), c));
@@ -260,7 +268,7 @@ std::vector<Tensor> ffn_backward(FfnSaved& s, std::vector<Tensor> gr) {
                // dh = (dy W2^T) * act'(h), over h itself when h dies with this call (no
                // retain_graph; h is not read after this) or is this chunk's recomputed rows,
                // else over a copy of h.
-               GroupedGemmArgs a{gn, rows, e, f, rows, true};
+               GroupedGemmArgs a = v.gemm_args(e, f, true);
                a.out_act_grad = s.act;
                Tensor dh = expire || recompute ? hc : hc.clone();
                k.gemm_call(a, dyc, groups_of(s.w2, c), v.offsets, Tensor(), Tensor(), Tensor(), dh);
@@ -271,8 +279,8 @@ std::vector<Tensor> ffn_backward(FfnSaved& s, std::vector<Tensor> gr) {
                  k.dw_call(a1, v.x, v.index, dh, v.offsets, groups_of(make(1), c), groups_of(make(2), c));
                }
                if (nx)
-                 k.gemm_call(GroupedGemmArgs{gn, rows, f, d, rows, true}, dh, groups_of(s.w1, c), v.offsets, Tensor(),
-                             Tensor(), Tensor(), rows_of(make(5), c));
+                 k.gemm_call(v.gemm_args(f, d, true), dh, groups_of(s.w1, c), v.offsets, Tensor(), Tensor(), Tensor(),
+                             rows_of(make(5), c));
                if (last && expire) h = hc = dh = Tensor();
              });
   for (size_t i = 1; i < 6; ++i) make(i);  // G = 0: no chunk wrote them
@@ -315,7 +323,7 @@ int64_t check_ffn_args(const Tensor& x, const Tensor& w1, const Tensor& b1, cons
 
 Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in, const Tensor& w2_in,
                    const Tensor& b2_in, const Tensor& offsets, const Tensor& index_in, UnaryOp act, int64_t chunk_rows,
-                   bool recompute) {
+                   bool recompute, GroupedGemmBackend backend) {
   const int64_t M = check_ffn_args(x_in, w1_in, b1_in, w2_in, b2_in, offsets, index_in, act, chunk_rows);
   const int64_t G = w1_in.size(0), d = w1_in.size(1), f = w1_in.size(2), e = w2_in.size(2);
   const Device dev = ops::common_device("grouped_ffn", {&x_in, &w1_in, &b1_in, &w2_in, &b2_in, &index_in});
@@ -372,7 +380,7 @@ Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in,
   // dh made in the epilogue over h): no [M, f] buffer besides h, one pass over it less.
   Tensor y = Tensor::empty({M, e}, {dt, dev});
   for (const Chunk& c : make_chunks(off.data_ptr<int64_t>(), G, budget))
-    s.views.emplace_back(c, off.data_ptr<int64_t>(), d, f, s.x, index);
+    s.views.emplace_back(c, off.data_ptr<int64_t>(), d, f, s.x, index, backend);
   // The pre-activation, saved whole for the backward unless it is recomputed there.
   if (!recompute) s.h = Tensor::empty({M, f}, {dt, dev});
   // The chunks' pre-activation, when not kept. In f32 on the CPU (whose f32 kernel sums a
@@ -386,7 +394,7 @@ Tensor grouped_ffn(const Tensor& x_in, const Tensor& w1_in, const Tensor& b1_in,
                const Chunk& c = v.c;
                const Tensor hc = recompute ? scratch : rows_of(s.h, c);
                k.gemm_call(v.args, v.x, groups_of(s.w1, c), v.offsets, v.index, Tensor(), groups_of(s.b1, c), hc);
-               GroupedGemmArgs a2{v.args.groups, v.args.rows, f, e, v.args.rows, false};
+               GroupedGemmArgs a2 = v.gemm_args(f, e, false);
                a2.x_act = act;
                k.gemm_call(a2, hc, groups_of(s.w2, c), v.offsets, Tensor(), Tensor(), groups_of(b2d, c), rows_of(y, c));
              });

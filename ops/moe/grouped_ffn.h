@@ -6,6 +6,7 @@
 
 #include "engine/tensor.h"
 #include "ops/elementwise.h"
+#include "ops/moe/grouped_gemm.h"
 
 namespace hmoe::moe {
 
@@ -23,9 +24,12 @@ namespace hmoe::moe {
 /// order; 0 (the default) lets the device choose. Neither chunking nor recompute changes
 /// a result (f32 on hmoe's CPU kernel and f64 to the bit). bf16 / f16 on the CPU run as
 /// the composite (each op computes in f32 and rounds its output to the half type, as the
-/// device's kernels do). How: ops/moe/grouped_ffn.cpp.
+/// device's kernels do). backend: whose grouped GEMM runs each of the six GEMMs on the
+/// cuda device (moe::GroupedGemmBackend; the bit-identities above hold for hmoe's).
+/// How: ops/moe/grouped_ffn.cpp.
 Tensor grouped_ffn(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2, const Tensor& b2,
                    const Tensor& offsets, const Tensor& index = Tensor(), UnaryOp activation = UnaryOp::gelu_erf,
-                   int64_t chunk_rows = 0, bool recompute = false);
+                   int64_t chunk_rows = 0, bool recompute = false,
+                   GroupedGemmBackend backend = GroupedGemmBackend::hmoe);
 
 }  // namespace hmoe::moe

@@ -88,8 +88,26 @@ Tensor check_gather_index(const char* op, const Tensor& index_in, int64_t M, con
   return index;
 }
 
+std::string_view name(GroupedGemmBackend b) {
+  switch (b) {
+    case GroupedGemmBackend::hmoe:
+      return "hmoe";
+    case GroupedGemmBackend::cublas:
+      return "cublas";
+    case GroupedGemmBackend::auto_:
+      return "auto";
+  }
+  return "?";
+}
+
+GroupedGemmBackend parse_grouped_gemm_backend(std::string_view s) {
+  for (GroupedGemmBackend b : {GroupedGemmBackend::hmoe, GroupedGemmBackend::cublas, GroupedGemmBackend::auto_})
+    if (name(b) == s) return b;
+  HMOE_FAIL("grouped GEMM backend: '", s, "' is not one of hmoe, cublas, auto");
+}
+
 Tensor grouped_gemm(const Tensor& x_in, const Tensor& w_in, const Tensor& offsets, const Tensor& index_in,
-                    const Tensor& scale_in, const Tensor& bias_in) {
+                    const Tensor& scale_in, const Tensor& bias_in, GroupedGemmBackend backend) {
   HMOE_CHECK(x_in.defined() && w_in.defined() && x_in.dim() == 2 && w_in.dim() == 3 && x_in.size(1) == w_in.size(1) &&
                  is_floating(x_in.dtype()) && x_in.dtype() == w_in.dtype(),
              "grouped_gemm: x ", meta(x_in), " and w ", meta(w_in), " must be float [M, K] and [G, K, N] of one dtype");
@@ -109,7 +127,7 @@ Tensor grouped_gemm(const Tensor& x_in, const Tensor& w_in, const Tensor& offset
   if (half && !dev.is_cuda()) {  // bf16 / f16 off the GPU: compute in f32
     const DType dt = x_in.dtype();
     auto up = [](const Tensor& t) { return t.defined() ? t.to(DType::f32) : t; };
-    return grouped_gemm(up(x_in), up(w_in), off, index_in, up(scale_in), up(bias_in)).to(dt);
+    return grouped_gemm(up(x_in), up(w_in), off, index_in, up(scale_in), up(bias_in), backend).to(dt);
   }
   // On the cuda device bf16 / f16 x and w go to the tensor-core kernel as they are (f32
   // accumulation, out in x's dtype); scale and bias (and their gradients) stay in the
@@ -120,6 +138,7 @@ Tensor grouped_gemm(const Tensor& x_in, const Tensor& w_in, const Tensor& offset
   const Tensor scale = scale_in.defined() ? scale_in.to(ct).contiguous() : Tensor();
   const Tensor bias = bias_in.defined() ? bias_in.to(ct).contiguous() : Tensor();
   GroupedGemmArgs a{G, M, K, N, x.size(0), false};
+  a.backend = backend;
   Tensor out = Tensor::empty({M, N}, {dt, dev});
   auto opt = [](const Tensor& t) { return t.defined() ? t.detach() : t; };
   grouped_gemm_stub.get(dev)(a, x.detach(), w.detach(), off, index, opt(scale), opt(bias), out);
@@ -137,6 +156,7 @@ Tensor grouped_gemm(const Tensor& x_in, const Tensor& w_in, const Tensor& offset
         if (nx || ns) {
           // gx = dy W_g^T, rows in slot order (unscaled); dX = scatter(scale * gx), dscale = <xrow, gx> + <dy, b>.
           GroupedGemmArgs t{a.groups, a.rows, a.n, a.k, a.rows, true};
+          t.backend = a.backend;
           Tensor gx = Tensor::empty({a.rows, a.k}, {dt, d});
           grouped_gemm_stub.get(d)(t, dy, ws, off, Tensor(), Tensor(), Tensor(), gx);
           if (ns) {

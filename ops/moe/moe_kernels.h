@@ -9,6 +9,7 @@
 #include "engine/tensor.h"
 #include "ops/dispatch.h"
 #include "ops/elementwise.h"
+#include "ops/moe/grouped_gemm.h"
 
 namespace hmoe::moe {
 
@@ -81,6 +82,8 @@ struct GroupedGemmArgs {
   // reduced in parts, each continuing the sums the parts before it left (the CPU's f32
   // kernel then gives the bits of one call over all the rows). CPU only.
   bool accumulate = false;
+  // GroupedGemm, GroupedGemmDw on the cuda device: whose GEMM runs (the CPU ignores it).
+  GroupedGemmBackend backend = GroupedGemmBackend::hmoe;
 };
 // out [M, n]: row r of group g (offsets[g] <= r < offsets[g+1]) =
 //   scale[r] * (xrow(r) op(W_g) + bias[g]),  xrow(r) = index ? x[index[r]] (zero row for

@@ -17,6 +17,15 @@ inline Tensor ffn_activation(UnaryOp act, const Tensor& h) {
   return act == UnaryOp::relu ? relu(h) : act == UnaryOp::silu ? silu(h) : gelu(h, act == UnaryOp::gelu_tanh);
 }
 
+// A gather index into x_rows rows for the grouped GEMM tests: a fixed scramble with
+// repeats, every 5th row -1 (a zero row).
+inline std::vector<int64_t> gather_index(int64_t M, int64_t x_rows, uint64_t seed) {
+  std::vector<int64_t> ix(static_cast<size_t>(M));
+  for (int64_t r = 0; r < M; ++r)
+    ix[size_t(r)] = (r + int64_t(seed)) % 5 == 0 ? -1 : int64_t((uint64_t(r) * 2654435761u + seed) % uint64_t(x_rows));
+  return ix;
+}
+
 inline std::vector<int64_t> ints(const Tensor& t) {
   const auto v = t.to_vector();
   return std::vector<int64_t>(v.begin(), v.end());

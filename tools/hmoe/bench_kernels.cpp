@@ -4,7 +4,9 @@
 // device itself: a device-to-device copy for bandwidth, a large bf16 GEMM through the
 // BLAS layer for tensor-core throughput and an f32 one (no TF32) for CUDA-core
 // throughput. The grouped GEMM (bf16 on tensor cores, f32 on CUDA cores) runs beside
-// its peer, a loop of one BLAS GEMM per group, and the ratio is printed.
+// its peer, a loop of one BLAS GEMM per group, and the ratio is printed; at the MoE
+// shapes of the model presets and a Mixtral-like layer, it runs beside cuBLAS's grouped
+// GEMM and one dense cuBLAS GEMM of the same FLOPs.
 #include <algorithm>
 #include <cstdio>
 #include <functional>
@@ -16,6 +18,7 @@
 #include "engine/cuda/blas.h"
 #include "engine/cuda/runtime.h"
 #include "hmoe.h"
+#include "models/train/config.h"
 #include "ops/moe/moe_kernels.h"
 #include "tools/hmoe/bench_counters.h"
 #include "tools/hmoe/selftest.h"
@@ -29,7 +32,8 @@ struct KernelBench {
   double bytes = 0, flops = 0;   // per call: minimum bytes moved, useful flops
   std::function<void(int)> run;  // runs once on input set i
   bool f32_peak = false;         // FLOP/s against the f32 (CUDA-core) peak instead of bf16's
-  std::string peer;              // a bench run before this one: print this one's speed-up over it
+  std::vector<std::string> peers;  // benches run before this one: print this one's speed-up over each
+  std::string skip;                // not run, for this reason (printed in its row)
 };
 
 // Median milliseconds of o.reps calls (after o.warmup), each on the next input set.
@@ -139,18 +143,25 @@ void add_matmul_benches(std::vector<KernelBench>& benches, bool emu) {
                      [q, k, v](int) { causal_attention(q, k, v); }});
 }
 
+// Offsets of M rows over G groups of skewed sizes (group 1 gets no row when G > 2).
+std::vector<int64_t> skewed_offsets(int64_t G, int64_t M) {
+  auto weight = [G](int64_t g) { return g == 1 && G > 2 ? 0 : 1 + (g * 7) % 5; };
+  std::vector<int64_t> off{0};
+  int64_t weight_sum = 0;
+  for (int64_t g = 0; g < G; ++g) weight_sum += weight(g);
+  for (int64_t g = 0, acc = 0; g < G; ++g) {
+    acc += weight(g);
+    off.push_back(g + 1 == G ? M : M * acc / weight_sum);
+  }
+  return off;
+}
+
 // The MoE expert GEMM: G experts, skewed group sizes (one expert gets no token),
 // W [G, K, N]; minimum bytes = x read once, every W_g read once, out written once. Each
 // dtype runs after its peer, a loop of one BLAS GEMM per group.
 void add_grouped_gemm_benches(std::vector<KernelBench>& benches, bool emu) {
   const int64_t G = emu ? 4 : 64, M = emu ? 512 : 32768, K = emu ? 128 : 2048, N = emu ? 128 : 1536;
-  std::vector<int64_t> off{0};
-  int64_t weight_sum = 0;
-  for (int64_t g = 0; g < G; ++g) weight_sum += g == 1 ? 0 : 1 + (g * 7) % 5;
-  for (int64_t g = 0, acc = 0; g < G; ++g) {
-    acc += g == 1 ? 0 : 1 + (g * 7) % 5;
-    off.push_back(g + 1 == G ? M : M * acc / weight_sum);
-  }
+  const std::vector<int64_t> off = skewed_offsets(G, M);
   const Tensor offs = from_vector(off, {G + 1});
   for (DType dt : {DType::bf16, DType::f32}) {
     const double e = double(dtype_size(dt));
@@ -174,12 +185,75 @@ void add_grouped_gemm_benches(std::vector<KernelBench>& benches, bool emu) {
                          }
                        },
                        dt == DType::f32});
-    benches.push_back({name, bytes, flops,
+    benches.push_back({name,
+                       bytes,
+                       flops,
                        [x, w, out, offs, args](int) {
                          moe::grouped_gemm_stub.get(Device::cuda(0))(args, x, w, offs, Tensor(), Tensor(), Tensor(),
                                                                      out);
                        },
-                       dt == DType::f32, name + " cublas-loop"});
+                       dt == DType::f32,
+                       {name + " cublas-loop"}});
+  }
+}
+
+// One MoE layer's expert up-projection, x [T k, d] (rows grouped by expert) times
+// W1 [N, d, d_ff], in bf16: hmoe's grouped GEMM, cuBLAS's grouped GEMM (through the
+// op's cublas backend: cublasGemmGroupedBatchedEx after uploading the per-expert
+// pointers, as any caller must), and one dense cuBLAS GEMM [T k, d] x [d, d_ff] of the
+// same FLOPs (the bound a grouped GEMM approaches). Tokens: train.batch_size's default
+// sequences of the preset's block size. Under the emulator only the tiny preset runs,
+// with an eighth of its tokens; the rest print a line saying they were skipped.
+void add_moe_shape_benches(std::vector<KernelBench>& benches, bool emu) {
+  struct Shape3 {
+    std::string name;
+    int64_t d, ff, experts, top_k, tokens;
+  };
+  std::vector<Shape3> shapes;
+  const int64_t batch = train::OptimConfig{}.batch_size;
+  for (const char* p : {"tiny", "small", "base"}) {
+    const model::ModelConfig c = model::preset(p);
+    shapes.push_back({p, c.d_model, c.d_ff, c.n_experts, c.top_k, batch * c.block_size});
+  }
+  shapes.push_back({"mixtral", 4096, 14336, 8, 2, 4096});
+  const DType dt = DType::bf16;
+  for (const Shape3& sh : shapes) {
+    const bool run = !emu || sh.name == "tiny";
+    const int64_t tokens = emu && run ? sh.tokens / 8 : sh.tokens, M = tokens * sh.top_k, G = sh.experts;
+    const std::string name = "moe/" + sh.name;
+    std::printf("%s: x [%lld tokens x k %lld = %lld rows, d %lld] times W1 [N %lld, d, d_ff %lld]%s\n", name.c_str(),
+                static_cast<long long>(tokens), static_cast<long long>(sh.top_k), static_cast<long long>(M),
+                static_cast<long long>(sh.d), static_cast<long long>(G), static_cast<long long>(sh.ff),
+                emu && run ? " (emulated: an eighth of the batch's tokens)" : "");
+    if (!run) {
+      benches.push_back({name, 0, 0, {}, false, {}, "skipped: the emulated device would take hours (run on a GPU)"});
+      continue;
+    }
+    const std::vector<int64_t> off = skewed_offsets(G, M);
+    const Tensor offs = from_vector(off, {G + 1});
+    const Tensor x = rnd({M, sh.d}, 50, dt), w = rnd({G, sh.d, sh.ff}, 51, dt), wd = rnd({sh.d, sh.ff}, 52, dt);
+    const Tensor out = Tensor::empty({M, sh.ff}, {dt, Device::cuda(0)});
+    const double flops = 2.0 * double(M) * double(sh.d) * double(sh.ff), e = double(dtype_size(dt));
+    const double in_out = (double(M * sh.d) + double(M * sh.ff)) * e;
+    benches.push_back({name + " cublas-dense", in_out + double(sh.d * sh.ff) * e, flops, [x, wd, out, M, sh, dt](int) {
+                         cuda::blas::gemm(row_major_gemm(dt, M, sh.ff, sh.d), x.data_ptr<void>(), wd.data_ptr<void>(),
+                                          out.data_ptr<void>(), cuda::current_stream(0));
+                       }});
+    auto grouped = [&](moe::GroupedGemmBackend be) {
+      moe::GroupedGemmArgs args{G, M, sh.d, sh.ff, M, false};
+      args.backend = be;
+      return [x, w, out, offs, args](int) {
+        moe::grouped_gemm_stub.get(Device::cuda(0))(args, x, w, offs, Tensor(), Tensor(), Tensor(), out);
+      };
+    };
+    const double bytes = in_out + double(G * sh.d * sh.ff) * e;
+    benches.push_back({name + " cublas-grouped", bytes, flops, grouped(moe::GroupedGemmBackend::cublas)});
+    benches.push_back({name + " hmoe",
+                       bytes,
+                       flops,
+                       grouped(moe::GroupedGemmBackend::hmoe),
+                       false,
+                       {name + " cublas-grouped", name + " cublas-dense"}});
   }
 }
 
@@ -224,10 +298,12 @@ int run_bench_kernels(const BenchOptions& o) {
   add_matmul_benches(benches, emu);
   add_grouped_gemm_benches(benches, emu);
   add_grouped_gemm_backward_benches(benches, emu);
+  add_moe_shape_benches(benches, emu);
 
   if (o.emu_counters) {
     for (const KernelBench& kb : benches)
-      if ((o.filter.empty() || kb.name.find(o.filter) != std::string::npos) && kb.name.find("cublas") == std::string::npos)
+      if ((o.filter.empty() || kb.name.find(o.filter) != std::string::npos) && kb.skip.empty() &&
+          kb.name.find("cublas") == std::string::npos)
         print_access_counters(o, kb.name, kb.flops, kb.f32_peak, [&kb] { kb.run(0); });
     return 0;
   }
@@ -235,13 +311,19 @@ int run_bench_kernels(const BenchOptions& o) {
   std::map<std::string, double> times;
   for (const KernelBench& kb : benches) {
     if (!o.filter.empty() && kb.name.find(o.filter) == std::string::npos) continue;
+    if (!kb.skip.empty()) {
+      std::printf("%-30s %s\n", kb.name.c_str(), kb.skip.c_str());
+      continue;
+    }
     const double ms = time_ms(o, 16, kb.run);
     times[kb.name] = ms;
     const double gbs = kb.bytes / (ms * 1e6), tf = kb.flops / (ms * 1e9);
     std::printf("%-30s %10.4f %10.1f %7.1f%% %10.2f %7.1f%%%s\n", kb.name.c_str(), ms, gbs, 100 * gbs / peak.gbs, tf,
                 100 * tf / (kb.f32_peak ? peak.f32_tflops : peak.bf16_tflops), kb.f32_peak ? " (of f32 peak)" : "");
-    if (!kb.peer.empty() && times.count(kb.peer))
-      std::printf("%-30s %10.2fx the speed of %s (same inputs, same run)\n", "", times[kb.peer] / ms, kb.peer.c_str());
+    for (const std::string& peer : kb.peers)
+      if (times.count(peer))
+        std::printf("%-30s %10.2fx the speed of %s (same inputs, same run%s)\n", "", times[peer] / ms, peer.c_str(),
+                    emu ? "; emulated" : "");
   }
   return 0;
 }

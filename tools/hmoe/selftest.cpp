@@ -1,4 +1,5 @@
-// The self-test: every op that has a CUDA kernel (the MoE ops included), run on the cuda device and on the CPU
+// The self-test: every op that has a CUDA kernel (the MoE ops included; the grouped GEMM
+// and FFN on both GEMM backends, hmoe's and cuBLAS's), run on the cuda device and on the CPU
 // from the same random inputs (forward and, where differentiable, backward with a
 // random cotangent), compared by relative error against the bounds of
 // shared/spec/gpu-without-gpu.md. Fresh device blocks are poisoned (NaN) so an
@@ -243,27 +244,34 @@ void add_moe_cases(std::vector<Case>& c) {
     off.back() = n_rows;
     return from_vector(off, {groups + 1});
   };
-  c.push_back({"grouped_gemm",
-               [](DType dt, uint64_t s, bool q) {
-                 const int64_t m = q ? 61 : 8195, k = q ? 24 : 512, n = q ? 40 : 1024, g = q ? 4 : 8;
-                 return std::vector<Tensor>{rnd({m, k}, s, dt, -1, 1), rnd({g, k, n}, s + 1, dt, -1, 1),
-                                            rnd({m}, s + 2, dt, 0.5, 1.5), rnd({g, n}, s + 3, dt)};
-               },
-               differentiable([group_offsets](const std::vector<Tensor>& x) {
-                 return moe::grouped_gemm(x[0], x[1], group_offsets(x[0].size(0), x[1].size(0)), Tensor(), x[2], x[3]);
-               }),
-               fl});
-  c.push_back({"grouped_ffn",  // the expert FFN: GELU fused into both GEMMs and into dh
-               [](DType dt, uint64_t s, bool q) {
-                 const int64_t m = q ? 61 : 8195, d = q ? 24 : 256, f = q ? 40 : 1024, g = q ? 4 : 8;
-                 return std::vector<Tensor>{rnd({m, d}, s, dt, -1, 1), rnd({g, d, f}, s + 1, dt, -0.3, 0.3),
-                                            rnd({g, f}, s + 2, dt), rnd({g, f, d}, s + 3, dt, -0.3, 0.3),
-                                            rnd({g, d}, s + 4, dt)};
-               },
-               differentiable([group_offsets](const std::vector<Tensor>& x) {
-                 return moe::grouped_ffn(x[0], x[1], x[2], x[3], x[4], group_offsets(x[0].size(0), x[1].size(0)));
-               }),
-               fl});
+  // The grouped GEMM and FFN on each backend's GEMM: hmoe's kernels and cuBLAS's grouped
+  // GEMM (forward and every gradient of both against the CPU).
+  for (moe::GroupedGemmBackend be : {moe::GroupedGemmBackend::hmoe, moe::GroupedGemmBackend::cublas}) {
+    const std::string suffix = be == moe::GroupedGemmBackend::hmoe ? "" : "/" + std::string(moe::name(be));
+    c.push_back({"grouped_gemm" + suffix,
+                 [](DType dt, uint64_t s, bool q) {
+                   const int64_t m = q ? 61 : 8195, k = q ? 24 : 512, n = q ? 40 : 1024, g = q ? 4 : 8;
+                   return std::vector<Tensor>{rnd({m, k}, s, dt, -1, 1), rnd({g, k, n}, s + 1, dt, -1, 1),
+                                              rnd({m}, s + 2, dt, 0.5, 1.5), rnd({g, n}, s + 3, dt)};
+                 },
+                 differentiable([group_offsets, be](const std::vector<Tensor>& x) {
+                   return moe::grouped_gemm(x[0], x[1], group_offsets(x[0].size(0), x[1].size(0)), Tensor(), x[2], x[3],
+                                            be);
+                 }),
+                 fl});
+    c.push_back({"grouped_ffn" + suffix,  // the expert FFN: GELU fused into both GEMMs and into dh
+                 [](DType dt, uint64_t s, bool q) {
+                   const int64_t m = q ? 61 : 8195, d = q ? 24 : 256, f = q ? 40 : 1024, g = q ? 4 : 8;
+                   return std::vector<Tensor>{rnd({m, d}, s, dt, -1, 1), rnd({g, d, f}, s + 1, dt, -0.3, 0.3),
+                                              rnd({g, f}, s + 2, dt), rnd({g, f, d}, s + 3, dt, -0.3, 0.3),
+                                              rnd({g, d}, s + 4, dt)};
+                 },
+                 differentiable([group_offsets, be](const std::vector<Tensor>& x) {
+                   return moe::grouped_ffn(x[0], x[1], x[2], x[3], x[4], group_offsets(x[0].size(0), x[1].size(0)),
+                                           Tensor(), UnaryOp::gelu_erf, 0, false, be);
+                 }),
+                 fl});
+  }
   c.push_back({"moe_route_combine",
                [](DType dt, uint64_t s, bool q) {
                  const int64_t t = q ? 53 : 8191, e = q ? 6 : 64;
@@ -310,7 +318,7 @@ int run_selftest(const SelftestOptions& o) {
   std::printf("hmoe selftest: %s device: %s\n", cuda::is_emulated() ? "emulated" : "CUDA",
               cuda::properties(0).str().c_str());
   cuda::set_poison_allocations(true);
-  std::printf("%-18s %-5s %-7s %12s %10s  %s\n", "kernel", "dtype", "output", "rel. error", "bound", "result");
+  std::printf("%-20s %-5s %-7s %12s %10s  %s\n", "kernel", "dtype", "output", "rel. error", "bound", "result");
   int failures = 0, checks = 0;
   for (const Case& cs : cases()) {
     if (!o.filter.empty() && cs.name.find(o.filter) == std::string::npos) continue;
@@ -327,8 +335,8 @@ int run_selftest(const SelftestOptions& o) {
       if (!error.empty() || got.size() != ref.size()) {
         ++failures;
         ++checks;
-        std::printf("%-18s %-5s %-7s %12s %10s  FAIL: %s\n", cs.name.c_str(), std::string(dtype_name(dt)).c_str(), "-", "-", "-",
-                    error.empty() ? "output count differs" : error.c_str());
+        std::printf("%-20s %-5s %-7s %12s %10s  FAIL: %s\n", cs.name.c_str(), std::string(dtype_name(dt)).c_str(), "-",
+                    "-", "-", error.empty() ? "output count differs" : error.c_str());
         continue;
       }
       for (size_t i = 0; i < got.size(); ++i) {
@@ -337,7 +345,7 @@ int run_selftest(const SelftestOptions& o) {
         const bool ok = err <= bound;
         failures += ok ? 0 : 1;
         ++checks;
-        std::printf("%-18s %-5s %-7s %12.3e %10.1e  %s\n", cs.name.c_str(), std::string(dtype_name(dt)).c_str(),
+        std::printf("%-20s %-5s %-7s %12.3e %10.1e  %s\n", cs.name.c_str(), std::string(dtype_name(dt)).c_str(),
                     output_label(cs, i).c_str(), err, bound, ok ? "pass" : "FAIL");
       }
     }

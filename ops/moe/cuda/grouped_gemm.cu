@@ -23,6 +23,7 @@
 #include "ops/cuda/kernel_utils.cuh"
 #include "ops/dispatch.h"
 #include "ops/moe/cuda/grouped_gemm.cuh"
+#include "ops/moe/cuda/grouped_gemm_cublas.h"
 #include "ops/moe/moe_kernels.h"
 
 namespace hmoe::ops::cuda {
@@ -190,6 +191,8 @@ void grouped_gemm_cuda(const GroupedGemmArgs& a, const Tensor& x, const Tensor& 
   const mg::FusedAct x_act = fused_act(op, "x_act", a.x_act), act_grad = fused_act(op, "out_act_grad", a.out_act_grad);
   HMOE_CHECK(act_grad == mg::FusedAct::none || (!scale.defined() && !bias.defined()), op,
              ": out_act_grad needs an FFN activation and no scale or bias");
+  if (a.backend != moe::GroupedGemmBackend::hmoe)  // cuBLAS, or auto's choice
+    return grouped_gemm_peer(a, x, w, offsets, index, scale, bias, out, &grouped_gemm_cuda);
   if (a.rows == 0 || a.n == 0) return;
   const int64_t* off = offsets.data_ptr<int64_t>();
   detail::dispatch_float(
@@ -260,6 +263,8 @@ void grouped_gemm_dw_cuda(const GroupedGemmArgs& a, const Tensor& x, const Tenso
   check_shape(op, db, {a.groups, a.n}, ct, "db");
   const int64_t* off = offsets.data_ptr<int64_t>();
   const mg::FusedAct x_act = fused_act(op, "x_act", a.x_act);
+  if (a.backend != moe::GroupedGemmBackend::hmoe)  // cuBLAS, or auto's choice
+    return grouped_gemm_dw_peer(a, x, index, dy, offsets, dw, db, &grouped_gemm_dw_cuda);
   detail::dispatch_float(dt, op, [&]<typename T>() { dw_typed<T>(a, x, index, dy, off, dw, db, x_act); });
 }
 

@@ -46,13 +46,7 @@ Tensor leaf(const Tensor& t, Device d, DType dt) {
 // The compute dtype of a kernel's scale / bias / db / row dot (f32 for bf16 / f16).
 DType aux(DType dt) { return dt == DType::f64 ? DType::f64 : DType::f32; }
 
-// A gather index into x_rows rows: a fixed scramble with repeats, every 5th row -1.
-std::vector<int64_t> gather_index(int64_t M, int64_t x_rows, uint64_t seed) {
-  std::vector<int64_t> ix(static_cast<size_t>(M));
-  for (int64_t r = 0; r < M; ++r)
-    ix[size_t(r)] = (r + int64_t(seed)) % 5 == 0 ? -1 : int64_t((uint64_t(r) * 2654435761u + seed) % uint64_t(x_rows));
-  return ix;
-}
+using moe_ref::gather_index;
 
 struct Problem {
   std::string name;
