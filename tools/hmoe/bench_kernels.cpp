@@ -18,6 +18,7 @@
 #include "hmoe.h"
 #include "ops/moe/moe_kernels.h"
 #include "tools/hmoe/bench_counters.h"
+#include "tools/hmoe/bench_dispatch.h"
 #include "tools/hmoe/selftest.h"
 
 #if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
@@ -197,6 +198,8 @@ int run_bench_kernels(const BenchOptions& o) {
   add_row_benches(benches, std::max<size_t>(p.l2_cache, 1 << 20), emu ? 16 : 1);
   add_matmul_benches(benches, emu);
   add_grouped_gemm_benches(benches, emu);
+  for (DispatchBench& b : dispatch_benches(emu, std::max<size_t>(p.l2_cache, 1 << 20)))
+    benches.push_back({b.name, b.bytes, b.flops, std::move(b.run), true});
 
   if (o.emu_counters) {
     for (const KernelBench& kb : benches)
