@@ -94,6 +94,19 @@ __device__ __forceinline__ WarpGrid warp_grid(int w = 32) {
           int(threadIdx.x) & (w - 1)};
 }
 
+// The group's row at warp base `base` of a loop over rows [0, rows) of N elements: its
+// index (0 past the last row), whether it exists, and its element count (0 past the last
+// row, so such a group reads and writes nothing but still joins the shuffles).
+struct GroupRow {
+  int64_t row;
+  bool live;
+  int n;
+};
+__device__ __forceinline__ GroupRow group_row(const WarpGrid& wg, int64_t base, int64_t rows, int N) {
+  const bool live = base + wg.sub < rows;
+  return {live ? base + wg.sub : 0, live, live ? N : 0};
+}
+
 // ---- route_topk ------------------------------------------------------------------------
 
 // One group of W lanes per row of logits [rows, N] (W = 32, or pow2_ceil(N) >= 4 for
@@ -112,13 +125,11 @@ __global__ void router_topk_kernel(const T* __restrict__ logits, int64_t rows, i
                                    unsigned long long* flag) {
   constexpr int w = W;
   const WarpGrid wg = warp_grid(w);
-  const int lane = wg.lane;
   for (int64_t base = wg.first; base < rows; base += wg.step) {
-    const int64_t row = base + wg.sub;
-    const bool live = row < rows;
-    const int n = live ? N : 0;  // a group past the last row reads and writes nothing
-    const T* l = logits + (live ? row : 0) * N;
-    T* p = probs + (live ? row : 0) * N;
+    const auto [row, live, n] = group_row(wg, base, rows, N);
+    const int lane = wg.lane;
+    const T* l = logits + row * N;
+    T* p = probs + row * N;
     T v[VPL > 0 ? VPL : 1];
     T m = -T(INFINITY);
     if constexpr (VPL > 0) {
@@ -207,14 +218,11 @@ __global__ void router_backward_kernel(const T* __restrict__ probs, const int32_
                                        const T* __restrict__ gates, bool renorm, const T* __restrict__ dgates,
                                        const T* __restrict__ dprobs, T* __restrict__ dlogits, int64_t rows, int N,
                                        int k) {
-  constexpr int w = W;
-  const WarpGrid wg = warp_grid(w);
-  const int lane = wg.lane;
+  const WarpGrid wg = warp_grid(W);
+  const int lane = wg.lane, w = W;
   for (int64_t base = wg.first; base < rows; base += wg.step) {
-    const int64_t row = base + wg.sub;
-    const bool live = row < rows;
-    const int n = live ? N : 0;  // a group past the last row reads and writes nothing
-    const int64_t o = (live ? row : 0) * N;
+    const auto [row, live, n] = group_row(wg, base, rows, N);
+    const int64_t o = row * N;
     const T* p = probs + o;
     const T* dp = dprobs ? dprobs + o : nullptr;
     T* out = dlogits + o;
