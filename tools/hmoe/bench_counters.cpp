@@ -93,7 +93,7 @@ void print_access_counters(const BenchOptions& o, const std::string& bench, doub
     wavefronts += cnt::totals(k, true, false).wavefronts + cnt::totals(k, true, true).wavefronts;
   }
   for (const Gpu& g : kGpus) {
-    const double t_flops = flops / ((f32_peak ? g.f32_tflops : g.bf16_tflops) * 1e6);  // ms
+    const double t_flops = flops / ((f32_peak ? g.f32_tflops : g.bf16_tflops) * 1e9);  // ms: 1 TFLOP/s = 1e9 FLOP/ms
     const double t_dram = double(sectors) * 32 / (g.dram_gbs * 1e6);
     const double t_smem = double(wavefronts) / (g.sms * g.ghz * 1e6);
     const double t = std::max({t_flops, t_dram, t_smem});

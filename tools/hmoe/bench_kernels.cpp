@@ -21,6 +21,7 @@
 #include "models/train/config.h"
 #include "ops/moe/moe_kernels.h"
 #include "tools/hmoe/bench_counters.h"
+#include "tools/hmoe/bench_dispatch.h"
 #include "tools/hmoe/selftest.h"
 
 #if defined(HMOE_GPU_CUDA) || defined(HMOE_GPU_EMU)
@@ -299,6 +300,8 @@ int run_bench_kernels(const BenchOptions& o) {
   add_grouped_gemm_benches(benches, emu);
   add_grouped_gemm_backward_benches(benches, emu);
   add_moe_shape_benches(benches, emu);
+  for (DispatchBench& b : dispatch_benches(emu, std::max<size_t>(p.l2_cache, 1 << 20)))
+    benches.push_back({b.name, b.bytes, b.flops, std::move(b.run), true});
 
   if (o.emu_counters) {
     for (const KernelBench& kb : benches)

@@ -6,6 +6,7 @@
 // worded as the CPU words it; that costs one small read-back per call.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "engine/cuda/device_code.h"
 #include "engine/cuda/launch.h"
@@ -22,9 +23,25 @@ namespace {
 
 using namespace moe_router;
 
-// Warp-per-row kernels: 4 warps a block, enough blocks to fill the device a few times.
+// Row kernels: 4 warps a block, enough blocks to fill the device a few times; w lanes a
+// row (32 unless given).
 constexpr int kRowThreads = 128;
-unsigned row_blocks(int64_t rows, int device) { return flat_blocks(rows * 32, device, kRowThreads); }
+unsigned row_blocks(int64_t rows, int device, int w = 32) { return flat_blocks(rows * w, device, kRowThreads); }
+
+// Calls f(std::integral_constant<int, W>) with the lanes per row of the top-k kernels: a
+// row of N <= 32 experts gets pow2_ceil(N) lanes, at least 4 (8 experts: four rows a warp,
+// every lane busy, each load a whole 128-byte line); compile-time, so the butterflies unroll.
+template <typename F>
+void with_topk_lanes(int64_t N, F&& f) {
+  if (N <= 4)
+    f(std::integral_constant<int, 4>{});
+  else if (N <= 8)
+    f(std::integral_constant<int, 8>{});
+  else if (N <= 16)
+    f(std::integral_constant<int, 16>{});
+  else
+    f(std::integral_constant<int, 32>{});
+}
 
 const hmoe::cuda::Stream& stream_of(const Tensor& t) { return hmoe::cuda::current_stream(t.device().index); }
 
@@ -43,22 +60,22 @@ void router_topk_cuda(const Tensor& logits, int64_t k, bool renorm, const Tensor
   const int device = logits.device().index;
   const ixs::DeviceFlag flag(logits.device());
   dispatch_device_real(logits.dtype(), "route_topk", [&]<typename T_>() {
-    auto go = [&]<int VPL>() {
-      auto kern = &router_topk_kernel<T_, VPL>;
-      HMOE_LAUNCH_CHECKED(kern, row_blocks(T, device), kRowThreads, 0, stream_of(logits).native(),
+    auto go = [&]<int VPL, int W>() {
+      auto kern = &router_topk_kernel<T_, VPL, W>;
+      HMOE_LAUNCH_CHECKED(kern, row_blocks(T, device, W), kRowThreads, 0, stream_of(logits).native(),
                           static_cast<const T_*>(logits.data_ptr<void>()), T, int(N), int(k), renorm,
                           data_or_null<T_>(probs), data_or_null<int32_t>(ids), data_or_null<T_>(gates), flag.ptr());
     };
     if (N <= 32)
-      go.template operator()<1>();
+      with_topk_lanes(N, [&](auto w) { go.template operator()<1, decltype(w)::value>(); });
     else if (N <= 64)
-      go.template operator()<2>();
+      go.template operator()<2, 32>();
     else if (N <= 128)
-      go.template operator()<4>();
+      go.template operator()<4, 32>();
     else if (N <= 256)
-      go.template operator()<8>();
+      go.template operator()<8, 32>();
     else
-      go.template operator()<0>();
+      go.template operator()<0, 32>();
   });
   const unsigned long long bad = flag.read();
   if (bad != ixs::kNoError)
@@ -72,12 +89,14 @@ void router_backward_cuda(const Tensor& probs, const Tensor& ids, const Tensor& 
   check_int_sizes("route_topk backward", N, k);
   const int device = probs.device().index;
   dispatch_device_real(probs.dtype(), "route_topk backward", [&]<typename T_>() {
-    auto kern = &router_backward_kernel<T_>;
-    HMOE_LAUNCH_CHECKED(kern, row_blocks(T, device), kRowThreads, 0, stream_of(probs).native(),
-                        static_cast<const T_*>(probs.data_ptr<void>()),
-                        static_cast<const int32_t*>(ids.data_ptr<void>()),
-                        static_cast<const T_*>(gates.data_ptr<void>()), renorm, data_or_null<const T_>(dgates),
-                        data_or_null<const T_>(dprobs), data_or_null<T_>(dlogits), T, int(N), int(k));
+    with_topk_lanes(N, [&](auto w) {
+      auto kern = &router_backward_kernel<T_, decltype(w)::value>;
+      HMOE_LAUNCH_CHECKED(kern, row_blocks(T, device, w), kRowThreads, 0, stream_of(probs).native(),
+                          static_cast<const T_*>(probs.data_ptr<void>()),
+                          static_cast<const int32_t*>(ids.data_ptr<void>()),
+                          static_cast<const T_*>(gates.data_ptr<void>()), renorm, data_or_null<const T_>(dgates),
+                          data_or_null<const T_>(dprobs), data_or_null<T_>(dlogits), T, int(N), int(k));
+    });
   });
 }
 

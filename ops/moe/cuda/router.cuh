@@ -1,7 +1,8 @@
 // Kernel bodies of the router on the cuda device (launched by router.cu): fused softmax +
 // top-k + gates and its backward, dense gates (scatter / gather), and the smooth load
-// (per-token thresholds, then a fixed-order column sum) with its gradient. One warp per
-// token row; every reduction is a fixed butterfly or a sequential loop: deterministic.
+// (per-token thresholds, then a fixed-order column sum) with its gradient. One group of
+// lanes per token row (a warp; top-k and its backward: pow2_ceil(N) >= 4 lanes when N <= 32);
+// every reduction is a fixed butterfly or a sequential loop: deterministic.
 #pragma once
 
 #include <cmath>
@@ -24,16 +25,21 @@ __device__ __forceinline__ T normal_pdf(T x) {
   return d_exp(T(-0.5) * x * x) / d_sqrt(T(2) * T(3.14159265358979323846));
 }
 
-// Butterfly reductions from lane distance 16 down: every lane ends with the same value
-// (a + b == b + a exactly, so the partners of each step agree bit for bit); the tree is
-// fixed, so is the result.
+// Butterfly reductions over aligned groups of w lanes (a power of two, 1..32), from lane
+// distance w / 2 down: every lane ends with the same value (a + b == b + a exactly, so
+// the partners of each step agree bit for bit); the tree is fixed, so is the result. A
+// row's group of w < 32 lanes gives the bits the whole warp gave with the lanes past the
+// row holding the identity: those lanes' steps came first and added +0 (a sum that starts
+// from +0 is never -0) or took the max with -inf, each leaving the value as it was.
 template <typename T>
-__device__ __forceinline__ T warp_sum(T v) {
-  return warp_allreduce<true>(v, [](T a, T b) { return a + b; });
+__device__ __forceinline__ T warp_sum(T v, int w = 32) {
+  return warp_allreduce<true>(
+      v, [](T a, T b) { return a + b; }, w);
 }
 template <typename T>
-__device__ __forceinline__ T warp_max(T v) {
-  return warp_allreduce<true>(v, [](T a, T b) { return b > a ? b : a; });
+__device__ __forceinline__ T warp_max(T v, int w = 32) {
+  return warp_allreduce<true>(
+      v, [](T a, T b) { return b > a ? b : a; }, w);
 }
 
 // The top-k order: a strictly better than b. Larger value first, ties to the lower index
@@ -48,13 +54,13 @@ __device__ __forceinline__ bool better(T av, int ai, T bv, int bi) {
   return ai < bi;
 }
 
-// The best (v, i) over the warp, in every lane (a total order, so the butterfly agrees).
+// The best (v, i) over each aligned group of w lanes, in every lane of it (a total order,
+// so the butterfly agrees, whatever the width).
 template <typename T>
-__device__ __forceinline__ void warp_best(T& v, int& i) {
-#pragma unroll
-  for (int o = 16; o >= 1; o >>= 1) {
-    const T ov = __shfl_xor_sync(kFull, v, o);
-    const int oi = __shfl_xor_sync(kFull, i, o);
+__device__ __forceinline__ void warp_best(T& v, int& i, int w = 32) {
+  for (int o = w >> 1; o >= 1; o >>= 1) {
+    const T ov = __shfl_xor_sync(kFull, v, o, w);
+    const int oi = __shfl_xor_sync(kFull, i, o, w);
     if (better(ov, oi, v, i)) {
       v = ov;
       i = oi;
@@ -72,31 +78,56 @@ __device__ __forceinline__ void consider(T x, int i, T pv, int pi, T& cv, int& c
   }
 }
 
-// Global warp index and warp count of a 1-d launch.
+// Rows to groups of w lanes (a power of two, 1..32) in a 1-d launch, grid-stride: the
+// warp's first row (base), the group's offset from it, the grid's step (a multiple of
+// 32 / w, so every base is a warp's) and the lane in the group. A loop over bases is
+// uniform over the warp, so its shuffles see every lane; a group whose row base + sub is
+// past the last row takes part with no elements.
 struct WarpGrid {
   int64_t first, step;
-  int lane;
+  int sub, lane;
 };
-__device__ __forceinline__ WarpGrid warp_grid() {
-  const int64_t per_block = blockDim.x >> 5;
-  return {int64_t(blockIdx.x) * per_block + (threadIdx.x >> 5), int64_t(gridDim.x) * per_block, int(threadIdx.x) & 31};
+__device__ __forceinline__ WarpGrid warp_grid(int w = 32) {
+  const int64_t per_block = blockDim.x / w;
+  const int sub = int(threadIdx.x & 31) / w;
+  return {int64_t(blockIdx.x) * per_block + threadIdx.x / w - sub, int64_t(gridDim.x) * per_block, sub,
+          int(threadIdx.x) & (w - 1)};
+}
+
+// The group's row at warp base `base` of a loop over rows [0, rows) of N elements: its
+// index (0 past the last row), whether it exists, and its element count (0 past the last
+// row, so such a group reads and writes nothing but still joins the shuffles).
+struct GroupRow {
+  int64_t row;
+  bool live;
+  int n;
+};
+__device__ __forceinline__ GroupRow group_row(const WarpGrid& wg, int64_t base, int64_t rows, int N) {
+  const bool live = base + wg.sub < rows;
+  return {live ? base + wg.sub : 0, live, live ? N : 0};
 }
 
 // ---- route_topk ------------------------------------------------------------------------
 
-// One warp per row of logits [rows, N]: probs = softmax (max, exp(x - max) summed by a
-// butterfly, times 1 / sum, as the CPU), then k picks (best first, ties to the lower
-// index); gates = the picked probs, divided by their sum (in pick order) when renorm.
-// VPL > 0: lane l holds elements l + 32q, q < VPL, in registers (N <= 32 VPL); VPL == 0:
+// One group of W lanes per row of logits [rows, N] (W = 32, or pow2_ceil(N) >= 4 for
+// N <= 32, so short rows share a warp and its loads): probs = softmax (max, exp(x - max)
+// summed by a butterfly, times 1 / sum, as the CPU), then k picks (best first, ties to
+// the lower index); gates = the picked probs, divided by their sum (in pick order) when
+// renorm.
+// Lane l of the group keeps pick j for j = l mod W and writes ids and gates once per W
+// picks, one coalesced store instead of one single-lane store per pick.
+// VPL > 0: lane l holds elements l + W q, q < VPL, in registers (N <= W VPL); VPL == 0:
 // any N, each lane streaming its own elements of the row (no lane reads another's).
 // A NaN logit flags its smallest row-major position.
-template <typename T, int VPL>
+template <typename T, int VPL, int W>
 __global__ void router_topk_kernel(const T* __restrict__ logits, int64_t rows, int N, int k, bool renorm,
                                    T* __restrict__ probs, int32_t* __restrict__ ids, T* __restrict__ gates,
                                    unsigned long long* flag) {
-  const WarpGrid wg = warp_grid();
-  const int lane = wg.lane;
-  for (int64_t row = wg.first; row < rows; row += wg.step) {
+  constexpr int w = W;
+  const WarpGrid wg = warp_grid(w);
+  for (int64_t base = wg.first; base < rows; base += wg.step) {
+    const auto [row, live, n] = group_row(wg, base, rows, N);
+    const int lane = wg.lane;
     const T* l = logits + row * N;
     T* p = probs + row * N;
     T v[VPL > 0 ? VPL : 1];
@@ -104,105 +135,117 @@ __global__ void router_topk_kernel(const T* __restrict__ logits, int64_t rows, i
     if constexpr (VPL > 0) {
 #pragma unroll
       for (int q = 0; q < VPL; ++q) {
-        const int i = lane + 32 * q;
-        v[q] = i < N ? l[i] : -T(INFINITY);
+        const int i = lane + w * q;
+        v[q] = i < n ? l[i] : -T(INFINITY);
         if (v[q] != v[q]) atomicMin(flag, (unsigned long long)(row * N + i));
         m = v[q] > m ? v[q] : m;
       }
     } else {
-      for (int i = lane; i < N; i += 32) {
+      for (int i = lane; i < n; i += w) {
         const T x = l[i];
         if (x != x) atomicMin(flag, (unsigned long long)(row * N + i));
         m = x > m ? x : m;
       }
     }
-    m = warp_max(m);
+    m = warp_max(m, w);
     T s = T(0);
     if constexpr (VPL > 0) {
 #pragma unroll
       for (int q = 0; q < VPL; ++q)
-        if (lane + 32 * q < N) {
+        if (lane + w * q < n) {
           v[q] = d_exp(v[q] - m);
           s += v[q];
         }
     } else {
-      for (int i = lane; i < N; i += 32) {
+      for (int i = lane; i < n; i += w) {
         const T e = d_exp(l[i] - m);
         p[i] = e;
         s += e;
       }
     }
-    const T inv = T(1) / warp_sum(s);
+    const T inv = T(1) / warp_sum(s, w);
     if constexpr (VPL > 0) {
 #pragma unroll
       for (int q = 0; q < VPL; ++q)
-        if (lane + 32 * q < N) {
+        if (lane + w * q < n) {
           v[q] *= inv;
-          p[lane + 32 * q] = v[q];
+          p[lane + w * q] = v[q];
         }
     } else {
-      for (int i = lane; i < N; i += 32) p[i] *= inv;
+      for (int i = lane; i < n; i += w) p[i] *= inv;
     }
-    T z = T(0), pv = T(0);
-    int pi = -1;
+    T z = T(0), pv = T(0), mv = T(0);
+    int pi = -1, mi = -1;
     for (int j = 0; j < k; ++j) {
       T cv = T(0);
       int ci = -1;
       if constexpr (VPL > 0) {
 #pragma unroll
         for (int q = 0; q < VPL; ++q)
-          if (lane + 32 * q < N) consider(v[q], lane + 32 * q, pv, pi, cv, ci);
+          if (lane + w * q < n) consider(v[q], lane + w * q, pv, pi, cv, ci);
       } else {
-        for (int i = lane; i < N; i += 32) consider(p[i], i, pv, pi, cv, ci);
+        for (int i = lane; i < n; i += w) consider(p[i], i, pv, pi, cv, ci);
       }
-      warp_best(cv, ci);
+      warp_best(cv, ci, w);
       z += cv;
-      if (lane == (j & 31)) {  // the same lane rescales this gate below
-        ids[row * k + j] = int32_t(ci);
-        gates[row * k + j] = cv;
+      const int slot = j & (w - 1);
+      if (lane == slot) {
+        mv = cv;
+        mi = ci;
+      }
+      if (slot == w - 1 || j == k - 1) {  // picks j - slot .. j are held by lanes 0 .. slot
+        const int64_t at = row * k + (j - slot) + lane;
+        if (live && lane <= slot) {
+          ids[at] = int32_t(mi);
+          gates[at] = renorm && k <= w ? mv / z : mv;  // z is complete when every pick is in this store
+        }
       }
       pv = cv;
       pi = ci;
     }
-    if (renorm)
-      for (int j = lane; j < k; j += 32) gates[row * k + j] = gates[row * k + j] / z;
+    if (renorm && k > w && live)
+      for (int j = lane; j < k; j += w) gates[row * k + j] = gates[row * k + j] / z;
   }
 }
 
-// One warp per row: dlogits = p * (dp - <dp, p>) (dprobs optional), plus through the
-// gates (optional): with renorm, g_j (dg_j - <dg, g>) at ids[j]; else -p <dg, g> on every
-// element and p[id] dg_j at ids[j]. <dg, g> is summed in j order, as the CPU; lane l owns
-// the elements l + 32q, so the id updates touch only the lane's own writes.
-template <typename T>
+// One group of W lanes per row (as the forward): dlogits = p * (dp - <dp, p>) (dprobs
+// optional), plus through the gates (optional): with renorm, g_j (dg_j - <dg, g>) at
+// ids[j]; else -p <dg, g> on every element and p[id] dg_j at ids[j]. <dg, g> is summed in
+// j order, as the CPU; each lane adds the picks' terms to its own elements in registers,
+// in j order, before its one store (no read-modify-write of single elements after it).
+template <typename T, int W>
 __global__ void router_backward_kernel(const T* __restrict__ probs, const int32_t* __restrict__ ids,
                                        const T* __restrict__ gates, bool renorm, const T* __restrict__ dgates,
                                        const T* __restrict__ dprobs, T* __restrict__ dlogits, int64_t rows, int N,
                                        int k) {
-  const WarpGrid wg = warp_grid();
-  const int lane = wg.lane;
-  for (int64_t row = wg.first; row < rows; row += wg.step) {
-    const T* p = probs + row * N;
-    const T* dp = dprobs ? dprobs + row * N : nullptr;
-    T* out = dlogits + row * N;
+  const WarpGrid wg = warp_grid(W);
+  const int lane = wg.lane, w = W;
+  for (int64_t base = wg.first; base < rows; base += wg.step) {
+    const auto [row, live, n] = group_row(wg, base, rows, N);
+    const int64_t o = row * N;
+    const T* p = probs + o;
+    const T* dp = dprobs ? dprobs + o : nullptr;
+    T* out = dlogits + o;
     T c = T(0);
     if (dp) {
-      for (int i = lane; i < N; i += 32) c += dp[i] * p[i];
-      c = warp_sum(c);
+      for (int i = lane; i < n; i += w) c += dp[i] * p[i];
+      c = warp_sum(c, w);
     }
+    if (!live) continue;  // no shuffles below
     T cg = T(0);
     if (dgates)
       for (int j = 0; j < k; ++j) cg += dgates[row * k + j] * gates[row * k + j];
-    for (int i = lane; i < N; i += 32) {
-      T o = dp ? p[i] * (dp[i] - c) : T(0);
-      if (dgates && !renorm) o -= p[i] * cg;
-      out[i] = o;
-    }
-    if (!dgates) continue;
-    for (int j = 0; j < k; ++j) {
-      const int id = ids[row * k + j];
-      if (id < 0 || id >= N || (id & 31) != lane) continue;
-      const T dg = dgates[row * k + j];
-      out[id] += renorm ? gates[row * k + j] * (dg - cg) : p[id] * dg;
+    for (int i = lane; i < N; i += w) {
+      T v = dp ? p[i] * (dp[i] - c) : T(0);
+      if (dgates) {
+        if (!renorm) v -= p[i] * cg;
+        for (int j = 0; j < k; ++j) {
+          if (ids[row * k + j] != i) continue;
+          const T dg = dgates[row * k + j];
+          v += renorm ? gates[row * k + j] * (dg - cg) : p[i] * dg;
+        }
+      }
+      out[i] = v;
     }
   }
 }

@@ -79,7 +79,7 @@ void plan_counting(const I* ids, int64_t n, int G, int64_t pad, int64_t* counts,
                       flag);
   HMOE_LAUNCH_CHECKED(plan_tile_scan_kernel, 1, 1024, size_t(G) * sizeof(int), stream.native(), tile_counts, ntiles, G,
                       pad, tile_prefix, counts, offsets, perm, perm_len);
-  const int warps = warps_for(G, 0, 8);
+  const int warps = warps_for(G, 0, kPlaceThreads / 32);
   auto k2 = &plan_place_kernel<I>;
   HMOE_LAUNCH_CHECKED(k2, unsigned(ntiles), warps * 32, size_t(warps) * size_t(G) * sizeof(int), stream.native(), ids,
                       n, G, tile, tile_prefix, offsets, perm, inverse, flag);
@@ -132,15 +132,15 @@ void plan_cuda(const Tensor& ids, int64_t G, int64_t pad, const Tensor& counts, 
 
 // ---- permute, combine, gate gradient ----------------------------------------------------------
 
-// Threads along a row (a power of two, 32..256, V elements each) and rows per block (256 threads).
+// Threads along a row (a power of two, 32..kRowBlock, V elements each) and rows per block (kRowBlock threads).
 struct RowShape {
   unsigned tx, ty, blocks;
 };
 RowShape row_shape(int64_t rows, int64_t d, int V, int device) {
   const int64_t packs = (d + V - 1) / V;
   unsigned tx = 32;
-  while (tx < 256 && int64_t(tx) < packs) tx <<= 1;
-  const unsigned ty = 256 / tx;
+  while (tx < unsigned(kRowBlock) && int64_t(tx) < packs) tx <<= 1;
+  const unsigned ty = unsigned(kRowBlock) / tx;
   const int64_t want = (rows + ty - 1) / ty;
   const int64_t cap = int64_t(hmoe::cuda::properties(device).multiprocessors) * 16;
   return {tx, ty, unsigned(std::max<int64_t>(1, std::min(want, cap)))};
@@ -207,9 +207,9 @@ void combine_gate_grad_cuda(const Tensor& dy, const Tensor& ys, const Tensor& in
     T* o = static_cast<T*>(dg.data_ptr<void>());
     const auto* inv = static_cast<const int64_t*>(inverse.data_ptr<void>());
     auto go = [&]<int V>() {
-      const unsigned blocks = ixs::grid_for(pairs * 32, device, 256);
+      const unsigned blocks = ixs::grid_for(pairs * 32, device, kRowBlock);
       auto kern = &combine_gate_grad_kernel<T, V>;
-      HMOE_LAUNCH_CHECKED(kern, blocks, 256, 0, stream_of(dg).native(), a, b, inv, k, o, pairs, d);
+      HMOE_LAUNCH_CHECKED(kern, blocks, kRowBlock, 0, stream_of(dg).native(), a, b, inv, k, o, pairs, d);
     };
     if (vec_ok<T>(d, {a, b}))
       go.template operator()<kVec16<T>>();
@@ -220,16 +220,34 @@ void combine_gate_grad_cuda(const Tensor& dy, const Tensor& ys, const Tensor& in
 
 // ---- selection patterns ---------------------------------------------------------------------
 
+// Ids of a row one thread reads in one access: the most of 4, 2, 1 that divides k and
+// fits 16 bytes and the pointer's alignment.
+int ids_per_access(int64_t k, size_t elem, const void* p) {
+  for (int v : {4, 2})
+    if (k % v == 0 && size_t(v) * elem <= 16 && aligned_to(p, size_t(v) * elem)) return v;
+  return 1;
+}
+
 void pattern_ids_cuda(const Tensor& ids, int64_t N, const Tensor& bits) {
   const int64_t T = ids.size(0), k = ids.size(1);
   if (T == 0) return;
   const Device dev = ids.device();
   const ixs::DeviceFlag flag(dev);
   hmoe::detail::dispatch_index(ids.dtype(), "pattern_ids", [&]<typename I>() {
-    auto kern = &pattern_ids_kernel<I>;
-    HMOE_LAUNCH_CHECKED(kern, ixs::grid_for(T, dev.index), 256, 0, stream_of(ids).native(),
-                        static_cast<const I*>(ids.data_ptr<void>()), T, k, N,
-                        static_cast<int64_t*>(bits.data_ptr<void>()), flag.ptr());
+    const I* id = static_cast<const I*>(ids.data_ptr<void>());
+    auto go = [&]<int V>() {
+      auto kern = &pattern_ids_kernel<I, V>;
+      HMOE_LAUNCH_CHECKED(kern, ixs::grid_for(T, dev.index), 256, 0, stream_of(ids).native(), id, T, k, N,
+                          static_cast<int64_t*>(bits.data_ptr<void>()), flag.ptr());
+    };
+    const int v = ids_per_access(k, sizeof(I), id);
+    if constexpr (sizeof(I) == 4) {
+      if (v == 4) return go.template operator()<4>();
+    }
+    if (v == 2)
+      go.template operator()<2>();
+    else
+      go.template operator()<1>();
   });
   const unsigned long long bad = flag.read();
   if (bad == kNoError) return;

@@ -202,11 +202,14 @@ __global__ void plan_tile_scan_kernel(const int* __restrict__ tile_counts, int n
 
 // Many routed rows, step 3: block b places tile b from offsets[g] + tile_prefix[b][g].
 // Dynamic shared memory: int cur[warps][G]. Does nothing after a bad id (step 1 flagged it).
+// At most kPlaceThreads threads and 32 registers a thread (8 blocks an SM): nvcc gave it
+// 40 for sm_80, which capped this latency-bound scatter at 75% occupancy there.
+inline constexpr int kPlaceThreads = 256;
 template <typename I>
-__global__ void plan_place_kernel(const I* __restrict__ ids, int64_t n, int G, int64_t tile,
-                                  const int* __restrict__ tile_prefix, const int64_t* __restrict__ offsets,
-                                  int64_t* __restrict__ perm, int64_t* __restrict__ inverse,
-                                  const unsigned long long* flag) {
+__global__ void __launch_bounds__(kPlaceThreads, 8)
+    plan_place_kernel(const I* __restrict__ ids, int64_t n, int G, int64_t tile, const int* __restrict__ tile_prefix,
+                      const int64_t* __restrict__ offsets, int64_t* __restrict__ perm, int64_t* __restrict__ inverse,
+                      const unsigned long long* flag) {
   if (*flag != kNoError) return;
   HMOE_DYNAMIC_SHARED(int, cur);
   const int64_t b = blockIdx.x, begin = b * tile, end = ixs::imin(n, begin + tile);
@@ -262,6 +265,9 @@ __global__ void plan_sorted_place_kernel(const uint64_t* __restrict__ sorted, in
 
 // ---- permute, combine, gate gradient ---------------------------------------------------------
 
+// Threads of every row kernel's block.
+inline constexpr int kRowBlock = 256;
+
 // Block (tx, ty): ty rows at a time (rows grid-stride), tx threads along a row, V
 // elements (one access) per thread. out row r = scale[perm[r]] * x[perm[r] / k] (a plain
 // copy without scale), zero where perm[r] < 0.
@@ -292,9 +298,13 @@ __global__ void permute_rows_kernel(const T* __restrict__ x, const int64_t* __re
 
 // Same block shape over tokens: out row t = sum over j = 0..k-1, in order, of
 // gates[t*k + j] * ys[inverse[t*k + j]] (weight 1 without gates), from zero.
+// f32: at most 32 registers a thread (8 blocks an SM); without the bound nvcc gives it 40
+// for sm_80 (32 for sm_90), which capped this streaming kernel at 75% occupancy there. f64:
+// 6 blocks (40 registers, what it used unbounded; 32 spill on sm_90).
 template <typename T, int V>
-__global__ void combine_kernel(const T* __restrict__ ys, const int64_t* __restrict__ inverse, int64_t k,
-                               const T* __restrict__ gates, T* __restrict__ out, int64_t tokens, int64_t d) {
+__global__ void __launch_bounds__(kRowBlock, sizeof(T) == 4 ? 8 : 6)
+    combine_kernel(const T* __restrict__ ys, const int64_t* __restrict__ inverse, int64_t k,
+                   const T* __restrict__ gates, T* __restrict__ out, int64_t tokens, int64_t d) {
   for (int64_t t = int64_t(blockIdx.x) * blockDim.y + threadIdx.y; t < tokens; t += int64_t(gridDim.x) * blockDim.y) {
     for (int64_t c = int64_t(threadIdx.x) * V; c < d; c += int64_t(blockDim.x) * V) {
       T acc[V];
@@ -314,74 +324,99 @@ __global__ void combine_kernel(const T* __restrict__ ys, const int64_t* __restri
   }
 }
 
-// One warp per routed pair p = t*k + j (pairs grid-stride over the grid's warps):
-// dgates[p] = dot(dy[t], ys[inverse[p]]), lane-strided partial sums then a fixed tree.
+// One warp per routed pair p = t*k + j, a block's warps on consecutive pairs (grid-stride
+// over blocks): dgates[p] = dot(dy[t], ys[inverse[p]]), lane-strided partial sums then a
+// fixed tree; the block's dots go out as one store of consecutive pairs, not one
+// single-lane store per warp. 6 blocks an SM (40 registers; unbounded nvcc takes 49 for
+// sm_80, 50% occupancy; 32 spill).
 template <typename T, int V>
-__global__ void combine_gate_grad_kernel(const T* __restrict__ dy, const T* __restrict__ ys,
-                                         const int64_t* __restrict__ inverse, int64_t k, T* __restrict__ dgates,
-                                         int64_t pairs, int64_t d) {
-  const int lane = int(threadIdx.x) & 31;
+__global__ void __launch_bounds__(kRowBlock, 6)
+    combine_gate_grad_kernel(const T* __restrict__ dy, const T* __restrict__ ys, const int64_t* __restrict__ inverse,
+                             int64_t k, T* __restrict__ dgates, int64_t pairs, int64_t d) {
+  HMOE_SHARED(T, dots, [kRowBlock / 32]);
+  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
   const int64_t warps_per_block = blockDim.x >> 5;
-  for (int64_t p = int64_t(blockIdx.x) * warps_per_block + (threadIdx.x >> 5); p < pairs;
-       p += int64_t(gridDim.x) * warps_per_block) {
-    const T* a = dy + (p / k) * d;
-    const T* b = ys + inverse[p] * d;
-    T acc = T(0);
-    for (int64_t c = int64_t(lane) * V; c < d; c += 32 * V) {
-      const Pack<T, V> x = load_pack<T, V>(a + c), y = load_pack<T, V>(b + c);
+  for (int64_t p0 = int64_t(blockIdx.x) * warps_per_block; p0 < pairs; p0 += int64_t(gridDim.x) * warps_per_block) {
+    const int64_t p = p0 + warp;
+    if (p < pairs) {  // uniform over the warp
+      const T* a = dy + (p / k) * d;
+      const T* b = ys + inverse[p] * d;
+      T acc = T(0);
+      for (int64_t c = int64_t(lane) * V; c < d; c += 32 * V) {
+        const Pack<T, V> x = load_pack<T, V>(a + c), y = load_pack<T, V>(b + c);
 #pragma unroll
-      for (int v = 0; v < V; ++v) acc += x.v[v] * y.v[v];
+        for (int v = 0; v < V; ++v) acc += x.v[v] * y.v[v];
+      }
+      acc = warp_reduce_down(acc, Plus{});
+      if (lane == 0) dots[warp] = acc;
     }
-    acc = warp_reduce_down(acc, Plus{});
-    if (lane == 0) dgates[p] = acc;
+    __syncthreads();
+    if (int64_t(threadIdx.x) < warps_per_block && p0 + threadIdx.x < pairs)
+      dgates[p0 + threadIdx.x] = dots[threadIdx.x];
+    __syncthreads();  // dots is rewritten by the next pass
   }
 }
 
 // ---- selection patterns ------------------------------------------------------------------
 
 // bits[t] = OR of 1 << ids[t, j]; the first bad (t, j) in row-major order (out of range
-// or an expert already in the row) goes to *flag. One thread per token, grid-stride.
-template <typename I>
+// or an expert already in the row) goes to *flag. One thread per token, grid-stride; the
+// row's ids are read V at a time (V divides k; V ids of one access: with k = 2 the warp's
+// loads cover its 32 rows' ids contiguously instead of every other id).
+template <typename I, int V>
 __global__ void pattern_ids_kernel(const I* __restrict__ ids, int64_t tokens, int64_t k, int64_t N,
                                    int64_t* __restrict__ bits, unsigned long long* flag) {
   const int64_t step = int64_t(gridDim.x) * blockDim.x;
   for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < tokens; t += step) {
     uint64_t m = 0;
-    for (int64_t j = 0; j < k; ++j) {
-      const int64_t e = int64_t(ids[t * k + j]);
-      if (e < 0 || e >= N || ((m >> e) & 1u)) {
-        atomicMin(flag, (unsigned long long)(t * k + j));
-        break;
+    bool bad = false;
+    for (int64_t j0 = 0; j0 < k && !bad; j0 += V) {
+      const Pack<I, V> row = load_pack<I, V>(ids + t * k + j0);
+#pragma unroll
+      for (int u = 0; u < V; ++u) {
+        const int64_t e = int64_t(row.v[u]);
+        if (e < 0 || e >= N || ((m >> e) & 1u)) {
+          atomicMin(flag, (unsigned long long)(t * k + j0 + u));
+          bad = true;
+          break;
+        }
+        m |= uint64_t(1) << e;
       }
-      m |= uint64_t(1) << e;
     }
     bits[t] = int64_t(m);
   }
 }
 
-// packs[t] = (bits[t] as unsigned, t). 1-d grid-stride.
+// packs[t] = (bits[t] as unsigned, t), one 16-byte store each (the pack buffers are fresh
+// device allocations, so every Pack128 is 16-byte aligned). 1-d grid-stride.
 __global__ void pattern_packs_kernel(const int64_t* __restrict__ bits, int64_t tokens,
                                      ixs::Pack128* __restrict__ packs) {
   const int64_t step = int64_t(gridDim.x) * blockDim.x;
   for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < tokens; t += step)
-    packs[t] = ixs::make_pack(uint64_t(bits[t]), uint32_t(t));
+    store_pack<uint64_t, 2>(&packs[t].hi, Pack<uint64_t, 2>{{uint64_t(bits[t]), uint64_t(uint32_t(t))}});
 }
 
 // One block over the sorted packs in chunks, in order: a run's first pack starts a new
 // pattern; its rank is the scan of the run heads. index[t] = rank of t's pattern,
 // patterns[rank] = the pattern, *count = the number of patterns.
+// Each pack is one 16-byte load; the previous pack's pattern comes from the lane below
+// (lane 0 reads it).
 __global__ void pattern_ranks_kernel(const ixs::Pack128* __restrict__ sorted, int64_t tokens,
                                      int64_t* __restrict__ patterns, int32_t* __restrict__ index,
                                      int64_t* __restrict__ count) {
   int64_t carry = 0;
   for (int64_t q0 = 0; q0 < tokens; q0 += blockDim.x) {
     const int64_t q = q0 + threadIdx.x;
-    const bool head = q < tokens && (q == 0 || sorted[q].hi != sorted[q - 1].hi);
+    const bool live = q < tokens;
+    const Pack<uint64_t, 2> cur = live ? load_pack<uint64_t, 2>(&sorted[q].hi) : Pack<uint64_t, 2>{};
+    uint64_t prev = __shfl_up_sync(kFull, cur.v[0], 1);
+    if ((threadIdx.x & 31) == 0 && live && q > 0) prev = sorted[q - 1].hi;
+    const bool head = live && (q == 0 || cur.v[0] != prev);
     int64_t total = 0;
     const int64_t rank = carry + block_inclusive_scan(head ? 1 : 0, &total) - 1;
-    if (q < tokens) {
-      index[sorted[q].lo] = int32_t(rank);
-      if (head) patterns[rank] = int64_t(sorted[q].hi);
+    if (live) {
+      index[cur.v[1]] = int32_t(rank);
+      if (head) patterns[rank] = int64_t(cur.v[0]);
     }
     carry += total;
   }
