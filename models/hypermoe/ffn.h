@@ -97,8 +97,8 @@ class MoEFFN : public FeedForward {
   };
   Routing route(const Tensor& x, FfnStats& stats, Generator& noise);
   // The experts' combined output [T, d] (tokens over capacity pass p_max * x). meanwhile
-  // (optional) runs first, or, with the experts sharded, while the tokens travel to them
-  // (and its backward while their gradients travel back).
+  // (optional) runs first, or, with the experts sharded over nccl, while the tokens travel
+  // to them (and its backward while their gradients travel back).
   Tensor run_experts(const Tensor& x, const Routing& rt, const std::function<void()>& meanwhile = {});
 
   const ModelConfig cfg_;  // layer_config of the options: what the router and shapes read
