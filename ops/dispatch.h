@@ -5,8 +5,12 @@
 // that names the backend files filling them.
 #pragma once
 
+#include <optional>
 #include <utility>
 
+#ifdef HMOE_WITH_CUDA_BACKEND
+#include "engine/cuda/runtime.h"
+#endif
 #include "engine/device.h"
 #include "engine/error.h"
 #include "engine/profiler.h"
@@ -36,8 +40,28 @@ inline double distinct_bytes(const Tensor& t) {
   return n;
 }
 
-// A kernel bound to its device: calling it runs the kernel inside a profiler scope
-// (with the call's work where the stub has a cost model).
+// While a cuda kernel runs: its device is the calling thread's current one (kernels are
+// launched on the current device, so tensors on cuda:1 from a thread at cuda:0 would
+// fail to launch), restored after. cuda::DeviceGuard sets it only where it differs.
+class KernelDeviceScope {
+ public:
+  explicit KernelDeviceScope(Device d) {
+#ifdef HMOE_WITH_CUDA_BACKEND
+    if (d.is_cuda()) guard_.emplace(d.index);
+#else
+    (void)d;
+#endif
+  }
+
+ private:
+#ifdef HMOE_WITH_CUDA_BACKEND
+  std::optional<::hmoe::cuda::DeviceGuard> guard_;
+#endif
+};
+
+// A kernel bound to its device: calling it runs the kernel on its device (the current
+// device for a scope), inside a profiler scope (with the call's work where the stub has
+// a cost model).
 template <typename Fn>
 struct BoundKernel {
   Fn fn;
@@ -46,6 +70,7 @@ struct BoundKernel {
   WorkFn<Fn> work;
   template <typename... Args>
   decltype(auto) operator()(Args&&... args) const {
+    const KernelDeviceScope on_device(device);
     ProfileScope scope(name, device);
     if (work && scope.active()) scope.set_work(work(args...));
     return fn(std::forward<Args>(args)...);

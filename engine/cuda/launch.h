@@ -18,6 +18,9 @@ namespace hmoe::cuda {
 template <typename S, typename... P, typename... A>
 void launch_checked(const char* name, void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, S stream, A&&... args) {
   if (smem > kSmemWithoutOptIn) set_max_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
+#if defined(HMOE_EMU)
+  check_launch_stream(name, reinterpret_cast<const void*>(stream));  // as a GPU refuses another device's stream
+#endif
   ::hmoe::device::launch_kernel(name, kernel, grid, block, smem, stream, std::forward<A>(args)...);
   check_launch(name, grid.x, grid.y, grid.z, block.x, block.y, block.z, smem);
 }

@@ -18,15 +18,20 @@ namespace hmoe::cuda {
 /// True when this build has the CUDA backend and it is the emulator.
 bool is_emulated();
 /// Devices the driver sees (0 when there is no driver or no device; never throws).
-/// The emulator has one for programs that opt in (HMOE_EMULATE_CUDA=1), else none.
+/// The emulator has one for programs that opt in (HMOE_EMULATE_CUDA=1), else none;
+/// HMOE_EMU_DEVICES=n (1 to 8) gives it n, to test code that uses several devices.
 int device_count();
 /// device_count() > 0: the cuda device can be used. Real-build tests skip without it.
 bool device_available();
 /// Throws hmoe::Error naming the device when it does not exist.
 void check_device(int device);
 
+/// The calling thread's current device (the one kernels are launched on).
+int current_device();
+
 /// Makes `device` the calling thread's current device for a scope, then restores the
-/// previous one. Code in this layer does it for every call; code that calls a library
+/// previous one (both only where it differs). Code in this layer does it for every call;
+/// the op dispatch does it for every kernel (ops/dispatch.h); code that calls a library
 /// working on the current device (NCCL creates a communicator on it) needs it too.
 class DeviceGuard {
  public:
@@ -37,9 +42,8 @@ class DeviceGuard {
   DeviceGuard& operator=(const DeviceGuard&) = delete;
 
  private:
-  /// Unread by the emulated runtime (one device), which clang would flag.
-  [[maybe_unused]] int previous_ = 0;
-  [[maybe_unused]] int device_ = 0;
+  int previous_ = 0;
+  int device_ = 0;
 };
 
 /// A device's name, compute capability and sizes.
@@ -190,5 +194,9 @@ inline constexpr size_t kSmemWithoutOptIn = 48 * 1024;
 /// Lets a kernel use more than kSmemWithoutOptIn bytes of dynamic shared memory (no-op
 /// when emulated).
 void set_max_dynamic_smem(const void* kernel, size_t bytes);
+// The emulator's stand-in for the launch failure a GPU reports when a kernel goes to a
+// stream of another device than the current one: an hmoe::Error naming both. Called by
+// launch_checked in the emulated build only (a real launch fails by itself).
+void check_launch_stream(const char* kernel, const void* stream);
 
 }  // namespace hmoe::cuda

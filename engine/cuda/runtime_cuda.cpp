@@ -51,6 +51,12 @@ bool sync_every_launch() {
 }  // namespace
 
 // The runtime API works on the current device.
+int current_device() {
+  int d = 0;
+  HMOE_CUDA_CHECK(cudaGetDevice(&d));
+  return d;
+}
+
 DeviceGuard::DeviceGuard(int device) {
   HMOE_CUDA_CHECK(cudaGetDevice(&previous_));
   if (previous_ != device) HMOE_CUDA_CHECK(cudaSetDevice(device));
@@ -166,6 +172,10 @@ void check_launch(const char* kernel, unsigned gx, unsigned gy, unsigned gz, uns
 void set_max_dynamic_smem(const void* kernel, size_t bytes) {
   HMOE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
+
+// A GPU refuses a launch on another device's stream by itself (launch.h calls this only
+// under emulation).
+void check_launch_stream(const char*, const void*) {}
 
 // --- backend hooks ------------------------------------------------------------------------
 namespace backend {

@@ -1,5 +1,6 @@
-// The device runtime under emulation (HMOE_GPU=emu): one device whose memory is host
-// memory with canary guard bytes around every raw allocation (checked on raw_free),
+// The device runtime under emulation (HMOE_GPU=emu): one device (HMOE_EMU_DEVICES for
+// more) whose memory is host memory with canary guard bytes around every raw allocation
+// (checked on raw_free), a current device per thread that launches are checked against,
 // streams that run in order (every call completes before it returns: kernels run
 // synchronously on the SIMT emulator), and events that read the host clock. The device
 // is a test instrument: a program uses it only when it opts in (HMOE_EMULATE_CUDA=1).
@@ -33,6 +34,7 @@ struct RawBlock {
   char* base;     // what aligned_alloc returned
   size_t nbytes;  // the caller's size
   size_t total;   // guard + rounded size + guard
+  int device;
 };
 
 // Live raw allocations by user pointer (ordered, so an address can be mapped to the
@@ -48,16 +50,17 @@ RawRegistry& raw_registry() {
   return *r;
 }
 
-// True when [p, p + n) lies inside one live allocation.
-bool in_device_memory(const void* p, size_t n) {
+// The device of the live allocation holding [p, p + n); -1 when none holds it whole.
+int allocation_device(const void* p, size_t n) {
   auto& r = raw_registry();
   std::lock_guard<std::mutex> lk(r.mu);
   const char* c = static_cast<const char*>(p);
   auto it = r.live.upper_bound(c);
-  if (it == r.live.begin()) return false;
+  if (it == r.live.begin()) return -1;
   --it;
-  return c >= it->first && c + n <= it->first + it->second.nbytes;
+  return c >= it->first && c + n <= it->first + it->second.nbytes ? it->second.device : -1;
 }
+bool in_device_memory(const void* p, size_t n) { return allocation_device(p, n) >= 0; }
 
 void check_device_range(const void* p, size_t n, const char* what) {
   HMOE_CHECK(in_device_memory(p, n), "cuda (emulated): ", what, " [", p, ", +", n,
@@ -79,21 +82,52 @@ bool emulation_enabled() {
   return on;
 }
 
+// How many devices the emulator shows (HMOE_EMU_DEVICES, default 1; read once). They
+// share the host's memory and threads: several exist to test code that uses several.
+constexpr int kMaxEmulatedDevices = 8;
+int emulated_devices() {
+  static const int n = [] {
+    const char* v = std::getenv("HMOE_EMU_DEVICES");
+    if (v == nullptr || *v == '\0') return 1;
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    HMOE_CHECK(*end == '\0' && n >= 1 && n <= kMaxEmulatedDevices, "HMOE_EMU_DEVICES=", v,
+               ": the emulated device count must be a whole number from 1 to ", kMaxEmulatedDevices);
+    return int(n);
+  }();
+  return n;
+}
+
+thread_local int t_device = 0;  // the calling thread's current device
+
+// Stream tokens carry their device in the low bits (the launch check reads it back).
+constexpr int kDeviceBits = 4;
+static_assert(kMaxEmulatedDevices <= (1 << kDeviceBits));
+
 }  // namespace
 
 bool is_emulated() { return true; }
-int device_count() { return emulation_enabled() ? 1 : 0; }
+int device_count() { return emulation_enabled() ? emulated_devices() : 0; }
 
 void check_device(int device) {
   HMOE_CHECK(emulation_enabled(), "cuda:", device, ": this hmoe was built with HMOE_GPU=emu, whose cuda device is the ",
              kEmulatedName,
              ", a test instrument and not a GPU; set HMOE_EMULATE_CUDA=1 to use it anyway (ctest sets it "
              "for every test), or build hmoe with -DHMOE_GPU=cuda for a GPU");
-  HMOE_CHECK(device == 0, "cuda:", device, " does not exist: the emulated build has exactly one device (cuda:0)");
+  const int n = emulated_devices();
+  HMOE_CHECK(device >= 0 && device < n, "cuda:", device, " does not exist: the emulated build has ", n, " device",
+             n == 1 ? " (cuda:0)" : "s (HMOE_EMU_DEVICES)");
 }
 
-DeviceGuard::DeviceGuard(int device) : previous_(0), device_(device) { check_device(device); }
-DeviceGuard::~DeviceGuard() = default;
+int current_device() { return t_device; }
+
+DeviceGuard::DeviceGuard(int device) : previous_(t_device), device_(device) {
+  if (device != previous_) {
+    check_device(device);
+    t_device = device;
+  }
+}
+DeviceGuard::~DeviceGuard() { t_device = previous_; }
 
 const DeviceProperties& properties(int device) {
   check_device(device);
@@ -129,7 +163,7 @@ void* raw_malloc(size_t nbytes, int device) {
   std::memset(user + nbytes, kCanary, total - kGuard - nbytes);
   auto& r = raw_registry();
   std::lock_guard<std::mutex> lk(r.mu);
-  r.live.emplace(user, RawBlock{base, nbytes, total});
+  r.live.emplace(user, RawBlock{base, nbytes, total, device});
 #if defined(HMOE_EMU_COUNTERS)
   emu::counters::add_global_range(user, nbytes);  // the access counters' global memory
 #endif
@@ -173,7 +207,7 @@ void raw_free(void* p, int device) {
              " instead of 0x", unsigned(kCanary), std::dec, " (a kernel or copy wrote out of bounds)");
 }
 
-int pointer_device(const void* p) { return p && in_device_memory(p, 1) ? 0 : -1; }
+int pointer_device(const void* p) { return p ? allocation_device(p, 1) : -1; }
 
 void memcpy_async(void* dst, const void* src, size_t nbytes, CopyKind kind, const Stream& s) {
   (void)s;
@@ -199,6 +233,13 @@ void device_synchronize(int device) { check_device(device); }
 void check_launch(const char*, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, size_t) {}
 void set_max_dynamic_smem(const void*, size_t) {}
 
+void check_launch_stream(const char* kernel, const void* stream) {
+  const int device = int(reinterpret_cast<uintptr_t>(stream) & ((uintptr_t(1) << kDeviceBits) - 1));
+  HMOE_CHECK(device == t_device, "cuda (emulated): ", kernel, " launched on a stream of cuda:", device,
+             " while the current device is cuda:", t_device, " (a GPU refuses the launch: make the stream's device ",
+             "current first, cuda::DeviceGuard)");
+}
+
 // --- backend hooks: streams and events are in-order, synchronous tokens --------------------
 namespace backend {
 namespace {
@@ -208,7 +249,9 @@ void* token() {
 }
 }  // namespace
 
-void* stream_create(int) { return token(); }
+void* stream_create(int device) {
+  return reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(token()) << kDeviceBits) | uintptr_t(device));
+}
 void stream_destroy(void*, int) noexcept {}
 void stream_synchronize(void*, int) {}
 void* event_create(int, bool) { return token(); }

@@ -8,6 +8,7 @@
 #include <functional>
 #include <numeric>
 #include <sstream>
+#include <utility>
 
 #include "engine/dist/backend.h"
 #include "engine/dist/watchdog.h"
@@ -47,6 +48,22 @@ int64_t checked_total(std::span<const int64_t> counts, size_t expected_size, con
 }
 
 // Whether two tensors of at least one dim have rows (the shape after dim 0) of one shape.
+// A call's host part, watched from construction to destruction (no watchdog: nothing).
+class WatchScope {
+ public:
+  WatchScope(Watchdog* w, const char* op, uint64_t seq, double bytes) : w_(w) {
+    if (w_) w_->begin(op, seq, bytes);
+  }
+  ~WatchScope() {
+    if (w_) w_->end();
+  }
+  WatchScope(const WatchScope&) = delete;
+  WatchScope& operator=(const WatchScope&) = delete;
+
+ private:
+  Watchdog* w_;
+};
+
 bool same_rows(const Tensor& a, const Tensor& b) {
   return a.dim() >= 1 && b.dim() >= 1 &&
          std::equal(a.shape().begin() + 1, a.shape().end(), b.shape().begin() + 1, b.shape().end());
@@ -81,14 +98,10 @@ void Communicator::watch_until_done(std::function<bool()> done) {
 void Communicator::call(const char* op, Device device, double bytes, Body body) {
   const uint64_t seq = ++sequence_;
   const ProfileScope scope(op, device, 0, bytes);  // one trace event per collective, with its bytes
-  struct Watch {
-    Watchdog* w;
-    ~Watch() {
-      if (w) w->end();
-    }
-  } watch{watchdog_.get()};
-  if (watchdog_) watchdog_->begin(op, seq, bytes);
+  const WatchScope watch(watchdog_.get(), op, seq, bytes);
   try {
+    HMOE_CHECK(in_flight_ == 0, "all_to_all_v #", in_flight_, " is still in flight on this communicator: wait() for ",
+               "it before the next call");
     body();
   } catch (const Error& e) {
     throw Error(context(op, seq) + e.what());
@@ -200,38 +213,126 @@ Tensor Communicator::all_gather(const Tensor& in) {
   return out;
 }
 
+std::function<void()> Communicator::exchange(const Tensor& send, std::span<const int64_t> send_rows, const Tensor& recv,
+                                             std::span<const int64_t> recv_rows, const ChunkLayout& layout,
+                                             bool async) {
+  check_contiguous(send, "the send tensor");
+  check_contiguous(recv, "the receive tensor");
+  check_same(send, recv, "the send tensor", "the receive tensor");
+  HMOE_CHECK(same_rows(send, recv), "send and receive tensors must have rows (dim 0) of one shape (got ",
+             send.meta_str(), " and ", recv.meta_str(), ")");
+  HMOE_CHECK(layout.chunks >= 1, "ChunkLayout::chunks must be at least 1 (got ", layout.chunks, ")");
+  const size_t n = size_t(size_) * size_t(layout.chunks);
+  const int64_t sends = checked_total(send_rows, n, "send_rows"), recvs = checked_total(recv_rows, n, "recv_rows");
+  HMOE_CHECK(sends == send.size(0), "send_rows add up to ", sends, " rows, but the send tensor has ", send.size(0),
+             " (", send.meta_str(), ")");
+  HMOE_CHECK(recvs == recv.size(0), "recv_rows add up to ", recvs, " rows, but the receive tensor has ", recv.size(0),
+             " (", recv.meta_str(), ")");
+  const int64_t row_elems =
+      std::accumulate(send.shape().begin() + 1, send.shape().end(), int64_t(1), std::multiplies<>());
+  if (options_.verify && size_ > 1) {
+    const int64_t sig[] = {int64_t(send.dtype()), row_elems, layout.chunks};
+    verify_same_call("all_to_all_v", sig);
+  }
+  offsets_.resize(2 * n);  // the send buffer's, then the receive buffer's
+  const std::span<int64_t> send_off(offsets_.data(), n), recv_off(offsets_.data() + n, n);
+  detail::block_offsets(send_rows, size_, layout.chunks, layout.send_chunk_major, send_off);
+  detail::block_offsets(recv_rows, size_, layout.chunks, layout.recv_chunk_major, recv_off);
+  const AllToAllPlan plan{send,     recv,     send_rows,     recv_rows,
+                          send_off, recv_off, layout.chunks, size_t(row_elems) * send.element_size()};
+  if (options_.verify && size_ > 1) verify_counts(plan);
+  std::function<void()> done;
+  if (plan.row_bytes > 0) {
+    if (async)
+      done = all_to_all_v_start_impl(plan);
+    else
+      all_to_all_v_impl(plan);
+  }
+  recv.storage()->bump_version();
+  return done;
+}
+
+std::function<void()> Communicator::all_to_all_v_start_impl(const AllToAllPlan& plan) {
+  all_to_all_v_impl(plan);
+  return {};
+}
+
 void Communicator::all_to_all_v(const Tensor& send, std::span<const int64_t> send_rows, const Tensor& recv,
                                 std::span<const int64_t> recv_rows, const ChunkLayout& layout) {
   const double bytes = send.defined() && recv.defined() ? double(send.nbytes() + recv.nbytes()) : 0;
-  call("all_to_all_v", device_or_cpu(send), bytes, [&] {
-    check_contiguous(send, "the send tensor");
-    check_contiguous(recv, "the receive tensor");
-    check_same(send, recv, "the send tensor", "the receive tensor");
-    HMOE_CHECK(same_rows(send, recv), "send and receive tensors must have rows (dim 0) of one shape (got ",
-               send.meta_str(), " and ", recv.meta_str(), ")");
-    HMOE_CHECK(layout.chunks >= 1, "ChunkLayout::chunks must be at least 1 (got ", layout.chunks, ")");
-    const size_t n = size_t(size_) * size_t(layout.chunks);
-    const int64_t sends = checked_total(send_rows, n, "send_rows"), recvs = checked_total(recv_rows, n, "recv_rows");
-    HMOE_CHECK(sends == send.size(0), "send_rows add up to ", sends, " rows, but the send tensor has ", send.size(0),
-               " (", send.meta_str(), ")");
-    HMOE_CHECK(recvs == recv.size(0), "recv_rows add up to ", recvs, " rows, but the receive tensor has ", recv.size(0),
-               " (", recv.meta_str(), ")");
-    const int64_t row_elems =
-        std::accumulate(send.shape().begin() + 1, send.shape().end(), int64_t(1), std::multiplies<>());
-    if (options_.verify && size_ > 1) {
-      const int64_t sig[] = {int64_t(send.dtype()), row_elems, layout.chunks};
-      verify_same_call("all_to_all_v", sig);
-    }
-    offsets_.resize(2 * n);  // the send buffer's, then the receive buffer's
-    const std::span<int64_t> send_off(offsets_.data(), n), recv_off(offsets_.data() + n, n);
-    detail::block_offsets(send_rows, size_, layout.chunks, layout.send_chunk_major, send_off);
-    detail::block_offsets(recv_rows, size_, layout.chunks, layout.recv_chunk_major, recv_off);
-    const AllToAllPlan plan{send,     recv,     send_rows,     recv_rows,
-                            send_off, recv_off, layout.chunks, size_t(row_elems) * send.element_size()};
-    if (options_.verify && size_ > 1) verify_counts(plan);
-    if (plan.row_bytes > 0) all_to_all_v_impl(plan);
-    recv.storage()->bump_version();
+  call("all_to_all_v", device_or_cpu(send), bytes,
+       [&] { exchange(send, send_rows, recv, recv_rows, layout, /*async=*/false); });
+}
+
+PendingExchange Communicator::start_all_to_all_v(const Tensor& send, std::span<const int64_t> send_rows,
+                                                 const Tensor& recv, std::span<const int64_t> recv_rows,
+                                                 const ChunkLayout& layout) {
+  PendingExchange p;
+  p.bytes_ = send.defined() && recv.defined() ? double(send.nbytes() + recv.nbytes()) : 0;
+  p.device_ = device_or_cpu(send);
+  call("all_to_all_v", p.device_, p.bytes_, [&] {
+    p.finish_ = exchange(send, send_rows, recv, recv_rows, layout, /*async=*/true);
+    p.seq_ = sequence_;
   });
+  p.comm_ = this;
+  p.send_ = send;
+  p.recv_ = recv;
+  in_flight_ = p.seq_;
+  return p;
+}
+
+void Communicator::finish(PendingExchange& p) {
+  // Cleared first: a failed completion must not leave the communicator refusing calls.
+  in_flight_ = 0;
+  const ProfileScope scope("all_to_all_v_wait", p.device_, 0, 0);
+  // The call's own number: the watchdog then reports the exchange, not a new call.
+  const WatchScope watch(watchdog_.get(), "all_to_all_v", p.seq_, p.bytes_);
+  try {
+    if (p.finish_) p.finish_();
+  } catch (const Error& e) {
+    throw Error(context("all_to_all_v", p.seq_) + e.what());
+  }
+}
+
+PendingExchange& PendingExchange::operator=(PendingExchange&& o) noexcept {
+  if (this != &o) {
+    if (in_flight()) {
+      try {
+        wait();
+      } catch (...) {  // a move-assignment cannot throw; the watchdog ends a job that hangs
+      }
+    }
+    comm_ = std::exchange(o.comm_, nullptr);
+    seq_ = o.seq_;
+    bytes_ = o.bytes_;
+    device_ = o.device_;
+    finish_ = std::move(o.finish_);
+    send_ = std::move(o.send_);
+    recv_ = std::move(o.recv_);
+  }
+  return *this;
+}
+
+PendingExchange::~PendingExchange() {
+  if (!in_flight()) return;
+  try {
+    wait();
+  } catch (...) {  // a destructor cannot throw; the buffers must outlive the transfer either way
+  }
+}
+
+void PendingExchange::wait() {
+  if (!comm_) return;
+  Communicator* c = std::exchange(comm_, nullptr);
+  struct Release {
+    PendingExchange* p;
+    ~Release() {
+      p->finish_ = nullptr;
+      p->send_ = Tensor();
+      p->recv_ = Tensor();
+    }
+  } release{this};
+  c->finish(*this);
 }
 
 Tensor Communicator::all_to_all_v(const Tensor& send, std::span<const int64_t> send_rows,

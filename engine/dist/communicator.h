@@ -22,6 +22,7 @@ namespace hmoe::dist {
 
 class Watchdog;
 struct WatchdogActions;
+class Communicator;
 
 /// Which implementation carries the collectives.
 enum class Backend : uint8_t { automatic, single, mpi, nccl };
@@ -66,6 +67,35 @@ struct ChunkLayout {
   int chunks = 1;                 ///< pieces per peer (1: one block per peer)
   bool send_chunk_major = false;  ///< whether send is laid out chunk-major (else peer-major)
   bool recv_chunk_major = false;  ///< whether recv is laid out chunk-major (else peer-major)
+};
+
+/// An all_to_all_v in flight (Communicator::start_all_to_all_v): the transfer proceeds
+/// while the caller computes, and wait() completes it, after which the data is where the
+/// blocking call leaves it (CPU tensors: in place; cuda tensors: ordered before the work
+/// queued later on the calling thread's current stream). It keeps the call's tensors
+/// alive until then. Destroying one still in flight waits for it.
+class PendingExchange {
+ public:
+  PendingExchange() = default;
+  PendingExchange(PendingExchange&& o) noexcept { *this = std::move(o); }
+  PendingExchange& operator=(PendingExchange&& o) noexcept;
+  PendingExchange(const PendingExchange&) = delete;
+  PendingExchange& operator=(const PendingExchange&) = delete;
+  ~PendingExchange();
+
+  bool in_flight() const { return comm_ != nullptr; }
+  /// Blocks (watched by the communicator's watchdog) until this rank's part is done; an
+  /// error names the call as the blocking one does. Nothing in flight: returns at once.
+  void wait();
+
+ private:
+  friend class Communicator;
+  Communicator* comm_ = nullptr;
+  uint64_t seq_ = 0;
+  double bytes_ = 0;
+  Device device_ = Device::cpu();
+  std::function<void()> finish_;  // the backend's completion (empty: done at the start)
+  Tensor send_, recv_;            // alive until the transfer completes
 };
 
 /// A group of ranks and its collectives. Every rank of the group must call the same
@@ -141,6 +171,17 @@ class Communicator {
   Tensor all_to_all_v(const Tensor& send, std::span<const int64_t> send_rows, std::span<const int64_t> recv_rows,
                       const ChunkLayout& layout = {});
 
+  /// all_to_all_v started without waiting for it: the same arguments and checks, and one
+  /// sequence number; the result is in recv after the returned exchange's wait(). Until
+  /// then send must not be written nor recv read, and this communicator takes no other
+  /// call (an hmoe::Error says so). mpi: the messages are posted non-blocking and
+  /// completed by wait() (MPI progresses them inside its calls); nccl: enqueued on a
+  /// communication stream of its own after the work queued so far on the current stream,
+  /// which wait() makes wait for it (on the device; the host does not block); single:
+  /// done at the start.
+  PendingExchange start_all_to_all_v(const Tensor& send, std::span<const int64_t> send_rows, const Tensor& recv,
+                                     std::span<const int64_t> recv_rows, const ChunkLayout& layout = {});
+
   /// In place: every rank ends with root's t. Any dtype.
   void broadcast(const Tensor& t, int root);
 
@@ -194,7 +235,9 @@ class Communicator {
   };
   /// all_to_all_v with its offsets computed.
   virtual void all_to_all_v_impl(const AllToAllPlan& plan) = 0;
-  /// broadcast on a non-empty tensor.
+  /// Starts the exchange and returns what completes it (the plan's spans are not valid
+  /// then). The default runs all_to_all_v_impl at once and returns nothing to do.
+  virtual std::function<void()> all_to_all_v_start_impl(const AllToAllPlan& plan);
   virtual void broadcast_impl(const Tensor& t, int root) = 0;
   /// barrier.
   virtual void barrier_impl() = 0;
@@ -217,8 +260,15 @@ class Communicator {
   void watch_until_done(std::function<bool()> done);
 
  private:
+  friend class PendingExchange;
   /// "dist[mpi] rank 1 of 2 in world/0 (world rank 3), all_reduce #7: "
   std::string context(const char* op, uint64_t seq) const;
+  /// The checked, planned all_to_all_v (inside call()); async: started, its completion
+  /// returned.
+  std::function<void()> exchange(const Tensor& send, std::span<const int64_t> send_rows, const Tensor& recv,
+                                 std::span<const int64_t> recv_rows, const ChunkLayout& layout, bool async);
+  /// PendingExchange::wait's body: the backend's completion, profiled and watched.
+  void finish(PendingExchange& p);
   /// Options::verify: every rank called `op` with this signature (the call's arguments).
   void verify_same_call(const char* op, std::span<const int64_t> signature);
   void verify_counts(const AllToAllPlan& plan);
@@ -228,6 +278,7 @@ class Communicator {
   std::string name_;
   Options options_;
   uint64_t sequence_ = 0;
+  uint64_t in_flight_ = 0;        ///< the sequence number of a started all_to_all_v not yet waited for
   std::vector<int64_t> offsets_;  ///< all_to_all_v's block offsets, kept to save an allocation per call
   std::unique_ptr<Watchdog> watchdog_;
 };

@@ -73,6 +73,16 @@ void MpiCommunicator::all_gather_impl(const Tensor& in, const Tensor& out) {
 }
 
 void MpiCommunicator::all_to_all_v_impl(const AllToAllPlan& plan) {
+  post_exchange(plan);
+  exchange_.wait();
+}
+
+std::function<void()> MpiCommunicator::all_to_all_v_start_impl(const AllToAllPlan& plan) {
+  post_exchange(plan);
+  return [this] { exchange_.wait(); };
+}
+
+void MpiCommunicator::post_exchange(const AllToAllPlan& plan) {
   const char* send = static_cast<const char*>(host_data(plan.send));
   char* recv = static_cast<char*>(host_data(plan.recv));
   const MPI_Datatype row = row_type(plan.row_bytes);
@@ -96,7 +106,6 @@ void MpiCommunicator::all_to_all_v_impl(const AllToAllPlan& plan) {
     }
   }
   copy_own_blocks(plan, rank());
-  x.wait();
 }
 
 void MpiCommunicator::broadcast_impl(const Tensor& t, int root) {

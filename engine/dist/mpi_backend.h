@@ -4,6 +4,7 @@
 // side (CPU tensors, barrier, the unique id's broadcast). Internal to engine/dist.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -28,6 +29,8 @@ class MpiCommunicator : public Communicator {
   void all_reduce_impl(const Tensor& t, ReduceOp op) override;
   void all_gather_impl(const Tensor& in, const Tensor& out) override;
   void all_to_all_v_impl(const AllToAllPlan& plan) override;
+  // Posted non-blocking; the returned completion waits for the messages.
+  std::function<void()> all_to_all_v_start_impl(const AllToAllPlan& plan) override;
   void broadcast_impl(const Tensor& t, int root) override;
   void barrier_impl() override;
 
@@ -49,6 +52,9 @@ class MpiCommunicator : public Communicator {
   mpi::Comm comm_;
   mpi::Exchange exchange_{comm_};
   std::vector<std::pair<size_t, mpi::Datatype>> row_types_;  // the most recent last
+
+  // Posts all_to_all_v's messages on exchange_ and copies this rank's own blocks.
+  void post_exchange(const AllToAllPlan& plan);
 };
 
 }  // namespace hmoe::dist

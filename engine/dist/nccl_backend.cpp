@@ -1,10 +1,12 @@
 // The NCCL backend: device tensors through NCCL on the calling thread's current stream
 // of the communicator's device, asynchronously (all-to-all-v as grouped ncclSend /
-// ncclRecv per block); CPU tensors and barrier through its MPI side; the world made
-// from a unique id broadcast over MPI, sub-groups by ncclCommSplit; a watchdog that
-// polls ncclCommGetAsyncError and aborts the communicator, then the job, on an error
-// or a timeout. The same lines build against <nccl.h> and the emulated NCCL.
+// ncclRecv per block; a started one on a communication stream of its own); CPU tensors
+// and barrier through its MPI side; the world made from a unique id broadcast over MPI,
+// sub-groups by ncclCommSplit; a watchdog that polls ncclCommGetAsyncError and aborts
+// the communicator, then the job, on an error or a timeout. The same lines build
+// against <nccl.h> and the emulated NCCL.
 #include <atomic>
+#include <functional>
 #include <memory>
 
 #include "engine/cuda/runtime.h"
@@ -165,36 +167,30 @@ class NcclCommunicator final : public MpiCommunicator {
 
   void all_to_all_v_impl(const AllToAllPlan& plan) override {
     if (plan.send.device().is_cpu()) return MpiCommunicator::all_to_all_v_impl(plan);
-    const cudaStream_t s = stream(plan.send);
-    const char* send = static_cast<const char*>(plan.send.data_ptr<void>());
-    char* recv = static_cast<char*>(plan.recv.data_ptr<void>());
-    const size_t rb = plan.row_bytes;
-    {
-      // Zero blocks are skipped on both sides alike; blocks between one pair of ranks
-      // are matched in the order they are issued.
-      const cuda::DeviceGuard guard(device_);
-      Group group;
-      for (int step = 1; step < size(); ++step) {
-        const int from = (rank() - step + size()) % size(), to = (rank() + step) % size();
-        for (int c = 0; c < plan.chunks; ++c) {
-          const size_t i = size_t(from) * size_t(plan.chunks) + size_t(c);
-          if (plan.recv_rows[i] > 0)
-            check_nccl(ncclRecv(recv + size_t(plan.recv_offsets[i]) * rb, size_t(plan.recv_rows[i]) * rb, ncclUint8,
-                                from, comm_, s),
-                       "ncclRecv");
-        }
-        for (int c = 0; c < plan.chunks; ++c) {
-          const size_t i = size_t(to) * size_t(plan.chunks) + size_t(c);
-          if (plan.send_rows[i] > 0)
-            check_nccl(ncclSend(send + size_t(plan.send_offsets[i]) * rb, size_t(plan.send_rows[i]) * rb, ncclUint8, to,
-                                comm_, s),
-                       "ncclSend");
-        }
-      }
-      group.end();
-    }
+    enqueue_exchange(plan, stream(plan.send));
     copy_own_blocks(plan, rank());  // device-to-device copies on the same stream
     queued();
+  }
+
+  // On the communication stream, after the work queued so far on the current stream;
+  // the completion makes the current stream (then) wait for it.
+  std::function<void()> all_to_all_v_start_impl(const AllToAllPlan& plan) override {
+    if (plan.send.device().is_cpu()) return MpiCommunicator::all_to_all_v_start_impl(plan);
+    stream(plan.send);  // checks the device
+    cuda::Stream& compute = cuda::current_stream(device_);
+    if (!side_) side_ = std::make_unique<cuda::Stream>(device_);
+    cuda::Event inputs_ready(device_, /*timing=*/false);
+    inputs_ready.record(compute);
+    inputs_ready.wait_on(*side_);
+    {
+      const cuda::StreamGuard on_side(*side_);  // copy_own_blocks and queued() take the current stream
+      enqueue_exchange(plan, static_cast<cudaStream_t>(side_->native()));
+      copy_own_blocks(plan, rank());
+      queued();
+    }
+    auto done = std::make_shared<cuda::Event>(device_, /*timing=*/false);
+    done->record(*side_);
+    return [done, device = device_] { done->wait_on(cuda::current_stream(device)); };
   }
 
   void broadcast_impl(const Tensor& t, int root) override {
@@ -214,6 +210,35 @@ class NcclCommunicator final : public MpiCommunicator {
     HMOE_CHECK(t.device() == Device::cuda(device_), "this nccl communicator works on cuda:", device_,
                " (and the CPU); the tensor is ", t.meta_str());
     return static_cast<cudaStream_t>(cuda::current_stream(device_).native());
+  }
+
+  // all_to_all_v's grouped ncclSend / ncclRecv per non-empty block, on stream s.
+  void enqueue_exchange(const AllToAllPlan& plan, cudaStream_t s) {
+    const char* send = static_cast<const char*>(plan.send.data_ptr<void>());
+    char* recv = static_cast<char*>(plan.recv.data_ptr<void>());
+    const size_t rb = plan.row_bytes;
+    // Zero blocks are skipped on both sides alike; blocks between one pair of ranks are
+    // matched in the order they are issued.
+    const cuda::DeviceGuard guard(device_);
+    Group group;
+    for (int step = 1; step < size(); ++step) {
+      const int from = (rank() - step + size()) % size(), to = (rank() + step) % size();
+      for (int c = 0; c < plan.chunks; ++c) {
+        const size_t i = size_t(from) * size_t(plan.chunks) + size_t(c);
+        if (plan.recv_rows[i] > 0)
+          check_nccl(ncclRecv(recv + size_t(plan.recv_offsets[i]) * rb, size_t(plan.recv_rows[i]) * rb, ncclUint8, from,
+                              comm_, s),
+                     "ncclRecv");
+      }
+      for (int c = 0; c < plan.chunks; ++c) {
+        const size_t i = size_t(to) * size_t(plan.chunks) + size_t(c);
+        if (plan.send_rows[i] > 0)
+          check_nccl(ncclSend(send + size_t(plan.send_offsets[i]) * rb, size_t(plan.send_rows[i]) * rb, ncclUint8, to,
+                              comm_, s),
+                     "ncclSend");
+      }
+    }
+    group.end();
   }
 
   // The call's work is queued on the stream: the watchdog watches it until an event
@@ -236,6 +261,7 @@ class NcclCommunicator final : public MpiCommunicator {
 
   int device_;
   std::atomic<ncclComm_t> comm_;
+  std::unique_ptr<cuda::Stream> side_;  // started all_to_all_v's communication stream, made on first use
 };
 
 }  // namespace

@@ -202,8 +202,9 @@ MoEFFN::Routing MoEFFN::route(const Tensor& x, FfnStats& stats, Generator& noise
   return {std::move(r), std::move(plan)};
 }
 
-Tensor MoEFFN::run_experts(const Tensor& x, const Routing& rt) {
-  if (par_.experts_sharded()) return run_experts_sharded(x, rt);
+Tensor MoEFFN::run_experts(const Tensor& x, const Routing& rt, const std::function<void()>& meanwhile) {
+  if (par_.experts_sharded()) return run_experts_sharded(x, rt, meanwhile);
+  if (meanwhile) meanwhile();
   const ProfileScope scope("moe_ffn", x.device());
   const moe::RouterOutput& r = rt.r;
   const moe::Plan& plan = rt.plan;
@@ -220,8 +221,10 @@ Tensor MoEFFN::run_experts(const Tensor& x, const Routing& rt) {
 // local expert: the send buffer is peer-major with E chunks per peer. The receiver gets
 // them chunk-major (local expert first, source rank second, each source's rows in its
 // token order), which is the grouped FFN's input order: no second permute. Tokens over
-// capacity stay home (a group N after the experts' that is not sent).
-Tensor MoEFFN::run_experts_sharded(const Tensor& x, const Routing& rt) {
+// capacity stay home (a group N after the experts' that is not sent). `meanwhile` runs
+// while the rows travel where that overlaps (its ops' backward while their gradients
+// travel back: see dist::RowExchange), else first.
+Tensor MoEFFN::run_experts_sharded(const Tensor& x, const Routing& rt, const std::function<void()>& meanwhile) {
   const ProfileScope scope("moe_ffn", x.device());
   const moe::RouterOutput& r = rt.r;
   const int64_t N = cfg_.n_experts, P = par_.ep_size(), E = par_.local_experts(N), d = x.size(1);
@@ -250,7 +253,14 @@ Tensor MoEFFN::run_experts_sharded(const Tensor& x, const Routing& rt) {
   }
   Tensor xs = moe::permute_rows(x, plan);
   if (stay) xs = xs.narrow(0, 0, xs.size(0) - stay);
-  const Tensor xin = dist::exchange_rows(par_.ep, xs, send_rows, recv_rows, {int(E), false, true});
+  // Overlap where the exchange runs in the background (nccl, on its communication
+  // stream). OpenMPI moves large messages only inside its calls, so on CPUs nothing
+  // would overlap, and a training step measured slower with the adapter in between.
+  const bool overlap = par_.ep->backend() == dist::Backend::nccl && x.device().is_cuda();
+  if (meanwhile && !overlap) meanwhile();
+  dist::RowExchange dispatch(par_.ep, xs, send_rows, recv_rows, {int(E), false, true});
+  if (meanwhile && overlap) meanwhile();
+  const Tensor xin = dispatch.wait();
   // Every rank runs its experts, with no rows too, so that the backward's exchanges meet.
   const Tensor ys_local = moe::grouped_ffn(xin, w1_, b1_, w2_, b2_,
                                            from_vector(offsets, {E + 1}), Tensor(),
@@ -336,9 +346,12 @@ Tensor HyperMoEFFN::forward(const Tensor& x, FfnStats& stats, Generator& noise) 
   // The selection is the router's hard choice; no gradient reaches the router from here.
   // The HyperExpert runs before the experts so that its backward runs after theirs (the
   // engine takes the latest node first): the experts' backward, where a step's memory
-  // peaks, then runs before the hypernetwork's gradients exist.
-  const Tensor he = hyper_expert(x, rt.r.expert_ids);
-  return run_experts(x, rt) + he;
+  // peaks, then runs before the hypernetwork's gradients exist. With the experts on
+  // other ranks it runs while the tokens travel to them, and its backward while their
+  // gradients travel back: it needs no communication.
+  Tensor he;
+  const Tensor y = run_experts(x, rt, [&] { he = hyper_expert(x, rt.r.expert_ids); });
+  return y + he;
 }
 
 }  // namespace hmoe::model

@@ -6,6 +6,7 @@
 /// (what the language model builds: ffn_options of it).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -99,8 +100,10 @@ class MoEFFN : public FeedForward {
   };
   /// Routes x: the router's choice and its plan (aux losses and expert counts go to stats).
   Routing route(const Tensor& x, FfnStats& stats, Generator& noise);
-  /// The experts' combined output [T, d] (tokens over capacity pass p_max * x).
-  Tensor run_experts(const Tensor& x, const Routing& rt);
+  /// The experts' combined output [T, d] (tokens over capacity pass p_max * x). meanwhile
+  /// (optional) runs first, or, with the experts sharded over nccl, while the tokens travel
+  /// to them (and its backward while their gradients travel back).
+  Tensor run_experts(const Tensor& x, const Routing& rt, const std::function<void()>& meanwhile = {});
 
   const ModelConfig cfg_;   ///< layer_config of the options: what the router and shapes read
   const nn::Parallel par_;  ///< how the model is spread over processes
@@ -116,7 +119,7 @@ class MoEFFN : public FeedForward {
  private:
   /// run_experts with the experts on the ranks of par_.ep: rows out, the grouped FFN over
   /// the local experts, rows back.
-  Tensor run_experts_sharded(const Tensor& x, const Routing& rt);
+  Tensor run_experts_sharded(const Tensor& x, const Routing& rt, const std::function<void()>& meanwhile);
   /// Sums a per-rank router statistic over the world (unset in one process).
   moe::RankSum over_ranks() const;
   /// Switch's capacity over the whole batch (a world of several ranks): the tokens over it.

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "autograd/node.h"
@@ -151,6 +153,13 @@ namespace {
 double total_count(int64_t n, const RankSum& over_ranks) {
   return std::max(1.0, over_ranks(full({}, double(n), {DType::f64})).item());
 }
+
+// Two statistics of one dtype summed over the ranks in one collective (concatenated,
+// summed, split: the same sums element by element).
+std::pair<Tensor, Tensor> sum_both_over_ranks(const Tensor& a, const Tensor& b, const RankSum& over_ranks) {
+  const Tensor both = over_ranks(cat({a, b}, 0));
+  return {both.narrow(0, 0, a.size(0)), both.narrow(0, a.size(0), b.size(0))};
+}
 }  // namespace
 
 Tensor load_balancing_loss(const RouterOutput& r, const RankSum& over_ranks) {
@@ -159,8 +168,13 @@ Tensor load_balancing_loss(const RouterOutput& r, const RankSum& over_ranks) {
     const Tensor P = mean(r.probs, {0});
     return sum(f * P) * double(r.num_experts);
   }
-  const Tensor f = over_ranks(expert_counts(r)) / total_count(r.expert_ids.numel(), over_ranks);
-  const Tensor P = over_ranks(sum(r.probs, {0})) / total_count(r.probs.size(0), over_ranks);
+  // The batch's routed slots are its counts' sum (every slot has an expert), its tokens
+  // the slots over k: no collective of their own.
+  const auto [counts, prob_sums] = sum_both_over_ranks(expert_counts(r), sum(r.probs, {0}), over_ranks);
+  double slots = 0;
+  for (double c : counts.to(Device::cpu()).to(DType::f64).to_vector_as<double>()) slots += c;
+  const Tensor f = counts / std::max(1.0, slots);
+  const Tensor P = prob_sums / std::max(1.0, slots / double(std::max<int64_t>(1, r.expert_ids.size(1))));
   return sum(f * P) * double(r.num_experts);
 }
 
@@ -169,7 +183,9 @@ Tensor cv_squared_loss(const RouterOutput& r, const Tensor& noise_std, const Ten
   Tensor importance = sum(dense_gates(r.gates, r.expert_ids, r.num_experts), {0});
   Tensor load = noise_std.defined() && clean_logits.defined() ? smooth_load(clean_logits, r.logits, noise_std, r.k)
                                                               : expert_counts(r);
-  if (over_ranks) {
+  if (over_ranks && load.dtype() == importance.dtype()) {
+    std::tie(importance, load) = sum_both_over_ranks(importance, load, over_ranks);
+  } else if (over_ranks) {
     importance = over_ranks(importance);
     load = over_ranks(load);
   }

@@ -2,10 +2,13 @@
 // sends nothing, a rank that receives everything, large blocks; chunked layouts (the
 // expert-parallel dispatch and its reverse, which must give the input back); every
 // dtype, wide rows (the nested row datatype under the test knob), 1-d and 3-d rows;
-// bad counts refused on every rank without a hang.
+// bad counts refused on every rank without a hang; started exchanges (the same rows once
+// waited for; no other call while one is in flight).
 #include <algorithm>
 #include <string>
+#include <utility>
 
+#include "engine/profiler.h"
 #include "tests/engine/dist/dist_test_util.h"
 
 namespace hmoe::testing::dist {
@@ -30,6 +33,13 @@ void check_case(Communicator& comm, const AllToAllCase& k, Device dev) {
   // The reverse exchange (counts and layouts swapped) gives the input back.
   const Tensor back = comm.all_to_all_v(recv, recv_rows, send_rows, {k.chunks, k.recv_chunk_major, k.send_chunk_major});
   EXPECT_EQ(back.to_vector(), send_v) << what << ", reversed";
+  // Started, then waited for: the same rows.
+  const Tensor again = Tensor::empty(recv.shape(), {recv.dtype(), recv.device()});
+  hmoe::dist::PendingExchange started = comm.start_all_to_all_v(send, send_rows, again, recv_rows, k.layout());
+  EXPECT_TRUE(started.in_flight());
+  started.wait();
+  EXPECT_FALSE(started.in_flight());
+  EXPECT_EQ(again.to_vector(), want) << what << ", started";
 }
 
 }  // namespace
@@ -88,6 +98,42 @@ TEST(Dist, AllToAllVRefusesBadCountsOnEveryRank) {
     Tensor recv = Tensor::empty({total, 2}, {DType::f32});
     expect_error([&] { w.all_to_all_v(send, ones, recv, expect); }, "do not match pairwise");
   }
+}
+
+TEST(Dist, StartedAllToAllVTakesNoOtherCallUntilWaitedFor) {
+  Communicator& w = world();
+  const int size = w.size();
+  const std::vector<int64_t> rows(size_t(size), 2);
+  Tensor send =
+      make(values(w.rank(), 2 * int64_t(size) * 3, DType::f64), {2 * int64_t(size), 3}, DType::f64, Device::cpu());
+  Tensor recv = Tensor::empty(send.shape(), {DType::f64});
+  const Tensor want = w.all_to_all_v(send, rows, rows);
+  Profiler p;
+  hmoe::dist::PendingExchange started = w.start_all_to_all_v(send, rows, recv, rows);
+  const uint64_t seq = w.sequence();
+  try {
+    w.barrier();  // every rank refuses it alike, so the ranks stay in step
+    ADD_FAILURE() << "a barrier while an all_to_all_v is in flight";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("all_to_all_v #" + std::to_string(seq) + " is still in flight"),
+              std::string::npos)
+        << e.what();
+  }
+  started.wait();
+  EXPECT_EQ(recv.to_vector(), want.to_vector());
+  w.barrier();
+  // One event for the start (with the bytes) and one for the wait.
+  std::vector<std::pair<std::string, double>> got;
+  for (const ProfileEvent& e : p.events()) got.emplace_back(e.name, e.bytes);
+  const std::vector<std::pair<std::string, double>> expected{{"all_to_all_v", double(send.nbytes() + recv.nbytes())},
+                                                             {"barrier", 0.0},
+                                                             {"all_to_all_v_wait", 0.0},
+                                                             {"barrier", 0.0}};
+  EXPECT_EQ(got, expected);
+  // A pending exchange destroyed unwaited completes first.
+  { hmoe::dist::PendingExchange dropped = w.start_all_to_all_v(send, rows, recv, rows); }
+  EXPECT_EQ(recv.to_vector(), want.to_vector());
+  w.barrier();
 }
 
 }  // namespace hmoe::testing::dist
