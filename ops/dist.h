@@ -31,6 +31,7 @@ Tensor exchange_rows(const std::shared_ptr<Communicator>& comm, const Tensor& x,
 /// comm between the halves (forward or backward).
 class RowExchange {
  public:
+  /// Starts the exchange of x's rows, the arguments as exchange_rows takes them.
   RowExchange(const std::shared_ptr<Communicator>& comm, const Tensor& x, std::vector<int64_t> send_rows,
               std::vector<int64_t> recv_rows, const ChunkLayout& layout);
   /// The received rows (once; later calls return them again).

@@ -194,9 +194,9 @@ inline constexpr size_t kSmemWithoutOptIn = 48 * 1024;
 /// Lets a kernel use more than kSmemWithoutOptIn bytes of dynamic shared memory (no-op
 /// when emulated).
 void set_max_dynamic_smem(const void* kernel, size_t bytes);
-// The emulator's stand-in for the launch failure a GPU reports when a kernel goes to a
-// stream of another device than the current one: an hmoe::Error naming both. Called by
-// launch_checked in the emulated build only (a real launch fails by itself).
+/// The emulator's stand-in for the launch failure a GPU reports when a kernel goes to a
+/// stream of another device than the current one: an hmoe::Error naming both. Called by
+/// launch_checked in the emulated build only (a real launch fails by itself).
 void check_launch_stream(const char* kernel, const void* stream);
 
 }  // namespace hmoe::cuda

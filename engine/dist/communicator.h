@@ -76,13 +76,16 @@ struct ChunkLayout {
 /// alive until then. Destroying one still in flight waits for it.
 class PendingExchange {
  public:
-  PendingExchange() = default;
+  PendingExchange() = default;  ///< nothing in flight
+  /// Takes o's exchange over (o then has none in flight).
   PendingExchange(PendingExchange&& o) noexcept { *this = std::move(o); }
+  /// Waits for this one's exchange, if any, then takes o's over.
   PendingExchange& operator=(PendingExchange&& o) noexcept;
   PendingExchange(const PendingExchange&) = delete;
   PendingExchange& operator=(const PendingExchange&) = delete;
   ~PendingExchange();
 
+  /// Whether an exchange was started and not yet waited for.
   bool in_flight() const { return comm_ != nullptr; }
   /// Blocks (watched by the communicator's watchdog) until this rank's part is done; an
   /// error names the call as the blocking one does. Nothing in flight: returns at once.
@@ -238,6 +241,7 @@ class Communicator {
   /// Starts the exchange and returns what completes it (the plan's spans are not valid
   /// then). The default runs all_to_all_v_impl at once and returns nothing to do.
   virtual std::function<void()> all_to_all_v_start_impl(const AllToAllPlan& plan);
+  /// broadcast on a non-empty tensor.
   virtual void broadcast_impl(const Tensor& t, int root) = 0;
   /// barrier.
   virtual void barrier_impl() = 0;
