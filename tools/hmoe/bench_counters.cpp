@@ -93,14 +93,15 @@ void print_access_counters(const BenchOptions& o, const std::string& bench, doub
     wavefronts += cnt::totals(k, true, false).wavefronts + cnt::totals(k, true, true).wavefronts;
   }
   for (const Gpu& g : kGpus) {
-    const double t_flops = flops / ((f32_peak ? g.f32_tflops : g.bf16_tflops) * 1e9);  // ms: 1 TFLOP/s = 1e9 FLOP/ms
-    const double t_dram = double(sectors) * 32 / (g.dram_gbs * 1e6);
-    const double t_smem = double(wavefronts) / (g.sms * g.ghz * 1e6);
+    // In microseconds: the emulator's shapes are small, and so are their bounds.
+    const double t_flops = flops / ((f32_peak ? g.f32_tflops : g.bf16_tflops) * 1e6);  // 1 TFLOP/s = 1e6 FLOP/us
+    const double t_dram = double(sectors) * 32 / (g.dram_gbs * 1e3);                    // 1 GB/s = 1e3 B/us
+    const double t_smem = double(wavefronts) / (g.sms * g.ghz * 1e3);                   // 1 GHz = 1e3 clocks/us
     const double t = std::max({t_flops, t_dram, t_smem});
     const char* bound = t == t_flops  ? (f32_peak ? "fp32 FLOPs" : "tensor-core FLOPs")
                         : t == t_dram ? "DRAM"
                                       : "shared memory";
-    std::printf("  roofline %-15s >= %.4f ms (%s-bound; FLOPs %.4f, DRAM %.4f, shared %.4f ms)\n", g.name, t, bound,
+    std::printf("  roofline %-15s >= %.3f us (%s-bound; FLOPs %.3f, DRAM %.3f, shared %.3f us)\n", g.name, t, bound,
                 t_flops, t_dram, t_smem);
   }
   cnt::reset();
