@@ -23,6 +23,11 @@ batch of 16 sequences, in tokens/s:
               set: libgomp's spinning threads, like OpenMPI's, starve on a shared machine
               (here, under load: 7 s a tiny step spinning, 0.45 s passive); hmoe's thread
               pool waits on condition variables
+  GFLOP/step  the work of one step as hmoe's profiler counts it (2mnk per GEMM, the causal
+              half of attention, ...), from one profiled step at world 1
+  at peak     the tokens/s of a step doing that work at two cores' f32 FMA peak (bench_gemm's
+              BM_fma_peak_avx512, times 2): no implementation of this model does better here
+  peak/torch2 at peak over the faster PyTorch 2-process column: the ceiling of w2/torch2
 The PyTorch model is bench/train_step_torch.py's (imported, its shapes set per preset):
 noisy top-k router with the cv^2 aux loss, experts as index_select / addmm / index_add
 over tokens sorted by expert (no per-expert nonzero), and HyperMoE with the exact
@@ -45,6 +50,7 @@ usage: /usr/bin/python3 bench/train_step_dist.py [--hmoe build/tools/hmoe] [--pr
 import argparse
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -291,9 +297,37 @@ def hmoe_tokens_per_s(world, bind, preset, ffn, a, tmp):
     return tokens / statistics.median(times)
 
 
+def hmoe_gflop_per_step(preset, ffn, a, tmp):
+    """The floating-point work of one hmoe training step, as its profiler counts it (2mnk per
+    GEMM, the causal half of attention, ...): one profiled step of a world-1 run."""
+    out_dir = os.path.join(tmp, f"hmoe-work-{preset}-{ffn}")
+    cmd = [a.hmoe, "--threads", "1", "train", "--overwrite", f"model.preset={preset}", f"model.ffn={ffn}",
+           f"model.top_k={TOP_K}", f"train.batch_size={BATCH}", "train.steps=2", "train.eval_every=0",
+           "train.eval_batches=1", "train.checkpoint_every=0", f"train.out_dir={out_dir}",
+           "--profile", os.path.join(tmp, "work.json"), "--profile-steps", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    m = re.search(r"^work: ([0-9.]+) GFLOP", r.stdout + r.stderr, re.M)
+    if r.returncode or not m:
+        sys.exit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stdout}{r.stderr}")
+    return float(m.group(1))
+
+
+def fma_peak_gflops(gemm_bench):
+    """One core's f32 FMA peak (bench_gemm's BM_fma_peak_avx512: 12 independent zmm FMA chains);
+    None where the bench or AVX-512 is missing."""
+    if not os.path.exists(gemm_bench):
+        return None
+    r = subprocess.run([gemm_bench, "--benchmark_filter=^BM_fma_peak_avx512/", "--benchmark_format=json",
+                        "--benchmark_min_time=0.3"], capture_output=True, text=True)
+    runs = [b for b in json.loads(r.stdout or "{}").get("benchmarks", []) if "GFLOP/s" in b] if not r.returncode else []
+    return max(b["GFLOP/s"] for b in runs) if runs else None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--hmoe", default="build/tools/hmoe")
+    ap.add_argument("--gemm-bench", default="build/bench/bench_gemm",
+                    help="for the FMA peak of the columns 'at peak' and 'peak/torch2'")
     ap.add_argument("--presets", nargs="+", default=["tiny", "small"], choices=list(PRESETS))
     ap.add_argument("--ffn", nargs="+", default=["moe", "hypermoe"], choices=["moe", "hypermoe"])
     ap.add_argument("--steps", type=int, default=8, help="timed steps per configuration")
@@ -310,17 +344,32 @@ def main():
         a.presets, a.steps, a.warmup, a.bind, a.rounds = ["tiny"], 1, 1, "none", 1
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # inherited by the spawned workers
     binds = ["none", "core"] if a.bind == "best" else [a.bind]
+    core_peak = fma_peak_gflops(a.gemm_bench)
     print(f"torch {torch.__version__} (gloo), {os.cpu_count()} CPUs; batch {BATCH}, top-{TOP_K}, "
           f"{a.steps} timed steps after {a.warmup}; tokens/s (global tokens per step / median step time)"
           + (f"; medians of {a.rounds} rounds, ratios' range in brackets" if a.rounds > 1 else ""))
+    if core_peak:
+        print(f"FMA peak {core_peak:.1f} GFLOP/s per core ({a.gemm_bench}); 'at peak': hmoe's counted GFLOP per step "
+              f"run at 2 cores' peak, tokens/s; 'peak/torch2': that over the faster PyTorch 2-process column, the "
+              f"highest w2/torch2 any implementation doing this work could reach here")
     cols = ["hmoe w1", "hmoe w2 ep2", "bind", "torch dp2", "torch ep2", "torch w1", "w2/w1", "w2/torch2"]
     widths = [11] * 6 + [11 if a.rounds == 1 else 17] * 2  # the ratios' ranges widen the last two
+    if core_peak:
+        cols += ["GFLOP/step", "at peak", "peak/torch2"]
+        widths += [11, 9, 12]
     print(f"{'preset':7s} {'ffn':9s}" + "".join(f" {c:>{w}s}" for c, w in zip(cols, widths)), flush=True)
     with tempfile.TemporaryDirectory(prefix="train_step_dist-") as tmp:
         for preset in a.presets:
             for ffn in a.ffn:
                 rounds = [measure_row(preset, ffn, binds, a, tmp) for _ in range(a.rounds)]
                 row = format_row(rounds)
+                if core_peak:
+                    gflop = hmoe_gflop_per_step(preset, ffn, a, tmp)
+                    at_peak = BATCH * PRESETS[preset]["BLOCK"] / (gflop / (2 * core_peak))
+                    row += [f"{gflop:.2f}", f"{at_peak:.0f}"]
+                    if "torch dp2" in rounds[0]:
+                        torch2 = statistics.median(max(r["torch dp2"], r["torch ep2"]) for r in rounds)
+                        row.append(f"{at_peak / torch2:.2f}x")
                 print(f"{preset:7s} {ffn:9s}" + "".join(f" {c:>{w}s}" for c, w in zip(row, widths)), flush=True)
 
 
