@@ -128,6 +128,22 @@ void kernel_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"isa", "m", "k", "n", "ta", "tb"})->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
+// A few rows against a wide B (an expert's products at prefill, ~m tokens per expert), best
+// ISA, one core: the small-m loop reading B in place (packed 0) against the packed driver
+// (packed 1, GemmBlocking::small_off). Beyond sgemm's small-m limit both run the packed one.
+void BM_sgemm_small_m(benchmark::State& st) {
+  const int64_t m = st.range(0), k = st.range(1), n = st.range(2);
+  const Tensor a = rn({m, k}, 1), b = rn({k, n}, 2), c = zeros({m, n});
+  ops::cpu::GemmBlocking bl;
+  bl.small_off = st.range(3) != 0;
+  for (auto _ : st) {
+    ops::cpu::sgemm(m, n, k, 1.f, {a.data_ptr<float>(), k}, {b.data_ptr<float>(), n}, 0.f, c.data_ptr<float>(), n,
+                    ops::cpu::gemm_best_isa(), bl);
+    benchmark::ClobberMemory();
+  }
+  set_gflops(st, 2.0 * double(m) * double(n) * double(k));
+}
+
 // Cache blocking of the best ISA at 1024^3 on one core (mc, kc, nc); results do not depend on it.
 void BM_sgemm_kernel_blocking(benchmark::State& st) {
   const int64_t s = 1024;
@@ -192,6 +208,11 @@ BENCHMARK(BM_hmoe_gemm)->Apply(gemm_shapes);
 BENCHMARK(BM_hmoe_matmul)->Apply(gemm_shapes);
 BENCHMARK(BM_cblas_sgemm)->Apply(cblas_shapes);
 BENCHMARK(BM_sgemm_kernel)->Apply(kernel_shapes);
+BENCHMARK(BM_sgemm_small_m)
+    ->ArgNames({"m", "k", "n", "packed"})
+    ->ArgsProduct({{14, 42, 84, 112, 168}, {256, 1024}, {1024}, {0, 1}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 BENCHMARK(BM_sgemm_kernel_blocking)
     ->ArgNames({"mc", "kc", "nc"})
     ->Args({84, 384, 1024})

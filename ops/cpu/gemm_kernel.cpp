@@ -386,20 +386,27 @@ void gemm_driver(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, c
   }
 }
 
-// The small-m loop (m <= MR, one A panel): B is not packed as a whole. Each B element is
-// used m times only, so the packed driver's copy of B (a read and a write of all of it,
-// then a read of the copy) would cost more than the arithmetic; here a row-major B is
-// read in place, NR columns at a time, and a transposed B (or an edge block) is packed
-// one micro-panel of kSmallKc rows at a time into an L1-resident buffer. Same
-// micro-kernel, so every element is the same fma chain as in the packed driver.
+// The small-m loop (m <= kSmallSlabs * MR: a few A panels): B is not packed as a whole.
+// Each B element is used m times only, so the packed driver's copy of B (a read and a
+// write of all of it, then a read of the copy) would cost more than the arithmetic; here a
+// row-major B is read in place, NR columns at a time, by every A panel in turn while those
+// columns are still in cache, and a transposed B (or an edge block) is packed one
+// micro-panel of kSmallKc rows at a time into an L1-resident buffer. Same micro-kernel, so
+// every element is the same fma chain as in the packed driver.
 constexpr int64_t kSmallKc = 128;
+// Up to 8 panels (112 rows at AVX-512's MR): an expert's rows at prefill or a HyperMoE
+// pattern's. bench_gemm BM_sgemm_small_m (one Zen 4 core, n = 1024): in place 108-110
+// GFLOP/s at m = 14..56 against the packed driver's 70-99 (it copies all of B for few rows),
+// about even from m ~ 140 (k = 256..1024), the packed one ahead from m ~ 280.
+constexpr int64_t kSmallSlabs = 8;
 
 template <int mr, int nr, MicroKernel kernel, MicroKernel one_row, bool avx512_packs>
 void small_m_driver(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, const GemmB& b, float beta, float* c,
                     int64_t ldc) {
-  float* pa = tl_pack.a.get(size_t(mr * k));
-  pack_a<mr, avx512_packs>(a, 0, m, 0, k, alpha, pa);  // rows past m are zero
-  if (a.map) a.map(pa, pa, mr * k);
+  const int64_t slabs = (m + mr - 1) / mr;
+  float* pa = tl_pack.a.get(size_t(slabs * mr * k));
+  pack_a<mr, avx512_packs>(a, 0, m, 0, k, alpha, pa);  // panel s at pa + s * mr * k; rows past m are zero
+  if (a.map) a.map(pa, pa, slabs * mr * k);
   float* pb = tl_pack.b.get(size_t(nr * kSmallKc));
   alignas(64) float edge[mr * nr];
   for (int64_t jr = 0; jr < n; jr += nr) {
@@ -416,12 +423,15 @@ void small_m_driver(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a
         bp = pb;
         ldb = nr;
       }
-      float* cp = c + jr;
-      if (init != Init::zero)
-        for (int i = 0; i < mr; ++i)
-          for (int j = 0; j < nr; ++j) edge[i * nr + j] = i < m && j < nv ? cp[i * ldc + j] : 0.f;
-      (m == 1 ? one_row : kernel)(kb, pa + pc * mr, bp, ldb, edge, nr, beta, init);
-      for (int64_t i = 0; i < m; ++i) std::memcpy(cp + i * ldc, edge + i * nr, size_t(nv) * sizeof(float));
+      for (int64_t s = 0; s < slabs; ++s) {
+        const int64_t mv = std::min<int64_t>(mr, m - s * mr);
+        float* cp = c + s * mr * ldc + jr;
+        if (init != Init::zero)
+          for (int i = 0; i < mr; ++i)
+            for (int j = 0; j < nr; ++j) edge[i * nr + j] = i < mv && j < nv ? cp[i * ldc + j] : 0.f;
+        (m == 1 ? one_row : kernel)(kb, pa + s * mr * k + pc * mr, bp, ldb, edge, nr, beta, init);
+        for (int64_t i = 0; i < mv; ++i) std::memcpy(cp + i * ldc, edge + i * nr, size_t(nv) * sizeof(float));
+      }
     }
   }
 }
@@ -516,7 +526,7 @@ void sgemm(int64_t m, int64_t n, int64_t k, float alpha, const GemmA& a, const G
   if (!gemm_isa_supported(isa)) isa = gemm_best_isa();
   const KernelInfo& kr = kernel_info(isa);
   if (!blocking.small_off && !epilogue.fn) {
-    if (m <= kr.mr) return kr.small_m(m, n, k, alpha, a, b, beta, c, ldc);
+    if (m <= kr.mr || (m <= kSmallSlabs * kr.mr && !b.trans)) return kr.small_m(m, n, k, alpha, a, b, beta, c, ldc);
     // Few columns: C^T = op(B)^T op(A)^T on the small-m loop, into a scratch C^T. With
     // alpha = 1 each element's chain fma(B(p, j), A(i, p), acc) equals fma(A(i, p), B(p, j),
     // acc) bit for bit; a gather or map on A has no counterpart on B, so they stay here.
