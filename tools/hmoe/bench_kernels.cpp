@@ -236,7 +236,7 @@ void add_moe_shape_benches(std::vector<KernelBench>& benches, bool emu) {
     const Tensor out = Tensor::empty({M, sh.ff}, {dt, Device::cuda(0)});
     const double flops = 2.0 * double(M) * double(sh.d) * double(sh.ff), e = double(dtype_size(dt));
     const double in_out = (double(M * sh.d) + double(M * sh.ff)) * e;
-    benches.push_back({name + " cublas-dense", in_out + double(sh.d * sh.ff) * e, flops, [x, wd, out, M, sh, dt](int) {
+    benches.push_back({name + " cublas-dense", in_out + double(sh.d * sh.ff) * e, flops, [x, wd, out, M, sh](int) {
                          cuda::blas::gemm(row_major_gemm(dt, M, sh.ff, sh.d), x.data_ptr<void>(), wd.data_ptr<void>(),
                                           out.data_ptr<void>(), cuda::current_stream(0));
                        }});
