@@ -127,7 +127,10 @@ DeviceGuard::DeviceGuard(int device) : previous_(t_device), device_(device) {
     t_device = device;
   }
 }
-DeviceGuard::~DeviceGuard() { t_device = previous_; }
+// Restores only where the guard changed it, as the real build's guard does.
+DeviceGuard::~DeviceGuard() {
+  if (previous_ != device_) t_device = previous_;
+}
 
 const DeviceProperties& properties(int device) {
   check_device(device);

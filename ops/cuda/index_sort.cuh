@@ -29,7 +29,9 @@ inline constexpr unsigned long long kNoError = ~0ull;  // the flag's value while
 // ---- packs ------------------------------------------------------------------------------
 
 // (64-bit key, index): the pack of f64 and i64 sort keys. Ordered by key, then index.
-struct Pack128 {
+// 16-byte aligned, so a pack moves in one 16-byte access (two 8-byte ones each used half
+// of every sector and split a shared-memory phase's banks).
+struct alignas(16) Pack128 {
   uint64_t hi, lo;
 };
 __host__ __device__ __forceinline__ bool operator<(const Pack128& a, const Pack128& b) {
@@ -50,6 +52,25 @@ __device__ __forceinline__ P pack_max() {
     return Pack128{~uint64_t(0), ~uint64_t(0)};
   else
     return ~uint64_t(0);
+}
+
+// One pack, loaded / stored in one access as nvcc makes it; the counters build sees it
+// whole too (a struct copy there may be split into its fields).
+template <typename P>
+__device__ __forceinline__ P pack_load(const P* p) {
+#if defined(HMOE_EMU_COUNTERS)
+  return ::hmoe::emu::whole_load<P>(p);
+#else
+  return *p;
+#endif
+}
+template <typename P>
+__device__ __forceinline__ void pack_store(P* p, const P& v) {
+#if defined(HMOE_EMU_COUNTERS)
+  ::hmoe::emu::whole_store(p, v);
+#else
+  *p = v;
+#endif
 }
 
 // ---- order keys (as ops/cpu/sort.cpp): unsigned order == value order ---------------------
@@ -89,9 +110,20 @@ __device__ __forceinline__ int64_t count_below(const P* a, int64_t n, const P& x
 
 // ---- block bitonic sort -----------------------------------------------------------------
 
+// Lanes of one shared-memory phase for packs of P: a phase reads 128 bytes (32 banks of
+// 4), so 8 lanes for 16-byte packs, 16 for 8-byte ones.
+template <typename P>
+inline constexpr int kPhaseLanes = int(128 / sizeof(P));
+
 // Sorts s[0, n) ascending (n a power of two) with the `count` threads numbered `tid`;
 // every thread of the block calls it (its barriers are block-wide), and s must be
 // complete (a barrier) before the call. Ends with a barrier.
+// Pair i compares s[a] and s[a + j]. For j >= kPhaseLanes the a of a phase's lanes
+// (consecutive i) are consecutive: no bank conflict. Below it, a has a zero bit at
+// log2(j) and the phase's top lane bit moved above the phase's packs: the lanes hit every
+// other bank group twice (2-way). Lanes with that bit set access their pair in the other
+// order (s[a + j] first), which fills the zero bit: both accesses conflict-free. The
+// values compared and stored are the same; only the order of the two accesses differs.
 template <typename P>
 __device__ void bitonic_sort(P* s, int n, int tid, int count) {
   for (int k = 2; k <= n; k <<= 1) {
@@ -99,11 +131,16 @@ __device__ void bitonic_sort(P* s, int n, int tid, int count) {
       for (int i = tid; i < (n >> 1); i += count) {
         const int a = 2 * i - (i & (j - 1)), b = a + j;  // the i-th pair at distance j
         const bool up = (a & k) == 0;
-        const P x = s[a], y = s[b];
-        if ((y < x) == up) {
-          s[a] = y;
-          s[b] = x;
-        }
+        const bool flip = j < kPhaseLanes<P> && (i & (kPhaseLanes<P> / 2)) != 0;
+        const int first = flip ? b : a, second = flip ? a : b;
+        const P f = pack_load(s + first), g = pack_load(s + second);
+        const P x = flip ? g : f, y = flip ? f : g;
+        // Every lane stores its pair, swapped or not: the same wavefronts as the swapping
+        // lanes alone (a phase with one of them costs the full pass), and no divergence.
+        const bool swap = (y < x) == up;
+        const P lo = swap ? y : x, hi = swap ? x : y;  // the new s[a], s[b]
+        pack_store(s + first, flip ? hi : lo);
+        pack_store(s + second, flip ? lo : hi);
       }
       __syncthreads();
     }
@@ -203,18 +240,23 @@ inline constexpr int kMaxTile = int(32768 / sizeof(P));
 
 // Sorts each tile (tile packs, a power of two; the last of a segment may be partial)
 // of every segment of seg_len packs: in -> out. One block per tile (grid-stride),
-// blockDim.x threads, tile * sizeof(P) bytes of dynamic shared memory.
+// blockDim.x <= kTileSortThreads threads, tile * sizeof(P) bytes of dynamic shared memory.
+// At most 32 registers a thread (4 blocks of 512 an SM, what 32 KiB tiles allow on sm_80):
+// unbounded, nvcc gave the 16-byte packs' sort 38 on sm_90, 75% occupancy there.
+inline constexpr int kTileSortThreads = 512;
 template <typename P>
-__global__ void tile_sort_kernel(const P* __restrict__ in, P* __restrict__ out, int64_t seg_len, int64_t tiles_per_seg,
-                                 int64_t ntiles, int tile) {
+__global__ void __launch_bounds__(kTileSortThreads, 4)
+    tile_sort_kernel(const P* __restrict__ in, P* __restrict__ out, int64_t seg_len, int64_t tiles_per_seg,
+                     int64_t ntiles, int tile) {
   HMOE_DYNAMIC_SHARED(P, s);
   for (int64_t t = blockIdx.x; t < ntiles; t += gridDim.x) {  // uniform over the block
     const int64_t seg = t / tiles_per_seg, first = (t - seg * tiles_per_seg) * tile;
     const int64_t base = seg * seg_len + first, cnt = imin(tile, seg_len - first);
-    for (int i = threadIdx.x; i < tile; i += blockDim.x) s[i] = i < cnt ? in[base + i] : pack_max<P>();
+    for (int i = threadIdx.x; i < tile; i += blockDim.x)
+      pack_store(s + i, i < cnt ? pack_load(in + base + i) : pack_max<P>());
     __syncthreads();
     bitonic_sort(s, tile, int(threadIdx.x), int(blockDim.x));
-    for (int i = threadIdx.x; i < cnt; i += blockDim.x) out[base + i] = s[i];
+    for (int i = threadIdx.x; i < cnt; i += blockDim.x) pack_store(out + base + i, pack_load(s + i));
     __syncthreads();  // s is refilled next round
   }
 }
@@ -250,7 +292,7 @@ P* sort_segments(P* a, P* b, int64_t nseg, int64_t seg_len, int device) {
   const auto& stream = hmoe::cuda::current_stream(device);
   const int tile = int(pow2_ceil(std::min<int64_t>(seg_len, kMaxTile<P>)));
   const int64_t tiles_per_seg = (seg_len + tile - 1) / tile, ntiles = nseg * tiles_per_seg;
-  const int threads = std::clamp(tile / 2, 32, 512);
+  const int threads = std::clamp(tile / 2, 32, kTileSortThreads);
   const unsigned blocks = unsigned(std::min<int64_t>(ntiles, int64_t(hmoe::cuda::properties(device).multiprocessors) * 32));
   auto ks = &tile_sort_kernel<P>;
   HMOE_LAUNCH_CHECKED(ks, blocks, threads, size_t(tile) * sizeof(P), stream.native(), a, b, seg_len, tiles_per_seg,

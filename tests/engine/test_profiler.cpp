@@ -122,8 +122,20 @@ TEST(Profiler, CountsKernelWork) {
 TEST(Profiler, EmuCountersNeedACountersBuild) {
 #if defined(HMOE_GPU_EMU)
   if (emu::counters::available()) {
-    const Profiler p(ProfilerOptions{true});
-    EXPECT_TRUE(emu::counters::enabled());
+    {
+      // A counters build: a kernel launched while the profiler lives is counted and its
+      // report ends the summary (what `hmoe train --profile F --emu-counters` prints).
+      Profiler p(ProfilerOptions{true});
+      EXPECT_TRUE(emu::counters::enabled());
+      const Tensor x = ones({256}, {DType::f32, Device::cuda(0)});
+      const Tensor y = (x + x).to(Device::cpu());
+      EXPECT_EQ(y.to_vector_as<float>()[255], 2.0f);
+      const std::string s = p.summary();
+      EXPECT_NE(s.find("emulator access counters"), std::string::npos) << s;
+      EXPECT_NE(s.find("global loads"), std::string::npos) << s;
+      EXPECT_NE(s.find("sectors/request"), std::string::npos) << s;
+    }
+    EXPECT_FALSE(emu::counters::enabled());
     return;
   }
   EXPECT_HMOE_ERROR(Profiler(ProfilerOptions{true}), "configure with -DCMAKE_CXX_COMPILER=clang++-16");

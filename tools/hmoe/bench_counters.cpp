@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "engine/cuda/occupancy.h"
+#include "engine/cuda/roofline.h"
 #include "engine/error.h"
 #if defined(HMOE_GPU_EMU)
 #include "engine/emu/counters.h"
@@ -15,19 +16,7 @@ namespace hmoe::tools {
 #if defined(HMOE_GPU_EMU)
 namespace {
 
-// Published peaks (NVIDIA A100 and H100 datasheets, SXM parts): DRAM bandwidth, dense
-// bf16 tensor-core and fp32 CUDA-core throughput, SM count and boost clock.
-struct Gpu {
-  const char* name;
-  double dram_gbs, bf16_tflops, f32_tflops;
-  int sms;
-  double ghz;
-  const cuda::SmLimits* sm;
-};
-constexpr Gpu kGpus[] = {
-    {"A100-SXM4-80GB", 2039, 312, 19.5, 108, 1.41, &cuda::kSm80},
-    {"H100-SXM5", 3352, 989.4, 66.9, 132, 1.98, &cuda::kSm90},
-};
+constexpr const cuda::GpuPeaks* kGpus[] = {&cuda::kA100, &cuda::kH100};
 
 // The kernel's name as nvcc's build spells it: the emulator's 16-bit float types are
 // aliases that demangle under their own names.
@@ -45,29 +34,29 @@ void print_occupancy(const BenchOptions& o, const std::vector<cuda::PtxasKernel>
     std::printf("  occupancy: pass --ptxas <build-cuda>/ptxas_kernels.tsv (tools/ptxas_gate.sh) for registers\n");
     return;
   }
-  for (const Gpu& g : kGpus) {
-    const cuda::PtxasKernel* p = cuda::find_ptxas_kernel(table, cuda_spelling(k.function_name), g.sm->name);
+  for (const cuda::GpuPeaks* g : kGpus) {
+    const cuda::PtxasKernel* p = cuda::find_ptxas_kernel(table, cuda_spelling(k.function_name), g->sm->name);
     if (p == nullptr) {
-      std::printf("  occupancy %s: kernel not in %s\n", g.sm->name, o.ptxas.c_str());
+      std::printf("  occupancy %s: kernel not in %s\n", g->sm->name, o.ptxas.c_str());
       continue;
     }
-    const cuda::Occupancy oc = cuda::occupancy(p->resources, {k.block_threads, k.dynamic_smem}, *g.sm);
+    const cuda::Occupancy oc = cuda::occupancy(p->resources, {k.block_threads, k.dynamic_smem}, *g->sm);
     if (!oc.invalid.empty()) {
-      std::printf("  occupancy %s: launch fails: %s\n", g.sm->name, oc.invalid.c_str());
+      std::printf("  occupancy %s: launch fails: %s\n", g->sm->name, oc.invalid.c_str());
       continue;
     }
     std::printf(
         "  occupancy %s: %.0f%% (%d blocks, %d warps per SM; %d registers, %zu B static + %zu B dynamic smem, "
         "%u threads); limited by %s\n",
-        g.sm->name, 100 * oc.fraction, oc.blocks, oc.warps, p->resources.registers, p->resources.static_smem,
+        g->sm->name, 100 * oc.fraction, oc.blocks, oc.warps, p->resources.registers, p->resources.static_smem,
         k.dynamic_smem, k.block_threads, oc.limiter.c_str());
   }
 }
 
 }  // namespace
 
-void print_access_counters(const BenchOptions& o, const std::string& bench, double flops, bool f32_peak,
-                           const std::function<void()>& run) {
+void print_access_counters(const BenchOptions& o, const std::string& bench, double min_bytes, double flops,
+                           bool f32_peak, const std::function<void()>& run) {
   namespace cnt = emu::counters;
   HMOE_CHECK(cnt::available(),
              "hmoe bench kernels --emu-counters: this emulated build has no access counters; "
@@ -92,22 +81,19 @@ void print_access_counters(const BenchOptions& o, const std::string& bench, doub
     sectors += k.unique_sectors;
     wavefronts += cnt::totals(k, true, false).wavefronts + cnt::totals(k, true, true).wavefronts;
   }
-  for (const Gpu& g : kGpus) {
-    // In microseconds: the emulator's shapes are small, and so are their bounds.
-    const double t_flops = flops / ((f32_peak ? g.f32_tflops : g.bf16_tflops) * 1e6);  // 1 TFLOP/s = 1e6 FLOP/us
-    const double t_dram = double(sectors) * 32 / (g.dram_gbs * 1e3);                    // 1 GB/s = 1e3 B/us
-    const double t_smem = double(wavefronts) / (g.sms * g.ghz * 1e3);                   // 1 GHz = 1e3 clocks/us
-    const double t = std::max({t_flops, t_dram, t_smem});
-    const char* bound = t == t_flops  ? (f32_peak ? "fp32 FLOPs" : "tensor-core FLOPs")
-                        : t == t_dram ? "DRAM"
-                                      : "shared memory";
-    std::printf("  roofline %-15s >= %.3f us (%s-bound; FLOPs %.3f, DRAM %.3f, shared %.3f us)\n", g.name, t, bound,
-                t_flops, t_dram, t_smem);
+  for (const cuda::GpuPeaks* g : kGpus) {
+    const cuda::Roofline r = cuda::roofline(*g, {flops, f32_peak, double(sectors) * 32, double(wavefronts), min_bytes});
+    std::printf(
+        "  roofline %-15s >= %.3f us (%s-bound; FLOPs %.3f, DRAM %.3f, shared %.3f us); ideal %.3f us "
+        "(useful FLOPs at peak, %.0f minimum bytes at DRAM bandwidth): %.1f%% of the roofline\n",
+        g->name, r.bound_us, r.limiter.c_str(), r.flops_us, r.dram_us, r.shared_us, r.ideal_us, min_bytes,
+        100 * r.fraction);
   }
   cnt::reset();
 }
 #else
-void print_access_counters(const BenchOptions&, const std::string&, double, bool, const std::function<void()>&) {
+void print_access_counters(const BenchOptions&, const std::string&, double, double, bool,
+                           const std::function<void()>&) {
   HMOE_CHECK(false, "hmoe bench kernels --emu-counters: needs the emulated build (HMOE_GPU=emu)");
 }
 #endif

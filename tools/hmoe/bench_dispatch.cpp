@@ -108,6 +108,8 @@ std::vector<DispatchBench> dispatch_benches(bool emu, size_t l2) {
   // One block (decode and small batches) and the tiled path (a training batch).
   out.push_back(plan_bench("moe/plan/i32 fused", emu ? 2048 : 1024, N, k, 400));
   out.push_back(plan_bench("moe/plan/i32 tiled", emu ? 32768 : T, N, k, 401));
+  // More groups than the counting sort's shared counters hold: the sort path (u64 packs).
+  out.push_back(plan_bench("moe/plan/i32 sorted", emu ? 1024 : T, 4096, k, 402));
   add_row_benches(out, T, d, N, k);
   return out;
 }

@@ -157,8 +157,15 @@ std::vector<int64_t> skewed_offsets(int64_t G, int64_t M) {
   return off;
 }
 
+// Groups with at least one row: only their weights need to be read.
+int64_t nonempty_groups(const std::vector<int64_t>& off) {
+  int64_t n = 0;
+  for (size_t g = 0; g + 1 < off.size(); ++g) n += off[g + 1] > off[g];
+  return n;
+}
+
 // The MoE expert GEMM: G experts, skewed group sizes (one expert gets no token),
-// W [G, K, N]; minimum bytes = x read once, every W_g read once, out written once. Each
+// W [G, K, N]; minimum bytes = x read once, every used W_g read once, out written once. Each
 // dtype runs after its peer, a loop of one BLAS GEMM per group.
 void add_grouped_gemm_benches(std::vector<KernelBench>& benches, bool emu) {
   const int64_t G = emu ? 4 : 64, M = emu ? 512 : 32768, K = emu ? 128 : 2048, N = emu ? 128 : 1536;
@@ -169,7 +176,7 @@ void add_grouped_gemm_benches(std::vector<KernelBench>& benches, bool emu) {
     Tensor x = rnd({M, K}, 40, dt), w = rnd({G, K, N}, 41, dt);
     Tensor out = Tensor::empty({M, N}, {dt, Device::cuda(0)});
     const double flops = 2.0 * double(M) * double(N) * double(K);
-    const double bytes = (double(M * K) + double(G * K * N) + double(M * N)) * e;
+    const double bytes = (double(M * K) + double(nonempty_groups(off) * K * N) + double(M * N)) * e;
     const std::string name = "grouped_gemm/" + std::string(dtype_name(dt));
     const moe::GroupedGemmArgs args{G, M, K, N, M, false};
     benches.push_back({name + " cublas-loop", bytes, flops,
@@ -236,7 +243,7 @@ void add_moe_shape_benches(std::vector<KernelBench>& benches, bool emu) {
     const Tensor out = Tensor::empty({M, sh.ff}, {dt, Device::cuda(0)});
     const double flops = 2.0 * double(M) * double(sh.d) * double(sh.ff), e = double(dtype_size(dt));
     const double in_out = (double(M * sh.d) + double(M * sh.ff)) * e;
-    benches.push_back({name + " cublas-dense", in_out + double(sh.d * sh.ff) * e, flops, [x, wd, out, M, sh, dt](int) {
+    benches.push_back({name + " cublas-dense", in_out + double(sh.d * sh.ff) * e, flops, [x, wd, out, M, sh](int) {
                          cuda::blas::gemm(row_major_gemm(dt, M, sh.ff, sh.d), x.data_ptr<void>(), wd.data_ptr<void>(),
                                           out.data_ptr<void>(), cuda::current_stream(0));
                        }});
@@ -247,7 +254,7 @@ void add_moe_shape_benches(std::vector<KernelBench>& benches, bool emu) {
         moe::grouped_gemm_stub.get(Device::cuda(0))(args, x, w, offs, Tensor(), Tensor(), Tensor(), out);
       };
     };
-    const double bytes = in_out + double(G * sh.d * sh.ff) * e;
+    const double bytes = in_out + double(nonempty_groups(off) * sh.d * sh.ff) * e;
     benches.push_back({name + " cublas-grouped", bytes, flops, grouped(moe::GroupedGemmBackend::cublas)});
     benches.push_back({name + " hmoe",
                        bytes,
@@ -307,7 +314,7 @@ int run_bench_kernels(const BenchOptions& o) {
     for (const KernelBench& kb : benches)
       if ((o.filter.empty() || kb.name.find(o.filter) != std::string::npos) && kb.skip.empty() &&
           kb.name.find("cublas") == std::string::npos)
-        print_access_counters(o, kb.name, kb.flops, kb.f32_peak, [&kb] { kb.run(0); });
+        print_access_counters(o, kb.name, kb.bytes, kb.flops, kb.f32_peak, [&kb] { kb.run(0); });
     return 0;
   }
   std::printf("%-30s %10s %10s %8s %10s %8s\n", "kernel", "median ms", "GB/s", "% peak", "TFLOP/s", "% peak");

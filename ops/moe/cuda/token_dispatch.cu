@@ -47,10 +47,10 @@ constexpr int64_t kMinTile = 2048;
 constexpr int64_t kMaxTiles = 256;
 constexpr size_t kSmemBudget = hmoe::cuda::kSmemWithoutOptIn;
 
-// Warps (a power of two, 1..max_warps) whose int [warps][G] counters plus `fixed` bytes fit the budget.
-int warps_for(int64_t G, size_t fixed, int max_warps) {
+// Warps (a power of two, 1..max_warps) whose placement (place_smem_bytes) fits the budget.
+int warps_for(int64_t G, int max_warps) {
   int w = max_warps;
-  while (w > 1 && fixed + size_t(w) * size_t(G) * sizeof(int) > kSmemBudget) w >>= 1;
+  while (w > 1 && place_smem_bytes(G, w) > kSmemBudget) w >>= 1;
   return w;
 }
 
@@ -59,9 +59,9 @@ void plan_counting(const I* ids, int64_t n, int G, int64_t pad, int64_t* counts,
                    int64_t perm_len, int64_t* inverse, unsigned long long* flag, Device dev) {
   const auto& stream = hmoe::cuda::current_stream(dev.index);
   if (n <= kFusedMaxRows) {
-    const int warps = warps_for(G, size_t(G) * sizeof(int64_t), 16);
-    const int64_t tile = int64_t(warps) * 128;  // 4 steps of 32 rows per warp and tile
-    const size_t smem = size_t(G) * sizeof(int64_t) + size_t(warps) * size_t(G) * sizeof(int);
+    const int warps = warps_for(G, 16);
+    const int64_t tile = int64_t(warps) * kPlaceRowsPerWarp;
+    const size_t smem = place_smem_bytes(G, warps);
     auto k = &plan_fused_kernel<I>;
     HMOE_LAUNCH_CHECKED(k, 1, warps * 32, smem, stream.native(), ids, n, G, pad, tile, counts, offsets, perm, perm_len,
                         inverse, flag);
@@ -79,10 +79,10 @@ void plan_counting(const I* ids, int64_t n, int G, int64_t pad, int64_t* counts,
                       flag);
   HMOE_LAUNCH_CHECKED(plan_tile_scan_kernel, 1, 1024, size_t(G) * sizeof(int), stream.native(), tile_counts, ntiles, G,
                       pad, tile_prefix, counts, offsets, perm, perm_len);
-  const int warps = warps_for(G, 0, kPlaceThreads / 32);
+  const int warps = warps_for(G, kPlaceThreads / 32);
   auto k2 = &plan_place_kernel<I>;
-  HMOE_LAUNCH_CHECKED(k2, unsigned(ntiles), warps * 32, size_t(warps) * size_t(G) * sizeof(int), stream.native(), ids,
-                      n, G, tile, tile_prefix, offsets, perm, inverse, flag);
+  HMOE_LAUNCH_CHECKED(k2, unsigned(ntiles), warps * 32, place_smem_bytes(G, warps), stream.native(), ids, n, G, tile,
+                      int64_t(warps) * kPlaceRowsPerWarp, tile_prefix, offsets, perm, inverse, flag);
 }
 
 template <typename I>

@@ -1,6 +1,6 @@
 // Kernel bodies of token dispatch on the cuda device (launched by token_dispatch.cu): the
 // plan's counting sort (shared-memory histograms, a padded exclusive scan over groups,
-// stable placement by per-warp prefix sums), its sort-based path for many groups, row
+// stable placement by per-warp prefix sums, perm staged in slot order), its sort path, row
 // permute / combine / gate gradient, and the selection-pattern bitmasks and their ranks.
 // Nothing here claims slots with atomics: every output is one answer whatever the schedule.
 #pragma once
@@ -66,19 +66,27 @@ __device__ void scan_groups(int G, int64_t pad, Count count, int64_t* __restrict
   for (int64_t s = carry + threadIdx.x; s < perm_len; s += blockDim.x) perm[s] = -1;
 }
 
-// Routed positions [begin, end) (ids valid, in [0, G)) placed stably: slot of position i
-// with group g = base(g) + (earlier positions of g in this tile). The tile is split into
-// one contiguous segment per warp; cur (shared int [warps][G]) first counts each warp's
-// segment, then holds each warp's exclusive prefix over the warps before it, then serves
-// as the warp's running cursor while it walks its segment 32 positions at a time (ranks
-// inside a step from __match_any_sync: lower lanes first). After the call (and a barrier)
-// cur[(warps - 1) * G + g] is the tile's count of g. Every thread of the block calls it.
-template <typename I, typename Base>
-__device__ void place_tile(const I* __restrict__ ids, int64_t begin, int64_t end, int G, int* cur, Base base,
-                           int64_t* __restrict__ perm, int64_t* __restrict__ inverse) {
+// Rows a warp places per sub-tile (4 steps of 32); a sub-tile has warps * this many.
+inline constexpr int kPlaceRowsPerWarp = 128;
+
+// Routed positions [begin, end) (ids valid, in [0, G); at most warps * kPlaceRowsPerWarp)
+// placed stably: position i of group g goes to slot base[g] + (earlier positions of g in
+// this tile). The tile is split into one contiguous segment per warp; cur (shared int
+// [warps][G]) first counts each warp's segment, then holds each warp's exclusive prefix
+// over the warps before it, then serves as the warp's running cursor while it walks its
+// segment 32 positions at a time (ranks inside a step from __match_any_sync: lower lanes
+// first). inverse[i] is written at once (coalesced, i consecutive); perm[slot] is not:
+// a warp's 32 slots fall in as many runs as it has groups. The rows go to stage (shared
+// int [tile]) in slot order instead, group g's run from starts[g] (shared int [G], the
+// scan of the tile's counts), and consecutive threads then write consecutive slots.
+// After the call (and a barrier) cur[(warps - 1) * G + g] is the tile's count of g.
+// Every thread of the block calls it.
+template <typename I>
+__device__ void place_tile(const I* __restrict__ ids, int64_t begin, int64_t end, int G, int* cur, int* starts,
+                           int* stage, const int64_t* base, int64_t* __restrict__ perm, int64_t* __restrict__ inverse) {
   const int nwarps = int(blockDim.x) >> 5, warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
-  const int64_t len = end - begin;
-  const int64_t seg = ((len + nwarps - 1) / nwarps + 31) / 32 * 32;
+  const int len = int(end - begin);
+  const int seg = ((len + nwarps - 1) / nwarps + 31) / 32 * 32;
   const int64_t s0 = begin + ixs::imin(len, warp * seg), s1 = begin + ixs::imin(len, (warp + 1) * seg);
   int* row = cur + int64_t(warp) * G;
   const unsigned below = (1u << lane) - 1u;
@@ -92,29 +100,72 @@ __device__ void place_tile(const I* __restrict__ ids, int64_t begin, int64_t end
     __syncwarp();  // the next step's leader of g may be another lane
   }
   __syncthreads();
-  for (int g = int(threadIdx.x); g < G; g += int(blockDim.x)) {
+  int carry = 0;
+  for (int g0 = 0; g0 < G; g0 += int(blockDim.x)) {  // uniform over the block
+    const int g = g0 + int(threadIdx.x);
     int run = 0;
-    for (int w = 0; w < nwarps; ++w) {
+    for (int w = 0; g < G && w < nwarps; ++w) {
       const int c = cur[int64_t(w) * G + g];
       cur[int64_t(w) * G + g] = run;
       run += c;
     }
+    int64_t chunk_total = 0;
+    const int64_t upto = block_inclusive_scan(run, &chunk_total);  // ends with a barrier
+    if (g < G) starts[g] = carry + int(upto) - run;
+    carry += int(chunk_total);
   }
-  __syncthreads();
+  __syncthreads();  // starts complete (the last scan's barrier came before its write)
   for (int64_t b = s0; b < s1; b += 32) {
     const int64_t i = b + lane;
     const int g = i < s1 ? int(ids[i]) : -1;
     const unsigned peers = __match_any_sync(kFull, g);
     const int c = g >= 0 ? row[g] : 0;
     if (g >= 0) {
-      const int64_t slot = base(g) + c + __popc(peers & below);
-      perm[slot] = i;
-      inverse[i] = slot;
+      const int r = c + __popc(peers & below);
+      stage[starts[g] + r] = int(i - begin);
+      inverse[i] = base[g] + r;
     }
     __syncwarp();  // every peer has read the cursor before its leader moves it
     if (g >= 0 && (peers & below) == 0) row[g] = c + __popc(peers);
     __syncwarp();
   }
+  __syncthreads();
+  for (int j = int(threadIdx.x); j < len; j += int(blockDim.x)) {
+    int lo = 0, hi = G;  // the first group starting past j; j is in the one before it
+    while (lo < hi) {
+      const int mid = (lo + hi) >> 1;
+      if (starts[mid] <= j)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    perm[base[lo - 1] + (j - starts[lo - 1])] = begin + stage[j];
+  }
+}
+
+// Positions [begin, end) placed in tiles of `tile` (warps * kPlaceRowsPerWarp), in
+// order; base[g] (shared) holds group g's next slot and advances by each tile's count.
+// Shared memory after base[G]: int cur[warps][G], int starts[G], int stage[tile] (the
+// layout place_smem_bytes sizes). Every thread of the block calls it.
+template <typename I>
+__device__ void place_range(const I* __restrict__ ids, int64_t begin, int64_t end, int64_t tile, int G, int64_t* base,
+                            int64_t* __restrict__ perm, int64_t* __restrict__ inverse) {
+  const int nwarps = int(blockDim.x) >> 5;
+  int* cur = reinterpret_cast<int*>(base + G);
+  int* starts = cur + int64_t(nwarps) * G;
+  int* stage = starts + G;
+  for (int64_t t0 = begin; t0 < end; t0 += tile) {
+    place_tile(ids, t0, ixs::imin(end, t0 + tile), G, cur, starts, stage, base, perm, inverse);
+    __syncthreads();
+    for (int g = int(threadIdx.x); g < G; g += int(blockDim.x)) base[g] += cur[int64_t(nwarps - 1) * G + g];
+    __syncthreads();
+  }
+}
+
+// Dynamic shared memory of place_range with `warps` warps over G groups: base, cur,
+// starts and stage.
+__host__ __device__ inline size_t place_smem_bytes(int64_t G, int warps) {
+  return size_t(G) * (sizeof(int64_t) + sizeof(int)) + size_t(warps) * size_t(G + kPlaceRowsPerWarp) * sizeof(int);
 }
 
 // Histogram of ids[begin, end) into hist (shared int [G], zeroed by the caller) with
@@ -138,16 +189,15 @@ __device__ bool tile_histogram(const I* __restrict__ ids, int64_t begin, int64_t
 
 // The whole plan in one block (few routed rows): histogram, padded scan, then the tiles
 // of `tile` positions placed in order with a running base per group. Dynamic shared
-// memory: int64 base[G], then int cur[warps][G] (its first row is the histogram).
+// memory: place_smem_bytes (int64 base[G], then int cur[warps][G], whose first row is the
+// histogram, starts and stage).
 template <typename I>
 __global__ void plan_fused_kernel(const I* __restrict__ ids, int64_t n, int G, int64_t pad, int64_t tile,
                                   int64_t* __restrict__ counts, int64_t* __restrict__ offsets,
                                   int64_t* __restrict__ perm, int64_t perm_len, int64_t* __restrict__ inverse,
                                   unsigned long long* flag) {
-  HMOE_DYNAMIC_SHARED(int64_t, smem);
-  int64_t* base = smem;
-  int* cur = reinterpret_cast<int*>(smem + G);
-  const int nwarps = int(blockDim.x) >> 5;
+  HMOE_DYNAMIC_SHARED(int64_t, base);
+  int* cur = reinterpret_cast<int*>(base + G);
   for (int g = int(threadIdx.x); g < G; g += int(blockDim.x)) cur[g] = 0;
   __syncthreads();
   const bool bad = tile_histogram(ids, 0, n, G, cur, flag);
@@ -155,13 +205,7 @@ __global__ void plan_fused_kernel(const I* __restrict__ ids, int64_t n, int G, i
   scan_groups(
       G, pad, [cur](int g) { return int64_t(cur[g]); }, counts, offsets, base, perm, perm_len);
   __syncthreads();
-  for (int64_t t0 = 0; t0 < n; t0 += tile) {
-    place_tile(
-        ids, t0, ixs::imin(n, t0 + tile), G, cur, [base](int g) { return base[g]; }, perm, inverse);
-    __syncthreads();
-    for (int g = int(threadIdx.x); g < G; g += int(blockDim.x)) base[g] += cur[int64_t(nwarps - 1) * G + g];
-    __syncthreads();
-  }
+  place_range(ids, 0, n, tile, G, base, perm, inverse);
 }
 
 // Many routed rows, step 1: block b counts tile b into tile_counts[b][G] (dynamic shared
@@ -200,22 +244,23 @@ __global__ void plan_tile_scan_kernel(const int* __restrict__ tile_counts, int n
       G, pad, [total](int g) { return int64_t(total[g]); }, counts, offsets, nullptr, perm, perm_len);
 }
 
-// Many routed rows, step 3: block b places tile b from offsets[g] + tile_prefix[b][g].
-// Dynamic shared memory: int cur[warps][G]. Does nothing after a bad id (step 1 flagged it).
+// Many routed rows, step 3: block b places tile b from offsets[g] + tile_prefix[b][g],
+// in sub-tiles of `sub` positions (warps * kPlaceRowsPerWarp). Dynamic shared memory:
+// place_smem_bytes. Does nothing after a bad id (step 1 flagged it).
 // At most kPlaceThreads threads and 32 registers a thread (8 blocks an SM): nvcc gave it
 // 40 for sm_80, which capped this latency-bound scatter at 75% occupancy there.
 inline constexpr int kPlaceThreads = 256;
 template <typename I>
 __global__ void __launch_bounds__(kPlaceThreads, 8)
-    plan_place_kernel(const I* __restrict__ ids, int64_t n, int G, int64_t tile, const int* __restrict__ tile_prefix,
-                      const int64_t* __restrict__ offsets, int64_t* __restrict__ perm, int64_t* __restrict__ inverse,
-                      const unsigned long long* flag) {
+    plan_place_kernel(const I* __restrict__ ids, int64_t n, int G, int64_t tile, int64_t sub,
+                      const int* __restrict__ tile_prefix, const int64_t* __restrict__ offsets,
+                      int64_t* __restrict__ perm, int64_t* __restrict__ inverse, const unsigned long long* flag) {
   if (*flag != kNoError) return;
-  HMOE_DYNAMIC_SHARED(int, cur);
+  HMOE_DYNAMIC_SHARED(int64_t, base);
   const int64_t b = blockIdx.x, begin = b * tile, end = ixs::imin(n, begin + tile);
-  const int* pre = tile_prefix + b * G;
-  place_tile(
-      ids, begin, end, G, cur, [offsets, pre](int g) { return offsets[g] + pre[g]; }, perm, inverse);
+  for (int g = int(threadIdx.x); g < G; g += int(blockDim.x)) base[g] = offsets[g] + tile_prefix[b * G + g];
+  __syncthreads();
+  place_range(ids, begin, end, sub, G, base, perm, inverse);
 }
 
 // ---- plan: the sort path (more groups than shared memory holds) ----------------------------
