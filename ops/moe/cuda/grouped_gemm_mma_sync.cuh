@@ -183,17 +183,12 @@ __global__ void __launch_bounds__(256, 2)
                           FusedAct out_act_grad) {
   HMOE_DYNAMIC_SHARED(unsigned char, smem);
   for (int64_t t = blockIdx.x; t < tab.tiles; t += gridDim.x) {
-    const Tile tl = forward_tile(tab, t);
-    const int64_t r0 = tab.offsets[tl.g] + tl.mb * Cfg::BM, r1 = tab.offsets[tl.g + 1], c0 = tl.nb * Cfg::BN;
-    const T* wg = w + tl.g * k * n;
-    const Lines<T> a{x, index, int(k), int(r0), int(r1), 0, int(k), ACT ? x_act : FusedAct::none};
-    const Lines<T> b = TRANS ? Lines<T>{wg, nullptr, int(k), int(c0), int(n), 0, int(k)}
-                             : Lines<T>{wg, nullptr, int(n), 0, int(k), int(c0), int(n)};
+    const ForwardSpan sp = forward_span<Cfg::BM, Cfg::BN>(tab, forward_tile(tab, t));
+    const ForwardOperands<T> op = forward_operands<T, TRANS>(sp, x, index, w, k, n, ACT ? x_act : FusedAct::none);
     MmaAcc<Cfg> acc;
-    mma_sync_mainloop<T, Cfg, TRANS>(a, b, int((k + Cfg::BK - 1) / Cfg::BK), smem, acc);
-    const auto* bias_g = bias != nullptr ? bias + tl.g * n : nullptr;
-    const FusedAct act_grad = ACT ? out_act_grad : FusedAct::none;
-    const Epilogue<T, float> e{out, int(n), int(r0), int(r1), int(c0), int(n), scale, bias_g, vec_out, act_grad};
+    mma_sync_mainloop<T, Cfg, TRANS>(op.a, op.b, int((k + Cfg::BK - 1) / Cfg::BK), smem, acc);
+    const Epilogue<T, float> e =
+        forward_epilogue<T>(sp, out, n, scale, bias, vec_out, ACT ? out_act_grad : FusedAct::none);
     mma_sync_epilogue<T, Cfg>(e, acc);
   }
 }

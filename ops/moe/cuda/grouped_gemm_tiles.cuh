@@ -314,4 +314,43 @@ struct Epilogue {
   FusedAct act_grad = FusedAct::none;
 };
 
+// Forward tile tl of BM x BN tiles: its group, rows [r0, r1) (r1 the group's end) and
+// first column.
+struct ForwardSpan {
+  int64_t g, r0, r1, c0;
+};
+template <int BM, int BN>
+__device__ __forceinline__ ForwardSpan forward_span(const GroupTable& tab, const Tile& tl) {
+  return {tl.g, tab.offsets[tl.g] + tl.mb * BM, tab.offsets[tl.g + 1], tl.nb * BN};
+}
+
+// The operands of a forward tile: A = its x rows (through the gather, read as act(x));
+// B = W_g's columns from c0: lines of W^T ([n][k]) with TRANS, else rows of W ([k][n]).
+template <typename T>
+struct ForwardOperands {
+  Lines<T> a, b;
+};
+template <typename T, bool TRANS>
+__device__ __forceinline__ ForwardOperands<T> forward_operands(const ForwardSpan& sp, const T* x, const int64_t* index,
+                                                               const T* w, int64_t k, int64_t n, FusedAct act) {
+  const T* wg = w + sp.g * k * n;
+  ForwardOperands<T> op;
+  op.a = Lines<T>{x, index, int(k), int(sp.r0), int(sp.r1), 0, int(k), act};
+  if constexpr (TRANS)
+    op.b = Lines<T>{wg, nullptr, int(k), int(sp.c0), int(n), 0, int(k)};
+  else
+    op.b = Lines<T>{wg, nullptr, int(n), 0, int(k), int(sp.c0), int(n)};
+  return op;
+}
+
+// Where a forward tile's results go: its rows and columns from c0 of out, with the
+// group's bias.
+template <typename T>
+__device__ __forceinline__ Epilogue<T, float> forward_epilogue(const ForwardSpan& sp, T* out, int64_t n,
+                                                               const float* scale, const float* bias, bool vec_out,
+                                                               FusedAct act_grad) {
+  const float* bias_g = bias != nullptr ? bias + sp.g * n : nullptr;
+  return {out, int(n), int(sp.r0), int(sp.r1), int(sp.c0), int(n), scale, bias_g, vec_out, act_grad};
+}
+
 }  // namespace hmoe::ops::cuda::moe_gemm
