@@ -18,7 +18,7 @@
 #   HMOE_BUILD_JOBS=<n>       parallel jobs (default: nproc)
 #   HMOE_PTX_MMA_SOURCES="<files>"  sources holding tensor-core kernels (default: the
 #                             attention and grouped GEMM rooms)
-#   HMOE_PTX_MMA_KERNELS=<regex>    kernels (demangled) that must contain MMA (default: _wmma<)
+#   HMOE_PTX_MMA_KERNELS=<regex>    kernels (demangled) that must contain MMA (default: _wmma<|_mma_sync<)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dir="${1:-$root/build-cuda}"
@@ -108,7 +108,7 @@ EOF
 
 # The instruction check on the tensor-core kernels' PTX (spec: gpu-without-gpu.md, 1).
 mma_sources="${HMOE_PTX_MMA_SOURCES:-ops/cuda/attention.cu ops/moe/cuda/grouped_gemm.cu}"
-mma_kernels="${HMOE_PTX_MMA_KERNELS:-_wmma<}"
+mma_kernels="${HMOE_PTX_MMA_KERNELS:-_wmma<|_mma_sync<}"
 read -r -a mma_list <<< "$mma_sources"
 python3 - "$dir/compile_commands.json" "$scratch" "$dir/ptx_mma.tsv" "$mma_kernels" "$jobs" "${mma_list[@]}" <<'EOF'
 import json, os, re, shlex, shutil, subprocess, sys

@@ -62,7 +62,9 @@ std::string call_text(const WarpCall& c) {
   os << c.name << "(mask=" << hex_mask(c.mask);
   if (is_shuffle(c.op)) os << ", width=" << c.width;
   if (c.kind != ValueKind::none && c.kind != ValueKind::other) os << ", " << kind_name(c.kind);
-  if (c.op == WarpOp::custom) os << ", ptr=0x" << std::hex << c.shared[0] << std::dec << ", ldm=" << c.shared[1];
+  // WMMA's agreed words are its pointer and ldm (ldmatrix / mma.sync: form and site).
+  if (c.op == WarpOp::custom && std::strncmp(c.name, "wmma::", 6) == 0)
+    os << ", ptr=0x" << std::hex << c.shared[0] << std::dec << ", ldm=" << c.shared[1];
   os << ") at " << c.loc.file_name() << ':' << c.loc.line();
   return os.str();
 }
@@ -151,7 +153,7 @@ void try_complete(BlockState& b, unsigned warp, size_t si) {
   if (s.call.full_warp && s.arrived != ~0u) {
     set_error(b, std::string(s.call.name) + " at " + s.call.loc.file_name() + ":" + std::to_string(s.call.loc.line()) +
                      " in warp " + std::to_string(warp) + ": lanes " + lanes_text(~s.arrived) +
-                     " exited before joining; WMMA operations need all 32 lanes");
+                     " exited before joining; WMMA, ldmatrix and mma.sync need all 32 lanes");
     return;
   }
   // Lanes named in the mask that went into a different collective and then exited
@@ -202,7 +204,7 @@ uint64_t warp_collective(const WarpCall& call) {
     fail(b, who() + " calls " + call_text(call) + ": width must be a power of two from 1 to 32");
   if (call.full_warp && w.live != ~0u)
     fail(b, who() + " calls " + call_text(call) + " but lanes " + lanes_text(~w.live) +
-                " of its warp do not exist or have exited; WMMA operations need all 32 lanes");
+                " of its warp do not exist or have exited; WMMA, ldmatrix and mma.sync need all 32 lanes");
 
   // Join the pending collective with the same mask and operation that still waits
   // for this lane; lanes that take a different path (different mask or operation)

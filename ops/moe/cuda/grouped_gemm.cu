@@ -149,9 +149,15 @@ void forward_typed(const GroupedGemmArgs& a, const Tensor& x, const Tensor& w, c
     const bool fused = x_act != mg::FusedAct::none || act_grad != mg::FusedAct::none;
     const std::vector<int64_t> p64 = block_prefix(off, a.groups, 64), p128 = block_prefix(off, a.groups, 128);
     const bool large = vec && !fused && p128.back() * 128 * 8 <= p64.back() * 64 * 9;
+    // 16-byte-aligned operands: ldmatrix + mma.sync over swizzled panels; else WMMA over
+    // element-loaded padded panels.
     auto go = [&]<typename Cfg, bool TR, int VV, bool ACT>() {
-      run.template operator()<Cfg::BM, Cfg::BN, mg::MmaSmem<Cfg, true, TR>::bytes>(
-          "grouped_gemm_wmma", &mg::grouped_gemm_wmma<D, Cfg, TR, VV, ACT>);
+      if constexpr (VV > 1)
+        run.template operator()<Cfg::BM, Cfg::BN, mg::MmaSyncSmem<Cfg, TR>::bytes>(
+            "grouped_gemm_mma_sync", &mg::grouped_gemm_mma_sync<D, Cfg, TR, ACT>);
+      else
+        run.template operator()<Cfg::BM, Cfg::BN, mg::MmaSmem<Cfg, true, TR>::bytes>(
+            "grouped_gemm_wmma", &mg::grouped_gemm_wmma<D, Cfg, TR, VV, ACT>);
     };
     auto small = [&]<bool TR, int VV>() {
       fused ? go.template operator()<mg::MmaSmall, TR, VV, true>()

@@ -1,6 +1,6 @@
 // Kernel bodies of the grouped GEMM family on the cuda device. The GEMMs themselves are
-// in grouped_gemm_mma.cuh (tensor cores, bf16/f16) and grouped_gemm_simt.cuh (CUDA
-// cores, f32/f64), over the scheduler and panel loader of grouped_gemm_tiles.cuh; here
+// in grouped_gemm_mma_sync.cuh and grouped_gemm_mma.cuh (tensor cores, bf16/f16) and
+// grouped_gemm_simt.cuh (CUDA cores, f32/f64), over the scheduler and panel loader of grouped_gemm_tiles.cuh; here
 // are the small backward kernels: the per-group bias gradient, the scale gradient (a
 // row dot product) and the deterministic scatter of dX rows through the gather index.
 // None uses float atomics: every sum has one fixed order.
@@ -10,6 +10,7 @@
 
 #include "ops/cuda/index_sort.cuh"
 #include "ops/moe/cuda/grouped_gemm_mma.cuh"
+#include "ops/moe/cuda/grouped_gemm_mma_sync.cuh"
 #include "ops/moe/cuda/grouped_gemm_simt.cuh"
 
 namespace hmoe::ops::cuda::moe_gemm {

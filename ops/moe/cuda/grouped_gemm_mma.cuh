@@ -86,14 +86,41 @@ __device__ __forceinline__ void mma_stage(const T* as, const T* bs, FragC (&acc)
   }
 }
 
+// The kMmaStages-deep cp.async pipeline over `steps` panels: issue(s, buf) starts step
+// s's copies into stage buf, ready(buf) runs on this thread's landed copies of a stage
+// before the barrier (the fused activation), compute(buf) reads the stage after it. Each
+// step waits for its own copies of the oldest stage, meets the others at the barrier
+// (after which the stage read in the previous step is free), refills that stage, then
+// computes. Ends with a barrier (the stages are free for an epilogue or the next tile).
+template <typename Issue, typename Ready, typename Compute>
+__device__ __forceinline__ void cp_async_pipeline(int steps, Issue&& issue, Ready&& ready, Compute&& compute) {
+  constexpr int ST = kMmaStages;
+  // Every step commits one group (empty past the end), so wait_group ST - 2 always
+  // means "step s has landed".
+#pragma unroll
+  for (int s = 0; s < ST - 1; ++s) {
+    if (s < steps) issue(s, s);
+    ::hmoe::device::cp_async_commit();
+  }
+  // Step s reads stage s % ST and refills stage (s - 1) % ST, read by step s - 1.
+  for (int s = 0, rd = 0, wr = ST - 1; s < steps; ++s) {
+    ::hmoe::device::cp_async_wait<ST - 2>();
+    ready(rd);
+    __syncthreads();
+    if (s + ST - 1 < steps) issue(s + ST - 1, wr);
+    ::hmoe::device::cp_async_commit();
+    compute(rd);
+    wr = rd;
+    rd = rd == ST - 1 ? 0 : rd + 1;
+  }
+  __syncthreads();
+}
+
 // acc = sum over `steps` panels of A B for the warp's WM x WN block. A_LINES_M: A's
 // lines are output rows (x rows, [m][k]: matrix_a row-major), else reduction rows
 // ([k][m]: col-major); B_LINES_N: B's lines are output columns (W^T rows, [n][k]:
 // matrix_b col-major), else reduction rows ([k][n]: row-major). Vector panels (V > 1)
-// run a kMmaStages-deep cp.async pipeline: each step waits for its own copies of the
-// oldest stage, applies a.act to them, meets the others at a barrier (after which the
-// stage read in the previous step is free), refills that stage, then runs the MMAs.
-// Element panels (V = 1, no 16-byte chunks) load through registers into two stages.
+// run cp_async_pipeline (a.act applied to each landed stage). Element panels (V = 1, no 16-byte chunks) load through registers into two stages.
 // Ends with a barrier (the panels are free for the epilogue's staging).
 template <typename T, typename Cfg, bool A_LINES_M, bool B_LINES_N, int V>
 __device__ __forceinline__ void mma_mainloop(const Lines<T>& a, const Lines<T>& b, int steps, unsigned char* smem,
@@ -119,30 +146,16 @@ __device__ __forceinline__ void mma_mainloop(const Lines<T>& a, const Lines<T>& 
   pa.prepare(a);
   pb.prepare(b);
   if constexpr (V > 1) {
-    constexpr int ST = kMmaStages;
-    auto issue = [&](int s, int buf) {
-      pa.copy_async(a, a_dl(s), a_da(s), a_panel(buf), S::LDA);
-      pb.copy_async(b, b_dl(s), b_da(s), b_panel(buf), S::LDB);
-    };
-    // Every step commits one group (empty past the end), so wait_group ST - 2 always
-    // means "step s has landed".
-#pragma unroll
-    for (int s = 0; s < ST - 1; ++s) {
-      if (s < steps) issue(s, s);
-      ::hmoe::device::cp_async_commit();
-    }
-    // Step s reads stage s % ST and refills stage (s - 1) % ST, read by step s - 1.
-    for (int s = 0, rd = 0, wr = ST - 1; s < steps; ++s) {
-      ::hmoe::device::cp_async_wait<ST - 2>();
-      if (a.act != FusedAct::none) pa.act_in_place(a_panel(rd), S::LDA, a.act);
-      __syncthreads();
-      if (s + ST - 1 < steps) issue(s + ST - 1, wr);
-      ::hmoe::device::cp_async_commit();
-      mma_stage<T, Cfg, A_LINES_M, B_LINES_N>(a_panel(rd), b_panel(rd), acc);
-      wr = rd;
-      rd = rd == ST - 1 ? 0 : rd + 1;
-    }
-    __syncthreads();
+    cp_async_pipeline(
+        steps,
+        [&](int s, int buf) {
+          pa.copy_async(a, a_dl(s), a_da(s), a_panel(buf), S::LDA);
+          pb.copy_async(b, b_dl(s), b_da(s), b_panel(buf), S::LDB);
+        },
+        [&](int buf) {
+          if (a.act != FusedAct::none) pa.act_in_place(a_panel(buf), S::LDA, a.act);
+        },
+        [&](int buf) { mma_stage<T, Cfg, A_LINES_M, B_LINES_N>(a_panel(buf), b_panel(buf), acc); });
   } else {
     auto put = [&](int buf) {
       pa.store(a_panel(buf), S::LDA);
@@ -244,17 +257,12 @@ __global__ void __launch_bounds__(256, kMinBlocks<V>)
                       T* __restrict__ out, int64_t k, int64_t n, bool vec_out, FusedAct x_act, FusedAct out_act_grad) {
   HMOE_DYNAMIC_SHARED(unsigned char, smem);
   for (int64_t t = blockIdx.x; t < tab.tiles; t += gridDim.x) {
-    const Tile tl = forward_tile(tab, t);
-    const int64_t r0 = tab.offsets[tl.g] + tl.mb * Cfg::BM, r1 = tab.offsets[tl.g + 1], c0 = tl.nb * Cfg::BN;
-    const T* wg = w + tl.g * k * n;
-    const Lines<T> a{x, index, int(k), int(r0), int(r1), 0, int(k), ACT ? x_act : FusedAct::none};
-    const Lines<T> b = TRANS ? Lines<T>{wg, nullptr, int(k), int(c0), int(n), 0, int(k)}
-                             : Lines<T>{wg, nullptr, int(n), 0, int(k), int(c0), int(n)};
+    const ForwardSpan sp = forward_span<Cfg::BM, Cfg::BN>(tab, forward_tile(tab, t));
+    const ForwardOperands<T> op = forward_operands<T, TRANS>(sp, x, index, w, k, n, ACT ? x_act : FusedAct::none);
     FragC acc[Cfg::FM][Cfg::FN];
-    mma_mainloop<T, Cfg, true, TRANS, V>(a, b, int((k + Cfg::BK - 1) / Cfg::BK), smem, acc);
-    const auto* bias_g = bias != nullptr ? bias + tl.g * n : nullptr;
-    const FusedAct act_grad = ACT ? out_act_grad : FusedAct::none;
-    const Epilogue<T, float> e{out, int(n), int(r0), int(r1), int(c0), int(n), scale, bias_g, vec_out, act_grad};
+    mma_mainloop<T, Cfg, true, TRANS, V>(op.a, op.b, int((k + Cfg::BK - 1) / Cfg::BK), smem, acc);
+    const Epilogue<T, float> e =
+        forward_epilogue<T>(sp, out, n, scale, bias, vec_out, ACT ? out_act_grad : FusedAct::none);
     mma_epilogue<T, Cfg, true, TRANS>(e, smem, acc);
   }
 }

@@ -118,6 +118,21 @@ __device__ __forceinline__ T zero_of() {
   return from_compute<T>(device_compute_t<T>(0));
 }
 
+// The swizzled panel layout of the ldmatrix kernels (grouped_gemm_mma_sync.cuh): lines
+// of `chunks` 16-byte chunks, unpadded, chunk c of line l stored at chunk
+// swizzle_chunk(l, c) of the same line. Eight consecutive lines at one chunk (an ldmatrix
+// phase, or a phase of the interleaved stores) then fill the 8 distinct 16-byte bank
+// slots of a 128-byte span: XOR with l % 8 for lines of 8 chunks or more; for shorter
+// lines (8 / chunks of them per 128 bytes), with the line's index among those spans.
+template <int CHUNKS>
+__device__ __forceinline__ int swizzle_chunk(int line, int c) {
+  static_assert(CHUNKS >= 2 && (CHUNKS & (CHUNKS - 1)) == 0, "swizzled lines hold a power of two of chunks");
+  if constexpr (CHUNKS >= 8)
+    return c ^ (line & 7);
+  else
+    return c ^ ((line / (8 / CHUNKS)) & (CHUNKS - 1));
+}
+
 // One LINES x ALONG panel of an operand, loaded by NT threads in accesses of V
 // elements (V > 1: the host checked that rows start 16-byte aligned and that along_end
 // is a multiple of V, so a chunk is either wholly inside or wholly past the edge).
@@ -217,9 +232,20 @@ struct Panel {
     }
   }
 
+  // Where slot sl's chunk lives in a stage: smem[line * ld + along], or with SWZ in
+  // unpadded lines of ALONG elements, the chunk swizzled (swizzle_chunk; ld unused).
+  template <bool SWZ>
+  __device__ __forceinline__ static T* chunk_at(T* smem, int ld, int sl) {
+    if constexpr (SWZ)
+      return smem + line_of(sl) * ALONG + swizzle_chunk<kChunks>(line_of(sl), chunk_of(sl)) * V;
+    else
+      return smem + line_of(sl) * ld + chunk_of(sl) * V;
+  }
+
   // load() then store() as one asynchronous copy (cp.async of each 16-byte chunk,
   // zero-filled past the edges): the data is in smem once this thread's wait covers the
   // group it is committed in. No fused activation: see act_in_place().
+  template <bool SWZ = false>
   __device__ __forceinline__ void copy_async(const Lines<T>& s, int dl, int da, T* smem, int ld) const {
     static_assert(V * sizeof(T) == 16, "cp.async copies 16-byte chunks");
 #pragma unroll
@@ -227,19 +253,19 @@ struct Panel {
       const int sl = slot(i);
       if (kSlots % NT != 0 && sl >= kSlots) break;
       const T* p = source(s, i, dl, da);
-      ::hmoe::device::cp_async_16(smem + line_of(sl) * ld + chunk_of(sl) * V, p != nullptr ? p : s.base,
-                                  p != nullptr ? 16 : 0);
+      ::hmoe::device::cp_async_16(chunk_at<SWZ>(smem, ld, sl), p != nullptr ? p : s.base, p != nullptr ? 16 : 0);
     }
   }
 
   // The chunks this thread copied into smem become act(element), once its wait covered
   // them (a zero-filled chunk stays zero: each activation sends 0 to 0).
+  template <bool SWZ = false>
   __device__ __forceinline__ void act_in_place(T* smem, int ld, FusedAct act) const {
 #pragma unroll
     for (int i = 0; i < kIters; ++i) {
       const int sl = slot(i);
       if (kSlots % NT != 0 && sl >= kSlots) break;
-      T* q = smem + line_of(sl) * ld + chunk_of(sl) * V;
+      T* q = chunk_at<SWZ>(smem, ld, sl);
       P v = load_pack<T, V>(q);
 #pragma unroll
       for (int e = 0; e < V; ++e) v.v[e] = fused_act<T>(act, v.v[e]);
@@ -287,5 +313,44 @@ struct Epilogue {
   bool vec;
   FusedAct act_grad = FusedAct::none;
 };
+
+// Forward tile tl of BM x BN tiles: its group, rows [r0, r1) (r1 the group's end) and
+// first column.
+struct ForwardSpan {
+  int64_t g, r0, r1, c0;
+};
+template <int BM, int BN>
+__device__ __forceinline__ ForwardSpan forward_span(const GroupTable& tab, const Tile& tl) {
+  return {tl.g, tab.offsets[tl.g] + tl.mb * BM, tab.offsets[tl.g + 1], tl.nb * BN};
+}
+
+// The operands of a forward tile: A = its x rows (through the gather, read as act(x));
+// B = W_g's columns from c0: lines of W^T ([n][k]) with TRANS, else rows of W ([k][n]).
+template <typename T>
+struct ForwardOperands {
+  Lines<T> a, b;
+};
+template <typename T, bool TRANS>
+__device__ __forceinline__ ForwardOperands<T> forward_operands(const ForwardSpan& sp, const T* x, const int64_t* index,
+                                                               const T* w, int64_t k, int64_t n, FusedAct act) {
+  const T* wg = w + sp.g * k * n;
+  ForwardOperands<T> op;
+  op.a = Lines<T>{x, index, int(k), int(sp.r0), int(sp.r1), 0, int(k), act};
+  if constexpr (TRANS)
+    op.b = Lines<T>{wg, nullptr, int(k), int(sp.c0), int(n), 0, int(k)};
+  else
+    op.b = Lines<T>{wg, nullptr, int(n), 0, int(k), int(sp.c0), int(n)};
+  return op;
+}
+
+// Where a forward tile's results go: its rows and columns from c0 of out, with the
+// group's bias.
+template <typename T>
+__device__ __forceinline__ Epilogue<T, float> forward_epilogue(const ForwardSpan& sp, T* out, int64_t n,
+                                                               const float* scale, const float* bias, bool vec_out,
+                                                               FusedAct act_grad) {
+  const float* bias_g = bias != nullptr ? bias + sp.g * n : nullptr;
+  return {out, int(n), int(sp.r0), int(sp.r1), int(sp.c0), int(n), scale, bias_g, vec_out, act_grad};
+}
 
 }  // namespace hmoe::ops::cuda::moe_gemm

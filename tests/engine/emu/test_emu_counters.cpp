@@ -1,10 +1,12 @@
 // The access counters against the hardware rules: coalesced and strided global
 // accesses, 16-byte vector loads, a shared-memory transpose with and without padding,
-// broadcasts, divergent lanes; under several schedules (built with HMOE_EMU_COUNTERS).
+// broadcasts, divergent lanes, ldmatrix over swizzled and plain tiles; under several
+// schedules (built with HMOE_EMU_COUNTERS).
 #include <numeric>
 
 #include "engine/emu/counters.h"
 #include "tests/engine/emu/emu_test_util.h"
+#include "tests/engine/emu/mma_kernels.cuh"
 
 namespace {
 using namespace hmoe::emu;
@@ -242,6 +244,44 @@ TEST_P(Counting, WmmaTileLoadsAreModelledAsLdmatrix) {
   for (const cnt::SiteCounts& s : k[0].sites)
     named = named || s.location.find("load_matrix_sync (modelled)") != std::string::npos;
   EXPECT_TRUE(named) << cnt::report(k);
+}
+
+// ldmatrix is one request per warp instruction whose lanes each read one 16-byte row,
+// eight rows (one matrix) a quarter-warp phase: .x1 is one wavefront.
+TEST_P(Counting, LdmatrixIsOneRequestOfSixteenByteRows) {
+  Device<unsigned short> in(64);
+  Device<unsigned> out(32);
+  launch(LaunchConfig{dim3(1), dim3(32), 0, "ldmatrix_x1"}, hmoe_mma_sample::ldmatrix_probe<1, false>, in.data(),
+         out.data());
+  const cnt::Totals ld = cnt::totals(only_kernel("ldmatrix_x1"), true, false);
+  EXPECT_EQ(ld.requests, 1u);
+  EXPECT_EQ(ld.bytes, 128u);
+  EXPECT_EQ(ld.wavefronts, 1u);
+  EXPECT_EQ(ld.conflicts(), 0u);
+}
+
+// The 64x64x64 ldmatrix + mma.sync tile GEMM (4 warps, 4 k-steps, 4 ldmatrix.x4 each):
+// over XOR-swizzled tiles its reads are conflict-free (4 wavefronts per request); over
+// the same tiles unpadded and unswizzled, a matrix's 8 rows lie 128 bytes apart in the
+// same four banks: 8-way, 32 wavefronts per request.
+TEST_P(Counting, SwizzledLdmatrixTilesHaveNoBankConflict) {
+  using namespace hmoe_mma_sample;
+  Device<unsigned short> a(64 * 64), b(64 * 64);
+  Device<float> c(64 * 64);
+  launch(LaunchConfig{dim3(1), dim3(kGemmThreads), kGemmSmem, "swizzled"},
+         tile_gemm64<TileLayout::swizzled, __nv_bfloat16>, a.data(), b.data(), c.data());
+  launch(LaunchConfig{dim3(1), dim3(kGemmThreads), kGemmSmem, "plain"}, tile_gemm64<TileLayout::plain, __nv_bfloat16>,
+         a.data(), b.data(), c.data());
+  const auto k = cnt::snapshot(false);
+  ASSERT_EQ(k.size(), 2u);
+  const cnt::Totals sw = cnt::totals(k[0], true, false), plain = cnt::totals(k[1], true, false);
+  EXPECT_EQ(sw.requests, 64u);
+  EXPECT_EQ(sw.ideal, 4u * 64u);
+  EXPECT_EQ(sw.conflicts(), 0u);
+  EXPECT_EQ(cnt::totals(k[0], true, true).conflicts(), 0u);  // the cp.async tile stores
+  EXPECT_EQ(plain.requests, 64u);
+  EXPECT_DOUBLE_EQ(plain.wavefronts_per_request(), 32.0);
+  EXPECT_EQ(plain.conflicts(), 28u * 64u);
 }
 
 TEST_P(Counting, ReportNamesTheSourceLine) {

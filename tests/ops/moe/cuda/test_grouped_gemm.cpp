@@ -4,7 +4,8 @@
 // multiples of the tiles, with and without a gather index (with -1 padding rows), scale
 // and bias, f32 / f64 (CUDA cores) and bf16 / f16 (tensor cores, both tile heights);
 // each kernel directly (trans_w with index/scale/bias, dW and db alone and for empty
-// groups, the scatter, the row dot); unaligned inputs (scalar loads); K = 0 and M = 0;
+// groups, the scatter, the row dot); unaligned inputs (scalar loads); the ldmatrix +
+// mma.sync kernels against the WMMA ones, bit for bit; K = 0 and M = 0;
 // bad input; bit-identical results across emulator schedules; the grouped FFN's fused
 // activation steps against the unfused kernels, bit for bit. The grouped FFN (two
 // grouped GEMMs around an activation, chunked) on the device against the CPU.
@@ -278,6 +279,35 @@ TEST(CudaMoeGroupedGemm, UnalignedInputs) {
       expect_matches(res[0][1].narrow(0, 1, M * k), res[1][1].narrow(0, 1, M * k), -1, "dx");
       expect_matches(res[0][2].narrow(0, 1, G * k * n), res[1][2].narrow(0, 1, G * k * n), -1, "dw");
     }
+  });
+}
+
+// The ldmatrix + mma.sync kernels (16-byte-aligned operands: swizzled panels, epilogue
+// from registers) and the WMMA kernels (x at an odd element offset: element loads) add
+// the same products in the same order: the forward with gather, scale and bias, plain
+// and trans_w (the dX kernel), at both tile heights, gives the same bits.
+TEST(CudaMoeGroupedGemm, MmaSyncAndWmmaKernelsGiveTheSameBits) {
+  HMOE_REQUIRE_CUDA();
+  for_each_schedule([&] {
+    uint64_t seed = 1700;
+    for (DType dt : {DType::bf16, DType::f16})
+      for (bool trans : {false, true})
+        for (const std::vector<int64_t>& off : {std::vector<int64_t>{0, 40, 40, 96, 230}, {0, 256, 512}}) {
+          SCOPED_TRACE(::testing::Message() << dtype_name(dt) << " trans_w " << trans << " rows " << off.back());
+          seed += 10;
+          const int64_t G = int64_t(off.size()) - 1, M = off.back(), XR = 300, k = 72, n = 136;
+          const Tensor x_odd = rand_cpu({1 + XR * k}, seed, dt).to(kDev).narrow(0, 1, XR * k).reshape({XR, k});
+          const Tensor x = x_odd.clone();
+          const Tensor w = rand_cpu(trans ? Shape{G, n, k} : Shape{G, k, n}, seed + 1, dt).to(kDev);
+          const Tensor s = rand_cpu({M}, seed + 2, aux(dt), 0.5, 1.5).to(kDev);
+          const Tensor b = rand_cpu({G, n}, seed + 3, aux(dt)).to(kDev);
+          const Tensor idx = i64(gather_index(M, XR, seed)).to(kDev);
+          const GroupedGemmArgs args{G, M, k, n, XR, trans};
+          Tensor wmma = Tensor::empty({M, n}, {dt, kDev}), mma = Tensor::empty({M, n}, {dt, kDev});
+          moe::grouped_gemm_stub.get(kDev)(args, x_odd, w, i64(off), idx, s, b, wmma);
+          moe::grouped_gemm_stub.get(kDev)(args, x, w, i64(off), idx, s, b, mma);
+          EXPECT_TRUE(bit_equal(wmma.to(kCpu), mma.to(kCpu))) << max_abs_diff(wmma.to(kCpu), mma.to(kCpu));
+        }
   });
 }
 
