@@ -274,12 +274,16 @@ def torch_tokens_per_s(mode, world, threads, preset, ffn, a, tmp):
     return BATCH * PRESETS[preset]["BLOCK"] / statistics.median(times)
 
 
+def hmoe_train_cmd(a, threads, preset, ffn, steps, out_dir):
+    """`hmoe train` of the benchmark's model and batch, no evaluation or checkpoints on the way."""
+    return [a.hmoe, "--threads", str(threads), "train", "--overwrite", f"model.preset={preset}", f"model.ffn={ffn}",
+            f"model.top_k={TOP_K}", f"train.batch_size={BATCH}", f"train.steps={steps}", "train.eval_every=0",
+            "train.eval_batches=1", "train.checkpoint_every=0", f"train.out_dir={out_dir}"]
+
+
 def hmoe_tokens_per_s(world, bind, preset, ffn, a, tmp):
     out_dir = os.path.join(tmp, f"hmoe-w{world}-{bind}-{preset}-{ffn}")
-    cmd = [a.hmoe, "--threads", str(2 // world), "train", "--overwrite", "--quiet", f"model.preset={preset}",
-           f"model.ffn={ffn}", f"model.top_k={TOP_K}", f"train.batch_size={BATCH}",
-           f"train.steps={a.warmup + a.steps}", "train.eval_every=0", "train.eval_batches=1",
-           "train.checkpoint_every=0", f"train.out_dir={out_dir}"]
+    cmd = hmoe_train_cmd(a, 2 // world, preset, ffn, a.warmup + a.steps, out_dir) + ["--quiet"]
     if world > 1:
         yield_idle = [] if a.no_yield else ["--mca", "mpi_yield_when_idle", "1"]
         cmd = ["mpirun", "-np", str(world), "--bind-to", bind, *yield_idle] + cmd + [f"dist.ep={world}"]
@@ -300,11 +304,8 @@ def hmoe_tokens_per_s(world, bind, preset, ffn, a, tmp):
 def hmoe_gflop_per_step(preset, ffn, a, tmp):
     """The floating-point work of one hmoe training step, as its profiler counts it (2mnk per
     GEMM, the causal half of attention, ...): one profiled step of a world-1 run."""
-    out_dir = os.path.join(tmp, f"hmoe-work-{preset}-{ffn}")
-    cmd = [a.hmoe, "--threads", "1", "train", "--overwrite", f"model.preset={preset}", f"model.ffn={ffn}",
-           f"model.top_k={TOP_K}", f"train.batch_size={BATCH}", "train.steps=2", "train.eval_every=0",
-           "train.eval_batches=1", "train.checkpoint_every=0", f"train.out_dir={out_dir}",
-           "--profile", os.path.join(tmp, "work.json"), "--profile-steps", "1"]
+    cmd = hmoe_train_cmd(a, 1, preset, ffn, 2, os.path.join(tmp, f"hmoe-work-{preset}-{ffn}")) + [
+        "--profile", os.path.join(tmp, "work.json"), "--profile-steps", "1"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     m = re.search(r"^work: ([0-9.]+) GFLOP", r.stdout + r.stderr, re.M)
     if r.returncode or not m:
